@@ -1,0 +1,1 @@
+"""What export writes and the service reads: the model manifest. Torch-free."""

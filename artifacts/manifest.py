@@ -1,0 +1,121 @@
+"""`weights/<model>/manifest.json`: everything the service needs to serve a model without its code."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_VERSION = 1
+
+Task = Literal[
+    "classification",
+    "segmentation",
+    "detection",
+    "generation",
+    "pointcloud-classification",
+    "pointcloud-segmentation",
+]
+AttentionKind = Literal["ea", "sa"]
+DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+
+
+class TensorInfo(BaseModel):
+    """A graph input or output; string dims are symbolic ("batch", "height", "width", "points")."""
+
+    name: str
+    dtype: DType
+    shape: list[int | str]
+
+
+class Preprocessing(BaseModel):
+    """How raw client input becomes the model's input tensor (and how outputs map back)."""
+
+    kind: Literal["image", "points", "latent"]
+    # image: the size the network sees (H, W); inputs are resized to it and outputs mapped back.
+    image_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    # points: the number of points the model was trained on; clouds are centred and scaled
+    # to the unit sphere, then resampled to this count.
+    num_points: int | None = None
+    # latent (generation): the noise vector length.
+    z_dim: int | None = None
+
+
+class FileInfo(BaseModel):
+    path: str  # relative to the model folder
+    sha256: str
+    bytes: int
+
+
+class Parity(BaseModel):
+    """PyTorch vs exported graph on held-out generated data."""
+
+    samples: int
+    max_abs_error: float
+    task_agreement: float = Field(description="fraction of samples/pixels/points/boxes that agree")
+    metric: str
+
+
+class Quantization(BaseModel):
+    kind: Literal["int8-static", "fp16"]
+    file: FileInfo
+    metric_name: str
+    metric_fp32: float
+    metric_quantized: float
+    speedup_batch8: float | None = None
+
+
+class Manifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    task: Task
+    attention: AttentionKind
+    arch: str
+    description: str = ""
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    preprocessing: Preprocessing
+    labels: list[str]
+    max_batch_size: int
+    onnx: FileInfo
+    opset: int
+    quantized: list[Quantization] = []
+    parity: Parity | None = None
+    source_checkpoint: FileInfo | None = None
+    metrics: dict[str, float] = {}
+    exporter_versions: dict[str, str] = {}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(model_dir: Path, relative: str) -> FileInfo:
+    """FileInfo (hash and size) for a file inside a model folder."""
+    path = model_dir / relative
+    return FileInfo(path=relative, sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+def load_manifest(model_dir: Path) -> Manifest:
+    """Read and validate `<model_dir>/manifest.json`."""
+    return Manifest.model_validate_json((model_dir / MANIFEST_FILE).read_text())
+
+
+def save_manifest(model_dir: Path, manifest: Manifest) -> Path:
+    path = model_dir / MANIFEST_FILE
+    path.write_text(manifest.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def discover_manifests(weights_dir: Path) -> list[Path]:
+    """Model folders under `weights_dir` that hold a manifest, sorted by name."""
+    return sorted(p.parent for p in weights_dir.glob(f"*/{MANIFEST_FILE}"))
