@@ -1,0 +1,1 @@
+"""Benchmarks behind `easerve bench`: one module per benchmark, each with `add_arguments`/`run`."""

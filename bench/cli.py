@@ -1,0 +1,31 @@
+"""`easerve bench <benchmark>`: one subcommand per module `bench/<benchmark>.py`.
+
+Like the stage modules, each benchmark module imports only argparse at module level, so building
+the `easerve` parser never loads torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# benchmark -> module with `add_arguments(parser)` and `run(args) -> int`
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "attention": (
+        "bench.attention",
+        "EA against self-attention: the paper's cost counts, measured latency and peak memory",
+    ),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    subparsers = parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
+    for name, (module_name, help_text) in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(run_benchmark=module.run)
+
+
+def run(args: argparse.Namespace) -> int:
+    return int(args.run_benchmark(args) or 0)

@@ -1,0 +1,94 @@
+"""The server under test: one started on loopback for the duration of a load test, or one
+already running; and what it serves (`/v1/models`)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+POLL_INTERVAL_S = 0.5
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """A model as `/v1/models` describes it."""
+
+    name: str
+    task: str
+    attention: str
+    backend: str
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def is_ready(url: str) -> bool:
+    """True when `<url>/readyz` answers 200."""
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Block until the server at `url` is ready. RuntimeError if `process` exits first or
+    `timeout_s` passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if is_ready(url):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
+        time.sleep(POLL_INTERVAL_S)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
+
+
+@contextmanager
+def local_server(
+    models: list[str], log_path: Path, ready_timeout_s: float, serve_args: list[str] = ()
+) -> Iterator[str]:
+    """`easerve serve` on a free loopback port with `models` (all bundled ones if empty), its
+    output in `log_path`; yields its base URL once ready and stops it (SIGTERM, then SIGKILL)
+    on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if models:
+        command += ["--models", *models]
+    command += list(serve_args)
+    url = f"http://127.0.0.1:{port}"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_ready(url, ready_timeout_s, process)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def served_models(url: str) -> list[ServedModel]:
+    """The models the server at `url` serves, from `/v1/models`."""
+    response = httpx.get(f"{url}/v1/models", timeout=10.0)
+    response.raise_for_status()
+    return [
+        ServedModel(entry["name"], entry["task"], entry["attention"], entry["backend"])
+        for entry in response.json()["models"]
+    ]

@@ -1,0 +1,134 @@
+"""The load test: its request bodies, its locust users, locust's CSVs read back, the report, and
+a short headless locust run of every endpoint against the real service on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from loadtest.endpoints import ENDPOINTS, model_selector, prepared_requests
+from loadtest.report import REPORT_FILE, RUNS_FILE, ReportContext, ratio_table, write_report
+from loadtest.samples import load_samples
+from loadtest.stats import load_runs, read_run_stats
+
+REPO = Path(__file__).resolve().parents[1]
+LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
+
+STATS_HEADER = (
+    "Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time,"
+    "Min Response Time,Max Response Time,Average Content Size,Requests/s,Failures/s,"
+    "50%,66%,75%,80%,90%,95%,98%,99%,99.9%,99.99%,100%"
+)
+
+
+def write_stats_csv(path: Path, requests: int, failures: int, rps: float, p50: int, p95: int, p99: int) -> Path:
+    """A locust `_stats.csv` (as locust 2.x writes it) with one endpoint row and the total."""
+    percentiles = f"{p50},{p50},{p50},{p50},{p95},{p95},{p99},{p99},{p99},{p99},{p99}"
+    rows = [
+        STATS_HEADER,
+        f"POST,/v1/segment,{requests},{failures},{p50},{p50 * 1.1},{p50 / 2},{p99},1200,{rps},0.0,{percentiles}",
+        f",Aggregated,{requests},{failures},{p50},{p50 * 1.1},{p50 / 2},{p99},1200,{rps},0.0,{percentiles}",
+    ]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture
+def segment_runs(tmp_path):
+    """EA twice as fast as SA at 1 and 8 users, from recorded CSVs."""
+    runs = []
+    for users in (1, 8):
+        for kind, p95, rps in (("ea", 100 * users, 40.0), ("sa", 250 * users, 16.0)):
+            csv = write_stats_csv(tmp_path / f"{kind}{users}_stats.csv", 600, 0, rps, p95 // 2, p95, p95 * 2)
+            runs.append(read_run_stats(csv, "segment", kind, users, f"eanet-{kind}-tiny"))
+    return runs
+
+
+def test_run_stats_come_from_the_aggregated_row(tmp_path):
+    csv = write_stats_csv(tmp_path / "run_stats.csv", requests=480, failures=3, rps=7.5, p50=120, p95=300, p99=450)
+    run = read_run_stats(csv, "segment", "sa", 32, "eanet-sa-tiny")
+    assert (run.requests, run.failures, run.requests_per_s) == (480, 3, 7.5)
+    assert (run.p50_ms, run.p95_ms, run.p99_ms) == (120, 300, 450)
+    assert (run.task, run.attention, run.users, run.model) == ("segment", "sa", 32, "eanet-sa-tiny")
+
+
+def test_a_run_where_nothing_completed_has_no_percentiles(tmp_path):
+    csv = tmp_path / "empty_stats.csv"
+    csv.write_text(STATS_HEADER + "\n,Aggregated,0,0,0,0,0,0,0,0,0," + ",".join(["N/A"] * 11) + "\n")
+    run = read_run_stats(csv, "detect", "ea", 1, "eadet-ea-tiny")
+    assert run.requests == 0 and np.isnan(run.p95_ms)
+
+
+def test_a_csv_without_the_aggregated_row_is_rejected(tmp_path):
+    csv = tmp_path / "other.csv"
+    csv.write_text(STATS_HEADER + "\nPOST,/v1/segment,1,0,1,1,1,1,1,1,0,1,1,1,1,1,1,1,1,1,1,1\n")
+    with pytest.raises(ValueError, match="Aggregated"):
+        read_run_stats(csv, "segment", "ea", 1, "m")
+
+
+def test_ratio_table_puts_sa_over_ea_latency_and_ea_over_sa_throughput(segment_runs):
+    table = ratio_table(segment_runs)
+    assert "| segment | 1 | 2.50x | 2.50x |" in table
+    assert "| segment | 8 | 2.50x | 2.50x |" in table
+
+
+def test_report_names_its_provenance_and_links_its_plots(segment_runs, tmp_path):
+    context = ReportContext(
+        date="2026-11-22T10:00+00:00", machine="Test CPU, 2 CPUs", backend="onnxruntime (CPUExecutionProvider)",
+        host="http://127.0.0.1:8000", duration="30s", image_size=512,
+    )
+    out = tmp_path / "report"
+    report = write_report(segment_runs, context, out)
+
+    text = report.read_text()
+    assert report == out / REPORT_FILE
+    for fact in ("2026-11-22", "Test CPU, 2 CPUs", "onnxruntime (CPUExecutionProvider)", "eanet-ea-tiny",
+                 "eanet-sa-tiny", "512x512", "![segment](segment.png)", "| segment | 8 | 2.50x | 2.50x |"):
+        assert fact in text
+    with Image.open(out / "segment.png") as plot:
+        assert plot.format == "PNG" and plot.width > 600
+    assert load_runs(out / RUNS_FILE) == segment_runs
+
+
+@pytest.mark.parametrize("task", list(ENDPOINTS))
+def test_prepared_requests_carry_one_real_sample_each(task):
+    samples = load_samples()
+    requests = prepared_requests(task, samples, model_selector("sa"), image_size=96)
+
+    assert requests and all(r.url.startswith(ENDPOINTS[task].path + "?") for r in requests)
+    assert all("attention=sa" in r.url for r in requests)
+    first = requests[0]
+    if first.content_type == "image/png":
+        with Image.open(io.BytesIO(first.body)) as image:
+            assert image.size == (96, 96)
+    elif task.startswith("pointcloud"):
+        assert len(requests) == len(samples.clouds)
+        assert np.asarray(json.loads(first.body)["points"]).shape == samples.clouds[0].points.shape
+    else:
+        assert json.loads(first.body)["label"] == samples.images[0].label
+
+
+def test_model_selector_prefers_a_model_name():
+    assert model_selector("ea", "eanet-sa-tiny") == {"model": "eanet-sa-tiny"}
+    assert model_selector("sa") == {"attention": "sa"}
+
+
+def test_locustfile_has_one_user_class_per_endpoint_tagged_with_its_task():
+    # In a subprocess: importing locust monkey-patches the standard library (gevent).
+    script = (
+        "import json, sys; sys.path.insert(0, 'loadtest'); import locustfile as lf\n"
+        "users = {name: cls for name, cls in vars(lf).items() if isinstance(cls, type)"
+        " and issubclass(cls, lf.EndpointUser) and not cls.abstract}\n"
+        "print(json.dumps({name: [cls.task_name, sorted({t for f in cls.tasks for t in f.locust_tag_set})]"
+        " for name, cls in users.items()}))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    users = json.loads(result.stdout.strip().splitlines()[-1])
+    assert users == {e.user_class: [e.task, [e.task]] for e in ENDPOINTS.values()}

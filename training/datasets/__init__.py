@@ -1,0 +1,11 @@
+"""Data sets for every task: generated shapes and primitives, and the formats users bring.
+
+`open_dataset` is the one entry point; every data set yields the canonical samples described in
+`training.datasets.canonical` and has `class_names`.
+"""
+
+from training.datasets.canonical import SPLITS, Split, detection_collate
+from training.datasets.errors import DatasetError
+from training.datasets.sources import open_dataset
+
+__all__ = ["SPLITS", "DatasetError", "Split", "detection_collate", "open_dataset"]

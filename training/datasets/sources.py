@@ -1,0 +1,144 @@
+"""Opening a data set by name or path: the generated sets and every supported user format.
+
+`source` is a generated set (`shapes-2d`, `primitives-3d`), a path whose format is told from its
+folder layout, or `<format>:<path>` to name the format (`imagefolder`, `coco`, `voc`,
+`modelnet40`, `shapenet-part`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
+from training.datasets.canonical import (
+    SPLITS,
+    DatasetRequest,
+    DetectionArrays,
+    ImageArrays,
+    PointArrays,
+    Split,
+)
+from training.datasets.coco import POOLED_ANNOTATIONS, open_coco
+from training.datasets.errors import DatasetError
+from training.datasets.hdf5_arrays import has_dataset, split_files
+from training.datasets.imagefolder import open_image_folder
+from training.datasets.modelnet40 import TEXT_NAMES_FILE, open_modelnet40
+from training.datasets.primitives3d import generate_primitives
+from training.datasets.shapenet_part import CATEGORY_FILE, open_shapenet_part
+from training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
+from training.datasets.voc import open_voc
+
+DEFAULT_IMAGE_SIZE = {"classification": 64, "generation": 32, "detection": 128, "segmentation": 128}
+DEFAULT_NUM_POINTS = 1024
+DEFAULT_GENERATED_SAMPLES: dict[Split, int] = {"train": 4000, "test": 500}
+
+
+def _open_shapes_2d(request: DatasetRequest) -> Dataset:
+    count = request.num_samples or DEFAULT_GENERATED_SAMPLES[request.split]
+    single = request.task in ("classification", "generation")
+    layout = SINGLE_SHAPE if single else MULTI_SHAPE
+    scenes = render_scenes(count, request.size, layout, request.seed, request.split)
+    if single:
+        return ImageArrays(scenes.images, np.array([labels[0] for labels in scenes.labels]), SHAPE_CLASSES)
+    if request.task == "segmentation":
+        return ImageArrays(scenes.images, scenes.masks, SEGMENTATION_CLASSES)
+    return DetectionArrays(scenes.images, scenes.boxes, scenes.labels, SHAPE_CLASSES)
+
+
+def _open_primitives_3d(request: DatasetRequest) -> Dataset:
+    count = request.num_samples or DEFAULT_GENERATED_SAMPLES[request.split]
+    clouds = generate_primitives(count, request.num_points, request.seed, request.split)
+    if request.task == "pointcloud-segmentation":
+        return PointArrays(clouds.points, clouds.parts, PRIMITIVE_PARTS)
+    return PointArrays(clouds.points, clouds.labels, PRIMITIVE_CLASSES)
+
+
+GENERATED: dict[str, Callable[[DatasetRequest], Dataset]] = {
+    "shapes-2d": _open_shapes_2d,
+    "primitives-3d": _open_primitives_3d,
+}
+FORMATS: dict[str, Callable[[Path, DatasetRequest], Dataset]] = {
+    "imagefolder": open_image_folder,
+    "coco": open_coco,
+    "voc": open_voc,
+    "modelnet40": open_modelnet40,
+    "shapenet-part": open_shapenet_part,
+}
+TASKS_OF_SOURCE: dict[str, tuple[str, ...]] = {
+    "shapes-2d": ("classification", "generation", "detection", "segmentation"),
+    "primitives-3d": ("pointcloud-classification", "pointcloud-segmentation"),
+    "imagefolder": ("classification", "generation"),
+    "coco": ("detection",),
+    "voc": ("segmentation",),
+    "modelnet40": ("pointcloud-classification",),
+    "shapenet-part": ("pointcloud-segmentation", "pointcloud-classification"),
+}
+
+
+def detect_format(root: Path) -> str:
+    """The user format of the folder `root`, told from its layout."""
+    if not root.is_dir():
+        raise DatasetError(root, "no such directory")
+    if (root / "ImageSets" / "Segmentation").is_dir():
+        return "voc"
+    if (root / POOLED_ANNOTATIONS).is_file() or any((root / "annotations").glob("instances_*.json")):
+        return "coco"
+    if (root / CATEGORY_FILE).is_file():
+        return "shapenet-part"
+    if (root / TEXT_NAMES_FILE).is_file():
+        return "modelnet40"
+    h5_files = split_files(root, ["train", "val", "test"])
+    if h5_files:
+        return "shapenet-part" if has_dataset(h5_files[0], "pid") else "modelnet40"
+    if any(path.is_dir() and not path.name.startswith(".") for path in root.iterdir()):
+        return "imagefolder"
+    raise DatasetError(root, "cannot tell the data set format from the folder layout; "
+                             f"name it as <format>:<path>, format one of {', '.join(FORMATS)}")
+
+
+def _request(task: str, split: str, size: int | None, num_samples: int | None,
+             num_points: int | None, seed: int) -> DatasetRequest:
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if num_samples is not None and num_samples < 1:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    image_size = size or DEFAULT_IMAGE_SIZE.get(task, 0)
+    return DatasetRequest(task, split, image_size, num_points or DEFAULT_NUM_POINTS, num_samples, seed)
+
+
+def open_dataset(
+    source: str,
+    task: str,
+    split: Split,
+    *,
+    size: int | None = None,
+    num_samples: int | None = None,
+    num_points: int | None = None,
+    seed: int = 0,
+) -> Dataset:
+    """The `split` of data set `source` as canonical samples of `task` (see `canonical`).
+
+    `source`: "shapes-2d", "primitives-3d", a folder (format told from its layout) or
+    "<format>:<folder>". Images come at `size` x `size` (default per task: 64 classification,
+    32 generation, 128 detection and segmentation); clouds with `num_points` points (default
+    1024). Generated splits hold `num_samples` samples (default 4000 train / 500 test) and are
+    deterministic by `seed`, train and test drawn from disjoint streams; a user's split is
+    capped at `num_samples` (a seeded subset). Raises ValueError for a task the source cannot
+    serve and DatasetError (path and reason) for missing, corrupt or inconsistent files.
+    """
+    request = _request(task, split, size, num_samples, num_points, seed)
+    prefix, _, rest = source.partition(":")
+    if source in GENERATED:
+        kind, root = source, None
+    elif prefix in FORMATS and rest:
+        kind, root = prefix, Path(rest)
+    else:
+        root = Path(source)
+        kind = detect_format(root)
+    if task not in TASKS_OF_SOURCE[kind]:
+        raise ValueError(f"{kind} data serves tasks {', '.join(TASKS_OF_SOURCE[kind])}, not {task!r}")
+    return GENERATED[kind](request) if root is None else FORMATS[kind](root, request)

@@ -1,0 +1,240 @@
+"""What each task plugs into the one training loop: inputs, losses (per optimiser phase), metrics.
+
+A task turns a data-loader batch into model inputs, names its optimisation phases (one for most
+tasks; discriminator then generator for the GAN) and evaluates a model on a held-out loader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from model_defs import detection, generation
+from model_defs.registry import ModelEntry
+from training import metrics
+
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+DEFAULT_JUDGE = Path("weights/eamlp-ea-tiny")
+
+Batch = Any
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+@dataclass
+class Phase:
+    """One optimiser and the loss it minimises; phases run in order on every batch."""
+
+    name: str
+    parameters: Callable[[nn.Module], Iterable[nn.Parameter]]
+    loss: LossFn
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.05
+
+
+def _all_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
+    return model.parameters()
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] RGB -> the normalised range every image model is trained on."""
+    mean = torch.tensor(IMAGE_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGE_STD, device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+@dataclass
+class Task:
+    """Base: single phase, cross-entropy on `model(inputs)`; subclasses override what differs."""
+
+    entry: ModelEntry
+    class_names: list[str]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    primary_metric: str = "accuracy"
+
+    def phases(self) -> list[Phase]:
+        return [Phase("model", _all_parameters, self.loss)]
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        inputs, targets = batch
+        return F.cross_entropy(model(self.prepare(inputs)), targets)
+
+    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
+        return normalize_images(inputs)
+
+    def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
+        """How a raw input becomes the model input: recorded in the checkpoint, used by export."""
+        height, width = sample_input.shape[-2:]
+        return {"kind": "image", "image_size": [height, width], "mean": IMAGE_MEAN, "std": IMAGE_STD}
+
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        predictions, labels = [], []
+        for inputs, targets in loader:
+            predictions.append(model(self.prepare(inputs)).argmax(-1).numpy())
+            labels.append(targets.numpy())
+        return {"accuracy": metrics.top1_accuracy(np.concatenate(predictions), np.concatenate(labels))}
+
+
+class ClassificationTask(Task):
+    pass
+
+
+@dataclass
+class SegmentationTask(Task):
+    primary_metric: str = "miou"
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        images, masks = batch
+        return F.cross_entropy(model(self.prepare(images)), masks, ignore_index=metrics.IGNORE_INDEX)
+
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        confusion = metrics.ConfusionMatrix(len(self.class_names))
+        for images, masks in loader:
+            confusion.update(model(self.prepare(images)).argmax(1).numpy(), masks.numpy())
+        return {"miou": confusion.mean_iou(), "pixel_accuracy": confusion.pixel_accuracy()}
+
+
+@dataclass
+class DetectionTask(Task):
+    primary_metric: str = "map50"
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        images, targets = batch
+        raw = model.forward_raw(self.prepare(images))
+        return detection.centernet_loss(raw, detection.centernet_targets_batch(
+            targets, raw, model.config
+        ))
+
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        found = metrics.Detections([], [], [])
+        truth_boxes, truth_labels = [], []
+        for images, targets in loader:
+            boxes, scores, labels = model(self.prepare(images))
+            for i, target in enumerate(targets):
+                keep = scores[i] > 0.01
+                found.boxes.append(boxes[i][keep].numpy())
+                found.scores.append(scores[i][keep].numpy())
+                found.labels.append(labels[i][keep].numpy())
+                truth_boxes.append(target["boxes"].numpy())
+                truth_labels.append(target["labels"].numpy())
+        score = metrics.mean_average_precision_50(found, truth_boxes, truth_labels, len(self.class_names))
+        return {"map50": score}
+
+
+@dataclass
+class GenerationTask(Task):
+    """Hinge-loss conditional GAN; judged by a trained shapes classifier (see `evaluate`)."""
+
+    primary_metric: str = "class_accuracy"
+
+    def phases(self) -> list[Phase]:
+        gan_betas = (0.0, 0.9)
+        return [
+            Phase("discriminator", lambda m: m.discriminator.parameters(), self.discriminator_loss,
+                  gan_betas, 0.0),
+            Phase("generator", lambda m: m.generator.parameters(), self.generator_loss,
+                  gan_betas, 0.0),
+        ]
+
+    def _fake(self, model: nn.Module, labels: torch.Tensor) -> torch.Tensor:
+        z = torch.randn(labels.shape[0], model.config.z_dim, device=labels.device)
+        return model.generator(z, labels)
+
+    def discriminator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        images, labels = batch
+        real = images * 2 - 1
+        with torch.no_grad():
+            fake = self._fake(model, labels)
+        return generation.discriminator_hinge_loss(
+            model.discriminator(real, labels), model.discriminator(fake, labels)
+        )
+
+    def generator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        _, labels = batch
+        return generation.generator_hinge_loss(model.discriminator(self._fake(model, labels), labels))
+
+    def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
+        return {"kind": "latent", "z_dim": self.entry.config.z_dim,
+                "image_size": list(sample_input.shape[-2:])}
+
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        """Class accuracy of generated images under our trained shapes classifier (the judge),
+        and the Fréchet distance between generated and real test images in its feature space."""
+        from training.checkpoint import load_checkpoint
+
+        judge_dir = Path(self.options.get("judge") or DEFAULT_JUDGE)
+        if not (judge_dir / "checkpoint.json").is_file():
+            return {}
+        judge, judge_info = load_checkpoint(judge_dir)
+        judge_size = judge_info.preprocessing["image_size"]
+        generator = torch.Generator().manual_seed(1234)
+        correct, total, real_features, fake_features = 0, 0, [], []
+        for images, labels in loader:
+            z = torch.randn(labels.shape[0], model.config.z_dim, generator=generator)
+            fake = (model.generator(z, labels) + 1) / 2
+            for batch_images, sink in ((fake, fake_features), (images, real_features)):
+                resized = F.interpolate(batch_images.clamp(0, 1), size=judge_size, mode="bilinear",
+                                        align_corners=False)
+                features = judge.forward_features(normalize_images(resized))
+                sink.append(features.numpy())
+                if batch_images is fake:
+                    correct += int((judge.forward_head(features).argmax(-1) == labels).sum())
+                    total += labels.shape[0]
+        return {
+            "class_accuracy": correct / total,
+            "frechet_distance": metrics.frechet_distance(
+                np.concatenate(real_features), np.concatenate(fake_features)
+            ),
+        }
+
+
+@dataclass
+class PointCloudClassificationTask(Task):
+    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
+        return inputs
+
+    def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
+        return {"kind": "points", "num_points": int(sample_input.shape[-2])}
+
+
+@dataclass
+class PointCloudSegmentationTask(PointCloudClassificationTask):
+    primary_metric: str = "part_miou"
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        points, parts = batch
+        return F.cross_entropy(model(points).flatten(0, 1), parts.flatten())
+
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        predictions, parts = [], []
+        for points, labels in loader:
+            predictions.append(model(points).argmax(-1).numpy())
+            parts.append(labels.numpy())
+        predicted, truth = np.concatenate(predictions), np.concatenate(parts)
+        return {
+            "part_miou": metrics.shape_part_miou(predicted, truth),
+            "point_accuracy": metrics.top1_accuracy(predicted, truth),
+        }
+
+
+TASK_TYPES: dict[str, type[Task]] = {
+    "classification": ClassificationTask,
+    "segmentation": SegmentationTask,
+    "detection": DetectionTask,
+    "generation": GenerationTask,
+    "pointcloud-classification": PointCloudClassificationTask,
+    "pointcloud-segmentation": PointCloudSegmentationTask,
+}
+
+
+def task_for(entry: ModelEntry, class_names: list[str], options: dict[str, Any]) -> Task:
+    return TASK_TYPES[entry.task](entry, class_names, options)

@@ -1,0 +1,276 @@
+"""The one training loop, for every task.
+
+Data parallel under `torchrun`: every process sees its slice of the same global batch (drawn
+from one seeded permutation), gradients are averaged with torch.distributed (gloo on CPU,
+nccl on GPU) and BatchNorm buffers follow rank 0, so N processes train the same model as one
+process with the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from model_defs.registry import ModelEntry, get_model_entry
+from training import checkpoint
+from training.datasets import detection_collate, open_dataset
+from training.tasks import Phase, Task, task_for
+
+DEFAULT_DATA = {
+    "classification": "shapes-2d",
+    "segmentation": "shapes-2d",
+    "detection": "shapes-2d",
+    "generation": "shapes-2d",
+    "pointcloud-classification": "primitives-3d",
+    "pointcloud-segmentation": "primitives-3d",
+}
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    out: Path
+    data: str | None = None
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_fraction: float = 0.05
+    seed: int = 0
+    train_samples: int | None = None
+    test_samples: int | None = None
+    eval_every: int | None = None
+    resume: bool = False
+    amp: bool = False
+    compile: bool = False
+    device: str = "cpu"
+    judge: Path | None = None
+    progress: bool = True
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Distributed:
+    """Join the torchrun process group when launched by torchrun; single process otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return Distributed(dist.get_rank(), world_size)
+
+
+def global_batches(
+    length: int, batch_size: int, seed: int, start_step: int, ddp: Distributed
+) -> Iterator[list[int]]:
+    """This process's share of each global batch, epoch after epoch of seeded permutations."""
+    per_epoch = max(length // batch_size, 1)
+    step = start_step
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed + epoch))
+        batch = order[offset * batch_size:(offset + 1) * batch_size].tolist()
+        yield batch[ddp.rank::ddp.world_size]
+        step += 1
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _output_size_override(entry: ModelEntry, num_classes: int) -> dict[str, int]:
+    """Fit the model's output size to the data set's class list (user data sets)."""
+    for name in ("num_classes", "num_outputs"):
+        if hasattr(entry.config, name) and getattr(entry.config, name) != num_classes:
+            return {name: num_classes}
+    return {}
+
+
+def _loader(dataset: Dataset, indices: list[int] | None, batch_size: int, task: str) -> DataLoader:
+    collate = detection_collate if task == "detection" else None
+    subset = dataset if indices is None else torch.utils.data.Subset(dataset, indices)
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+
+
+def _fetch(dataset: Dataset, indices: list[int], task: str) -> Any:
+    samples = [dataset[i] for i in indices]
+    if task == "detection":
+        return detection_collate(samples)
+    return torch.utils.data.default_collate(samples)
+
+
+def _to_device(batch: Any, device: str) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _average_gradients(parameters: list[nn.Parameter], ddp: Distributed) -> None:
+    for parameter in parameters:
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+            parameter.grad /= ddp.world_size
+
+
+def _sync_buffers(model: nn.Module) -> None:
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
+
+
+def evaluate(task: Task, model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, float]:
+    """The task's metrics on a held-out data set, in eval mode without gradients."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        result = task.evaluate(model, _loader(dataset, None, batch_size, task.entry.task))
+    model.train(was_training)
+    return result
+
+
+def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
+    """Train `config.model`, evaluate on the test split, write the checkpoint to `config.out`."""
+    ddp = init_distributed(config.device)
+    torch.manual_seed(config.seed)
+    entry = get_model_entry(config.model)
+    data = config.data or DEFAULT_DATA[entry.task]
+    size = _data_size(entry)
+    train_set = open_dataset(data, entry.task, "train", seed=config.seed,
+                             num_samples=config.train_samples, **size)
+    test_set = open_dataset(data, entry.task, "test", seed=config.seed,
+                            num_samples=config.test_samples, **size)
+    class_names = list(train_set.class_names)
+    model = entry.create(**_output_size_override(entry, len(class_names))).to(config.device)
+    task = task_for(entry, class_names, {"judge": config.judge})
+    phases = task.phases()
+    optimizers = {
+        p.name: torch.optim.AdamW(p.parameters(model), lr=config.lr, betas=p.betas,
+                                  weight_decay=p.weight_decay)
+        for p in phases
+    }
+    start_step = 0
+    if config.resume:
+        checkpoint_model, _ = checkpoint.load_checkpoint(config.out)
+        model.load_state_dict(checkpoint_model.state_dict())
+        start_step = checkpoint.load_train_state(config.out, optimizers)
+    if ddp.world_size > 1:
+        _sync_buffers(model)
+        for parameter in model.parameters():
+            dist.broadcast(parameter.data, src=0)
+
+    steps_per_epoch = max(len(train_set) // config.batch_size, 1)
+    total_steps = config.steps or max(int(round((config.epochs or 1) * steps_per_epoch)), 1)
+    warmup = max(int(total_steps * config.warmup_fraction), 1)
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(
+            o, lambda s: cosine_with_warmup(s + start_step, total_steps, warmup)
+        )
+        for o in optimizers.values()
+    ]
+    training_model = torch.compile(model) if config.compile else model
+    started = time.perf_counter()
+    batches = global_batches(len(train_set), config.batch_size, config.seed, start_step, ddp)
+    bar = tqdm(range(start_step, total_steps), desc=config.model, initial=start_step,
+               total=total_steps, disable=not (config.progress and ddp.is_main), dynamic_ncols=True)
+    model.train()
+    for step in bar:
+        batch = _to_device(_fetch(train_set, next(batches), entry.task), config.device)
+        losses = _train_step(training_model, batch, phases, optimizers, config, ddp)
+        for scheduler in schedulers:
+            scheduler.step()
+        if ddp.world_size > 1:
+            _sync_buffers(model)
+        elapsed = time.perf_counter() - started
+        bar.set_postfix(**{k: f"{v:.3f}" for k, v in losses.items()},
+                        img_s=f"{(step + 1 - start_step) * config.batch_size / elapsed:.0f}")
+        if config.eval_every and (step + 1) % config.eval_every == 0 and ddp.is_main:
+            tqdm.write(f"step {step + 1}: {evaluate(task, model, test_set, config.batch_size)}")
+    training_seconds = time.perf_counter() - started
+
+    model = model.cpu()
+    results = evaluate(task, model, test_set, config.batch_size) if ddp.is_main else {}
+    info = checkpoint.CheckpointInfo(
+        model=entry.name,
+        task=entry.task,
+        attention=entry.attention,
+        config=dataclasses.asdict(model.config),
+        class_names=class_names,
+        preprocessing=task.preprocessing(test_set[0][0]),
+        metrics=results,
+        dataset=data,
+        seed=config.seed,
+        steps=total_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.lr,
+        training_seconds=round(training_seconds, 1),
+        world_size=ddp.world_size,
+        device=config.device,
+        code_version=checkpoint.code_version(),
+        torch_version=torch.__version__,
+        command=shlex.join(["easerve", *sys.argv[1:]]) if sys.argv else "",
+    )
+    if ddp.is_main:
+        checkpoint.save_checkpoint(config.out, model, info)
+        checkpoint.save_train_state(config.out, optimizers, total_steps)
+    if ddp.world_size > 1:
+        dist.barrier()
+    return info
+
+
+def _data_size(entry: ModelEntry) -> dict[str, int]:
+    if entry.task.startswith("pointcloud"):
+        return {"num_points": entry.example_dims["points"]}
+    image = entry.concrete_shape(entry.inputs[0], 1) if entry.task != "generation" else None
+    if image is None:
+        return {"size": entry.config.image_size}
+    return {"size": image[-1]}
+
+
+def _train_step(
+    model: nn.Module,
+    batch: Any,
+    phases: list[Phase],
+    optimizers: dict[str, torch.optim.Optimizer],
+    config: TrainConfig,
+    ddp: Distributed,
+) -> dict[str, float]:
+    losses = {}
+    for phase in phases:
+        optimizer = optimizers[phase.name]
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp):
+            loss = phase.loss(model, batch)
+        loss.backward()
+        if ddp.world_size > 1:
+            _average_gradients([p for g in optimizer.param_groups for p in g["params"]], ddp)
+        optimizer.step()
+        losses[phase.name] = float(loss.detach())
+    return losses
