@@ -59,6 +59,12 @@ class Parity(BaseModel):
     max_abs_error: float
     task_agreement: float = Field(description="fraction of samples/pixels/points/boxes that agree")
     metric: str
+    dataset: str = Field(default="", description="the held-out split the figures were measured on")
+    per_output_max_abs_error: dict[str, float] = {}
+    # Random inputs at shapes other than the export example's (other batch, height/width, points):
+    # the dynamic axes compute the same as PyTorch too.
+    random_inputs_max_abs_error: float | None = None
+    random_input_shapes: dict[str, list[int]] = {}
 
 
 class Quantization(BaseModel):
@@ -68,6 +74,8 @@ class Quantization(BaseModel):
     metric_fp32: float
     metric_quantized: float
     speedup_batch8: float | None = None
+    # FP16: the nodes left in FP32 (the attention normalisation).
+    fp32_nodes: list[str] = []
 
 
 class Manifest(BaseModel):

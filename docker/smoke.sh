@@ -129,6 +129,7 @@ make_wheelhouse() {
         mv "$wheels.partial" "$wheels"
     fi
     rm -rf "$WHEELHOUSE_IN_CONTEXT"
+    mkdir -p "$(dirname "$WHEELHOUSE_IN_CONTEXT")"
     cp -al "$wheels" "$WHEELHOUSE_IN_CONTEXT" 2>/dev/null || cp -a "$wheels" "$WHEELHOUSE_IN_CONTEXT"
 }
 
@@ -171,6 +172,7 @@ teardown() {
         compose --profile loadtest down --volumes --remove-orphans >/dev/null 2>&1
     fi
     rm -rf "${REPO:?}/$WHEELHOUSE_IN_CONTEXT" "$WORK"
+    rmdir "$REPO/$(dirname "$WHEELHOUSE_IN_CONTEXT")" 2>/dev/null
     if [[ -n $DOCKERD_PID ]]; then
         log "stopping the docker daemon this script started"
         kill "$DOCKERD_PID" && wait "$DOCKERD_PID"

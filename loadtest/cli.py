@@ -36,11 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", default="60s", help="locust run time per run (default: 60s)")
     parser.add_argument("--host", help="base URL of a running server (default: start one on 127.0.0.1)")
     parser.add_argument("--image-size", type=int, metavar="N",
-                        help="send N x N images (default: the samples' own 64 / 128 pixels)")
+                        help="stretch images to N x N (default: the samples' own 64 / 128 pixels)")
     parser.add_argument("--out", type=Path, default=Path("results/loadtest"),
                         help="report folder (default: results/loadtest)")
     parser.add_argument("--ready-timeout", type=float, default=300.0,
-                        help="seconds to wait for a started server to be ready (default: 300)")
+                        help="seconds to wait for the server to be ready (default: 300)")
 
 
 def _model_for(models: list, manifest_task: str, attention: str) -> str:
@@ -53,8 +53,9 @@ def _model_for(models: list, manifest_task: str, attention: str) -> str:
 def _run_all(args: argparse.Namespace, url: str) -> int:
     from loadtest.locust_run import RunPlan, run_locust
     from loadtest.report import ReportContext, machine_description, runs_table, write_report
-    from loadtest.server import served_models
+    from loadtest.server import served_models, wait_ready
 
+    wait_ready(url, args.ready_timeout)
     models = served_models(url)
     plans = [
         RunPlan(task, ENDPOINTS[task].user_class, kind, users, args.duration, args.image_size)
@@ -94,5 +95,5 @@ def run(args: argparse.Namespace) -> int:
         return _run_all(args, args.host.rstrip("/"))
     from loadtest.server import local_server
 
-    with local_server([], args.out / "server.log", args.ready_timeout) as url:
+    with local_server(args.out / "server.log", args.ready_timeout) as url:
         return _run_all(args, url)

@@ -57,17 +57,11 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
 
 
 @contextmanager
-def local_server(
-    models: list[str], log_path: Path, ready_timeout_s: float, serve_args: list[str] = ()
-) -> Iterator[str]:
-    """`easerve serve` on a free loopback port with `models` (all bundled ones if empty), its
-    output in `log_path`; yields its base URL once ready and stops it (SIGTERM, then SIGKILL)
-    on exit."""
+def local_server(log_path: Path, ready_timeout_s: float) -> Iterator[str]:
+    """`easerve serve` with every bundled model on a free loopback port, its output in
+    `log_path`; yields its base URL once ready and stops it (SIGTERM, then SIGKILL) on exit."""
     port = free_port()
     command = [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    if models:
-        command += ["--models", *models]
-    command += list(serve_args)
     url = f"http://127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:

@@ -21,8 +21,9 @@ from torch import nn
 from model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionBlock2d, AttentionKind
 from model_defs.layers import ConvBNReLU, init_kaiming_conv
 
-# Images must be multiples of the deepest stride.
+# Images must be multiples of the deepest stride; the heads work at OUTPUT_STRIDE.
 INPUT_MULTIPLE = 32
+OUTPUT_STRIDE = 4
 # Prior probability 0.1 of a centre: sigmoid(-2.19) = 0.1, as in CenterNet.
 HEATMAP_PRIOR_BIAS = -2.19
 PREDICTION_INIT_STD = 0.01
@@ -40,7 +41,6 @@ class CenterNetConfig:
     head_dim: int = 64
     memory_size: int = DEFAULT_MEMORY_SIZE
     max_detections: int = 32
-    output_stride: int = 4
     size_loss_weight: float = 0.1
     offset_loss_weight: float = 1.0
 
@@ -95,15 +95,15 @@ class EADetector(nn.Module):
 
     `forward` returns (boxes (B, K, 4) float xyxy in input pixels, scores (B, K) in [0, 1],
     labels (B, K) int64), K = `max_detections`, best first. Slots beyond the image's real peaks
-    have score 0; clients filter by a score threshold.
+    have score 0; clients filter by a score threshold. `stride` is the head maps' stride and
+    `input_multiple` what H and W must be multiples of.
     """
 
     def __init__(self, config: CenterNetConfig) -> None:
         super().__init__()
-        if config.output_stride != 4:
-            raise ValueError("the top-down path ends at stride 4; output_stride must be 4")
         self.config = config
-        self.stride = config.output_stride
+        self.stride = OUTPUT_STRIDE
+        self.input_multiple = INPUT_MULTIPLE
         self.backbone = DetectionBackbone(config)
         self.neck = TopDownNeck(self.backbone.channels, config.head_dim)
         self.heatmap_head = _head(config.head_dim, config.num_classes)

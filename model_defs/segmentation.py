@@ -20,6 +20,7 @@ from model_defs.layers import ConvBNReLU, init_kaiming_conv
 
 OUTPUT_STRIDE = 8
 RESNET101_BLOCKS = (3, 4, 23, 3)
+CLASSIFIER_INIT_STD = 0.01
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,17 @@ def build_backbone(config: EANetConfig) -> nn.Module:
 
 
 class EANet(nn.Module):
-    """Segmenter: (B, 3, H, W) normalised image, H and W multiples of 8 -> (B, C, H, W) logits."""
+    """Segmenter: (B, 3, H, W) normalised image, H and W multiples of 8 -> (B, C, H, W) logits.
+
+    `stride` is the stride of `forward_head`'s logits; `input_multiple` what H and W must be
+    multiples of.
+    """
 
     def __init__(self, config: EANetConfig) -> None:
         super().__init__()
         self.config = config
+        self.stride = OUTPUT_STRIDE
+        self.input_multiple = OUTPUT_STRIDE
         self.backbone = build_backbone(config)
         self.reduce = ConvBNReLU(config.head_in, config.head_dim)
         self.attention = AttentionBlock2d(config.head_dim, config.attention, config.memory_size)
@@ -150,6 +157,8 @@ class EANet(nn.Module):
         self.dropout = nn.Dropout2d(config.dropout)
         self.classifier = nn.Conv2d(config.mid_dim, config.num_classes, 1)
         self.apply(init_kaiming_conv)
+        # He init on a 1x1 conv with few outputs gives logits of several units; start near uniform.
+        nn.init.normal_(self.classifier.weight, std=CLASSIFIER_INIT_STD)
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """Backbone features, (B, head_in, H/8, W/8)."""

@@ -102,16 +102,22 @@ def export_with_dynamic_batch(entry: ModelEntry, model: nn.Module, path: Path) -
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[ModelEntry], tuple[nn.Module, Path]]:
-    """(model, ONNX path) per entry, exported once per test module."""
-    cache: dict[str, tuple[nn.Module, Path]] = {}
+    """(model, ONNX path) per entry, exported once per test module (a failure is kept too)."""
+    cache: dict[str, tuple[nn.Module, Path] | Exception] = {}
 
     def get(entry: ModelEntry) -> tuple[nn.Module, Path]:
         if entry.name not in cache:
             model = _fresh_model(entry).eval()
             path = tmp_path_factory.mktemp("onnx") / f"{entry.name}.onnx"
-            export_with_dynamic_batch(entry, model, path)
-            cache[entry.name] = (model, path)
-        return cache[entry.name]
+            try:
+                export_with_dynamic_batch(entry, model, path)
+                cache[entry.name] = (model, path)
+            except Exception as error:  # noqa: BLE001 - re-raised for every batch size
+                cache[entry.name] = error
+        result = cache[entry.name]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     return get
 

@@ -74,7 +74,7 @@ class Task:
     def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
         """How a raw input becomes the model input: recorded in the checkpoint, used by export."""
         height, width = sample_input.shape[-2:]
-        return {"kind": "image", "image_size": [height, width], "mean": IMAGE_MEAN, "std": IMAGE_STD}
+        return {"kind": "image", "image_size": [height, width], "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD)}
 
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         predictions, labels = [], []
@@ -110,9 +110,15 @@ class DetectionTask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, targets = batch
         raw = model.forward_raw(self.prepare(images))
-        return detection.centernet_loss(raw, detection.centernet_targets_batch(
-            targets, raw, model.config
-        ))
+        heatmap_size = tuple(raw["heatmap"].shape[-2:])
+        per_image = [
+            detection.centernet_targets(t["boxes"].cpu(), t["labels"].cpu(), heatmap_size,
+                                        model.config.num_classes, detection.OUTPUT_STRIDE)
+            for t in targets
+        ]
+        stacked = {k: torch.stack([t[k] for t in per_image]).to(images.device) for k in per_image[0]}
+        return detection.centernet_loss(raw, stacked, model.config.size_loss_weight,
+                                        model.config.offset_loss_weight)["loss"]
 
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         found = metrics.Detections([], [], [])

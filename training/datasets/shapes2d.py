@@ -30,7 +30,7 @@ SUPERSAMPLE = 4
 MIN_BACKGROUND_CONTRAST = 110.0
 MIN_OBJECT_CONTRAST = 70.0
 MAX_NOISE_AMPLITUDE = 12.0  # uniform pixel noise in +-amplitude, amplitude random per image
-ELLIPSE_ASPECT = (0.45, 0.65)  # well away from 1, so an ellipse never passes for a circle
+ELLIPSE_ASPECT = (0.4, 0.6)  # well away from 1, so an ellipse never passes for a circle
 STAR_INNER_RADIUS = 0.45
 PLACEMENT_ATTEMPTS = 50
 

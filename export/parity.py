@@ -1,0 +1,235 @@
+"""Parity: does the exported graph compute what the PyTorch model computes?
+
+Two measures over the same inputs: the largest absolute difference of each output, and the
+task-level agreement (same top-1 class, same mask pixel, same point label, matched boxes, same
+8-bit pixel of a generated image). A graph passes when every output is within
+`max_abs_error` and the agreement reaches `min_agreement`.
+
+Detection outputs are compared after matching, not slot by slot: top-K may order two
+near-equal scores differently in two runtimes, which moves whole boxes between slots without any
+detection changing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from export.onnx_graph import GraphTensor
+from model_defs.registry import ModelEntry
+
+# Detections above this score must be reproduced; below it, slots are background filler.
+DETECTION_SCORE_FLOOR = 0.05
+# A reproduced detection: same label, IoU at least this, score within this.
+DETECTION_MATCH_IOU = 0.9
+DETECTION_SCORE_TOLERANCE = 0.01
+
+# Sizes of the symbolic dims for the random-input check: none equals the export example's, so a
+# dimension that the exporter silently fixed shows up as a failure.
+PROBE_DIMS = {"batch": 3, "height": 96, "width": 160, "points": 512}
+
+AGREEMENT_UNITS = {
+    "classification": "same top-1 class per sample",
+    "pointcloud-classification": "same top-1 class per sample",
+    "segmentation": "same class per mask pixel",
+    "pointcloud-segmentation": "same part label per point",
+    "detection": f"detections (score > {DETECTION_SCORE_FLOOR}) matched by label, IoU >= "
+    f"{DETECTION_MATCH_IOU} and score within {DETECTION_SCORE_TOLERANCE}",
+    "generation": "same 8-bit value per generated pixel",
+}
+
+
+@dataclass(frozen=True)
+class ParityThresholds:
+    max_abs_error: float = 1e-4
+    min_agreement: float = 0.999
+
+
+@dataclass
+class Comparison:
+    """Accumulated over batches: worst absolute error per output, and agreeing / compared units."""
+
+    max_abs_error: dict[str, float] = field(default_factory=dict)
+    agreeing: int = 0
+    compared: int = 0
+
+    def add(self, other: Comparison) -> None:
+        for name, error in other.max_abs_error.items():
+            self.max_abs_error[name] = max(self.max_abs_error.get(name, 0.0), error)
+        self.agreeing += other.agreeing
+        self.compared += other.compared
+
+    @property
+    def agreement(self) -> float:
+        return self.agreeing / self.compared if self.compared else 1.0
+
+
+@dataclass
+class ParityReport:
+    """What `measure_parity` found on `samples` samples; `agreement_unit` says what agreed."""
+
+    samples: int
+    comparison: Comparison
+    agreement_unit: str
+
+    @property
+    def max_abs_error(self) -> float:
+        return max(self.comparison.max_abs_error.values(), default=0.0)
+
+    @property
+    def agreement(self) -> float:
+        return self.comparison.agreement
+
+
+class ParityError(RuntimeError):
+    """The exported graph disagrees with PyTorch; the message names the output and the size."""
+
+
+def _abs_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    if reference.shape != candidate.shape:
+        return math.inf
+    error = float(np.max(np.abs(reference.astype(np.float64) - candidate.astype(np.float64)), initial=0.0))
+    return math.inf if math.isnan(error) else error
+
+
+def _elementwise_errors(
+    names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+) -> dict[str, float]:
+    return {n: _abs_error(r, c) for n, r, c in zip(names, reference, candidate, strict=True)}
+
+
+def _same_argmax(axis: int) -> Callable[[np.ndarray, np.ndarray], tuple[int, int]]:
+    def compare(reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+        if reference.shape != candidate.shape:
+            return 0, reference.argmax(axis).size
+        same = reference.argmax(axis) == candidate.argmax(axis)
+        return int(same.sum()), same.size
+
+    return compare
+
+
+def _same_8bit_pixels(reference: np.ndarray, candidate: np.ndarray) -> tuple[int, int]:
+    def to_8bit(image: np.ndarray) -> np.ndarray:
+        return np.clip(np.round((image + 1) * 127.5), 0, 255)
+
+    if reference.shape != candidate.shape:
+        return 0, reference.size
+    same = to_8bit(reference) == to_8bit(candidate)
+    return int(same.sum()), same.size
+
+
+AGREEMENT: dict[str, Callable[[np.ndarray, np.ndarray], tuple[int, int]]] = {
+    "classification": _same_argmax(-1),
+    "pointcloud-classification": _same_argmax(-1),
+    "segmentation": _same_argmax(1),
+    "pointcloud-segmentation": _same_argmax(-1),
+    "generation": _same_8bit_pixels,
+}
+
+
+def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box (4,) with each of `boxes` (K, 4)."""
+    top_left = np.maximum(box[:2], boxes[:, :2])
+    bottom_right = np.minimum(box[2:], boxes[:, 2:])
+    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
+    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
+    union = area + areas - intersection
+    return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
+
+
+def compare_detections(
+    names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+) -> Comparison:
+    """Match each reference detection above the score floor to the candidate's best same-label
+    box; errors are measured on matched pairs, agreement counts matched detections."""
+    boxes_name, scores_name, labels_name = names
+    result = Comparison({boxes_name: 0.0, scores_name: 0.0, labels_name: 0.0})
+    for ref_boxes, ref_scores, ref_labels, boxes, scores, labels in zip(*reference, *candidate, strict=True):
+        for index in np.flatnonzero(ref_scores > DETECTION_SCORE_FLOOR):
+            result.compared += 1
+            same_label = np.flatnonzero(labels == ref_labels[index])
+            if same_label.size == 0:
+                continue
+            ious = box_iou(ref_boxes[index], boxes[same_label])
+            best = same_label[int(np.argmax(ious))]
+            score_error = abs(float(ref_scores[index]) - float(scores[best]))
+            if ious.max() < DETECTION_MATCH_IOU or score_error > DETECTION_SCORE_TOLERANCE:
+                continue
+            result.agreeing += 1
+            box_error = _abs_error(ref_boxes[index], boxes[best])
+            result.max_abs_error[boxes_name] = max(result.max_abs_error[boxes_name], box_error)
+            result.max_abs_error[scores_name] = max(result.max_abs_error[scores_name], score_error)
+    return result
+
+
+def compare_outputs(
+    task: str, names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+) -> Comparison:
+    """Errors per output and task-level agreement of one batch of outputs of both runtimes."""
+    if task == "detection":
+        return compare_detections(names, reference, candidate)
+    agreeing, compared = AGREEMENT[task](reference[0], candidate[0])
+    return Comparison(_elementwise_errors(names, reference, candidate), agreeing, compared)
+
+
+def _as_numpy(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[np.ndarray]:
+    tensors = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+    return [t.detach().cpu().numpy() for t in tensors]
+
+
+def measure_parity(
+    task: str,
+    output_names: Sequence[str],
+    reference: Callable[..., torch.Tensor | Sequence[torch.Tensor]],
+    candidate: Callable[..., torch.Tensor | Sequence[torch.Tensor]],
+    batches: Iterable[Sequence[torch.Tensor]],
+) -> ParityReport:
+    """Run both models (torch tensors in, tensor or tuple out) on every batch and compare."""
+    total = Comparison()
+    samples = 0
+    with torch.no_grad():
+        for inputs in batches:
+            total.add(compare_outputs(
+                task, output_names, _as_numpy(reference(*inputs)), _as_numpy(candidate(*inputs))
+            ))
+            samples += int(inputs[0].shape[0])
+    return ParityReport(samples, total, AGREEMENT_UNITS[task])
+
+
+def check_parity(report: ParityReport, thresholds: ParityThresholds, what: str) -> None:
+    """Raise ParityError naming every output over the error bound and any agreement shortfall."""
+    problems = [
+        f"output {name!r} differs by up to {error:.3g} (allowed {thresholds.max_abs_error:g})"
+        for name, error in report.comparison.max_abs_error.items()
+        if not error <= thresholds.max_abs_error
+    ]
+    if report.agreement < thresholds.min_agreement:
+        c = report.comparison
+        problems.append(
+            f"task agreement {report.agreement:.4%} ({c.compared - c.agreeing} of {c.compared} "
+            f"differ; {report.agreement_unit}) is below {thresholds.min_agreement:.1%}"
+        )
+    if problems:
+        raise ParityError(f"{what}: " + "; ".join(problems))
+
+
+def random_inputs(
+    entry: ModelEntry, graph_inputs: Sequence[GraphTensor], seed: int = 0
+) -> tuple[torch.Tensor, ...]:
+    """Seeded random inputs for the graph at the PROBE_DIMS sizes of its symbolic dims: standard
+    normal floats, integer inputs (class labels) in the registry's range."""
+    generator = torch.Generator().manual_seed(seed)
+    highs = {spec.name: spec.high for spec in entry.inputs}
+    tensors = []
+    for tensor in graph_inputs:
+        shape = tuple(PROBE_DIMS[d] if isinstance(d, str) else d for d in tensor.shape)
+        if tensor.dtype == "int64":
+            tensors.append(torch.randint(0, highs.get(tensor.name) or 1, shape, generator=generator))
+        else:
+            tensors.append(torch.randn(shape, generator=generator))
+    return tuple(tensors)

@@ -1,0 +1,54 @@
+"""A task's own metric (top-1, mIoU, mAP@0.5, ...) computed on an exported graph, by the same
+`Task.evaluate` the trainer uses on the PyTorch model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from export.held_out import loader
+from export.ort_model import OrtModel
+from model_defs.registry import ModelEntry
+from training.checkpoint import CheckpointInfo
+from training.tasks import task_for
+
+EVAL_BATCH = 32
+
+
+@dataclass(frozen=True)
+class LatentConfig:
+    z_dim: int
+
+
+class GeneratorGraph:
+    """An exported generator, shaped the way `GenerationTask.evaluate` reads a ConditionalGAN
+    (`model.generator(z, labels)`, `model.config.z_dim`)."""
+
+    def __init__(self, graph: OrtModel, z_dim: int) -> None:
+        self.generator = graph
+        self.config = LatentConfig(z_dim)
+
+
+def primary_metric(entry: ModelEntry, info: CheckpointInfo) -> str:
+    """The name of the metric that judges this model's task (e.g. "accuracy", "miou")."""
+    return task_for(entry, list(info.class_names), {}).primary_metric
+
+
+def evaluate_graph(
+    path: Path,
+    entry: ModelEntry,
+    info: CheckpointInfo,
+    dataset: Dataset,
+    judge: Path | None = None,
+    threads: int | None = None,
+) -> dict[str, float]:
+    """The task's metrics of the graph at `path` on `dataset`. Generation needs `judge`, the
+    shapes classifier checkpoint; without it the result is empty."""
+    graph = OrtModel(path, threads)
+    task = task_for(entry, list(info.class_names), {"judge": judge})
+    model = GeneratorGraph(graph, int(info.config["z_dim"])) if entry.task == "generation" else graph
+    with torch.no_grad():
+        return task.evaluate(model, loader(entry, dataset, EVAL_BATCH))

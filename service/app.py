@@ -1,0 +1,87 @@
+"""`create_app(settings)`: the FastAPI application, its routes and its lifespan.
+
+Lifespan: models load and warm up in the background (`/healthz` live at once, `/readyz` 200 when
+all are ready); at shutdown every queue is drained, then runners and threads are released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import easerve
+from service.body_limit import BodySizeLimitMiddleware
+from service.errors import install_error_handlers
+from service.lifecycle import ServiceLifecycle
+from service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from service.model_files import ModelFiles, ModelFilesError, discover_models
+from service.repository import ModelRepository, ServedModel
+from service.routers import generation, health, metrics, pointcloud, v2, vision
+from service.runners.base import Runner, RunnerFactory
+from service.runners.selection import BackendChoice, choose_backend, create_runner
+from service.settings import Settings
+from service.state import ServiceState
+
+logger = logging.getLogger(__name__)
+
+
+def _default_runner_factory(settings: Settings, choice: BackendChoice) -> RunnerFactory:
+    def build(files: ModelFiles, max_batch_size: int) -> Runner:
+        return create_runner(files, settings, choice.backend, max_batch_size)
+
+    return build
+
+
+def create_app(
+    settings: Settings,
+    runner_factory: RunnerFactory | None = None,
+    on_load_failure: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The service for `settings`. ModelFilesError when no model (or a named one) is found.
+
+    `runner_factory` replaces the backend's runners (tests use slow fakes); `on_load_failure`
+    is called with the reason if a model fails to load (the CLI stops the server).
+    """
+    found = discover_models(settings.weights_dirs, settings.models)
+    if not found:
+        raise ModelFilesError(f"no model found in {', '.join(map(str, settings.weights_dirs))}")
+    if runner_factory is None:
+        choice = choose_backend(settings.backend)
+        runner_factory = _default_runner_factory(settings, choice)
+    else:
+        choice = BackendChoice("custom", "a runner factory was passed to create_app")
+    repository = ModelRepository([
+        ServedModel(files, settings.effective_max_batch_size(files.manifest.max_batch_size)) for files in found
+    ])
+    service_metrics = ServiceMetrics()
+    lifecycle = ServiceLifecycle(repository, runner_factory, settings, service_metrics, on_load_failure)
+    workers = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="easerve-worker")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logger.info("backend %s: %s", choice.backend, choice.reason)
+        logger.info("serving %s", ", ".join(model.name for model in repository))
+        lifecycle.start_loading()
+        try:
+            yield
+        finally:
+            await lifecycle.close()
+            workers.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="easerve",
+        version=easerve.__version__,
+        description="External Attention vision models (and their self-attention twins), batched.",
+        lifespan=lifespan,
+    )
+    app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, workers, choice)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestMetricsMiddleware, metrics=service_metrics)
+    for router in (health.router, vision.router, generation.router, pointcloud.router, v2.router, metrics.router):
+        app.include_router(router)
+    return app

@@ -1,0 +1,325 @@
+"""Dynamic batching: one scheduler per model between the request handlers and the runner.
+
+How a batch is formed (Triton's dynamic batcher, see shared/SERVING.md):
+- Requests wait in a bounded FIFO queue. Whenever the runner is free the scheduler takes the
+  oldest request and every later shape-compatible one that still fits in `max_batch_size`
+  items (a request of n images counts n). A lone request runs at once.
+- With `max_queue_delay_s` > 0 a batch that is not full waits until the *oldest* queued request
+  has waited that long; new arrivals do not restart the clock.
+- Each request has a deadline. A timer answers `DeadlineExceeded` the moment it passes while the
+  request is queued (the running batch does not delay it), and the request is never computed.
+- A full queue answers `QueueFull` with a Retry-After estimate. Every accepted request gets
+  exactly one answer: its outputs, or an error.
+- `drain` stops accepting, runs everything queued, then returns.
+
+The runner is called on one dedicated thread, so the event loop keeps accepting requests (and
+firing deadline timers) while a batch computes, and at most one batch per model is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InferenceFailed, QueueFull, ServiceError, Unavailable
+
+logger = logging.getLogger(__name__)
+
+Tensors = dict[str, np.ndarray]
+RunBatch = Callable[[Tensors], Tensors]
+# (input name, shape without the batch dim, dtype) per input: equal signatures concatenate.
+Signature = tuple[tuple[str, tuple[int, ...], str], ...]
+
+# Weight of the newest batch in the running mean of batch compute time (for Retry-After).
+_COMPUTE_TIME_SMOOTHING = 0.2
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int
+    max_queue_delay_s: float = 0.0
+    max_queue_size: int = 256
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """One request's answer: its rows of every output, and how it went."""
+
+    outputs: Tensors
+    queue_s: float
+    compute_s: float
+    batch_size: int
+
+
+class BatchObserver(Protocol):
+    """What the batcher reports (the metrics implement it)."""
+
+    def queue_depth_changed(self, model: str, depth: int) -> None: ...
+
+    def batch_executed(self, model: str, batch_size: int, compute_s: float) -> None: ...
+
+    def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None: ...
+
+    def request_failed(self, model: str, reason: str) -> None: ...
+
+
+class NullObserver:
+    """A `BatchObserver` that records nothing."""
+
+    def queue_depth_changed(self, model: str, depth: int) -> None:
+        pass
+
+    def batch_executed(self, model: str, batch_size: int, compute_s: float) -> None:
+        pass
+
+    def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None:
+        pass
+
+    def request_failed(self, model: str, reason: str) -> None:
+        pass
+
+
+def batch_items(inputs: Tensors) -> int:
+    """The batch dimension shared by every input; ValueError if they disagree or it is 0."""
+    sizes = {array.shape[0] if array.ndim else 0 for array in inputs.values()}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(f"inputs need one common, non-zero batch dimension, got {sorted(sizes)}")
+    return sizes.pop()
+
+
+def signature_of(inputs: Tensors) -> Signature:
+    """Requests with equal signatures can be concatenated along the batch dimension."""
+    return tuple((name, tuple(array.shape[1:]), array.dtype.str) for name, array in sorted(inputs.items()))
+
+
+@dataclass(eq=False)
+class _Pending:
+    inputs: Tensors
+    items: int
+    signature: Signature
+    enqueued_at: float
+    future: asyncio.Future[BatchOutcome]
+    expiry: asyncio.TimerHandle | None = field(default=None)
+
+
+class DynamicBatcher:
+    """The scheduler of one model. `start()` it on the serving loop, `submit` from handlers,
+    `drain()` then `close()` at shutdown."""
+
+    def __init__(
+        self, model: str, run_batch: RunBatch, config: BatchingConfig, observer: BatchObserver | None = None
+    ) -> None:
+        self.model = model
+        self.config = config
+        self._run_batch = run_batch
+        self._observer = observer or NullObserver()
+        self._queue: deque[_Pending] = deque()
+        self._changed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{model}")
+        self._scheduler: asyncio.Task[None] | None = None
+        self._closing = False
+        self._mean_batch_s = 0.0
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting (not counting the batch being computed)."""
+        return len(self._queue)
+
+    @property
+    def accepting(self) -> bool:
+        return self._scheduler is not None and not self._closing
+
+    def start(self) -> None:
+        """Start the scheduler on the running event loop."""
+        if self._scheduler is None:
+            self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.model}")
+            self._scheduler.add_done_callback(self._scheduler_finished)
+
+    async def submit(self, inputs: Tensors, deadline: float) -> BatchOutcome:
+        """Queue one request (inputs with a leading batch dim) and wait for its outputs.
+
+        `deadline` is on the event loop's clock (`loop.time()`). Raises `QueueFull`,
+        `DeadlineExceeded`, `Unavailable` (not started, or draining) or `InferenceFailed`.
+        """
+        if not self.accepting:
+            raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
+        loop = asyncio.get_running_loop()
+        items = batch_items(inputs)
+        if len(self._queue) >= self.config.max_queue_size:
+            self._observer.request_failed(self.model, QueueFull.reason)
+            raise QueueFull(
+                f"the queue of {self.model} is full ({self.config.max_queue_size} requests); retry later",
+                self._retry_after_s(),
+            )
+        now = loop.time()
+        if deadline <= now:
+            self._observer.request_failed(self.model, DeadlineExceeded.reason)
+            raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
+        entry = _Pending(inputs, items, signature_of(inputs), now, loop.create_future())
+        entry.expiry = loop.call_at(deadline, self._expire, entry)
+        self._queue.append(entry)
+        self._queue_changed()
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            if self._withdraw(entry):
+                self._observer.request_failed(self.model, "cancelled")
+            raise
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting; compute everything queued. Whatever is still queued after
+        `timeout_s` is answered `Unavailable`; the batch in flight always finishes."""
+        self._closing = True
+        self._changed.set()
+        if self._scheduler is None:
+            return
+        done, _ = await asyncio.wait({self._scheduler}, timeout=timeout_s)
+        if not done:
+            for entry in list(self._queue):
+                self._withdraw(entry)
+                self._answer_error(entry, Unavailable(f"{self.model} shut down before this request could run"))
+            await self._scheduler
+
+    def close(self) -> None:
+        """Release the runner thread (after `drain`)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            self._discard_cancelled()
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._changed.wait()
+                continue
+            wait_s = self._time_until_dispatch(loop.time())
+            if wait_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), wait_s)
+                continue
+            await self._execute(self._take_batch())
+
+    def _time_until_dispatch(self, now: float) -> float:
+        delay = self.config.max_queue_delay_s
+        if delay <= 0 or self._closing or self._compatible_items() >= self.config.max_batch_size:
+            return 0.0
+        return self._queue[0].enqueued_at + delay - now
+
+    def _compatible_items(self) -> int:
+        head = self._queue[0].signature
+        return sum(entry.items for entry in self._queue if entry.signature == head)
+
+    def _take_batch(self) -> list[_Pending]:
+        head = self._queue[0]
+        batch: list[_Pending] = []
+        items = 0
+        for entry in self._queue:
+            if entry.signature != head.signature or (batch and items + entry.items > self.config.max_batch_size):
+                continue
+            batch.append(entry)
+            items += entry.items
+            if items >= self.config.max_batch_size:
+                break
+        for entry in batch:
+            self._withdraw(entry)
+        return batch
+
+    async def _execute(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            outputs, compute_s = await loop.run_in_executor(
+                self._executor, self._compute, [entry.inputs for entry in batch]
+            )
+        except Exception as error:  # the runner's failure is every batched request's answer
+            logger.exception("%s: batch of %d requests failed", self.model, len(batch))
+            for entry in batch:
+                self._answer_error(entry, InferenceFailed(f"inference failed on {self.model}: {error}"))
+            return
+        items = sum(entry.items for entry in batch)
+        self._mean_batch_s += _COMPUTE_TIME_SMOOTHING * (compute_s - self._mean_batch_s)
+        self._observer.batch_executed(self.model, items, compute_s)
+        logger.debug("%s: batch of %d items (%d requests) in %.1f ms", self.model, items, len(batch), compute_s * 1000)
+        offset = 0
+        for entry in batch:
+            rows = {name: array[offset : offset + entry.items] for name, array in outputs.items()}
+            offset += entry.items
+            if not entry.future.done():
+                queue_s = started - entry.enqueued_at
+                entry.future.set_result(BatchOutcome(rows, queue_s, compute_s, items))
+                self._observer.request_succeeded(self.model, queue_s, compute_s)
+
+    def _compute(self, requests: list[Tensors]) -> tuple[Tensors, float]:
+        """Runs on the runner thread: concatenate, run in chunks of at most max_batch_size
+        (a single request may be larger), concatenate the outputs."""
+        started = time.perf_counter()
+        inputs = requests[0] if len(requests) == 1 else {
+            name: np.concatenate([request[name] for request in requests]) for name in requests[0]
+        }
+        total = batch_items(inputs)
+        step = self.config.max_batch_size
+        chunks = [self._run_batch({n: a[i : i + step] for n, a in inputs.items()}) for i in range(0, total, step)]
+        outputs = chunks[0] if len(chunks) == 1 else {
+            name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]
+        }
+        return outputs, time.perf_counter() - started
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _expire(self, entry: _Pending) -> None:
+        if self._withdraw(entry):
+            waited = asyncio.get_running_loop().time() - entry.enqueued_at
+            self._answer_error(
+                entry,
+                DeadlineExceeded(f"deadline exceeded after {waited:.3f} s in the queue of {self.model}; not computed"),
+            )
+
+    def _withdraw(self, entry: _Pending) -> bool:
+        """Take `entry` out of the queue (and cancel its timer); False if it was not queued."""
+        if entry.expiry is not None:
+            entry.expiry.cancel()
+        try:
+            self._queue.remove(entry)
+        except ValueError:
+            return False
+        self._queue_changed()
+        return True
+
+    def _discard_cancelled(self) -> None:
+        for entry in [entry for entry in self._queue if entry.future.done()]:
+            self._withdraw(entry)
+
+    def _answer_error(self, entry: _Pending, error: ServiceError) -> None:
+        if not entry.future.done():
+            entry.future.set_exception(error)
+            self._observer.request_failed(self.model, error.reason)
+
+    def _queue_changed(self) -> None:
+        self._observer.queue_depth_changed(self.model, len(self._queue))
+        self._changed.set()
+
+    def _retry_after_s(self) -> float:
+        batches_ahead = sum(entry.items for entry in self._queue) / self.config.max_batch_size
+        return max(1.0, batches_ahead * self._mean_batch_s)
+
+    def _scheduler_finished(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        logger.error("%s: scheduler crashed", self.model, exc_info=task.exception())
+        for entry in list(self._queue):
+            self._withdraw(entry)
+            self._answer_error(entry, InferenceFailed(f"the scheduler of {self.model} failed"))
+        self._closing = True

@@ -1,0 +1,163 @@
+"""What an image or point cloud request carried, read from the HTTP body by content type.
+
+Reading happens on the event loop (it is I/O); parsing and decoding happen in the functions
+here that the routes run on the worker threads (`decode_images`, `decode_points`).
+
+Images: `multipart/form-data` (one or more files), a raw `image/*` or
+`application/octet-stream` body, or JSON `{"image": "<base64>"}` / `{"images": [...]}`.
+Point clouds: JSON `{"points": [[x, y, z], ...]}`, or a `.npy` / `.ply` file as a multipart
+upload or a raw body.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, ValidationError, model_validator
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from service.codecs.images import decode_base64, decode_image
+from service.codecs.pointclouds import points_from_file, points_from_json
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+OCTET_STREAM = "application/octet-stream"
+POINT_FILE_TYPES = (OCTET_STREAM, "application/x-npy", "application/ply", "application/x-ply", "text/plain")
+# The multipart parser's own caps; the body size limit is what really bounds a request.
+_MAX_MULTIPART_FILES = 10_000
+_MAX_MULTIPART_FIELDS = 100
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A request body, not yet parsed: uploaded files, or a JSON document."""
+
+    files: tuple[bytes, ...] = ()
+    json_body: bytes | None = None
+
+
+class Base64Images(BaseModel):
+    """The JSON form of an image request: exactly one of `image` or `images` (base64)."""
+
+    image: str | None = None
+    images: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Base64Images:
+        if (self.image is None) == (self.images is None):
+            raise ValueError('give either "image" (one base64 image) or "images" (a list of them)')
+        return self
+
+    def encoded(self) -> list[str]:
+        return [self.image] if self.image is not None else list(self.images or [])
+
+
+def media_type(request: Request) -> str:
+    """The request's content type without parameters, lower case ("" when missing)."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _multipart_files(request: Request) -> tuple[bytes, ...]:
+    try:
+        async with request.form(max_files=_MAX_MULTIPART_FILES, max_fields=_MAX_MULTIPART_FIELDS) as form:
+            uploads = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
+            return tuple([await upload.read() for upload in uploads])
+    except StarletteHTTPException as error:
+        raise BadRequest(f"malformed multipart body: {error.detail}") from None
+
+
+async def read_image_upload(request: Request) -> Upload:
+    """The body of an image request; UnsupportedMediaType for any other content type."""
+    kind = media_type(request)
+    if kind == MULTIPART:
+        return Upload(files=await _multipart_files(request))
+    if kind.startswith("image/") or kind == OCTET_STREAM:
+        return Upload(files=(await request.body(),))
+    if kind == JSON:
+        return Upload(json_body=await request.body())
+    raise UnsupportedMediaType(
+        f"content type {kind or '(none)'!r} is not accepted here; send multipart/form-data, "
+        "image/png, image/jpeg or application/json with base64 images"
+    )
+
+
+async def read_points_upload(request: Request) -> Upload:
+    """The body of a point cloud request; UnsupportedMediaType for any other content type."""
+    kind = media_type(request)
+    if kind == MULTIPART:
+        return Upload(files=await _multipart_files(request))
+    if kind in POINT_FILE_TYPES:
+        return Upload(files=(await request.body(),))
+    if kind == JSON:
+        return Upload(json_body=await request.body())
+    raise UnsupportedMediaType(
+        f"content type {kind or '(none)'!r} is not accepted here; send application/json "
+        '{"points": [[x, y, z], ...]}, or a .npy or .ply file (multipart or application/octet-stream)'
+    )
+
+
+def _image_bytes(upload: Upload) -> list[bytes]:
+    if upload.json_body is None:
+        return list(upload.files)
+    try:
+        body = Base64Images.model_validate_json(upload.json_body)
+    except ValidationError as error:
+        raise BadRequest(f"invalid JSON image body: {error.errors()[0]['msg']}") from None
+    return [decode_base64(text, f"image {index}") for index, text in enumerate(body.encoded())]
+
+
+def decode_images(upload: Upload, max_images: int, max_pixels: int) -> list[Image.Image]:
+    """Every image of an image request, decoded to RGB (see `decode_image` for the errors).
+    BadRequest when there is none, PayloadTooLarge when there are more than `max_images`."""
+    payloads = _image_bytes(upload)
+    if not payloads:
+        raise BadRequest("the request holds no image")
+    if len(payloads) > max_images:
+        raise PayloadTooLarge(f"{len(payloads)} images in one request is over the limit of {max_images}")
+    return [decode_image(data, max_pixels) for data in payloads]
+
+
+def decode_points(upload: Upload, max_points: int) -> np.ndarray:
+    """The cloud of a point cloud request, float32 (P, 3); one cloud per request."""
+    if upload.json_body is not None:
+        return points_from_json(upload.json_body, max_points)
+    if len(upload.files) != 1:
+        raise BadRequest(f"send exactly one point cloud file, got {len(upload.files)}")
+    return points_from_file(upload.files[0], max_points)
+
+
+def _binary() -> dict[str, str]:
+    return {"type": "string", "format": "binary"}
+
+
+# OpenAPI descriptions of the bodies the routes read themselves (FastAPI cannot infer them).
+IMAGE_BODY_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            MULTIPART: {"schema": {"type": "object", "properties": {"files": {"type": "array", "items": _binary()}}}},
+            "image/png": {"schema": _binary()},
+            "image/jpeg": {"schema": _binary()},
+            JSON: {"schema": Base64Images.model_json_schema()},
+        },
+    }
+}
+POINTS_BODY_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON: {"schema": {
+                "type": "object",
+                "properties": {"points": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
+                "required": ["points"],
+            }},
+            MULTIPART: {"schema": {"type": "object", "properties": {"file": _binary()}}},
+            OCTET_STREAM: {"schema": _binary()},
+        },
+    }
+}

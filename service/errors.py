@@ -1,0 +1,152 @@
+"""Typed service errors and the one place they become HTTP responses (`{"error": "..."}`).
+
+Code anywhere in the service raises a `ServiceError` subclass with a message meant for the
+client; `install_error_handlers` maps it, FastAPI's validation errors and unknown routes to
+JSON with the right status code. Anything else is a bug: logged, answered 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """An error with a client-facing message; `status_code` decides the HTTP status and
+    `reason` the `reason` label of the failure metrics."""
+
+    status_code = 500
+    reason = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def headers(self) -> dict[str, str]:
+        """Extra response headers."""
+        return {}
+
+
+class BadRequest(ServiceError):
+    """Malformed input: undecodable image, truncated file, malformed tensor."""
+
+    status_code = 400
+    reason = "bad_request"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    reason = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class NotFound(ServiceError):
+    """Unknown model, or no served model matches the request's task and attention kind."""
+
+    status_code = 404
+    reason = "not_found"
+
+
+class PayloadTooLarge(ServiceError):
+    """Body, image pixels, image count or point count over its limit."""
+
+    status_code = 413
+    reason = "too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    """Content type or image format the endpoint does not take."""
+
+    status_code = 415
+    reason = "unsupported_media_type"
+
+
+class InvalidInput(ServiceError):
+    """Well-formed input with values the model cannot take (NaN points, wrong shape, bad label)."""
+
+    status_code = 422
+    reason = "invalid_input"
+
+
+class QueueFull(ServiceError):
+    """The model's queue is at `max_queue_size`; the client should retry after `retry_after_s`."""
+
+    status_code = 429
+    reason = "queue_full"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class InferenceFailed(ServiceError):
+    """The runner raised while computing a batch."""
+
+    status_code = 500
+    reason = "inference_failed"
+
+
+class Unavailable(ServiceError):
+    """Not ready yet (models loading), or shutting down."""
+
+    status_code = 503
+    reason = "unavailable"
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline passed while it waited in the queue; it was never computed."""
+
+    status_code = 504
+    reason = "deadline_exceeded"
+
+
+def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The service's one error body: `{"error": message}`."""
+    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
+
+
+def _describe_validation_error(error: RequestValidationError) -> str:
+    parts = []
+    for detail in error.errors():
+        location = ".".join(str(item) for item in detail.get("loc", ()) if item != "body")
+        parts.append(f"{location}: {detail.get('msg', 'invalid')}" if location else detail.get("msg", "invalid"))
+    return "; ".join(parts) or "invalid request"
+
+
+async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
+    if error.status_code >= 500 and not isinstance(error, (Unavailable, DeadlineExceeded)):
+        logger.error("%s %s: %s", request.method, request.url.path, error.message)
+    return error_response(error.status_code, error.message, error.headers())
+
+
+async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+    return error_response(422, _describe_validation_error(error))
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    return error_response(error.status_code, str(error.detail), dict(error.headers or {}))
+
+
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error the service can raise to a JSON response, in one place."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,48 @@
+"""`InferenceContext`: one inference request's model, deadline and clock, and the two ways its
+handler leaves the event loop (worker threads for CPU work, the model's batcher for compute)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+from service.batcher import BatchOutcome, Tensors
+from service.repository import ServedModel
+from service.schemas import Timings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class InferenceContext:
+    model: ServedModel
+    started: float  # event loop clock, when the handler began
+    deadline: float  # event loop clock
+    workers: Executor
+
+    async def offload(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run CPU work (decode, pre-/post-processing) on a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.workers, functools.partial(function, *args, **kwargs))
+
+    async def infer(self, inputs: Tensors) -> BatchOutcome:
+        """Queue `inputs` (batch first) on the model's batcher and wait for the outputs."""
+        return await self.model.ready_batcher().submit(inputs, self.deadline)
+
+    def response_fields(self, outcome: BatchOutcome) -> dict[str, object]:
+        """The fields every inference response starts with (`schemas.InferenceResponse`)."""
+        total_s = asyncio.get_running_loop().time() - self.started
+        return {
+            "model": self.model.name,
+            "attention": self.model.manifest.attention,
+            "backend": self.model.backend,
+            "batch_size": outcome.batch_size,
+            "timings": Timings(
+                queue_ms=outcome.queue_s * 1000, compute_ms=outcome.compute_s * 1000, total_ms=total_s * 1000
+            ),
+        }

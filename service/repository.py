@@ -1,0 +1,84 @@
+"""The served models: each one's files, runner, batcher and state, and how requests pick one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from artifacts.manifest import AttentionKind, Manifest, Task
+from service.batcher import DynamicBatcher
+from service.errors import InvalidInput, NotFound, Unavailable
+from service.model_files import ModelFiles
+from service.runners.base import Runner
+
+ModelState = Literal["loading", "ready", "failed", "draining", "stopped"]
+DEFAULT_ATTENTION: AttentionKind = "ea"
+
+
+@dataclass(eq=False)
+class ServedModel:
+    """One model of the repository; `runner` and `batcher` exist once it has loaded."""
+
+    files: ModelFiles
+    max_batch_size: int
+    state: ModelState = "loading"
+    runner: Runner | None = None
+    batcher: DynamicBatcher | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.files.name
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.files.manifest
+
+    @property
+    def backend(self) -> str | None:
+        return self.runner.backend if self.runner is not None else None
+
+    def ready_batcher(self) -> DynamicBatcher:
+        """The batcher of a ready model; Unavailable while loading, failed or shutting down."""
+        if self.state != "ready" or self.batcher is None:
+            detail = f": {self.error}" if self.error else ""
+            raise Unavailable(f"model {self.name} is {self.state}{detail}")
+        return self.batcher
+
+
+class ModelRepository:
+    """The models this service serves, by name, in name order."""
+
+    def __init__(self, models: list[ServedModel]) -> None:
+        self._models = {model.name: model for model in sorted(models, key=lambda m: m.name)}
+
+    def __iter__(self):
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: str) -> ServedModel:
+        """The model called `name`; NotFound lists the served ones."""
+        try:
+            return self._models[name]
+        except KeyError:
+            raise NotFound(f"unknown model {name!r}; served: {', '.join(self._models) or 'none'}") from None
+
+    def for_task(self, task: Task, name: str | None, attention: AttentionKind | None) -> ServedModel:
+        """The model a task endpoint uses: `name` if given (it must serve `task`, and have the
+        `attention` kind if that is given too), else the first served model of `task` with
+        `attention` (default: External Attention)."""
+        if name is not None:
+            model = self.get(name)
+            if model.manifest.task != task:
+                raise InvalidInput(f"model {name} is a {model.manifest.task} model, not {task}")
+            if attention is not None and model.manifest.attention != attention:
+                raise InvalidInput(f"model {name} uses {model.manifest.attention} attention, not {attention}")
+            return model
+        kind = attention or DEFAULT_ATTENTION
+        for model in self._models.values():
+            if model.manifest.task == task and model.manifest.attention == kind:
+                return model
+        same_task = [m.name for m in self._models.values() if m.manifest.task == task]
+        raise NotFound(f"no {task} model with {kind} attention is served; {task} models: {', '.join(same_task) or 'none'}")

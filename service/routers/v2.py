@@ -1,0 +1,128 @@
+"""The Open Inference Protocol v2 routes (KServe / Triton REST), through the same batchers.
+
+    GET  /v2                         server metadata
+    GET  /v2/health/live, /v2/health/ready
+    GET  /v2/models/{name}[/versions/{v}]          model metadata
+    GET  /v2/models/{name}[/versions/{v}]/ready
+    GET  /v2/models/{name}[/versions/{v}]/config   Triton-style model configuration
+    POST /v2/models/{name}[/versions/{v}]/infer    JSON tensors or the binary extension
+
+The timeout of a request is `parameters.timeout` in microseconds, as Triton's clients send it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+import easerve
+from artifacts.manifest import TensorInfo
+from service.dependencies import State, require_api_key, start_inference
+from service.errors import BadRequest
+from service.repository import ServedModel
+from service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
+from service.v2.schemas import PLATFORM, InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from service.v2.tensors import decode_inputs, encode_output, tensor_metadata
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+EXTENSIONS = ["binary_tensor_data", "model_configuration"]
+_MICROSECONDS = 1e-6
+
+
+@router.get("", response_model=ServerMetadata)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="easerve", version=easerve.__version__, extensions=EXTENSIONS)
+
+
+@router.get("/health/live")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready")
+async def ready(state: State) -> JSONResponse:
+    return JSONResponse({"ready": state.lifecycle.ready}, status_code=200 if state.lifecycle.ready else 503)
+
+
+@router.get("/models/{model_name}", response_model=ModelMetadata)
+@router.get("/models/{model_name}/versions/{version}", response_model=ModelMetadata, include_in_schema=False)
+async def model_metadata(model_name: str, state: State) -> ModelMetadata:
+    manifest = state.repository.get(model_name).manifest
+    return ModelMetadata(
+        name=manifest.name,
+        inputs=[tensor_metadata(tensor) for tensor in manifest.inputs],
+        outputs=[tensor_metadata(tensor) for tensor in manifest.outputs],
+    )
+
+
+@router.get("/models/{model_name}/ready")
+@router.get("/models/{model_name}/versions/{version}/ready", include_in_schema=False)
+async def model_ready(model_name: str, state: State) -> JSONResponse:
+    model = state.repository.get(model_name)
+    is_ready = model.state == "ready"
+    return JSONResponse({"name": model.name, "ready": is_ready}, status_code=200 if is_ready else 503)
+
+
+def _triton_tensor(tensor: TensorInfo) -> dict[str, Any]:
+    metadata = tensor_metadata(tensor)
+    return {"name": tensor.name, "data_type": f"TYPE_{metadata.datatype}", "dims": metadata.shape[1:]}
+
+
+@router.get("/models/{model_name}/config")
+@router.get("/models/{model_name}/versions/{version}/config", include_in_schema=False)
+async def model_config(model_name: str, state: State) -> dict[str, Any]:
+    """The model as a Triton model configuration (what perf_analyzer and tritonclient read)."""
+    model = state.repository.get(model_name)
+    manifest = model.manifest
+    return {
+        "name": model.name,
+        "platform": PLATFORM,
+        "max_batch_size": model.max_batch_size,
+        "input": [_triton_tensor(tensor) for tensor in manifest.inputs],
+        "output": [_triton_tensor(tensor) for tensor in manifest.outputs],
+        "dynamic_batching": {"max_queue_delay_microseconds": int(state.settings.max_queue_delay_ms * 1000)},
+    }
+
+
+def _parse_request(body: bytes, header_length: str | None, model: ServedModel) -> tuple[InferRequest, dict]:
+    header, rest = split_body(body, header_length)
+    try:
+        document = InferRequest.model_validate_json(header)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise BadRequest(f"malformed v2 inference request at {where or 'body'}: {first['msg']}") from None
+    arrays = decode_inputs(document, binary_inputs(document, rest), model.manifest, model.max_batch_size)
+    return document, arrays
+
+
+def _encode(document: InferRequest, model: ServedModel, outputs: dict) -> Response:
+    wanted = {output.name: output for output in document.outputs or []}
+    unknown = sorted(set(wanted) - set(outputs))
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; {model.name} has {sorted(outputs)}")
+    names = [t.name for t in model.manifest.outputs if not wanted or t.name in wanted]
+    encoded = [encode_output(name, outputs[name], wants_binary(document, wanted.get(name))) for name in names]
+    response = InferResponse(model_name=model.name, id=document.id, outputs=[entry for entry, _ in encoded])
+    binary = any(wants_binary(document, wanted.get(name)) for name in names)
+    return encode_response(response, [blob for _, blob in encoded], binary)
+
+
+@router.post("/models/{model_name}/infer", dependencies=[Depends(require_api_key)])
+@router.post("/models/{model_name}/versions/{version}/infer", dependencies=[Depends(require_api_key)], include_in_schema=False)
+async def infer(model_name: str, request: Request, state: State) -> Response:
+    """Run the model on the request's tensors (JSON `data`, or binary after the JSON header)."""
+    model = state.repository.get(model_name)
+    context = start_inference(request, state, model, None)
+    body = await request.body()
+    document, arrays = await context.offload(_parse_request, body, request.headers.get(HEADER_LENGTH), model)
+    timeout_us = document.parameters.get("timeout")
+    if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
+        context = dataclasses.replace(context, deadline=context.started + timeout_us * _MICROSECONDS)
+    outcome = await context.infer(arrays)
+    return await context.offload(_encode, document, model, outcome.outputs)

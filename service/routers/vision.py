@@ -1,0 +1,76 @@
+"""`/v1/classify`, `/v1/detect`, `/v1/segment`: images in, answers in the original image's terms."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from PIL import Image
+
+from service.codecs.uploads import IMAGE_BODY_OPENAPI, decode_images, read_image_upload
+from service.dependencies import State, require_api_key, task_inference
+from service.inference import InferenceContext
+from service.tasks.classification import ClassifyResponse, classify
+from service.tasks.detection import DetectResponse, detect
+from service.tasks.image_input import image_batch
+from service.tasks.segmentation import SegmentResponse, segment
+
+router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_api_key)])
+
+ClassifyContext = Annotated[InferenceContext, Depends(task_inference("classification"))]
+DetectContext = Annotated[InferenceContext, Depends(task_inference("detection"))]
+SegmentContext = Annotated[InferenceContext, Depends(task_inference("segmentation"))]
+
+
+async def _images(request: Request, state: State, context: InferenceContext) -> list[Image.Image]:
+    upload = await read_image_upload(request)
+    limits = state.settings
+    return await context.offload(decode_images, upload, limits.max_images_per_request, limits.max_image_pixels)
+
+
+@router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+async def classify_images(
+    request: Request,
+    state: State,
+    context: ClassifyContext,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="labels per image")] = 5,
+) -> ClassifyResponse:
+    """Top-k labels with probabilities for each image."""
+    images = await _images(request, state, context)
+    manifest = context.model.manifest
+    outcome = await context.infer(await context.offload(image_batch, images, manifest))
+    results = await context.offload(classify, outcome.outputs, manifest, top_k)
+    return ClassifyResponse(**context.response_fields(outcome), results=results)
+
+
+@router.post("/detect", response_model=DetectResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+async def detect_objects(
+    request: Request,
+    state: State,
+    context: DetectContext,
+    score_threshold: Annotated[float, Query(ge=0, le=1, description="drop detections scoring less")] = 0.3,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="detections per image, best first")] = 100,
+) -> DetectResponse:
+    """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
+    images = await _images(request, state, context)
+    manifest = context.model.manifest
+    outcome = await context.infer(await context.offload(image_batch, images, manifest))
+    sizes = [image.size for image in images]
+    results = await context.offload(detect, outcome.outputs, manifest, sizes, score_threshold, top_k)
+    return DetectResponse(**context.response_fields(outcome), results=results)
+
+
+@router.post("/segment", response_model=SegmentResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+async def segment_images(
+    request: Request,
+    state: State,
+    context: SegmentContext,
+    overlay: Annotated[bool, Query(description="also return the image with classes coloured")] = False,
+    alpha: Annotated[float, Query(ge=0, le=1, description="overlay opacity")] = 0.5,
+) -> SegmentResponse:
+    """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
+    images = await _images(request, state, context)
+    manifest = context.model.manifest
+    outcome = await context.infer(await context.offload(image_batch, images, manifest))
+    results = await context.offload(segment, outcome.outputs, manifest, images, overlay, alpha)
+    return SegmentResponse(**context.response_fields(outcome), results=results)

@@ -1,0 +1,1 @@
+"""Runners: a loaded model behind one `run(inputs) -> outputs` call, per backend."""

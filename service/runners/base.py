@@ -1,0 +1,32 @@
+"""The runner contract: a loaded model that maps a batch of input tensors to output tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from service.model_files import ModelFiles
+
+Tensors = dict[str, np.ndarray]
+
+
+class Runner(Protocol):
+    """A model ready to compute. `run` is called from one thread at a time (the batcher's) with
+    every manifest input, batch first, and returns every manifest output, batch first."""
+
+    @property
+    def backend(self) -> str:
+        """What responses and `/v1/models` report, e.g. "onnxruntime-cpu", "tensorrt"."""
+        ...
+
+    def run(self, inputs: Tensors) -> Tensors: ...
+
+    def close(self) -> None:
+        """Release the model's memory; the runner is not used afterwards."""
+        ...
+
+
+# Builds the runner of one model for a max batch size; tests pass their own to `create_app`.
+RunnerFactory = Callable[[ModelFiles, int], Runner]

@@ -1,0 +1,116 @@
+"""`OrtRunner`: an ONNX model on ONNX Runtime, on the best execution provider installed.
+
+Provider order: TensorRT, CUDA (both only with onnxruntime-gpu), then CPU; ONNX Runtime falls
+back along that list when one cannot start. On a GPU provider inputs and outputs go through IO
+binding, so each run copies host->device and device->host once. The GPU paths (TensorRT/CUDA
+providers, IO binding) could not be run where this was written: they are unverified.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnxruntime as ort
+
+from service.model_files import ModelFiles
+from service.runners.base import Tensors
+from service.settings import Settings
+from service.tensor_shapes import concrete_shape
+
+logger = logging.getLogger(__name__)
+
+TENSORRT_PROVIDER = "TensorrtExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
+CPU_PROVIDER = "CPUExecutionProvider"
+GPU_PROVIDERS = (TENSORRT_PROVIDER, CUDA_PROVIDER)
+_BACKEND_NAMES = {TENSORRT_PROVIDER: "onnxruntime-tensorrt", CUDA_PROVIDER: "onnxruntime-cuda", CPU_PROVIDER: "onnxruntime-cpu"}
+
+ProviderSpec = str | tuple[str, dict[str, str]]
+
+
+def _profile_shapes(files: ModelFiles, batch: int) -> str:
+    """TensorRT provider shape string for every input at `batch`: "image:8x3x64x64,...". """
+    return ",".join(
+        f"{tensor.name}:{'x'.join(map(str, concrete_shape(tensor, files.manifest.preprocessing, batch)))}"
+        for tensor in files.manifest.inputs
+    )
+
+
+def tensorrt_provider_options(files: ModelFiles, settings: Settings, max_batch_size: int) -> dict[str, str]:
+    """Engine and timing caches under the engine cache dir, one folder per model content, and an
+    explicit profile from batch 1 to `max_batch_size` so no shape triggers a rebuild at run time."""
+    cache = settings.engine_cache_dir / "onnxruntime-trt" / f"{files.name}-{files.manifest.onnx.sha256[:16]}"
+    cache.mkdir(parents=True, exist_ok=True)
+    return {
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache),
+        "trt_fp16_enable": str(settings.tensorrt_fp16),
+        "trt_profile_min_shapes": _profile_shapes(files, 1),
+        "trt_profile_opt_shapes": _profile_shapes(files, max_batch_size),
+        "trt_profile_max_shapes": _profile_shapes(files, max_batch_size),
+    }
+
+
+def provider_list(files: ModelFiles, settings: Settings, max_batch_size: int) -> list[ProviderSpec]:
+    """The providers to ask for, best first, among those this onnxruntime build has."""
+    available = ort.get_available_providers()
+    providers: list[ProviderSpec] = []
+    if TENSORRT_PROVIDER in available:
+        providers.append((TENSORRT_PROVIDER, tensorrt_provider_options(files, settings, max_batch_size)))
+    if CUDA_PROVIDER in available:
+        providers.append(CUDA_PROVIDER)
+    providers.append(CPU_PROVIDER)
+    return providers
+
+
+def session_options(settings: Settings) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.log_severity_level = 3
+    # One process hosts many sessions; idle threads spinning for work would steal the cores
+    # another model's batch is computing on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+class OrtRunner:
+    """One onnxruntime InferenceSession; see the module docstring for the providers."""
+
+    def __init__(self, files: ModelFiles, settings: Settings, max_batch_size: int) -> None:
+        self._session = ort.InferenceSession(
+            str(files.onnx_path),
+            sess_options=session_options(settings),
+            providers=provider_list(files, settings, max_batch_size),
+        )
+        self._output_names = [output.name for output in self._session.get_outputs()]
+        active = self._session.get_providers()[0]
+        self._backend = _BACKEND_NAMES.get(active, f"onnxruntime-{active}")
+        self._on_gpu = active in GPU_PROVIDERS
+        logger.info("%s: onnxruntime %s, providers %s", files.name, ort.__version__, self._session.get_providers())
+
+    @property
+    def backend(self) -> str:
+        return self._backend
+
+    def run(self, inputs: Tensors) -> Tensors:
+        if self._on_gpu:
+            return self._run_bound(inputs)
+        return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+
+    def _run_bound(self, inputs: Tensors) -> Tensors:
+        binding = self._session.io_binding()
+        for name, array in inputs.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(array))
+        for name in self._output_names:
+            binding.bind_output(name, "cuda")
+        self._session.run_with_iobinding(binding)
+        return dict(zip(self._output_names, binding.copy_outputs_to_cpu(), strict=True))
+
+    def close(self) -> None:
+        del self._session

@@ -1,0 +1,69 @@
+"""Which backend serves the models (`--backend auto` decides and says why), and building runners.
+
+auto: onnxruntime when its build has a GPU provider (TensorRT/CUDA, with IO binding); else
+native TensorRT when `tensorrt` is installed; else onnxruntime on the CPU. The torch backend is
+the reference and is never picked automatically.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.model_files import ModelFiles
+from service.runners.base import Runner
+from service.settings import Backend, Settings
+from service.tensor_shapes import concrete_shape
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    backend: str  # a Backend other than "auto", or what a caller-supplied runner factory says
+    reason: str
+
+
+def choose_backend(requested: Backend) -> BackendChoice:
+    """The concrete backend for `requested`, and why (for the log and `/v1/models`)."""
+    if requested != "auto":
+        return BackendChoice(requested, f"--backend {requested} was asked for")
+    import onnxruntime as ort
+
+    from service.runners.ort import GPU_PROVIDERS
+
+    gpu_providers = [p for p in ort.get_available_providers() if p in GPU_PROVIDERS]
+    if gpu_providers:
+        return BackendChoice("onnxruntime", f"onnxruntime has GPU providers {gpu_providers}")
+    if importlib.util.find_spec("tensorrt") is not None:
+        return BackendChoice("tensorrt", "onnxruntime has no GPU provider and TensorRT is installed")
+    return BackendChoice("onnxruntime", "no GPU provider in onnxruntime and no TensorRT: onnxruntime on the CPU")
+
+
+def create_runner(files: ModelFiles, settings: Settings, backend: Backend, max_batch_size: int) -> Runner:
+    """Build `backend`'s runner for `files` (imports the backend's library only now)."""
+    if backend == "tensorrt":
+        from service.runners.tensorrt_native import TensorRTRunner
+
+        return TensorRTRunner(files, settings, max_batch_size)
+    if backend == "torch":
+        from service.runners.torch_reference import TorchRunner
+
+        return TorchRunner(files)
+    from service.runners.ort import OrtRunner
+
+    return OrtRunner(files, settings, max_batch_size)
+
+
+def warm_up(runner: Runner, files: ModelFiles, max_batch_size: int) -> None:
+    """Run zeros at batch 1 and at `max_batch_size`, so allocations, kernel choices and engine
+    profiles are settled before the model reports ready."""
+    for batch in sorted({1, max_batch_size}):
+        inputs = {
+            tensor.name: np.zeros(concrete_shape(tensor, files.manifest.preprocessing, batch), dtype=tensor.dtype)
+            for tensor in files.manifest.inputs
+        }
+        runner.run(inputs)

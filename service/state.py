@@ -1,0 +1,22 @@
+"""What the routes share, held on `app.state.service` and reached through `dependencies`."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from service.lifecycle import ServiceLifecycle
+from service.metrics import ServiceMetrics
+from service.repository import ModelRepository
+from service.runners.selection import BackendChoice
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    settings: Settings
+    repository: ModelRepository
+    lifecycle: ServiceLifecycle
+    metrics: ServiceMetrics
+    workers: ThreadPoolExecutor  # decoding, pre- and post-processing, off the event loop
+    backend: BackendChoice

@@ -1,0 +1,2 @@
+"""Pre- and post-processing per task: client input -> model tensors -> answers (pure functions,
+run on the worker threads)."""

@@ -1,0 +1,29 @@
+"""Decoded images -> the image models' input tensor."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from artifacts.manifest import Manifest
+
+
+def model_image_size(manifest: Manifest) -> tuple[int, int]:
+    """(height, width) the network sees; ValueError if the manifest has none."""
+    if manifest.preprocessing.image_size is None:
+        raise ValueError(f"{manifest.name}: the manifest has no preprocessing.image_size")
+    height, width = manifest.preprocessing.image_size
+    return height, width
+
+
+def image_batch(images: list[Image.Image], manifest: Manifest) -> dict[str, np.ndarray]:
+    """The model's one image input: float32 (n, 3, H, W), each RGB image resized (bilinear,
+    aspect ratio not kept, as in training) to the manifest's size, scaled to [0, 1] and
+    normalised with its mean and std."""
+    height, width = model_image_size(manifest)
+    preprocessing = manifest.preprocessing
+    mean = np.asarray(preprocessing.mean or (0.0, 0.0, 0.0), np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(preprocessing.std or (1.0, 1.0, 1.0), np.float32).reshape(1, 3, 1, 1)
+    pixels = np.stack([np.asarray(image.resize((width, height), Image.Resampling.BILINEAR)) for image in images])
+    batch = pixels.astype(np.float32).transpose(0, 3, 1, 2) / 255.0
+    return {manifest.inputs[0].name: np.ascontiguousarray((batch - mean) / std, dtype=np.float32)}

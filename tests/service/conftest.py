@@ -1,0 +1,45 @@
+"""Fixtures of the service tests: the fixture models on disk and a ready in-process app."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+from onnx_fixtures import write_all_models
+from service_helpers import make_settings, wait_until
+
+from service.app import create_app
+
+# Small limits, so each bad-input case is cheap to build.
+LIMITS = {
+    "max_body_bytes": 2 * 1024 * 1024,
+    "max_images_per_request": 4,
+    "max_image_pixels": 1_000_000,
+    "max_points": 5_000,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment():
+    """No EASERVE_* variable of the machine leaks into the tests' settings."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [name for name in os.environ if name.startswith("EASERVE_")]:
+            patch.delenv(name)
+        yield
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("weights")
+    write_all_models(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def client(weights_dir):
+    """Every fixture model (EA and SA) served in-process, ready."""
+    app = create_app(make_settings(weights_dir, **LIMITS))
+    with TestClient(app) as test_client:
+        wait_until(lambda: test_client.get("/readyz").status_code == 200, what="readiness")
+        yield test_client

@@ -1,0 +1,115 @@
+"""Shared test helpers for the service: settings, images, a live uvicorn server, slow runners."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import uvicorn
+from fastapi import FastAPI
+from PIL import Image
+
+from service.model_files import ModelFiles
+from service.runners.base import Runner, Tensors
+from service.runners.ort import OrtRunner
+from service.server import DrainingServer
+from service.settings import Settings
+
+READY_TIMEOUT_S = 20.0
+
+
+def make_settings(weights_dir: Path, **overrides) -> Settings:
+    """Settings for tests: the fixture models, few threads (the test machine is small)."""
+    values = {"weights_dirs": [weights_dir], "workers": 2, "intra_op_threads": 1, "inter_op_threads": 1}
+    return Settings(**{**values, **overrides})
+
+
+def image_bytes(colour: tuple[int, int, int], size: tuple[int, int] = (40, 30), fmt: str = "PNG") -> bytes:
+    """A solid-colour image of `size` (width, height) encoded as `fmt`."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} not reached within {timeout_s} s")
+
+
+class SlowRunner:
+    """A real onnxruntime runner that takes at least `delay_s` per batch and records every
+    batch size it ran (to prove what was, and was not, computed)."""
+
+    def __init__(self, inner: Runner, delay_s: float) -> None:
+        self.inner = inner
+        self.delay_s = delay_s
+        self.batches: list[int] = []
+
+    @property
+    def backend(self) -> str:
+        return "slow-test-runner"
+
+    def run(self, inputs: Tensors) -> Tensors:
+        time.sleep(self.delay_s)
+        self.batches.append(next(iter(inputs.values())).shape[0])
+        return self.inner.run(inputs)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class SlowRunnerFactory:
+    """A `RunnerFactory` of SlowRunners; keeps them by model name."""
+
+    def __init__(self, settings: Settings, delay_s: float) -> None:
+        self.settings = settings
+        self.delay_s = delay_s
+        self.runners: dict[str, SlowRunner] = {}
+
+    def __call__(self, files: ModelFiles, max_batch_size: int) -> SlowRunner:
+        runner = SlowRunner(OrtRunner(files, self.settings, max_batch_size), self.delay_s)
+        self.runners[files.name] = runner
+        return runner
+
+
+class LiveServer:
+    """`app` served by DrainingServer on a free loopback port, in a thread, until exit."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = DrainingServer(config, drain=app.state.service.lifecycle.drain)
+        self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        wait_until(lambda: self.server.started, what="server start")
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{self.url}/readyz").status_code == 200, what="readiness")
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+    def metric(self, name: str, model: str) -> float:
+        """The value of a one-sample metric for `model` from /metrics (0 if absent)."""
+        text = httpx.get(f"{self.url}/metrics").text
+        prefix = f'{name}{{model="{model}"}} '
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                return float(line[len(prefix):])
+        return 0.0
+
+
