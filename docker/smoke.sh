@@ -15,7 +15,8 @@
 # base image, the built images and the wheelhouse stay as caches. Exit 0 only if all passed.
 #
 # Environment: EASERVE_SMOKE_PORT (default: a free port), EASERVE_SMOKE_RUN_TIME (10s),
-# EASERVE_SMOKE_READY_TIMEOUT (300 s), EASERVE_CACHE_DIR (~/.cache/easerve),
+# EASERVE_SMOKE_READY_TIMEOUT (300 s), EASERVE_SMOKE_USER_WEIGHTS (a folder of model folders
+# to serve beside the bundled ones; default none), EASERVE_CACHE_DIR (~/.cache/easerve),
 # DEBIAN_SUITE (bookworm), DEBIAN_MIRROR (http://deb.debian.org/debian), PYTHON (python3).
 set -euo pipefail
 
@@ -197,7 +198,8 @@ main() {
     make_wheelhouse
 
     export EASERVE_BASE_IMAGE="$BASE_IMAGE" EASERVE_WHEELHOUSE="$WHEELHOUSE_IN_CONTEXT"
-    export EASERVE_PORT="${EASERVE_SMOKE_PORT:-$(free_port)}" EASERVE_USER_WEIGHTS="$WORK/user-weights"
+    export EASERVE_PORT="${EASERVE_SMOKE_PORT:-$(free_port)}"
+    export EASERVE_USER_WEIGHTS="${EASERVE_SMOKE_USER_WEIGHTS:-$WORK/user-weights}"
     mkdir -p "$EASERVE_USER_WEIGHTS"
     render_compose_file
 

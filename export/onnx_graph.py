@@ -93,14 +93,17 @@ def export_onnx(
     # The exporter warns about optional torchvision ops on every call; nothing here uses them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     with torch.no_grad():
+        exported = torch.export.export(model, tuple(example_inputs), dynamic_shapes=dynamic_shapes)
+        exported = exported.run_decompositions(
+            {torch.ops.aten.scaled_dot_product_attention.default: attention_as_matmuls}
+        )
         program = torch.onnx.export(
-            model,
+            exported,
             tuple(example_inputs),
             dynamo=True,
             opset_version=OPSET,
             input_names=list(signature.input_names),
             output_names=list(signature.output_names),
-            dynamic_shapes=dynamic_shapes,
             optimize=False,
             verbose=False,
         )
@@ -115,6 +118,27 @@ def export_onnx(
     drop_unused_opsets(graph)
     onnx.save(graph, str(path))
     check_portable(graph)
+
+
+def attention_as_matmuls(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+    is_causal: bool = False,
+    scale: float | None = None,
+    enable_gqa: bool = False,
+) -> torch.Tensor:
+    """Scaled dot-product attention as MatMul -> Softmax -> MatMul, for any rank.
+
+    The exporter's own SDPA translation takes 4-D tensors only (the single-head SA unit passes
+    (B, N, C)); written out, every SA unit exports to the same plain, portable ops.
+    """
+    if attn_mask is not None or is_causal or dropout_p or enable_gqa:
+        raise ExportError("attention masks, causal attention, dropout and GQA are not exported")
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    return torch.softmax((query * scale) @ key.transpose(-2, -1), dim=-1) @ value
 
 
 def optimize_with_onnxruntime(source: Path, destination: Path) -> None:

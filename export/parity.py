@@ -24,8 +24,10 @@ from model_defs.registry import ModelEntry
 
 # Detections above this score must be reproduced; below it, slots are background filler.
 DETECTION_SCORE_FLOOR = 0.05
-# A reproduced detection: same label, IoU at least this, score within this.
-DETECTION_MATCH_IOU = 0.9
+# A reproduced detection: same label, every box coordinate within this many input pixels
+# (coordinates, not IoU: an untrained size head gives empty boxes, whose IoU is 0 even with
+# themselves), score within this.
+DETECTION_BOX_TOLERANCE = 0.5
 DETECTION_SCORE_TOLERANCE = 0.01
 
 # Sizes of the symbolic dims for the random-input check: none equals the export example's, so a
@@ -37,8 +39,8 @@ AGREEMENT_UNITS = {
     "pointcloud-classification": "same top-1 class per sample",
     "segmentation": "same class per mask pixel",
     "pointcloud-segmentation": "same part label per point",
-    "detection": f"detections (score > {DETECTION_SCORE_FLOOR}) matched by label, IoU >= "
-    f"{DETECTION_MATCH_IOU} and score within {DETECTION_SCORE_TOLERANCE}",
+    "detection": f"detections (score > {DETECTION_SCORE_FLOOR}) matched by label, box within "
+    f"{DETECTION_BOX_TOLERANCE} px and score within {DETECTION_SCORE_TOLERANCE}",
     "generation": "same 8-bit value per generated pixel",
 }
 
@@ -131,22 +133,11 @@ AGREEMENT: dict[str, Callable[[np.ndarray, np.ndarray], tuple[int, int]]] = {
 }
 
 
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box (4,) with each of `boxes` (K, 4)."""
-    top_left = np.maximum(box[:2], boxes[:, :2])
-    bottom_right = np.minimum(box[2:], boxes[:, 2:])
-    intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
-    area = np.prod(np.clip(box[2:] - box[:2], 0, None))
-    areas = np.prod(np.clip(boxes[:, 2:] - boxes[:, :2], 0, None), axis=1)
-    union = area + areas - intersection
-    return np.where(union > 0, intersection / np.where(union > 0, union, 1), 0.0)
-
-
 def compare_detections(
     names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
 ) -> Comparison:
-    """Match each reference detection above the score floor to the candidate's best same-label
-    box; errors are measured on matched pairs, agreement counts matched detections."""
+    """Match each reference detection above the score floor to the candidate's nearest
+    same-label box; errors are measured on matched pairs, agreement counts matched detections."""
     boxes_name, scores_name, labels_name = names
     result = Comparison({boxes_name: 0.0, scores_name: 0.0, labels_name: 0.0})
     for ref_boxes, ref_scores, ref_labels, boxes, scores, labels in zip(*reference, *candidate, strict=True):
@@ -155,13 +146,13 @@ def compare_detections(
             same_label = np.flatnonzero(labels == ref_labels[index])
             if same_label.size == 0:
                 continue
-            ious = box_iou(ref_boxes[index], boxes[same_label])
-            best = same_label[int(np.argmax(ious))]
-            score_error = abs(float(ref_scores[index]) - float(scores[best]))
-            if ious.max() < DETECTION_MATCH_IOU or score_error > DETECTION_SCORE_TOLERANCE:
+            distances = np.abs(boxes[same_label] - ref_boxes[index]).max(axis=1)
+            nearest = same_label[int(np.argmin(distances))]
+            box_error = float(distances.min())
+            score_error = abs(float(ref_scores[index]) - float(scores[nearest]))
+            if box_error > DETECTION_BOX_TOLERANCE or score_error > DETECTION_SCORE_TOLERANCE:
                 continue
             result.agreeing += 1
-            box_error = _abs_error(ref_boxes[index], boxes[best])
             result.max_abs_error[boxes_name] = max(result.max_abs_error[boxes_name], box_error)
             result.max_abs_error[scores_name] = max(result.max_abs_error[scores_name], score_error)
     return result

@@ -7,7 +7,7 @@
 Every user sends back to back (a closed loop: users = concurrency), cycling through the real
 samples of loadtest/samples from a random start. Options (or LOCUST_* environment variables):
 --attention ea|sa picks the models by attention kind, --model one model by name, --image-size
-stretches every image to that square size (e.g. 512 for segmentation where attention dominates).
+stretches every image to that square size before it is sent.
 No torch: this runs in the slim load-test image.
 """
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from functools import cache
 
+import gevent
 from locust import FastHttpUser, constant, events, tag, task
 
 from loadtest.endpoints import ATTENTION_KINDS, PreparedRequest, model_selector, prepared_requests
@@ -33,6 +34,13 @@ def add_options(parser) -> None:
                         help="ask for this model by name instead (one endpoint's users only)")
     parser.add_argument("--image-size", type=int, default=0, env_var="LOCUST_IMAGE_SIZE",
                         help="stretch images to this square size (default: the samples' own size)")
+
+
+@events.init.add_listener
+def refresh_event_loop_clock(**_kwargs) -> None:
+    # gevent's loop caches its clock, and nothing has run the loop since the imports began:
+    # without this, --run-time's timer starts seconds in the past and a short run ends at once.
+    gevent.get_hub().loop.update_now()
 
 
 @cache

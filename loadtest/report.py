@@ -107,7 +107,9 @@ def plot_task(task: str, runs: list[RunStats], path: Path) -> None:
         throughput_axes.plot(
             users, [run.requests_per_s for run in kind_runs], marker="o", color=colour, label=label
         )
-    latency_axes.set(xlabel="users", ylabel="latency (ms)", title=f"{task}: latency", yscale="log")
+    latency_axes.set(xlabel="users", ylabel="latency (ms)", title=f"{task}: latency")
+    if any(run.p50_ms > 0 for run in runs):  # NaN (nothing completed) compares False
+        latency_axes.set_yscale("log")
     throughput_axes.set(xlabel="users", ylabel="requests/s", title=f"{task}: throughput")
     throughput_axes.set_ylim(bottom=0)
     user_counts = sorted({run.users for run in runs})

@@ -82,7 +82,9 @@ def served_models(url: str) -> list[ServedModel]:
     """The models the server at `url` serves, from `/v1/models`."""
     response = httpx.get(f"{url}/v1/models", timeout=10.0)
     response.raise_for_status()
+    body = response.json()
     return [
-        ServedModel(entry["name"], entry["task"], entry["attention"], entry["backend"])
-        for entry in response.json()["models"]
+        # A model's own backend is unset until it has loaded; the server's choice stands in.
+        ServedModel(entry["name"], entry["task"], entry["attention"], entry["backend"] or body["backend"])
+        for entry in body["models"]
     ]

@@ -16,7 +16,7 @@ def count_parameters(entry: ModelEntry) -> int:
 
 
 def _shape(entry: ModelEntry) -> str:
-    return ", ".join(f"{s.name}{list(s.shape)}" for s in entry.inputs)
+    return ", ".join(f"{s.name} ({', '.join(map(str, s.shape))})" for s in entry.inputs)
 
 
 def model_table(

@@ -54,9 +54,9 @@ def create_app(
         runner_factory = _default_runner_factory(settings, choice)
     else:
         choice = BackendChoice("custom", "a runner factory was passed to create_app")
-    repository = ModelRepository([
-        ServedModel(files, settings.effective_max_batch_size(files.manifest.max_batch_size)) for files in found
-    ])
+    repository = ModelRepository(
+        [ServedModel(files, settings.effective_max_batch_size(files.manifest.max_batch_size)) for files in found]
+    )
     service_metrics = ServiceMetrics()
     lifecycle = ServiceLifecycle(repository, runner_factory, settings, service_metrics, on_load_failure)
     workers = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="easerve-worker")

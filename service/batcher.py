@@ -101,6 +101,13 @@ def signature_of(inputs: Tensors) -> Signature:
     return tuple((name, tuple(array.shape[1:]), array.dtype.str) for name, array in sorted(inputs.items()))
 
 
+def _concatenate(parts: list[Tensors]) -> Tensors:
+    """The tensors of `parts` joined along the batch dimension (no copy for a single part)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
 @dataclass(eq=False)
 class _Pending:
     inputs: Tensors
@@ -266,16 +273,13 @@ class DynamicBatcher:
         """Runs on the runner thread: concatenate, run in chunks of at most max_batch_size
         (a single request may be larger), concatenate the outputs."""
         started = time.perf_counter()
-        inputs = requests[0] if len(requests) == 1 else {
-            name: np.concatenate([request[name] for request in requests]) for name in requests[0]
-        }
-        total = batch_items(inputs)
+        inputs = _concatenate(requests)
         step = self.config.max_batch_size
-        chunks = [self._run_batch({n: a[i : i + step] for n, a in inputs.items()}) for i in range(0, total, step)]
-        outputs = chunks[0] if len(chunks) == 1 else {
-            name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]
-        }
-        return outputs, time.perf_counter() - started
+        chunks = [
+            self._run_batch({name: array[i : i + step] for name, array in inputs.items()})
+            for i in range(0, batch_items(inputs), step)
+        ]
+        return _concatenate(chunks), time.perf_counter() - started
 
     # -- bookkeeping ----------------------------------------------------------------------
 

@@ -18,11 +18,20 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register `easerve serve`'s flags; every default is None so the settings decide."""
     models = parser.add_argument_group("models")
-    models.add_argument("--weights-dir", dest="weights_dirs", action="append", type=Path, metavar="DIR",
-                        help="folder of <model>/manifest.json folders; repeat for several (default: weights)")
+    models.add_argument(
+        "--weights-dir",
+        dest="weights_dirs",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="folder of <model>/manifest.json folders; repeat for several (default: weights)",
+    )
     models.add_argument("--models", nargs="+", metavar="NAME", help="serve only these models (default: all found)")
-    models.add_argument("--backend", choices=BACKEND_CHOICES,
-                        help="runner backend; auto picks the best available and logs why (default: auto)")
+    models.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        help="runner backend; auto picks the best available and logs why (default: auto)",
+    )
     models.add_argument("--engine-cache-dir", type=Path, metavar="DIR", help="where TensorRT engines are cached")
     models.add_argument("--tensorrt-fp16", action="store_const", const=True, help="build TensorRT engines in FP16")
     models.add_argument("--intra-op-threads", type=int, metavar="N", help="threads inside an operator (0: default)")
@@ -34,21 +43,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument("--workers", type=int, metavar="N", help="threads for decoding and pre/post-processing")
     server.add_argument("--log-level", choices=LOG_LEVELS, help="(default: info)")
     server.add_argument("--access-log", action="store_const", const=True, help="log every request")
-    server.add_argument("--drain-timeout", dest="drain_timeout_s", type=float, metavar="S",
-                        help="on SIGTERM, how long queued requests may take (default: 30)")
+    server.add_argument(
+        "--drain-timeout",
+        dest="drain_timeout_s",
+        type=float,
+        metavar="S",
+        help="on SIGTERM, how long queued requests may take (default: 30)",
+    )
 
     scheduling = parser.add_argument_group("scheduling")
-    scheduling.add_argument("--max-batch-size", type=int, metavar="N", help="cap on the batch size (default: manifest's)")
-    scheduling.add_argument("--max-queue-delay-ms", type=float, metavar="MS",
-                            help="wait up to this long from the oldest request for a fuller batch (default: 0)")
+    scheduling.add_argument(
+        "--max-batch-size", type=int, metavar="N", help="cap on the batch size (default: manifest's)"
+    )
+    scheduling.add_argument(
+        "--max-queue-delay-ms",
+        type=float,
+        metavar="MS",
+        help="wait up to this long from the oldest request for a fuller batch (default: 0)",
+    )
     scheduling.add_argument("--max-queue-size", type=int, metavar="N", help="queued requests per model before 429")
-    scheduling.add_argument("--timeout", dest="default_timeout_s", type=float, metavar="S",
-                            help="default request deadline in seconds (default: 30)")
+    scheduling.add_argument(
+        "--timeout",
+        dest="default_timeout_s",
+        type=float,
+        metavar="S",
+        help="default request deadline in seconds (default: 30)",
+    )
 
     limits = parser.add_argument_group("input limits")
     limits.add_argument("--max-body-bytes", type=int, metavar="N", help="request body limit (default: 32 MiB)")
-    limits.add_argument("--max-images", dest="max_images_per_request", type=int, metavar="N",
-                        help="images per request and n of /v1/generate (default: 16)")
+    limits.add_argument(
+        "--max-images",
+        dest="max_images_per_request",
+        type=int,
+        metavar="N",
+        help="images per request and n of /v1/generate (default: 16)",
+    )
     limits.add_argument("--max-image-pixels", type=int, metavar="N", help="pixels of one image (default: 25e6)")
     limits.add_argument("--max-points", type=int, metavar="N", help="points of one cloud (default: 200000)")
 

@@ -44,7 +44,9 @@ async def require_api_key(request: Request, state: State) -> None:
         raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key> or X-API-Key)")
 
 
-def start_inference(request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None) -> InferenceContext:
+def start_inference(
+    request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None
+) -> InferenceContext:
     """The context of an inference request on `model` (Unavailable while draining). Marks the
     request with the model for the metrics middleware."""
     if state.lifecycle.phase == "draining":
@@ -67,7 +69,9 @@ def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
     async def dependency(
         request: Request,
         state: State,
-        model: Annotated[str | None, Query(description="model name; default: the task's model with `attention`")] = None,
+        model: Annotated[
+            str | None, Query(description="model name; default: the task's model with `attention`")
+        ] = None,
         attention: Annotated[AttentionKind | None, Query(description="ea or sa (default ea)")] = None,
         timeout: TimeoutQuery = None,
     ) -> InferenceContext:

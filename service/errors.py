@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -117,11 +119,15 @@ def error_response(status_code: int, message: str, headers: dict[str, str] | Non
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)
 
 
-def _describe_validation_error(error: RequestValidationError) -> str:
+def describe_validation_errors(errors: Sequence[Mapping[str, Any]], shown: int = 3) -> str:
+    """One line for pydantic/FastAPI validation errors: "where: what; ..." (the first `shown`)."""
     parts = []
-    for detail in error.errors():
+    for detail in errors[:shown]:
         location = ".".join(str(item) for item in detail.get("loc", ()) if item != "body")
-        parts.append(f"{location}: {detail.get('msg', 'invalid')}" if location else detail.get("msg", "invalid"))
+        message = detail.get("msg", "invalid")
+        parts.append(f"{location}: {message}" if location else message)
+    if len(errors) > shown:
+        parts.append(f"and {len(errors) - shown} more")
     return "; ".join(parts) or "invalid request"
 
 
@@ -132,7 +138,7 @@ async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    return error_response(422, _describe_validation_error(error))
+    return error_response(422, describe_validation_errors(error.errors()))
 
 
 async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:

@@ -45,18 +45,32 @@ class ServiceMetrics:
         self.compute_us = Counter(
             "nv_inference_compute_infer_duration_us", "Cumulative compute time per request (us)", ["model"], registry=r
         )
-        self.pending = Gauge("nv_inference_pending_request_count", "Requests waiting in the queue", ["model"], registry=r)
+        self.pending = Gauge(
+            "nv_inference_pending_request_count", "Requests waiting in the queue", ["model"], registry=r
+        )
         self.http_requests = Counter(
             "easerve_http_requests", "Inference HTTP requests by model and status code", ["model", "code"], registry=r
         )
         self.request_seconds = Histogram(
-            "easerve_request_duration_seconds", "End-to-end request time", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+            "easerve_request_duration_seconds",
+            "End-to-end request time",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_seconds = Histogram(
-            "easerve_queue_duration_seconds", "Time queued before compute", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+            "easerve_queue_duration_seconds",
+            "Time queued before compute",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.compute_seconds = Histogram(
-            "easerve_compute_duration_seconds", "Compute time per batch", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+            "easerve_compute_duration_seconds",
+            "Compute time per batch",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_size = Histogram(
             "easerve_batch_size", "Items per executed batch", ["model"], buckets=_BATCH_BUCKETS, registry=r

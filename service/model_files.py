@@ -72,7 +72,9 @@ def discover_models(weights_dirs: list[Path], names: list[str]) -> list[ModelFil
             except ValueError as error:
                 raise ModelFilesError(f"{directory / 'manifest.json'}: invalid manifest: {error}") from error
             if manifest.name in found:
-                logger.warning("%s: also in %s; serving the one in %s", manifest.name, directory, found[manifest.name].directory)
+                logger.warning(
+                    "%s: also in %s; serving the one in %s", manifest.name, directory, found[manifest.name].directory
+                )
                 continue
             found[manifest.name] = ModelFiles(directory, manifest)
     if not names:
@@ -80,5 +82,7 @@ def discover_models(weights_dirs: list[Path], names: list[str]) -> list[ModelFil
     missing = [name for name in names if name not in found]
     if missing:
         searched = ", ".join(str(path) for path in weights_dirs)
-        raise ModelFilesError(f"model(s) {', '.join(missing)} not found in {searched}; found: {', '.join(sorted(found)) or 'none'}")
+        raise ModelFilesError(
+            f"model(s) {', '.join(missing)} not found in {searched}; found: {', '.join(sorted(found)) or 'none'}"
+        )
     return [found[name] for name in names]

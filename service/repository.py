@@ -81,4 +81,6 @@ class ModelRepository:
             if model.manifest.task == task and model.manifest.attention == kind:
                 return model
         same_task = [m.name for m in self._models.values() if m.manifest.task == task]
-        raise NotFound(f"no {task} model with {kind} attention is served; {task} models: {', '.join(same_task) or 'none'}")
+        raise NotFound(
+            f"no {task} model with {kind} attention is served; {task} models: {', '.join(same_task) or 'none'}"
+        )

@@ -7,7 +7,6 @@ The service feeds image models at the manifest's `image_size` and point models a
 from __future__ import annotations
 
 from artifacts.manifest import Preprocessing, TensorInfo
-
 from service.model_files import BATCH_DIM
 
 

@@ -35,7 +35,9 @@ def reference_double_normalize(logits: torch.Tensor, eps: float = EPS) -> torch.
     return over_positions / (eps + over_positions.sum(dim=-1, keepdim=True))
 
 
-def reference_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def reference_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d)) V with the softmax written out."""
     scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
     exp = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
@@ -82,7 +84,9 @@ def test_external_attention_is_not_invariant_to_per_position_logit_shifts():
     x = tokens()
     baseline = attention(x)
     per_position_shift = torch.linspace(-3.0, 5.0, 12, dtype=torch.float64).unsqueeze(-1)
-    attention.memory_key.register_forward_hook(lambda module, args, output: output + per_position_shift)
+    attention.memory_key.register_forward_hook(
+        lambda module, args, output: output + per_position_shift
+    )
     assert not torch.allclose(attention(x), baseline)
 
 

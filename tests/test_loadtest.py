@@ -97,6 +97,18 @@ def test_report_names_its_provenance_and_links_its_plots(segment_runs, tmp_path)
     assert load_runs(out / RUNS_FILE) == segment_runs
 
 
+def test_report_survives_runs_where_nothing_completed(tmp_path):
+    csv = tmp_path / "empty_stats.csv"
+    csv.write_text(STATS_HEADER + "\n,Aggregated,0,0,0,0,0,0,0,0,0," + ",".join(["N/A"] * 11) + "\n")
+    runs = [read_run_stats(csv, "segment", kind, 64, f"eanet-{kind}-tiny") for kind in ("ea", "sa")]
+    context = ReportContext("2026-11-22", "cpu", "onnxruntime-cpu", "http://127.0.0.1:1", "1s", None)
+
+    report = write_report(runs, context, tmp_path / "out").read_text()
+
+    assert "| segment | 64 | n/a | n/a |" in report
+    assert (tmp_path / "out" / "segment.png").exists()
+
+
 @pytest.mark.parametrize("task", list(ENDPOINTS))
 def test_prepared_requests_carry_one_real_sample_each(task):
     samples = load_samples()
@@ -132,3 +144,66 @@ def test_locustfile_has_one_user_class_per_endpoint_tagged_with_its_task():
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     users = json.loads(result.stdout.strip().splitlines()[-1])
     assert users == {e.user_class: [e.task, [e.task]] for e in ENDPOINTS.values()}
+
+
+# --- against the real service, on a loopback port -------------------------------------------
+
+
+def bundled_model_dirs() -> list[Path]:
+    from artifacts.manifest import discover_manifests
+    from service.settings import Settings
+
+    return [model for folder in Settings().weights_dirs for model in discover_manifests(REPO / folder)]
+
+
+@pytest.fixture(scope="module")
+def service_url(tmp_path_factory):
+    """`easerve serve` with every bundled model, as `easerve loadtest` starts it."""
+    if not bundled_model_dirs():
+        pytest.skip("no exported models in weights/ yet (export them first)")
+    from loadtest.server import local_server
+
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with local_server(log, ready_timeout_s=300) as url:
+        yield url
+
+
+def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path):
+    users = [endpoint.user_class for endpoint in ENDPOINTS.values()]
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
+        "--host", service_url, "--users", str(len(users)), "--spawn-rate", str(len(users)),
+        "--run-time", "4s", "--csv", str(tmp_path / "smoke"), *users,
+    ]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    import csv
+
+    with (tmp_path / "smoke_stats.csv").open() as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    for endpoint in ENDPOINTS.values():
+        assert int(rows[endpoint.path]["Request Count"]) > 0, endpoint.path
+        assert int(rows[endpoint.path]["Failure Count"]) == 0, endpoint.path
+
+
+def test_the_bundled_models_answer_the_samples_right(service_url, capsys):
+    from loadtest.check import main as check
+
+    assert check(["--host", service_url]) == 0, capsys.readouterr().out
+
+
+def test_loadtest_command_compares_ea_and_sa_and_writes_the_report(service_url, tmp_path):
+    from easerve.cli import main as easerve
+
+    out = tmp_path / "loadtest"
+    code = easerve(["loadtest", "--host", service_url, "--tasks", "classify", "--users", "1,2",
+                    "--duration", "2s", "--out", str(out)])
+
+    assert code == 0
+    runs = load_runs(out / RUNS_FILE)
+    assert [(run.attention, run.users) for run in runs] == [("ea", 1), ("sa", 1), ("ea", 2), ("sa", 2)]
+    assert all(run.requests > 0 and run.failures == 0 for run in runs)
+    assert {run.model for run in runs} == {"eamlp-ea-tiny", "eamlp-sa-tiny"}
+    assert (out / "classify.png").exists()
+    assert "| classify | 2 |" in (out / REPORT_FILE).read_text()

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.onnx_graph import export_onnx, signature_of
 from model_defs.detection import centernet_loss, centernet_targets
 from model_defs.registry import ModelEntry, Task, list_models, twin_of
 
@@ -81,27 +82,12 @@ TASK_LOSSES: dict[Task, Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Te
 }
 
 
-# --- ONNX export ------------------------------------------------------------------------------
-
-def export_with_dynamic_batch(entry: ModelEntry, model: nn.Module, path: Path) -> None:
-    """`torch.onnx.export` (dynamo) of `model` at batch EXPORT_BATCH with a symbolic batch dim."""
-    batch = torch.export.Dim("batch", min=1, max=64)
-    torch.onnx.export(
-        model.eval(),
-        entry.example_inputs(EXPORT_BATCH),
-        str(path),
-        dynamo=True,
-        # The parity under test is the traced graph's; onnxscript's optimiser doubles the time.
-        optimize=False,
-        input_names=[spec.name for spec in entry.inputs],
-        output_names=[spec.name for spec in entry.outputs],
-        dynamic_shapes=tuple({0: batch} for _ in entry.inputs),
-        verbose=False,
-    )
-
+# --- ONNX export (export/onnx_graph.py, the exporter the product uses) -------------------------
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[ModelEntry], tuple[nn.Module, Path]]:
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[ModelEntry], tuple[nn.Module, Path]]:
     """(model, ONNX path) per entry, exported once per test module (a failure is kept too)."""
     cache: dict[str, tuple[nn.Module, Path] | Exception] = {}
 
@@ -110,7 +96,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Callable[[ModelEntry],
             model = _fresh_model(entry).eval()
             path = tmp_path_factory.mktemp("onnx") / f"{entry.name}.onnx"
             try:
-                export_with_dynamic_batch(entry, model, path)
+                export_onnx(model, entry.example_inputs(EXPORT_BATCH), signature_of(entry), path)
                 cache[entry.name] = (model, path)
             except Exception as error:  # noqa: BLE001 - re-raised for every batch size
                 cache[entry.name] = error

@@ -61,7 +61,7 @@ def decode_base64(text: str, what: str) -> bytes:
 
 
 def encode_png_base64(pixels: np.ndarray) -> str:
-    """Base64 PNG of a uint8 (H, W) greyscale or (H, W, 3) RGB array."""
+    """Base64 PNG of a uint8 or uint16 (H, W) greyscale or uint8 (H, W, 3) RGB array."""
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return base64.b64encode(buffer.getvalue()).decode("ascii")

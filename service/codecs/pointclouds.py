@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from service.codecs.ply import is_ply, parse_ply
-from service.errors import BadRequest, InvalidInput, PayloadTooLarge
+from service.errors import BadRequest, InvalidInput, PayloadTooLarge, describe_validation_errors
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -45,9 +45,7 @@ def points_from_json(body: bytes, max_points: int) -> np.ndarray:
     try:
         parsed = PointCloudBody.model_validate_json(body)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidInput(f"invalid point cloud JSON at {where or 'body'}: {first['msg']}") from None
+        raise InvalidInput(f"invalid point cloud JSON: {describe_validation_errors(error.errors())}") from None
     if len(parsed.points) > max_points:
         raise PayloadTooLarge(f"{len(parsed.points)} points is over the limit of {max_points}")
     if any(len(point) != 3 for point in parsed.points):

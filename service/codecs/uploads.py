@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from service.codecs.images import decode_base64, decode_image
 from service.codecs.pointclouds import points_from_file, points_from_json
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, describe_validation_errors
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
@@ -107,7 +107,7 @@ def _image_bytes(upload: Upload) -> list[bytes]:
     try:
         body = Base64Images.model_validate_json(upload.json_body)
     except ValidationError as error:
-        raise BadRequest(f"invalid JSON image body: {error.errors()[0]['msg']}") from None
+        raise BadRequest(f"invalid JSON image body: {describe_validation_errors(error.errors())}") from None
     return [decode_base64(text, f"image {index}") for index, text in enumerate(body.encoded())]
 
 
@@ -151,11 +151,15 @@ POINTS_BODY_OPENAPI = {
     "requestBody": {
         "required": True,
         "content": {
-            JSON: {"schema": {
-                "type": "object",
-                "properties": {"points": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}},
-                "required": ["points"],
-            }},
+            JSON: {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "points": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}
+                    },
+                    "required": ["points"],
+                }
+            },
             MULTIPART: {"schema": {"type": "object", "properties": {"file": _binary()}}},
             OCTET_STREAM: {"schema": _binary()},
         },

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -22,8 +23,9 @@ from pydantic import ValidationError
 import easerve
 from artifacts.manifest import TensorInfo
 from service.dependencies import State, require_api_key, start_inference
-from service.errors import BadRequest
+from service.errors import BadRequest, describe_validation_errors
 from service.repository import ServedModel
+from service.schemas import InferenceResponse
 from service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
 from service.v2.schemas import PLATFORM, InferRequest, InferResponse, ModelMetadata, ServerMetadata
 from service.v2.tensors import decode_inputs, encode_output, tensor_metadata
@@ -89,32 +91,41 @@ async def model_config(model_name: str, state: State) -> dict[str, Any]:
     }
 
 
-def _parse_request(body: bytes, header_length: str | None, model: ServedModel) -> tuple[InferRequest, dict]:
+def _parse_request(
+    body: bytes, header_length: str | None, model: ServedModel
+) -> tuple[InferRequest, dict[str, np.ndarray]]:
     header, rest = split_body(body, header_length)
     try:
         document = InferRequest.model_validate_json(header)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise BadRequest(f"malformed v2 inference request at {where or 'body'}: {first['msg']}") from None
+        raise BadRequest(f"malformed v2 inference request: {describe_validation_errors(error.errors())}") from None
     arrays = decode_inputs(document, binary_inputs(document, rest), model.manifest, model.max_batch_size)
     return document, arrays
 
 
-def _encode(document: InferRequest, model: ServedModel, outputs: dict) -> Response:
+def _encode(
+    document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
+) -> Response:
     wanted = {output.name: output for output in document.outputs or []}
     unknown = sorted(set(wanted) - set(outputs))
     if unknown:
         raise BadRequest(f"unknown output(s) {unknown}; {model.name} has {sorted(outputs)}")
-    names = [t.name for t in model.manifest.outputs if not wanted or t.name in wanted]
-    encoded = [encode_output(name, outputs[name], wants_binary(document, wanted.get(name))) for name in names]
-    response = InferResponse(model_name=model.name, id=document.id, outputs=[entry for entry, _ in encoded])
-    binary = any(wants_binary(document, wanted.get(name)) for name in names)
-    return encode_response(response, [blob for _, blob in encoded], binary)
+    binary = {
+        tensor.name: wants_binary(document, wanted.get(tensor.name))
+        for tensor in model.manifest.outputs
+        if not wanted or tensor.name in wanted
+    }
+    encoded = [encode_output(name, outputs[name], as_bytes) for name, as_bytes in binary.items()]
+    response = InferResponse(
+        model_name=model.name, id=document.id, parameters=parameters, outputs=[entry for entry, _ in encoded]
+    )
+    return encode_response(response, [blob for _, blob in encoded], any(binary.values()))
 
 
 @router.post("/models/{model_name}/infer", dependencies=[Depends(require_api_key)])
-@router.post("/models/{model_name}/versions/{version}/infer", dependencies=[Depends(require_api_key)], include_in_schema=False)
+@router.post(
+    "/models/{model_name}/versions/{version}/infer", dependencies=[Depends(require_api_key)], include_in_schema=False
+)
 async def infer(model_name: str, request: Request, state: State) -> Response:
     """Run the model on the request's tensors (JSON `data`, or binary after the JSON header)."""
     model = state.repository.get(model_name)
@@ -125,4 +136,6 @@ async def infer(model_name: str, request: Request, state: State) -> Response:
     if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
         context = dataclasses.replace(context, deadline=context.started + timeout_us * _MICROSECONDS)
     outcome = await context.infer(arrays)
-    return await context.offload(_encode, document, model, outcome.outputs)
+    summary = InferenceResponse(**context.response_fields(outcome))
+    parameters = summary.model_dump(include={"attention", "backend", "batch_size"}) | summary.timings.model_dump()
+    return await context.offload(_encode, document, model, outcome.outputs, parameters)

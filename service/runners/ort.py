@@ -24,13 +24,17 @@ TENSORRT_PROVIDER = "TensorrtExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 CPU_PROVIDER = "CPUExecutionProvider"
 GPU_PROVIDERS = (TENSORRT_PROVIDER, CUDA_PROVIDER)
-_BACKEND_NAMES = {TENSORRT_PROVIDER: "onnxruntime-tensorrt", CUDA_PROVIDER: "onnxruntime-cuda", CPU_PROVIDER: "onnxruntime-cpu"}
+_BACKEND_NAMES = {
+    TENSORRT_PROVIDER: "onnxruntime-tensorrt",
+    CUDA_PROVIDER: "onnxruntime-cuda",
+    CPU_PROVIDER: "onnxruntime-cpu",
+}
 
 ProviderSpec = str | tuple[str, dict[str, str]]
 
 
 def _profile_shapes(files: ModelFiles, batch: int) -> str:
-    """TensorRT provider shape string for every input at `batch`: "image:8x3x64x64,...". """
+    """TensorRT provider shape string for every input at `batch`: "image:8x3x64x64,..."."""
     return ",".join(
         f"{tensor.name}:{'x'.join(map(str, concrete_shape(tensor, files.manifest.preprocessing, batch)))}"
         for tensor in files.manifest.inputs

@@ -73,7 +73,9 @@ class TensorRTRunner:
         capability = f"{properties.major}.{properties.minor}"
         fp16 = settings.tensorrt_fp16 and hasattr(trt.BuilderFlag, "FP16")
         if settings.tensorrt_fp16 and not fp16:
-            logger.warning("%s: TensorRT %s has no FP16 flag (strongly typed); building FP32", files.name, trt.__version__)
+            logger.warning(
+                "%s: TensorRT %s has no FP16 flag (strongly typed); building FP32", files.name, trt.__version__
+            )
         key = engine_cache_key(files, trt.__version__, capability, fp16, repr(sorted(shapes.items())))
         cache_dir = settings.engine_cache_dir / "tensorrt"
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -89,13 +91,25 @@ class TensorRTRunner:
         self._outputs = [n for n in self._names if n not in self._inputs]
         self._dtypes = {n: np.dtype(trt.nptype(self._engine.get_tensor_dtype(n))) for n in self._names}
         self._buffers = {n: self._allocate(n, shapes, max_batch_size) for n in self._names}
-        logger.info("%s: TensorRT %s engine %s (compute capability %s)", files.name, trt.__version__, engine_path.name, capability)
+        logger.info(
+            "%s: TensorRT %s engine %s (compute capability %s)",
+            files.name,
+            trt.__version__,
+            engine_path.name,
+            capability,
+        )
 
     @property
     def backend(self) -> str:
         return "tensorrt"
 
-    def _build(self, engine_path: Path, timing_cache_path: Path, shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]], fp16: bool) -> None:
+    def _build(
+        self,
+        engine_path: Path,
+        timing_cache_path: Path,
+        shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]],
+        fp16: bool,
+    ) -> None:
         trt = self._trt
         logger.info("%s: building a TensorRT engine (once; cached at %s)", self._files.name, engine_path)
         builder = trt.Builder(self._logger)
@@ -108,7 +122,9 @@ class TensorRTRunner:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
         if fp16:
             config.set_flag(trt.BuilderFlag.FP16)
-        timing_cache = config.create_timing_cache(timing_cache_path.read_bytes() if timing_cache_path.is_file() else b"")
+        timing_cache = config.create_timing_cache(
+            timing_cache_path.read_bytes() if timing_cache_path.is_file() else b""
+        )
         config.set_timing_cache(timing_cache, ignore_mismatch=False)
         profile = builder.create_optimization_profile()
         for name, (smallest, largest) in shapes.items():
@@ -122,7 +138,9 @@ class TensorRTRunner:
         partial.replace(engine_path)
         timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
 
-    def _allocate(self, name: str, shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]], max_batch_size: int) -> int:
+    def _allocate(
+        self, name: str, shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]], max_batch_size: int
+    ) -> int:
         if name in shapes:
             largest = shapes[name][1]
         else:
@@ -136,8 +154,15 @@ class TensorRTRunner:
         for name in self._inputs:
             array = np.ascontiguousarray(inputs[name], dtype=self._dtypes[name])
             self._context.set_input_shape(name, array.shape)
-            _checked(cudart.cudaMemcpyAsync(self._buffers[name], array.ctypes.data, array.nbytes,
-                                            cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
+            _checked(
+                cudart.cudaMemcpyAsync(
+                    self._buffers[name],
+                    array.ctypes.data,
+                    array.nbytes,
+                    cudart.cudaMemcpyKind.cudaMemcpyHostToDevice,
+                    self._stream,
+                )
+            )
         for name in self._names:
             self._context.set_tensor_address(name, self._buffers[name])
         if not self._context.execute_async_v3(self._stream):
@@ -145,8 +170,15 @@ class TensorRTRunner:
         outputs = {}
         for name in self._outputs:
             host = np.empty(tuple(self._context.get_tensor_shape(name)), dtype=self._dtypes[name])
-            _checked(cudart.cudaMemcpyAsync(host.ctypes.data, self._buffers[name], host.nbytes,
-                                            cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream))
+            _checked(
+                cudart.cudaMemcpyAsync(
+                    host.ctypes.data,
+                    self._buffers[name],
+                    host.nbytes,
+                    cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost,
+                    self._stream,
+                )
+            )
             outputs[name] = host
         _checked(cudart.cudaStreamSynchronize(self._stream))
         return outputs

@@ -75,7 +75,9 @@ def nearest_kept(points: np.ndarray, cloud: SampledCloud) -> np.ndarray:
     return nearest
 
 
-def segment_cloud(outputs: dict[str, np.ndarray], manifest: Manifest, points: np.ndarray, cloud: SampledCloud) -> list[str]:
+def segment_cloud(
+    outputs: dict[str, np.ndarray], manifest: Manifest, points: np.ndarray, cloud: SampledCloud
+) -> list[str]:
     """One part label per input point, from the model's (1, num_points, parts) logits."""
     predicted = outputs[manifest.outputs[0].name][0].argmax(axis=-1)
     if len(points) <= len(cloud.kept):

@@ -18,6 +18,9 @@ from artifacts.manifest import Manifest
 from service.codecs.images import encode_png_base64
 from service.schemas import InferenceResponse
 
+# Values of the resized logits held at once (a band of rows x classes x width).
+_BAND_VALUES = 8_000_000
+
 
 class ImageSegmentation(BaseModel):
     width: int
@@ -37,21 +40,41 @@ def class_colours(count: int) -> np.ndarray:
     return (np.asarray(colours) * 255).round().astype(np.uint8)
 
 
-def _mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
-    if logits.shape[1:] == (height, width):
-        return logits.argmax(axis=0).astype(np.uint8)
-    resized = np.stack([
-        np.asarray(Image.fromarray(channel.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR))
-        for channel in logits
-    ])
-    return resized.argmax(axis=0).astype(np.uint8)
+def _linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each output position: the two input positions it lies between and the weight of
+    the second (half-pixel centres, `align_corners=False`; edges clamped)."""
+    source = np.clip((np.arange(out_size) + 0.5) * in_size / out_size - 0.5, 0, in_size - 1)
+    low = np.floor(source).astype(np.int64)
+    return low, np.minimum(low + 1, in_size - 1), (source - low).astype(np.float32)
 
 
-def _overlay(image: Image.Image, mask: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    pixels = np.asarray(image, dtype=np.float32)
-    coloured = colours[mask].astype(np.float32)
-    blend = np.where((mask > 0)[..., None], (1 - alpha) * pixels + alpha * coloured, pixels)
-    return blend.round().clip(0, 255).astype(np.uint8)
+def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(height, width) class indices (uint8, uint16 above 256 classes): the argmax of the
+    (C, h, w) logits resized bilinearly to the image, in bands of rows so memory stays
+    bounded whatever the image size and class count."""
+    classes, in_height, in_width = logits.shape
+    dtype = np.uint8 if classes <= 256 else np.uint16
+    if (in_height, in_width) == (height, width):
+        return logits.argmax(axis=0).astype(dtype)
+    x_low, x_high, x_weight = _linear_taps(width, in_width)
+    y_low, y_high, y_weight = _linear_taps(height, in_height)
+    logits = logits.astype(np.float32)
+    columns = logits[:, :, x_low] * (1 - x_weight) + logits[:, :, x_high] * x_weight  # (C, h, width)
+    band = max(1, _BAND_VALUES // (classes * width))
+    mask = np.empty((height, width), dtype)
+    for top in range(0, height, band):
+        rows = slice(top, top + band)
+        weight = y_weight[rows, None]
+        resized = columns[:, y_low[rows]] * (1 - weight) + columns[:, y_high[rows]] * weight
+        mask[rows] = resized.argmax(axis=0)
+    return mask
+
+
+def _overlay(image: Image.Image, mask: np.ndarray, colours: np.ndarray, alpha: float) -> str:
+    coloured = Image.fromarray(colours[mask])
+    blended = Image.blend(image, coloured, alpha)
+    foreground = Image.fromarray(((mask > 0) * 255).astype(np.uint8))
+    return encode_png_base64(np.asarray(Image.composite(blended, image, foreground)))
 
 
 def segment(
@@ -64,13 +87,15 @@ def segment(
     results = []
     for image_logits, image in zip(logits, images, strict=True):
         width, height = image.size
-        mask = _mask_at(image_logits, width, height)
+        mask = mask_at(image_logits, width, height)
         counts = np.bincount(mask.ravel(), minlength=len(labels))
-        results.append(ImageSegmentation(
-            width=width,
-            height=height,
-            mask_png=encode_png_base64(mask),
-            class_fractions={label: float(counts[i]) / mask.size for i, label in enumerate(labels)},
-            overlay_png=encode_png_base64(_overlay(image, mask, colours, alpha)) if overlay else None,
-        ))
+        results.append(
+            ImageSegmentation(
+                width=width,
+                height=height,
+                mask_png=encode_png_base64(mask),
+                class_fractions={label: float(counts[i]) / mask.size for i, label in enumerate(labels)},
+                overlay_png=_overlay(image, mask, colours, alpha) if overlay else None,
+            )
+        )
     return results

@@ -42,6 +42,7 @@ class InferResponse(BaseModel):
     model_name: str
     model_version: str = MODEL_VERSION
     id: str | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="attention, backend, batch size, timings")
     outputs: list[ResponseOutput]
 
 

@@ -15,11 +15,17 @@ from service.v2.schemas import InferRequest, RequestInput, ResponseOutput, Tenso
 
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8), "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
 }
 _NAMES_BY_DTYPE = {dtype: name for name, dtype in DATATYPES.items()}
 BINARY_DATA_SIZE = "binary_data_size"
@@ -67,7 +73,9 @@ def _from_json(given: RequestInput, dtype: np.dtype) -> np.ndarray:
 def _from_bytes(given: RequestInput, blob: bytes, dtype: np.dtype) -> np.ndarray:
     wanted = int(np.prod(given.shape)) * dtype.itemsize
     if len(blob) != wanted:
-        raise BadRequest(f"input {given.name!r}: shape {given.shape} of {datatype_of(dtype)} needs {wanted} bytes, got {len(blob)}")
+        raise BadRequest(
+            f"input {given.name!r}: shape {given.shape} of {datatype_of(dtype)} needs {wanted} bytes, got {len(blob)}"
+        )
     return np.frombuffer(blob, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(given.shape)
 
 
@@ -90,7 +98,9 @@ def decode_inputs(
     for name, tensor in given.items():
         dtype = np.dtype(expected[name].dtype)
         if tensor.datatype != datatype_of(dtype):
-            raise BadRequest(f"input {name!r} has datatype {tensor.datatype}; {manifest.name} expects {datatype_of(dtype)}")
+            raise BadRequest(
+                f"input {name!r} has datatype {tensor.datatype}; {manifest.name} expects {datatype_of(dtype)}"
+            )
         _check_shape(tensor, expected[name])
         arrays[name] = _from_bytes(tensor, blobs[name], dtype) if name in blobs else _from_json(tensor, dtype)
     batches = {array.shape[0] for array in arrays.values()}
@@ -107,6 +117,7 @@ def encode_output(name: str, array: np.ndarray, binary: bool) -> tuple[ResponseO
     datatype = datatype_of(array.dtype)
     if binary:
         blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        return ResponseOutput(name=name, shape=list(array.shape), datatype=datatype,
-                              parameters={BINARY_DATA_SIZE: len(blob)}), blob
+        return ResponseOutput(
+            name=name, shape=list(array.shape), datatype=datatype, parameters={BINARY_DATA_SIZE: len(blob)}
+        ), blob
     return ResponseOutput(name=name, shape=list(array.shape), datatype=datatype, data=array.ravel().tolist()), b""

@@ -5,19 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from fastapi.testclient import TestClient
 from onnx_fixtures import write_all_models
-from service_helpers import make_settings, wait_until
+from service_helpers import LIMITS, TestClient, make_settings, wait_until
 
 from service.app import create_app
-
-# Small limits, so each bad-input case is cheap to build.
-LIMITS = {
-    "max_body_bytes": 2 * 1024 * 1024,
-    "max_images_per_request": 4,
-    "max_image_pixels": 1_000_000,
-    "max_points": 5_000,
-}
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -29,8 +29,19 @@ SHAPES = ["circle", "square", "triangle", "star", "ellipse", "hexagon"]
 SEG_CLASSES = ["background", *SHAPES]
 PRIMITIVES = ["sphere", "cube", "cylinder", "cone", "torus", "pyramid"]
 PARTS = [
-    "sphere/surface", "cube/top", "cube/bottom", "cube/side", "cylinder/top", "cylinder/bottom",
-    "cylinder/side", "cone/base", "cone/side", "torus/outer", "torus/inner", "pyramid/base", "pyramid/side",
+    "sphere/surface",
+    "cube/top",
+    "cube/bottom",
+    "cube/side",
+    "cylinder/top",
+    "cylinder/bottom",
+    "cylinder/side",
+    "cone/base",
+    "cone/side",
+    "torus/outer",
+    "torus/inner",
+    "pyramid/base",
+    "pyramid/side",
 ]
 DETECTION_BOXES = np.array([[4, 4, 12, 12], [16, 8, 28, 20], [0, 0, 32, 32], [2, 2, 6, 6]], np.float32)
 DETECTION_SCORES = np.array([0.9, 0.6, 0.2, 0.05], np.float32)
@@ -186,17 +197,37 @@ def _tensors(graph: onnx.GraphProto, values) -> list[TensorInfo]:
 
 # arch -> (task, graph builder, preprocessing, labels)
 FIXTURES = {
-    "fixcls": ("classification", classification_graph,
-               Preprocessing(kind="image", image_size=CLASSIFY_SIZE, mean=(0, 0, 0), std=(1, 1, 1)), SHAPES),
-    "fixseg": ("segmentation", segmentation_graph,
-               Preprocessing(kind="image", image_size=SEGMENT_SIZE, mean=(0, 0, 0), std=(1, 1, 1)), SEG_CLASSES),
-    "fixdet": ("detection", detection_graph,
-               Preprocessing(kind="image", image_size=DETECT_SIZE, mean=(0, 0, 0), std=(1, 1, 1)), SHAPES),
+    "fixcls": (
+        "classification",
+        classification_graph,
+        Preprocessing(kind="image", image_size=CLASSIFY_SIZE, mean=(0, 0, 0), std=(1, 1, 1)),
+        SHAPES,
+    ),
+    "fixseg": (
+        "segmentation",
+        segmentation_graph,
+        Preprocessing(kind="image", image_size=SEGMENT_SIZE, mean=(0, 0, 0), std=(1, 1, 1)),
+        SEG_CLASSES,
+    ),
+    "fixdet": (
+        "detection",
+        detection_graph,
+        Preprocessing(kind="image", image_size=DETECT_SIZE, mean=(0, 0, 0), std=(1, 1, 1)),
+        SHAPES,
+    ),
     "fixgan": ("generation", generation_graph, Preprocessing(kind="latent", z_dim=Z_DIM), SHAPES),
-    "fixpct": ("pointcloud-classification", pointcloud_classification_graph,
-               Preprocessing(kind="points", num_points=NUM_POINTS), PRIMITIVES),
-    "fixpart": ("pointcloud-segmentation", pointcloud_segmentation_graph,
-                Preprocessing(kind="points", num_points=NUM_POINTS), PARTS),
+    "fixpct": (
+        "pointcloud-classification",
+        pointcloud_classification_graph,
+        Preprocessing(kind="points", num_points=NUM_POINTS),
+        PRIMITIVES,
+    ),
+    "fixpart": (
+        "pointcloud-segmentation",
+        pointcloud_segmentation_graph,
+        Preprocessing(kind="points", num_points=NUM_POINTS),
+        PARTS,
+    ),
 }
 
 

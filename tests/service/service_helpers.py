@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from PIL import Image
@@ -20,7 +20,19 @@ from service.runners.ort import OrtRunner
 from service.server import DrainingServer
 from service.settings import Settings
 
+with warnings.catch_warnings():
+    # starlette asks for httpx2 in its test client; httpx works the same for these tests.
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from fastapi.testclient import TestClient  # noqa: F401 - imported from here by the tests
+
 READY_TIMEOUT_S = 20.0
+# Small input limits for the shared test app, so each bad-input case is cheap to build.
+LIMITS = {
+    "max_body_bytes": 2 * 1024 * 1024,
+    "max_images_per_request": 4,
+    "max_image_pixels": 1_000_000,
+    "max_points": 5_000,
+}
 
 
 def make_settings(weights_dir: Path, **overrides) -> Settings:
@@ -46,21 +58,26 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S
 
 
 class SlowRunner:
-    """A real onnxruntime runner that takes at least `delay_s` per batch and records every
-    batch size it ran (to prove what was, and was not, computed)."""
+    """A real onnxruntime runner that records every batch size it starts (to prove what was,
+    and was not, computed), then waits for `gate` to be open and `delay_s` more."""
 
     def __init__(self, inner: Runner, delay_s: float) -> None:
         self.inner = inner
         self.delay_s = delay_s
         self.batches: list[int] = []
+        self.computing = threading.Event()
+        self.gate = threading.Event()
+        self.gate.set()
 
     @property
     def backend(self) -> str:
         return "slow-test-runner"
 
     def run(self, inputs: Tensors) -> Tensors:
-        time.sleep(self.delay_s)
         self.batches.append(next(iter(inputs.values())).shape[0])
+        self.computing.set()
+        self.gate.wait()
+        time.sleep(self.delay_s)
         return self.inner.run(inputs)
 
     def close(self) -> None:
@@ -109,7 +126,5 @@ class LiveServer:
         prefix = f'{name}{{model="{model}"}} '
         for line in text.splitlines():
             if line.startswith(prefix):
-                return float(line[len(prefix):])
+                return float(line[len(prefix) :])
         return 0.0
-
-

@@ -1,0 +1,271 @@
+"""DynamicBatcher on its own: how batches form, deadlines, back-pressure, drain, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from service.batcher import BatchingConfig, DynamicBatcher
+from service.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
+
+
+class RecordingModel:
+    """Doubles its input; optionally slow or failing; records each batch it ran."""
+
+    def __init__(self, delay_s: float = 0.0, fail_first: bool = False) -> None:
+        self.delay_s = delay_s
+        self.fail_next = fail_first
+        self.batches: list[np.ndarray] = []
+        self.started = threading.Event()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.started.set()
+        time.sleep(self.delay_s)
+        self.batches.append(inputs["x"].copy())
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("boom")
+        return {"y": inputs["x"] * 2}
+
+
+def rows(*values: float, width: int = 2) -> dict[str, np.ndarray]:
+    return {"x": np.array([[v] * width for v in values], np.float32)}
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def started_batcher(model: RecordingModel, **config) -> DynamicBatcher:
+    batcher = DynamicBatcher("m", model, BatchingConfig(**{"max_batch_size": 8, **config}))
+    batcher.start()
+    return batcher
+
+
+def far_deadline() -> float:
+    return asyncio.get_running_loop().time() + 30
+
+
+async def occupy(batcher: DynamicBatcher, model: RecordingModel) -> asyncio.Task:
+    """Submit one request and return once the model is computing it."""
+    task = asyncio.create_task(batcher.submit(rows(-1), far_deadline()))
+    await asyncio.to_thread(model.started.wait, 5)
+    return task
+
+
+def test_a_lone_request_runs_at_once_and_gets_its_own_rows():
+    async def scenario():
+        model = RecordingModel()
+        batcher = await started_batcher(model, max_queue_delay_s=0.0)
+        outcome = await batcher.submit(rows(3), far_deadline())
+        await batcher.drain(5)
+        return outcome
+
+    outcome = run(scenario())
+    assert outcome.batch_size == 1
+    assert outcome.queue_s < 0.05
+    np.testing.assert_array_equal(outcome.outputs["y"], [[6, 6]])
+
+
+def test_requests_waiting_while_the_runner_is_busy_form_one_batch_in_arrival_order():
+    async def scenario():
+        model = RecordingModel(delay_s=0.2)
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.create_task(batcher.submit(rows(i), far_deadline())) for i in range(5)]
+        outcomes = await asyncio.gather(first, *waiting)
+        await batcher.drain(5)
+        return model, outcomes
+
+    model, outcomes = run(scenario())
+    assert [len(batch) for batch in model.batches] == [1, 5]
+    np.testing.assert_array_equal(model.batches[1][:, 0], [0, 1, 2, 3, 4])
+    for i, outcome in enumerate(outcomes[1:]):
+        assert outcome.batch_size == 5
+        np.testing.assert_array_equal(outcome.outputs["y"], [[2 * i, 2 * i]])
+
+
+def test_a_batch_never_exceeds_max_batch_size_and_multi_item_requests_count_their_items():
+    async def scenario():
+        model = RecordingModel(delay_s=0.2)
+        batcher = await started_batcher(model, max_batch_size=8)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.create_task(batcher.submit(rows(i, i, i), far_deadline())) for i in range(4)]
+        outcomes = await asyncio.gather(first, *waiting)
+        await batcher.drain(5)
+        return model, outcomes
+
+    model, outcomes = run(scenario())
+    # 3 + 3 fit in 8, the third request of 3 would make 9: it waits for the next batch.
+    assert [len(batch) for batch in model.batches] == [1, 6, 6]
+    assert all(outcome.outputs["y"].shape == (3, 2) for outcome in outcomes[1:])
+
+
+def test_shape_incompatible_requests_are_not_batched_together():
+    async def scenario():
+        model = RecordingModel(delay_s=0.2)
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        narrow = [asyncio.create_task(batcher.submit(rows(i, width=2), far_deadline())) for i in range(2)]
+        wide = [asyncio.create_task(batcher.submit(rows(i, width=5), far_deadline())) for i in range(2)]
+        await asyncio.gather(first, *narrow, *wide)
+        await batcher.drain(5)
+        return model
+
+    model = run(scenario())
+    assert [batch.shape for batch in model.batches] == [(1, 2), (2, 2), (2, 5)]
+
+
+def test_queue_delay_is_counted_from_the_oldest_request_not_the_newest():
+    async def scenario():
+        model = RecordingModel()
+        batcher = await started_batcher(model, max_queue_delay_s=0.3)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first = asyncio.create_task(batcher.submit(rows(1), far_deadline()))
+        await asyncio.sleep(0.2)
+        second = asyncio.create_task(batcher.submit(rows(2), far_deadline()))
+        outcomes = await asyncio.gather(first, second)
+        elapsed = loop.time() - start
+        await batcher.drain(5)
+        return elapsed, outcomes
+
+    elapsed, outcomes = run(scenario())
+    assert all(outcome.batch_size == 2 for outcome in outcomes)
+    assert 0.28 <= elapsed < 0.45  # 0.3 s from the first arrival, not 0.5 s (0.2 + 0.3)
+
+
+def test_a_full_batch_is_dispatched_without_waiting_for_the_queue_delay():
+    async def scenario():
+        model = RecordingModel()
+        batcher = await started_batcher(model, max_batch_size=4, max_queue_delay_s=5.0)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        outcomes = await asyncio.gather(*(batcher.submit(rows(i), far_deadline()) for i in range(4)))
+        elapsed = loop.time() - start
+        await batcher.drain(5)
+        return elapsed, outcomes
+
+    elapsed, outcomes = run(scenario())
+    assert elapsed < 1.0
+    assert [outcome.batch_size for outcome in outcomes] == [4, 4, 4, 4]
+
+
+def test_a_deadline_passing_in_the_queue_answers_at_once_and_is_never_computed():
+    async def scenario():
+        model = RecordingModel(delay_s=1.0)
+        batcher = await started_batcher(model)
+        loop = asyncio.get_running_loop()
+        first = await occupy(batcher, model)
+        submitted = loop.time()
+        with pytest.raises(DeadlineExceeded, match="not computed"):
+            await batcher.submit(rows(7), submitted + 0.1)
+        answered_after = loop.time() - submitted
+        await first
+        await batcher.drain(5)
+        return model, answered_after
+
+    model, answered_after = run(scenario())
+    assert answered_after < 0.5  # not after the 1 s batch in flight
+    assert [batch[:, 0].tolist() for batch in model.batches] == [[-1.0]]
+
+
+def test_a_full_queue_refuses_with_a_retry_after_estimate():
+    async def scenario():
+        model = RecordingModel(delay_s=0.3)
+        batcher = await started_batcher(model, max_batch_size=1, max_queue_size=2)
+        first = await occupy(batcher, model)
+        queued = [asyncio.create_task(batcher.submit(rows(i), far_deadline())) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull) as refused:
+            await batcher.submit(rows(9), far_deadline())
+        outcomes = await asyncio.gather(first, *queued)
+        await batcher.drain(5)
+        return refused.value, outcomes
+
+    refused, outcomes = run(scenario())
+    assert refused.status_code == 429
+    assert int(refused.headers()["Retry-After"]) >= 1
+    assert len(outcomes) == 3
+
+
+def test_drain_computes_everything_queued_then_refuses_new_requests():
+    async def scenario():
+        model = RecordingModel(delay_s=0.1)
+        batcher = await started_batcher(model, max_batch_size=2)
+        first = await occupy(batcher, model)
+        queued = [asyncio.create_task(batcher.submit(rows(i), far_deadline())) for i in range(5)]
+        await asyncio.sleep(0)
+        await batcher.drain(10)
+        assert all(task.done() for task in queued)
+        with pytest.raises(Unavailable):
+            await batcher.submit(rows(1), far_deadline())
+        return await asyncio.gather(first, *queued)
+
+    outcomes = run(scenario())
+    assert len(outcomes) == 6
+
+
+def test_a_drain_that_times_out_still_answers_every_queued_request():
+    async def scenario():
+        model = RecordingModel(delay_s=0.3)
+        batcher = await started_batcher(model, max_batch_size=1)
+        first = await occupy(batcher, model)
+        queued = [asyncio.create_task(batcher.submit(rows(i), far_deadline())) for i in range(3)]
+        await asyncio.sleep(0)
+        await batcher.drain(0.05)
+        return await asyncio.gather(first, *queued, return_exceptions=True)
+
+    results = run(scenario())
+    assert not isinstance(results[0], Exception)
+    assert all(isinstance(result, Unavailable) for result in results[1:])
+
+
+def test_a_failing_batch_fails_each_of_its_requests_and_the_next_batch_runs():
+    async def scenario():
+        model = RecordingModel(fail_first=True)
+        batcher = await started_batcher(model)
+        failed = await asyncio.gather(
+            *(batcher.submit(rows(i), far_deadline()) for i in range(3)), return_exceptions=True
+        )
+        recovered = await batcher.submit(rows(5), far_deadline())
+        await batcher.drain(5)
+        return failed, recovered
+
+    failed, recovered = run(scenario())
+    assert len(failed) == 3 and all(isinstance(result, InferenceFailed) for result in failed)
+    np.testing.assert_array_equal(recovered.outputs["y"], [[10, 10]])
+
+
+def test_a_request_larger_than_max_batch_size_runs_in_chunks():
+    async def scenario():
+        model = RecordingModel()
+        batcher = await started_batcher(model, max_batch_size=4)
+        outcome = await batcher.submit(rows(*range(10)), far_deadline())
+        await batcher.drain(5)
+        return model, outcome
+
+    model, outcome = run(scenario())
+    assert [len(batch) for batch in model.batches] == [4, 4, 2]
+    np.testing.assert_array_equal(outcome.outputs["y"][:, 0], np.arange(10) * 2)
+
+
+def test_a_cancelled_request_leaves_the_queue_and_is_never_computed():
+    async def scenario():
+        model = RecordingModel(delay_s=0.2)
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        abandoned = asyncio.create_task(batcher.submit(rows(42), far_deadline()))
+        await asyncio.sleep(0.01)
+        abandoned.cancel()
+        await first
+        await batcher.drain(5)
+        return model, batcher
+
+    model, batcher = run(scenario())
+    assert batcher.queue_depth == 0
+    assert [batch[:, 0].tolist() for batch in model.batches] == [[-1.0]]

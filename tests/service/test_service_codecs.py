@@ -1,0 +1,103 @@
+"""Decoders and mappings on their own: PLY variants, image orientation, point resampling."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artifacts.manifest import Manifest
+from service.codecs.images import decode_image
+from service.codecs.ply import parse_ply
+from service.errors import BadRequest
+from service.tasks.pointcloud import nearest_kept, sample_cloud
+
+
+def test_ply_vertices_after_a_fixed_size_element_in_binary():
+    header = (
+        b"ply\r\nformat binary_little_endian 1.0\r\nelement camera 2\r\nproperty float f\r\n"
+        b"element vertex 2\r\nproperty uchar tag\r\nproperty float z\r\nproperty float y\r\nproperty float x\r\n"
+        b"end_header\r\n"
+    )
+    cameras = struct.pack("<2f", 1.0, 2.0)
+    vertices = struct.pack("<B3f", 1, 3.0, 2.0, 1.0) + struct.pack("<B3f", 2, 6.0, 5.0, 4.0)
+    np.testing.assert_array_equal(parse_ply(header + cameras + vertices, 10), [[1, 2, 3], [4, 5, 6]])
+
+
+def test_ply_ascii_skips_rows_of_earlier_elements():
+    body = (
+        b"ply\nformat ascii 1.0\nelement note 1\nproperty int n\n"
+        b"element vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n7\n1 2 3\n"
+    )
+    np.testing.assert_array_equal(parse_ply(body, 10), [[1, 2, 3]])
+
+
+def test_ply_list_element_before_binary_vertices_is_refused():
+    body = (
+        b"ply\nformat binary_little_endian 1.0\nelement face 1\nproperty list uchar int i\n"
+        b"element vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n"
+    )
+    with pytest.raises(BadRequest, match="list"):
+        parse_ply(body + b"\0" * 64, 10)
+
+
+def test_images_are_turned_upright_by_their_exif_orientation():
+    image = Image.new("RGB", (40, 20), (10, 20, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    assert decode_image(buffer.getvalue(), 10_000).size == (20, 40)
+
+
+def test_greyscale_and_alpha_images_become_rgb():
+    for mode in ("L", "RGBA", "P"):
+        buffer = io.BytesIO()
+        Image.new(mode, (5, 5)).save(buffer, format="PNG")
+        assert decode_image(buffer.getvalue(), 100).mode == "RGB"
+
+
+def manifest_with_points(num_points: int) -> Manifest:
+    return Manifest.model_validate(
+        {
+            "name": "m",
+            "task": "pointcloud-segmentation",
+            "attention": "ea",
+            "arch": "a",
+            "inputs": [{"name": "points", "dtype": "float32", "shape": ["batch", "points", 3]}],
+            "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "points", 2]}],
+            "preprocessing": {"kind": "points", "num_points": num_points},
+            "labels": ["a", "b"],
+            "max_batch_size": 1,
+            "onnx": {"path": "model.onnx", "sha256": "0", "bytes": 0},
+            "opset": 17,
+        }
+    )
+
+
+def test_a_large_cloud_is_subsampled_centred_and_scaled_to_the_unit_sphere():
+    points = np.random.default_rng(0).normal(10.0, 3.0, (1000, 3)).astype(np.float32)
+    cloud = sample_cloud(points, manifest_with_points(64))
+    fed = cloud.inputs["points"][0]
+    assert fed.shape == (64, 3) and len(set(cloud.kept.tolist())) == 64
+    np.testing.assert_allclose(fed.mean(axis=0), 0, atol=1e-5)
+    assert np.linalg.norm(fed, axis=1).max() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_small_cloud_is_padded_with_repeats_and_keeps_its_points_first():
+    points = np.arange(15, dtype=np.float32).reshape(5, 3)
+    cloud = sample_cloud(points, manifest_with_points(12))
+    assert cloud.kept[:5].tolist() == [0, 1, 2, 3, 4] and cloud.kept.max() < 5
+
+
+def test_every_point_maps_to_its_nearest_kept_point():
+    points = np.random.default_rng(1).uniform(-1, 1, (3000, 3)).astype(np.float32)
+    cloud = sample_cloud(points, manifest_with_points(100))
+    nearest = nearest_kept(points, cloud)
+    kept_points = points[cloud.kept]
+    brute = np.linalg.norm(points[:, None] - kept_points[None], axis=2).argmin(axis=1)
+    assert (nearest == brute).mean() > 0.999
+    assert (nearest[cloud.kept] == np.arange(100)).all()

@@ -1,0 +1,170 @@
+"""Settings (environment, CLI flags), backend choice, API keys, and models that fail to load."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+import pytest
+from onnx_fixtures import model_name
+from pydantic import ValidationError
+from service_helpers import TestClient, image_bytes, make_settings, wait_until
+
+from service import cli
+from service.app import create_app
+from service.model_files import ModelFilesError
+from service.runners.selection import choose_backend
+from service.settings import Settings
+
+CLASSIFIER = model_name("fixcls")
+PNG = {"content-type": "image/png"}
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+
+def test_environment_variables_set_the_settings(monkeypatch):
+    monkeypatch.setenv("EASERVE_PORT", "9100")
+    monkeypatch.setenv("EASERVE_WEIGHTS_DIRS", "/a/weights:/b/more")
+    monkeypatch.setenv("EASERVE_MODELS", "one, two three")
+    monkeypatch.setenv("EASERVE_MAX_QUEUE_DELAY_MS", "2.5")
+    monkeypatch.setenv("EASERVE_API_KEY", "s3cret")
+    settings = Settings()
+    assert settings.port == 9100
+    assert [str(path) for path in settings.weights_dirs] == ["/a/weights", "/b/more"]
+    assert settings.models == ["one", "two", "three"]
+    assert settings.max_queue_delay_ms == 2.5
+    assert settings.api_key.get_secret_value() == "s3cret" and "s3cret" not in repr(settings)
+
+
+def test_cli_flags_override_the_environment(monkeypatch):
+    monkeypatch.setenv("EASERVE_PORT", "9100")
+    monkeypatch.setenv("EASERVE_MAX_BATCH_SIZE", "4")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--port", "9200", "--max-images", "3", "--timeout", "2"])
+    overrides = {key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None}
+    settings = Settings(**overrides)
+    assert (settings.port, settings.max_batch_size) == (9200, 4)
+    assert (settings.max_images_per_request, settings.default_timeout_s) == (3, 2.0)
+
+
+def test_invalid_settings_are_refused(monkeypatch):
+    monkeypatch.setenv("EASERVE_BACKEND", "cuda-magic")
+    with pytest.raises(ValidationError, match="backend"):
+        Settings()
+
+
+def test_max_batch_size_caps_the_manifests():
+    assert Settings(max_batch_size=4).effective_max_batch_size(8) == 4
+    assert Settings(max_batch_size=16).effective_max_batch_size(8) == 8
+    assert Settings().effective_max_batch_size(8) == 8
+
+
+def test_serve_exits_2_for_missing_models_and_invalid_settings(weights_dir):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--weights-dir", str(weights_dir), "--models", "no-such-model"])) == 2
+    assert cli.run(parser.parse_args(["--weights-dir", str(weights_dir), "--port", "70000"])) == 2
+
+
+# -- backend choice ---------------------------------------------------------------------------
+
+
+def test_auto_backend_on_a_cpu_machine_is_onnxruntime_and_says_why():
+    choice = choose_backend("auto")
+    assert choice.backend == "onnxruntime"
+    assert "CPU" in choice.reason
+
+
+def test_an_explicit_backend_is_taken_as_asked():
+    assert choose_backend("torch").backend == "torch"
+
+
+# -- API key ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def keyed_client(weights_dir):
+    app = create_app(make_settings(weights_dir, models=[CLASSIFIER], api_key="k-123"))
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="readiness")
+        yield client
+
+
+def test_inference_without_the_key_is_401(keyed_client):
+    response = keyed_client.post("/v1/classify", content=image_bytes((255, 0, 0)), headers=PNG)
+    assert response.status_code == 401 and "API key" in response.json()["error"]
+
+
+def test_inference_with_a_wrong_key_is_401(keyed_client):
+    response = keyed_client.post("/v1/classify", content=image_bytes((255, 0, 0)), headers={**PNG, "x-api-key": "nope"})
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    "header", [{"authorization": "Bearer k-123"}, {"x-api-key": "k-123"}], ids=["bearer", "x-api-key"]
+)
+def test_inference_with_the_key_works(keyed_client, header):
+    response = keyed_client.post("/v1/classify", content=image_bytes((255, 0, 0)), headers={**PNG, **header})
+    assert response.status_code == 200
+
+
+def test_v2_inference_needs_the_key_but_metadata_does_not(keyed_client):
+    body = {"inputs": [{"name": "image", "shape": [1, 3, 16, 16], "datatype": "FP32", "data": [0.0] * 768}]}
+    assert keyed_client.post(f"/v2/models/{CLASSIFIER}/infer", json=body).status_code == 401
+    assert (
+        keyed_client.post(f"/v2/models/{CLASSIFIER}/infer", json=body, headers={"x-api-key": "k-123"}).status_code
+        == 200
+    )
+    assert keyed_client.get(f"/v2/models/{CLASSIFIER}").status_code == 200
+
+
+def test_health_models_and_metrics_need_no_key(keyed_client):
+    for path in ("/healthz", "/readyz", "/v1/models", "/metrics", "/v2/health/ready"):
+        assert keyed_client.get(path).status_code == 200, path
+
+
+# -- loading ----------------------------------------------------------------------------------
+
+
+def test_no_models_found_is_an_error(tmp_path):
+    with pytest.raises(ModelFilesError, match="no model"):
+        create_app(make_settings(tmp_path))
+
+
+def test_a_model_whose_file_does_not_match_its_manifest_never_becomes_ready(weights_dir, tmp_path):
+    shutil.copytree(weights_dir / CLASSIFIER, tmp_path / CLASSIFIER)
+    with (tmp_path / CLASSIFIER / "model.onnx").open("ab") as handle:
+        handle.write(b"tampered")
+    failures: list[str] = []
+    app = create_app(make_settings(tmp_path), on_load_failure=failures.append)
+    with TestClient(app) as client:
+        wait_until(lambda: bool(failures), what="the load failure")
+        ready = client.get("/readyz")
+        model = client.get("/v1/models").json()["models"][0]
+        inference = client.post("/v1/classify", content=image_bytes((255, 0, 0)), headers=PNG)
+    assert ready.status_code == 503 and "sha256" in ready.json()["error"]
+    assert model["state"] == "failed" and "sha256" in model["error"]
+    assert inference.status_code == 503
+    assert "sha256" in failures[0]
+
+
+def test_a_runner_that_fails_to_warm_up_fails_the_service(weights_dir):
+    class BrokenRunner:
+        backend = "broken"
+
+        def run(self, inputs):
+            raise RuntimeError("cannot compute")
+
+        def close(self):
+            pass
+
+    failures: list[str] = []
+    app = create_app(
+        make_settings(weights_dir, models=[CLASSIFIER]), lambda files, batch: BrokenRunner(), failures.append
+    )
+    with TestClient(app) as client:
+        wait_until(lambda: bool(failures), what="the load failure")
+        assert client.get("/readyz").json()["phase"] == "failed"
+    assert "cannot compute" in failures[0]

@@ -1,0 +1,338 @@
+"""The v1 task endpoints on the fixture models: every task, every input form, answers checked
+against what the fixture graphs compute (see onnx_fixtures)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import struct
+
+import numpy as np
+import pytest
+from onnx_fixtures import DETECT_SIZE, DETECTION_BOXES, NUM_POINTS, model_name
+from PIL import Image
+from service_helpers import image_bytes
+
+RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
+PNG = {"content-type": "image/png"}
+
+
+def decode_png(encoded: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(encoded))))
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def ascii_ply(points: np.ndarray) -> bytes:
+    header = (
+        f"ply\nformat ascii 1.0\ncomment made by a test\nelement vertex {len(points)}\n"
+        "property float x\nproperty float y\nproperty float z\nproperty uchar red\n"
+        "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+    )
+    rows = "".join(f"{x} {y} {z} 7\n" for x, y, z in points)
+    return (header + rows + "3 0 1 2\n").encode()
+
+
+def binary_ply(points: np.ndarray, big_endian: bool = False) -> bytes:
+    order = ">" if big_endian else "<"
+    name = "binary_big_endian" if big_endian else "binary_little_endian"
+    header = (
+        f"ply\nformat {name} 1.0\nelement vertex {len(points)}\n"
+        "property double x\nproperty double y\nproperty double z\nend_header\n"
+    ).encode()
+    return header + b"".join(struct.pack(f"{order}3d", *point) for point in points)
+
+
+def line_along_z(count: int = 200) -> np.ndarray:
+    """A thin rod along z: its normalised extent is largest in z -> class 2 ("cylinder")."""
+    z = np.linspace(-3.0, 3.0, count)
+    return np.stack([np.zeros(count), 0.01 * np.sin(z), z], axis=1).astype(np.float32)
+
+
+def assert_common_fields(answer: dict, model: str, batch_size: int = 1) -> None:
+    assert answer["model"] == model
+    assert answer["attention"] == model.split("-")[1]
+    assert answer["backend"] == "onnxruntime-cpu"
+    assert answer["batch_size"] >= batch_size
+    timings = answer["timings"]
+    assert 0 <= timings["queue_ms"] <= timings["total_ms"]
+    assert 0 <= timings["compute_ms"] <= timings["total_ms"]
+
+
+# -- classification ---------------------------------------------------------------------------
+
+
+def test_classify_a_raw_png(client):
+    response = client.post("/v1/classify", content=image_bytes(RED), headers=PNG)
+    assert response.status_code == 200
+    answer = response.json()
+    assert_common_fields(answer, model_name("fixcls"))
+    top = answer["results"][0]["top_k"]
+    assert top[0]["label"] == "circle" and top[0]["index"] == 0
+    assert len(top) == 5 and top[0]["probability"] > 0.9
+    assert sum(entry["probability"] for entry in top) <= 1.0 + 1e-6
+
+
+def test_classify_a_raw_jpeg_with_top_k(client):
+    body = image_bytes(GREEN, fmt="JPEG")
+    response = client.post("/v1/classify?top_k=2", content=body, headers={"content-type": "image/jpeg"})
+    assert response.status_code == 200
+    top = response.json()["results"][0]["top_k"]
+    assert [entry["label"] for entry in top][:1] == ["square"] and len(top) == 2
+
+
+def test_classify_several_multipart_images_answers_each_in_order(client):
+    files = [("files", (f"{i}.png", image_bytes(colour), "image/png")) for i, colour in enumerate((RED, GREEN, BLUE))]
+    response = client.post("/v1/classify", files=files)
+    assert response.status_code == 200
+    answer = response.json()
+    assert [result["top_k"][0]["label"] for result in answer["results"]] == ["circle", "square", "triangle"]
+    assert answer["batch_size"] >= 3
+
+
+@pytest.mark.parametrize("prefix", ["", "data:image/png;base64,"])
+def test_classify_base64_json_images(client, prefix):
+    encoded = [prefix + base64.b64encode(image_bytes(colour)).decode() for colour in (BLUE, RED)]
+    single = client.post("/v1/classify", json={"image": encoded[0]})
+    several = client.post("/v1/classify", json={"images": encoded})
+    assert single.status_code == several.status_code == 200
+    assert single.json()["results"][0]["top_k"][0]["label"] == "triangle"
+    assert [r["top_k"][0]["label"] for r in several.json()["results"]] == ["triangle", "circle"]
+
+
+def test_the_default_model_is_the_tasks_ea_model_and_attention_sa_picks_its_twin(client):
+    default = client.post("/v1/classify", content=image_bytes(RED), headers=PNG).json()
+    twin = client.post("/v1/classify?attention=sa", content=image_bytes(RED), headers=PNG).json()
+    named = client.post(
+        f"/v1/classify?model={model_name('fixcls', 'sa')}", content=image_bytes(RED), headers=PNG
+    ).json()
+    assert (default["model"], default["attention"]) == (model_name("fixcls", "ea"), "ea")
+    assert (twin["model"], twin["attention"]) == (model_name("fixcls", "sa"), "sa")
+    assert named["model"] == model_name("fixcls", "sa")
+
+
+# -- detection --------------------------------------------------------------------------------
+
+
+def test_detect_maps_boxes_back_to_the_original_pixels(client):
+    width, height = 64, 96  # the model sees 32x32: x scaled by 2, y by 3
+    response = client.post("/v1/detect?score_threshold=0.5", content=image_bytes(WHITE, (width, height)), headers=PNG)
+    assert response.status_code == 200
+    answer = response.json()
+    assert_common_fields(answer, model_name("fixdet"))
+    result = answer["results"][0]
+    assert (result["width"], result["height"]) == (width, height)
+    scale = np.array([width / DETECT_SIZE[1], height / DETECT_SIZE[0]] * 2)
+    boxes = [detection["box"] for detection in result["detections"]]
+    np.testing.assert_allclose(boxes, DETECTION_BOXES[:2] * scale, atol=1e-3)
+    assert [(d["label"], round(d["score"], 3)) for d in result["detections"]] == [("circle", 0.9), ("square", 0.6)]
+
+
+def test_detect_score_threshold_and_top_k(client):
+    white = image_bytes(WHITE, (32, 32))
+    everything = client.post("/v1/detect?score_threshold=0", content=white, headers=PNG).json()
+    best = client.post("/v1/detect?score_threshold=0&top_k=1", content=white, headers=PNG).json()
+    dark = client.post("/v1/detect", content=image_bytes(BLACK, (32, 32)), headers=PNG).json()
+    scores = [d["score"] for d in everything["results"][0]["detections"]]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True)
+    assert [d["label"] for d in best["results"][0]["detections"]] == ["circle"]
+    assert dark["results"][0]["detections"] == []
+
+
+def test_detect_clips_boxes_to_the_image(client):
+    answer = client.post("/v1/detect?score_threshold=0", content=image_bytes(WHITE, (10, 10)), headers=PNG).json()
+    for detection in answer["results"][0]["detections"]:
+        x1, y1, x2, y2 = detection["box"]
+        assert 0 <= x1 <= x2 <= 10 and 0 <= y1 <= y2 <= 10
+
+
+# -- segmentation -----------------------------------------------------------------------------
+
+
+def red_square_on_black(width: int = 90, height: int = 60) -> tuple[bytes, np.ndarray]:
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[15:45, 30:60] = RED
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    truth = np.zeros((height, width), np.uint8)
+    truth[15:45, 30:60] = 1
+    return buffer.getvalue(), truth
+
+
+def test_segment_returns_the_mask_at_the_original_resolution(client):
+    body, truth = red_square_on_black()
+    response = client.post("/v1/segment", content=body, headers=PNG)
+    assert response.status_code == 200
+    answer = response.json()
+    assert_common_fields(answer, model_name("fixseg"))
+    result = answer["results"][0]
+    mask = decode_png(result["mask_png"])
+    assert mask.shape == truth.shape == (result["height"], result["width"])
+    assert (mask == truth).mean() > 0.97  # only the resized edges may differ
+    fractions = result["class_fractions"]
+    assert fractions["circle"] == pytest.approx(truth.mean(), abs=0.03)
+    assert sum(fractions.values()) == pytest.approx(1.0)
+    assert result["overlay_png"] is None
+
+
+def test_segment_overlay_colours_the_classes_over_the_image(client):
+    body, truth = red_square_on_black()
+    result = client.post("/v1/segment?overlay=true&alpha=1", content=body, headers=PNG).json()["results"][0]
+    overlay = decode_png(result["overlay_png"])
+    assert overlay.shape == (*truth.shape, 3)
+    assert (overlay[0, 0] == 0).all()  # background keeps the image's own pixel
+    assert not (overlay[30, 45] == RED).all()  # the square takes its class colour
+
+
+# -- generation -------------------------------------------------------------------------------
+
+
+def test_generate_n_images_of_a_class(client):
+    response = client.post("/v1/generate", json={"label": "star", "seed": 3, "n": 3})
+    assert response.status_code == 200
+    answer = response.json()
+    assert_common_fields(answer, model_name("fixgan"), batch_size=3)
+    assert (answer["label"], answer["seed"], len(answer["images"])) == ("star", 3, 3)
+    images = [decode_png(encoded) for encoded in answer["images"]]
+    assert all(image.shape == (8, 8, 3) and image.dtype == np.uint8 for image in images)
+    assert not np.array_equal(images[0], images[1])
+
+
+def test_generate_is_deterministic_for_a_seed_and_image_i_does_not_depend_on_n(client):
+    first = client.post("/v1/generate", json={"label": 2, "seed": 11, "n": 2}).json()["images"]
+    again = client.post("/v1/generate", json={"label": "triangle", "seed": 11, "n": 1}).json()["images"]
+    other = client.post("/v1/generate", json={"label": 2, "seed": 12, "n": 1}).json()["images"]
+    assert again[0] == first[0]
+    assert other[0] != first[0]
+
+
+def test_generate_refuses_an_unknown_class(client):
+    response = client.post("/v1/generate", json={"label": "unicorn"})
+    assert response.status_code == 422
+    assert "unicorn" in response.json()["error"] and "circle" in response.json()["error"]
+
+
+# -- point clouds -----------------------------------------------------------------------------
+
+
+def test_pointcloud_classify_json(client):
+    response = client.post("/v1/pointcloud/classify", json={"points": line_along_z().tolist()})
+    assert response.status_code == 200
+    answer = response.json()
+    assert_common_fields(answer, model_name("fixpct"))
+    assert answer["num_points"] == 200
+    assert answer["top_k"][0]["label"] == "cylinder"
+
+
+@pytest.mark.parametrize(
+    "encode, content_type",
+    [
+        (npy_bytes, "application/octet-stream"),
+        (ascii_ply, "application/octet-stream"),
+        (binary_ply, "application/ply"),
+        (lambda points: binary_ply(points, big_endian=True), "application/octet-stream"),
+    ],
+    ids=["npy", "ascii-ply", "binary-ply-le", "binary-ply-be"],
+)
+def test_pointcloud_classify_file_bodies(client, encode, content_type):
+    points = line_along_z()
+    raw = client.post("/v1/pointcloud/classify", content=encode(points), headers={"content-type": content_type})
+    upload = client.post("/v1/pointcloud/classify", files={"file": ("cloud.bin", encode(points), content_type)})
+    for response in (raw, upload):
+        assert response.status_code == 200, response.text
+        assert response.json()["top_k"][0]["label"] == "cylinder"
+
+
+def test_pointcloud_segment_labels_every_point_of_a_small_cloud(client):
+    points = np.array([[1, 0, 0], [1.1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1.2]], np.float32) * 10
+    response = client.post("/v1/pointcloud/segment", json={"points": points.tolist()})
+    assert response.status_code == 200
+    answer = response.json()
+    assert_common_fields(answer, model_name("fixpart"))
+    assert answer["parts"] == ["sphere/surface", "sphere/surface", "cube/top", "cube/bottom", "cube/bottom"]
+
+
+def test_pointcloud_segment_maps_parts_back_to_every_point_of_a_large_cloud(client):
+    rng = np.random.default_rng(0)
+    count = NUM_POINTS * 20
+    along_x = rng.normal([3, 0, 0], 0.2, (count // 2, 3))
+    along_y = rng.normal([0, 3, 0], 0.2, (count // 2, 3))
+    points = np.concatenate([along_x, along_y])[rng.permutation(count)]
+    response = client.post(
+        "/v1/pointcloud/segment", content=npy_bytes(points), headers={"content-type": "application/x-npy"}
+    )
+    assert response.status_code == 200
+    parts = response.json()["parts"]
+    assert len(parts) == count
+    expected = np.where(points[:, 0] > points[:, 1], "sphere/surface", "cube/top")
+    assert (np.asarray(parts) == expected).mean() > 0.99
+
+
+def test_pointcloud_answers_are_deterministic(client):
+    points = np.random.default_rng(1).normal(size=(500, 3)).tolist()
+    first = client.post("/v1/pointcloud/segment", json={"points": points}).json()["parts"]
+    second = client.post("/v1/pointcloud/segment", json={"points": points}).json()["parts"]
+    assert first == second
+
+
+# -- discovery and health ---------------------------------------------------------------------
+
+
+def test_models_lists_every_model_with_its_task_backend_and_batching(client):
+    answer = client.get("/v1/models").json()
+    models = {entry["name"]: entry for entry in answer["models"]}
+    assert len(models) == 12
+    classifier = models[model_name("fixcls")]
+    assert (classifier["task"], classifier["attention"], classifier["state"]) == ("classification", "ea", "ready")
+    assert classifier["backend"] == "onnxruntime-cpu"
+    assert classifier["inputs"][0] == {"name": "image", "dtype": "float32", "shape": ["batch", 3, 16, 16]}
+    assert classifier["batching"]["max_batch_size"] == 8
+    assert answer["backend"] == "onnxruntime" and "CPU" in answer["backend_reason"]
+
+
+def test_health_and_readiness(client):
+    assert client.get("/healthz").json() == {"live": True}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in (
+        "/v1/classify",
+        "/v1/detect",
+        "/v1/segment",
+        "/v1/generate",
+        "/v1/pointcloud/classify",
+        "/v1/pointcloud/segment",
+        "/v1/models",
+        "/v2/models/{model_name}/infer",
+        "/healthz",
+        "/readyz",
+    ):
+        assert path in paths
+    assert "image/png" in paths["/v1/classify"]["post"]["requestBody"]["content"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_metrics_count_requests_by_model_and_status(client):
+    client.post("/v1/classify", content=image_bytes(RED), headers=PNG)
+    client.post("/v1/classify", content=b"", headers=PNG)
+    text = client.get("/metrics").text
+    model = model_name("fixcls")
+    assert f'easerve_http_requests_total{{code="200",model="{model}"}}' in text
+    assert f'easerve_http_requests_total{{code="400",model="{model}"}}' in text
+    for name in (
+        "nv_inference_count_total",
+        "nv_inference_exec_count_total",
+        "easerve_batch_size_bucket",
+        "easerve_queue_duration_seconds_bucket",
+        "easerve_compute_duration_seconds_bucket",
+        "easerve_request_duration_seconds_bucket",
+        "nv_inference_pending_request_count",
+    ):
+        assert name in text
