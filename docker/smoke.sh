@@ -12,7 +12,8 @@
 #  7. one real request per task endpoint and attention kind, answers checked (loadtest.check)
 #  8. a short headless locust run of every endpoint from the loadtest profile: zero failures
 # Everything it started is torn down on exit (containers, volumes, network, the daemon); the
-# base image, the built images and the wheelhouse stay as caches. Exit 0 only if all passed.
+# base image, the built images and the wheelhouse stay as caches (a rebuild removes the images it
+# replaced). Exit 0 only if all passed.
 #
 # Environment: EASERVE_SMOKE_PORT (default: a free port), EASERVE_SMOKE_RUN_TIME (10s),
 # EASERVE_SMOKE_READY_TIMEOUT (300 s), EASERVE_SMOKE_USER_WEIGHTS (a folder of model folders
@@ -30,6 +31,7 @@ PROJECT=easerve-smoke
 RUN_TIME="${EASERVE_SMOKE_RUN_TIME:-10s}"
 READY_TIMEOUT="${EASERVE_SMOKE_READY_TIMEOUT:-300}"
 WHEELHOUSE_IN_CONTEXT=docker/wheelhouse/smoke
+IMAGE_LABEL=org.opencontainers.image.title=easerve  # docker/Dockerfile's
 WORK=""
 DOCKERD_PID=""
 COMPOSE=()
@@ -38,7 +40,7 @@ COMPOSE_FILE_RENDERED=""
 log() { printf '[docker-smoke %4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 fail() {
-    printf '\n*** docker-smoke FAILED: %s ***\n\n' "$*" >&2
+    printf '\n*** docker-smoke: %s ***\n' "$*" >&2
     exit 1
 }
 
@@ -124,9 +126,10 @@ make_wheelhouse() {
         local platforms=() minor
         for minor in $(seq 17 "$glibc_minor"); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
         rm -rf "$wheels.partial"
-        "$PYTHON" -m pip download --quiet --dest "$wheels.partial" --only-binary=:all: \
+        "$PYTHON" -m pip download --dest "$wheels.partial" --only-binary=:all: \
             --python-version "$python_version" --implementation cp "${platforms[@]}" \
-            --platform manylinux2014_x86_64 --platform any -r "$WORK/requirements.txt"
+            --platform manylinux2014_x86_64 --platform any -r "$WORK/requirements.txt" \
+            >"$WORK/pip-download.log" 2>&1 || { tail -n 20 "$WORK/pip-download.log" >&2; fail "wheelhouse download"; }
         mv "$wheels.partial" "$wheels"
     fi
     rm -rf "$WHEELHOUSE_IN_CONTEXT"
@@ -146,6 +149,22 @@ render_compose_file() {
 
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE_RENDERED" "$@"; }
 
+# The images of our Dockerfile (its stages carry this label) that have a name.
+named_images() { docker images --quiet --no-trunc --filter "label=$IMAGE_LABEL" --filter dangling=false | sort; }
+
+# Builds the images; a build that changed them leaves the previous ones and their stages
+# unnamed: those made before it are removed, this build's stages stay as the next one's cache.
+build_images() {
+    local before started
+    before=$(named_images)
+    started=$(date +%s)
+    compose --profile loadtest build api loadtest >"$WORK/build.log" 2>&1 \
+        || { tail -n 40 "$WORK/build.log" >&2; fail "image build"; }
+    if [[ $(named_images) != "$before" ]]; then
+        docker image prune --force --filter "label=$IMAGE_LABEL" --filter "until=$started" >/dev/null
+    fi
+}
+
 wait_until_healthy() {
     local container status
     container=$(compose ps -q api)
@@ -158,6 +177,14 @@ wait_until_healthy() {
         esac
     done
     fail "api not healthy after ${READY_TIMEOUT}s"
+}
+
+has_models() { compgen -G "$1/*/manifest.json" >/dev/null; }
+
+# Before anything slow: a service with no model never gets healthy.
+require_models() {
+    has_models weights || has_models "$EASERVE_USER_WEIGHTS" \
+        || fail "no model to serve: weights/ holds no <model>/manifest.json (train and export first, see the README)"
 }
 
 free_port() {
@@ -191,6 +218,9 @@ main() {
     mkdir -p "$CACHE"
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/easerve-smoke.XXXXXX")
     trap teardown EXIT
+    export EASERVE_USER_WEIGHTS="${EASERVE_SMOKE_USER_WEIGHTS:-$WORK/user-weights}"
+    mkdir -p "$EASERVE_USER_WEIGHTS"
+    require_models
 
     install_tools
     start_daemon
@@ -199,13 +229,10 @@ main() {
 
     export EASERVE_BASE_IMAGE="$BASE_IMAGE" EASERVE_WHEELHOUSE="$WHEELHOUSE_IN_CONTEXT"
     export EASERVE_PORT="${EASERVE_SMOKE_PORT:-$(free_port)}"
-    export EASERVE_USER_WEIGHTS="${EASERVE_SMOKE_USER_WEIGHTS:-$WORK/user-weights}"
-    mkdir -p "$EASERVE_USER_WEIGHTS"
     render_compose_file
 
     log "building the api and loadtest images"
-    compose --profile loadtest build api loadtest >"$WORK/build.log" 2>&1 \
-        || { tail -n 40 "$WORK/build.log" >&2; fail "image build"; }
+    build_images
 
     log "compose up -d api (127.0.0.1:$EASERVE_PORT)"
     compose up -d api

@@ -4,13 +4,18 @@
 
 For every task, user count and attention kind, one headless locust run (`loadtest.locust_run`)
 against the server at --host, or against one started on loopback for the test; then a markdown
-table and plots under --out (`loadtest.report`).
+table and plots under --out (`loadtest.report`). A server started here with --image-size serves
+the models that take any image size at that size (`loadtest.resized_models`), so that a 512x512
+run measures the network at 512x512.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from loadtest.endpoints import ENDPOINTS  # light: no numpy until requests are prepared
@@ -36,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", default="60s", help="locust run time per run (default: 60s)")
     parser.add_argument("--host", help="base URL of a running server (default: start one on 127.0.0.1)")
     parser.add_argument("--image-size", type=int, metavar="N",
-                        help="stretch images to N x N (default: the samples' own 64 / 128 pixels)")
+                        help="send images stretched to N x N, and serve the models that take any size at "
+                             "N x N when no --host is given (default: the samples' own 64 / 128 pixels)")
     parser.add_argument("--out", type=Path, default=Path("results/loadtest"),
                         help="report folder (default: results/loadtest)")
     parser.add_argument("--ready-timeout", type=float, default=300.0,
@@ -58,27 +64,30 @@ def _run_all(args: argparse.Namespace, url: str) -> int:
     wait_ready(url, args.ready_timeout)
     models = served_models(url)
     plans = [
-        RunPlan(task, ENDPOINTS[task].user_class, kind, users, args.duration, args.image_size)
+        RunPlan(
+            task, ENDPOINTS[task].user_class, kind,
+            _model_for(models, ENDPOINTS[task].manifest_task, kind), users, args.duration, args.image_size,
+        )
         for task in args.tasks
         for users in args.users
         for kind in args.compare  # kinds interleaved, so drift on the machine hits both alike
     ]
     runs = []
     for number, plan in enumerate(plans, 1):
-        model = _model_for(models, ENDPOINTS[plan.task].manifest_task, plan.attention)
-        run = run_locust(plan, url, model, args.out / "locust")
+        run = run_locust(plan, url, args.out / "locust")
         runs.append(run)
         print(
-            f"[{number}/{len(plans)}] {plan.task} {model} users={plan.users}: "
+            f"[{number}/{len(plans)}] {plan.task} {plan.model} users={plan.users}: "
             f"{run.requests_per_s:.1f} req/s, p50 {run.p50_ms:.0f} ms, p95 {run.p95_ms:.0f} ms, "
             f"{run.failures}/{run.requests} failed",
             flush=True,
         )
-    used = {run.model for run in runs}
+    used = [model for model in models if model.name in {run.model for run in runs}]
     context = ReportContext(
         date=datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
         machine=machine_description(),
-        backend=", ".join(sorted({model.backend for model in models if model.name in used})),
+        backend=", ".join(sorted({model.backend for model in used})),
+        model_inputs={model.name: model.input_size for model in used},
         host=url if args.host else f"{url} (started for the test)",
         duration=args.duration,
         image_size=args.image_size,
@@ -89,11 +98,30 @@ def _run_all(args: argparse.Namespace, url: str) -> int:
     return 1 if any(run.failures for run in runs) else 0
 
 
+@contextmanager
+def _weights_dirs(image_size: int | None) -> Iterator[list[Path] | None]:
+    """The weights directories of a server started here: None (its default) without
+    `image_size`, else a temporary folder of the models resized to it before the defaults."""
+    if not image_size:
+        yield None
+        return
+    from loadtest.resized_models import write_resized_models
+    from service.settings import Settings
+
+    defaults = list(Settings().weights_dirs)
+    with tempfile.TemporaryDirectory(prefix="easerve-loadtest-") as folder:
+        names = write_resized_models(defaults, image_size, Path(folder))
+        print(f"served at {image_size}x{image_size}: {', '.join(names) or 'none'}", flush=True)
+        yield [Path(folder), *defaults]
+
+
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when every run completed without failed requests, 1 when some requests failed."""
     if args.host:
         return _run_all(args, args.host.rstrip("/"))
     from loadtest.server import local_server
 
-    with local_server(args.out / "server.log", args.ready_timeout) as url:
-        return _run_all(args, url)
+    print("starting a server on 127.0.0.1", flush=True)
+    with _weights_dirs(args.image_size) as weights_dirs:
+        with local_server(args.out / "server.log", args.ready_timeout, weights_dirs) as url:
+            return _run_all(args, url)

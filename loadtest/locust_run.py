@@ -18,11 +18,13 @@ MEASURED_EXIT_CODES = (0, 1)
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What one run sends: `users` closed-loop users of `user_class` asking for `attention`."""
+    """What one run sends: `users` closed-loop users of `user_class` asking for `model`, whose
+    attention kind is `attention`."""
 
     task: str
     user_class: str
     attention: str
+    model: str
     users: int
     duration: str  # locust's --run-time syntax: "60s", "2m"
     image_size: int | None
@@ -43,14 +45,15 @@ def locust_command(plan: RunPlan, host: str, csv_prefix: Path) -> list[str]:
         "--run-time", plan.duration,
         "--csv", str(csv_prefix),
         "--attention", plan.attention,
+        "--model", plan.model,
     ]
     if plan.image_size:
         command += ["--image-size", str(plan.image_size)]
     return [*command, plan.user_class]
 
 
-def run_locust(plan: RunPlan, host: str, model: str, out_dir: Path) -> RunStats:
-    """Run `plan` against `host` (serving `model` for it), keep locust's CSVs and log in
+def run_locust(plan: RunPlan, host: str, out_dir: Path) -> RunStats:
+    """Run `plan` against `host`, keep locust's CSVs and log in
     `out_dir`, return the measured statistics. RuntimeError if locust did not complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / f"{plan.task}-{plan.attention}-u{plan.users}"
@@ -60,4 +63,4 @@ def run_locust(plan: RunPlan, host: str, model: str, out_dir: Path) -> RunStats:
     stats_csv = prefix.with_name(prefix.name + "_stats.csv")
     if result.returncode not in MEASURED_EXIT_CODES or not stats_csv.exists():
         raise RuntimeError(f"locust exited {result.returncode} for {prefix.name}; see {log}")
-    return read_run_stats(stats_csv, plan.task, plan.attention, plan.users, model)
+    return read_run_stats(stats_csv, plan.task, plan.attention, plan.users, plan.model)

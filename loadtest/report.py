@@ -28,9 +28,10 @@ class ReportContext:
     date: str
     machine: str
     backend: str
+    model_inputs: dict[str, str]  # model name -> the input its network sees ("512x512")
     host: str
     duration: str
-    image_size: int | None  # None: each task's default sample size
+    image_size: int | None  # the size images were sent at; None: the samples' own
 
 
 def machine_description() -> str:
@@ -123,10 +124,15 @@ def plot_task(task: str, runs: list[RunStats], path: Path) -> None:
     plt.close(figure)
 
 
+def _model_label(name: str, model_inputs: dict[str, str]) -> str:
+    size = model_inputs.get(name)
+    return f"{name} ({size})" if size else name
+
+
 def render_markdown(runs: list[RunStats], context: ReportContext, plots: list[Path]) -> str:
     """The whole report: provenance, the EA/SA ratios, every run, the plots (relative links)."""
-    size = f"{context.image_size}x{context.image_size}" if context.image_size else "task defaults"
-    models = ", ".join(sorted({run.model for run in runs}))
+    size = f"{context.image_size}x{context.image_size}" if context.image_size else "the samples' own size"
+    models = ", ".join(_model_label(name, context.model_inputs) for name in sorted({run.model for run in runs}))
     parts = [
         "# Load test: External Attention against self-attention",
         "",
@@ -134,8 +140,8 @@ def render_markdown(runs: list[RunStats], context: ReportContext, plots: list[Pa
         f"- machine: {context.machine}",
         f"- backend: {context.backend}",
         f"- server: {context.host}",
-        f"- models: {models}",
-        f"- image size: {size}; {context.duration} per run, closed loop (users send back to back)",
+        f"- models (the input their network sees): {models}",
+        f"- images sent at {size}; {context.duration} per run, closed loop (users send back to back)",
         "",
         "## EA / SA",
         "",

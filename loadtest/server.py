@@ -26,6 +26,16 @@ class ServedModel:
     task: str
     attention: str
     backend: str
+    input_size: str  # what the network sees: "512x512", "1024 points", "" for a latent
+
+
+def _input_size(preprocessing: dict) -> str:
+    if "image_size" in preprocessing:
+        height, width = preprocessing["image_size"]
+        return f"{width}x{height}"
+    if "num_points" in preprocessing:
+        return f"{preprocessing['num_points']} points"
+    return ""
 
 
 def free_port() -> int:
@@ -57,17 +67,18 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
 
 
 @contextmanager
-def local_server(log_path: Path, ready_timeout_s: float) -> Iterator[str]:
-    """`easerve serve` with every bundled model on a free loopback port, its output in
-    `log_path`; yields its base URL once ready and stops it (SIGTERM, then SIGKILL) on exit."""
-    port = free_port()
-    command = [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
+def running_server(command: list[str], url: str, log_path: Path, ready_timeout_s: float) -> Iterator[str]:
+    """Run `command`, a server that listens at `url`, its output in `log_path`; yields `url` once
+    ready and stops the server (SIGTERM, then SIGKILL) on exit. RuntimeError naming the log if
+    it exits or is not ready within `ready_timeout_s`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_ready(url, ready_timeout_s, process)
+            try:
+                wait_ready(url, ready_timeout_s, process)
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}; see {log_path}") from None
             yield url
         finally:
             process.terminate()
@@ -78,6 +89,18 @@ def local_server(log_path: Path, ready_timeout_s: float) -> Iterator[str]:
                 process.wait()
 
 
+@contextmanager
+def local_server(log_path: Path, ready_timeout_s: float, weights_dirs: list[Path] | None = None) -> Iterator[str]:
+    """`easerve serve` on a free loopback port (`running_server`) with every model of
+    `weights_dirs` (default: the service's own default, the bundled models)."""
+    port = free_port()
+    command = [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    for weights_dir in weights_dirs or []:
+        command += ["--weights-dir", str(weights_dir)]
+    with running_server(command, f"http://127.0.0.1:{port}", log_path, ready_timeout_s) as url:
+        yield url
+
+
 def served_models(url: str) -> list[ServedModel]:
     """The models the server at `url` serves, from `/v1/models`."""
     response = httpx.get(f"{url}/v1/models", timeout=10.0)
@@ -85,6 +108,12 @@ def served_models(url: str) -> list[ServedModel]:
     body = response.json()
     return [
         # A model's own backend is unset until it has loaded; the server's choice stands in.
-        ServedModel(entry["name"], entry["task"], entry["attention"], entry["backend"] or body["backend"])
+        ServedModel(
+            entry["name"],
+            entry["task"],
+            entry["attention"],
+            entry["backend"] or body["backend"],
+            _input_size(entry["preprocessing"]),
+        )
         for entry in body["models"]
     ]

@@ -3,8 +3,10 @@ a short headless locust run of every endpoint against the real service on loopba
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from artifacts.manifest import discover_manifests, load_manifest
 from loadtest.endpoints import ENDPOINTS, model_selector, prepared_requests
 from loadtest.report import REPORT_FILE, RUNS_FILE, ReportContext, ratio_table, write_report
+from loadtest.resized_models import write_resized_models
 from loadtest.samples import load_samples
+from loadtest.server import local_server
 from loadtest.stats import load_runs, read_run_stats
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +87,7 @@ def test_ratio_table_puts_sa_over_ea_latency_and_ea_over_sa_throughput(segment_r
 def test_report_names_its_provenance_and_links_its_plots(segment_runs, tmp_path):
     context = ReportContext(
         date="2026-11-22T10:00+00:00", machine="Test CPU, 2 CPUs", backend="onnxruntime (CPUExecutionProvider)",
+        model_inputs={"eanet-ea-tiny": "512x512", "eanet-sa-tiny": "512x512"},
         host="http://127.0.0.1:8000", duration="30s", image_size=512,
     )
     out = tmp_path / "report"
@@ -89,8 +95,9 @@ def test_report_names_its_provenance_and_links_its_plots(segment_runs, tmp_path)
 
     text = report.read_text()
     assert report == out / REPORT_FILE
-    for fact in ("2026-11-22", "Test CPU, 2 CPUs", "onnxruntime (CPUExecutionProvider)", "eanet-ea-tiny",
-                 "eanet-sa-tiny", "512x512", "![segment](segment.png)", "| segment | 8 | 2.50x | 2.50x |"):
+    for fact in ("2026-11-22", "Test CPU, 2 CPUs", "onnxruntime (CPUExecutionProvider)", "eanet-ea-tiny (512x512)",
+                 "eanet-sa-tiny (512x512)", "images sent at 512x512", "![segment](segment.png)",
+                 "| segment | 8 | 2.50x | 2.50x |"):
         assert fact in text
     with Image.open(out / "segment.png") as plot:
         assert plot.format == "PNG" and plot.width > 600
@@ -101,7 +108,7 @@ def test_report_survives_runs_where_nothing_completed(tmp_path):
     csv = tmp_path / "empty_stats.csv"
     csv.write_text(STATS_HEADER + "\n,Aggregated,0,0,0,0,0,0,0,0,0," + ",".join(["N/A"] * 11) + "\n")
     runs = [read_run_stats(csv, "segment", kind, 64, f"eanet-{kind}-tiny") for kind in ("ea", "sa")]
-    context = ReportContext("2026-11-22", "cpu", "onnxruntime-cpu", "http://127.0.0.1:1", "1s", None)
+    context = ReportContext("2026-11-22", "cpu", "onnxruntime-cpu", {}, "http://127.0.0.1:1", "1s", None)
 
     report = write_report(runs, context, tmp_path / "out").read_text()
 
@@ -146,25 +153,30 @@ def test_locustfile_has_one_user_class_per_endpoint_tagged_with_its_task():
     assert users == {e.user_class: [e.task, [e.task]] for e in ENDPOINTS.values()}
 
 
-# --- against the real service, on a loopback port -------------------------------------------
+# --- against the service, on a loopback port -------------------------------------------------
 
-
-def bundled_model_dirs() -> list[Path]:
-    from artifacts.manifest import discover_manifests
-    from service.settings import Settings
-
-    return [model for folder in Settings().weights_dirs for model in discover_manifests(REPO / folder)]
+BUNDLED_WEIGHTS = REPO / "weights"
+HAS_BUNDLED_MODELS = bool(discover_manifests(BUNDLED_WEIGHTS))
 
 
 @pytest.fixture(scope="module")
-def service_url(tmp_path_factory):
-    """`easerve serve` with every bundled model, as `easerve loadtest` starts it."""
-    if not bundled_model_dirs():
-        pytest.skip("no exported models in weights/ yet (export them first)")
-    from loadtest.server import local_server
+def weights_dirs(tmp_path_factory) -> list[Path]:
+    """The bundled models if weights/ has any, else the service tests' tiny ONNX models."""
+    if HAS_BUNDLED_MODELS:
+        return [BUNDLED_WEIGHTS]
+    sys.path.insert(0, str(REPO / "tests" / "service"))
+    from onnx_fixtures import write_all_models
 
+    directory = tmp_path_factory.mktemp("weights")
+    write_all_models(directory)
+    return [directory]
+
+
+@pytest.fixture(scope="module")
+def service_url(weights_dirs, tmp_path_factory):
+    """`easerve serve` with those models, as `easerve loadtest` starts it."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with local_server(log, ready_timeout_s=300) as url:
+    with local_server(log, ready_timeout_s=300, weights_dirs=weights_dirs) as url:
         yield url
 
 
@@ -178,8 +190,6 @@ def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path)
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
 
-    import csv
-
     with (tmp_path / "smoke_stats.csv").open() as handle:
         rows = {row["Name"]: row for row in csv.DictReader(handle)}
     for endpoint in ENDPOINTS.values():
@@ -187,23 +197,43 @@ def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path)
         assert int(rows[endpoint.path]["Failure Count"]) == 0, endpoint.path
 
 
+@pytest.mark.skipif(not HAS_BUNDLED_MODELS, reason="no trained models in weights/ (the fixtures answer nonsense)")
 def test_the_bundled_models_answer_the_samples_right(service_url, capsys):
     from loadtest.check import main as check
 
     assert check(["--host", service_url]) == 0, capsys.readouterr().out
 
 
-def test_loadtest_command_compares_ea_and_sa_and_writes_the_report(service_url, tmp_path):
+def test_loadtest_command_serves_segmentation_at_the_image_size_and_compares_ea_with_sa(
+    weights_dirs, tmp_path, monkeypatch
+):
     from easerve.cli import main as easerve
 
+    monkeypatch.setenv("EASERVE_WEIGHTS_DIRS", os.pathsep.join(map(str, weights_dirs)))
     out = tmp_path / "loadtest"
-    code = easerve(["loadtest", "--host", service_url, "--tasks", "classify", "--users", "1,2",
-                    "--duration", "2s", "--out", str(out)])
+    code = easerve(["loadtest", "--tasks", "segment", "--users", "1,2", "--duration", "2s",
+                    "--image-size", "96", "--out", str(out)])
 
     assert code == 0
     runs = load_runs(out / RUNS_FILE)
     assert [(run.attention, run.users) for run in runs] == [("ea", 1), ("sa", 1), ("ea", 2), ("sa", 2)]
     assert all(run.requests > 0 and run.failures == 0 for run in runs)
-    assert {run.model for run in runs} == {"eamlp-ea-tiny", "eamlp-sa-tiny"}
-    assert (out / "classify.png").exists()
-    assert "| classify | 2 |" in (out / REPORT_FILE).read_text()
+    report = (out / REPORT_FILE).read_text()
+    for run in runs:
+        assert f"{run.model} (96x96)" in report
+    assert "| segment | 2 |" in report
+    assert (out / "segment.png").exists()
+
+
+def test_segmentation_models_are_resized_and_fixed_size_classifiers_are_not(weights_dirs, tmp_path):
+    names = write_resized_models(weights_dirs, 320, tmp_path)
+
+    originals = {manifest.name: manifest for manifest in
+                 (load_manifest(model) for folder in weights_dirs for model in discover_manifests(folder))}
+    tasks = {originals[name].task for name in names}
+    assert "segmentation" in tasks and "classification" not in tasks
+    for name in names:
+        resized = load_manifest(tmp_path / name)
+        assert resized.preprocessing.image_size == (320, 320)
+        assert resized.model_copy(update={"preprocessing": originals[name].preprocessing}) == originals[name]
+        assert (tmp_path / name / resized.onnx.path).resolve().is_file()
