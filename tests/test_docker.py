@@ -1,6 +1,7 @@
 """The container setup without a docker daemon: compose.yaml and its host-network variant are
 valid for the installed compose tool (v2 `docker compose` or v1 `docker-compose`), and the
-images' dependency lists come from pyproject.toml. `make docker-smoke` builds and runs them."""
+images' dependency lists come from pyproject.toml, and docker/smoke.sh fails loudly where it
+cannot run. `make docker-smoke` builds and runs the images."""
 
 from __future__ import annotations
 
@@ -34,6 +35,14 @@ def compose(*args: str) -> str:
     result = subprocess.run([*COMPOSE, *args], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stdout
+
+
+def run_smoke_function(body: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    """`body` run by bash with docker/smoke.sh sourced (its functions defined, nothing run), in
+    `cwd`, with `env` added to the environment."""
+    script = f"source {REPO / 'docker' / 'smoke.sh'}; {body}"
+    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=60)
 
 
 def service_blocks(config: str) -> dict[str, str]:
@@ -74,13 +83,9 @@ def test_gpu_service_reserves_nvidia_devices():
 
 @needs_compose
 def test_smoke_render_puts_every_service_on_loopback_without_published_ports(tmp_path):
-    # The same function docker/smoke.sh runs before `up`; the script only defines it when sourced.
-    script = (
-        f'source docker/smoke.sh; COMPOSE=({" ".join(COMPOSE)}); WORK="{tmp_path}"; '
-        'render_compose_file; echo "$COMPOSE_FILE_RENDERED"'
-    )
-    result = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True,
-                            env={**os.environ, "EASERVE_PORT": "18123"})
+    # The same function docker/smoke.sh runs before `up`.
+    body = f'COMPOSE=({" ".join(COMPOSE)}); WORK="{tmp_path}"; render_compose_file; echo "$COMPOSE_FILE_RENDERED"'
+    result = run_smoke_function(body, REPO, EASERVE_PORT="18123")
     assert result.returncode == 0, result.stderr
     rendered = Path(result.stdout.strip())
 
@@ -110,3 +115,24 @@ def test_unknown_extra_is_refused():
     result = subprocess.run([sys.executable, "docker/requirements.py", "pyproject.toml", "nosuch"],
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and "nosuch" in result.stderr
+
+
+def test_smoke_fails_loudly_when_the_docker_daemon_cannot_start(tmp_path):
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("docker", "dockerd"):  # `docker info` finds no daemon; dockerd dies at once
+        (fake_bin / tool).write_text("#!/bin/sh\necho 'cannot start: no permission' >&2\nexit 1\n")
+        (fake_bin / tool).chmod(0o755)
+
+    path = f"{fake_bin}:{os.environ['PATH']}"
+    result = run_smoke_function(f'CACHE="{tmp_path}"; start_daemon', tmp_path, PATH=path)
+
+    assert result.returncode != 0
+    assert "docker daemon could not start" in result.stderr and "cannot start: no permission" in result.stderr
+
+
+def test_smoke_refuses_to_start_without_a_model_to_serve(tmp_path):
+    (tmp_path / "weights").mkdir()
+    result = run_smoke_function(f'EASERVE_USER_WEIGHTS="{tmp_path}/none"; require_models', tmp_path)
+
+    assert result.returncode != 0 and "no model to serve" in result.stderr
