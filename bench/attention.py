@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from bench.attention_cases import Case, Measurement
-    from bench.attention_report import TableData
+    from bench.report import TableData
 
 DEFAULT_POSITIONS = (256, 1024, 4096, 16384)
 PAPER_DIM, PAPER_SIDE, PAPER_MEMORY = 512, 128, 64
@@ -73,13 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a case failed (or a target missed under --strict), 2 bad input."""
     from bench import attention_report as report
+    from bench.report import print_table, write_report
 
     problem = _invalid_arguments(args)
     if problem:
         print(f"error: {problem}")
         return 2
     cost_table = _paper_cost_table()
-    report.print_table(cost_table)
+    print_table(cost_table)
     environment_before = _environment(args)
     try:
         measurements = _measure_all(_cases(args))
@@ -96,15 +97,14 @@ def run(args: argparse.Namespace) -> int:
     ]
     checks = report.target_checks(measurements)
     for table in measured_tables:
-        report.print_table(table)
+        print_table(table)
     print("\n".join([*report.target_lines(checks), environment]))
 
     args.out.mkdir(parents=True, exist_ok=True)
     markdown_path = args.out / "bench_attention.md"
     plot_path = args.out / "bench_attention.png"
-    report.write_markdown(
-        markdown_path, environment, [cost_table, *measured_tables], checks, METHOD
-    )
+    write_report(markdown_path, "attention", environment, [cost_table, *measured_tables],
+                 report.target_lines(checks), METHOD)
     report.plot(measurements, plot_path,
                 f"EA vs self-attention, d = {args.dim}, S = {args.memory_size}, {args.device}")
     print(f"wrote {markdown_path} and {plot_path}")

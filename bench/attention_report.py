@@ -1,6 +1,6 @@
 """What `easerve bench attention` found, as tables, target checks, markdown and a log-log plot.
 
-Each table is built once as `TableData` and rendered to the console (rich) and to markdown.
+Each table is built once as `bench.report.TableData` and rendered to the console and to markdown.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.attention_cases import COMPARED_MODULES, Cost, Measurement
+from bench.report import TableData
 
 # PAPER.md section 3, re-counted from the official code at 1 x 512 x 128 x 128, S = 64.
 PAPER_COSTS: dict[str, Cost] = {
@@ -20,13 +21,6 @@ PAPER_COSTS: dict[str, Cost] = {
 MIN_SA_OVER_EA_LATENCY = 20.0
 MAX_EA_GROWTH = 24.0
 GROWTH_FROM, GROWTH_TO = 1024, 16384
-
-
-@dataclass(frozen=True)
-class TableData:
-    title: str
-    headers: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -125,46 +119,6 @@ def target_lines(checks: list[TargetCheck]) -> list[str]:
         f" - {verdicts[c.met]}"
         for c in checks
     ]
-
-
-def to_markdown(table: TableData) -> str:
-    lines = [f"### {table.title}", "", "| " + " | ".join(table.headers) + " |"]
-    lines.append("|" + "---|" * len(table.headers))
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
-    return "\n".join(lines)
-
-
-def print_table(table: TableData) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    rich_table = Table(title=table.title, title_justify="left")
-    for i, header in enumerate(table.headers):
-        rich_table.add_column(header, justify="left" if i == 0 else "right")
-    for row in table.rows:
-        rich_table.add_row(*row)
-    Console().print(rich_table)
-
-
-def write_markdown(
-    path: Path, environment: str, tables: list[TableData], checks: list[TargetCheck], method: str
-) -> None:
-    parts = [
-        "# easerve bench attention",
-        "",
-        environment,
-        "",
-        *(to_markdown(t) + "\n" for t in tables),
-        "### Targets",
-        "",
-        *(f"- {line}" for line in target_lines(checks)),
-        "",
-        "### Method",
-        "",
-        method,
-        "",
-    ]
-    path.write_text("\n".join(parts))
 
 
 def plot(measurements: dict[int, dict[str, Measurement]], path: Path, title: str) -> None:

@@ -15,6 +15,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench.attention",
         "EA against self-attention: the paper's cost counts, measured latency and peak memory",
     ),
+    "serve": (
+        "bench.serve",
+        "the service on loopback: dynamic batching against max batch 1, a naive server and the offline ceiling",
+    ),
 }
 
 

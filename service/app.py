@@ -48,7 +48,10 @@ def create_app(
     """
     found = discover_models(settings.weights_dirs, settings.models)
     if not found:
-        raise ModelFilesError(f"no model found in {', '.join(map(str, settings.weights_dirs))}")
+        raise ModelFilesError(
+            f"no model found in {', '.join(map(str, settings.weights_dirs))}: a model is a folder "
+            "<weights dir>/<model>/ with manifest.json and model.onnx, as `easerve export` writes it"
+        )
     if runner_factory is None:
         choice = choose_backend(settings.backend)
         runner_factory = _default_runner_factory(settings, choice)

@@ -7,12 +7,14 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
-from service.codecs.uploads import POINTS_BODY_OPENAPI, decode_points, read_points_upload
+from artifacts.manifest import Manifest
+from service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
 from service.dependencies import State, require_api_key, task_inference
 from service.inference import InferenceContext
 from service.tasks.pointcloud import (
     PointCloudClassifyResponse,
     PointCloudSegmentResponse,
+    SampledCloud,
     classify_cloud,
     sample_cloud,
     segment_cloud,
@@ -24,9 +26,17 @@ ClassifyContext = Annotated[InferenceContext, Depends(task_inference("pointcloud
 SegmentContext = Annotated[InferenceContext, Depends(task_inference("pointcloud-segmentation"))]
 
 
-async def _points(request: Request, state: State, context: InferenceContext) -> np.ndarray:
+def _decode_and_sample(upload: Upload, max_points: int, manifest: Manifest) -> tuple[np.ndarray, SampledCloud]:
+    points = decode_points(upload, max_points)
+    return points, sample_cloud(points, manifest)
+
+
+async def _prepared_cloud(
+    request: Request, state: State, context: InferenceContext
+) -> tuple[np.ndarray, SampledCloud]:
+    """The request's points and the model's input made from them, in one worker call."""
     upload = await read_points_upload(request)
-    return await context.offload(decode_points, upload, state.settings.max_points)
+    return await context.offload(_decode_and_sample, upload, state.settings.max_points, context.model.manifest)
 
 
 @router.post("/classify", response_model=PointCloudClassifyResponse, openapi_extra=POINTS_BODY_OPENAPI)
@@ -37,9 +47,8 @@ async def classify_point_cloud(
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels to return")] = 5,
 ) -> PointCloudClassifyResponse:
     """Top-k object classes of the cloud."""
-    points = await _points(request, state, context)
+    points, cloud = await _prepared_cloud(request, state, context)
     manifest = context.model.manifest
-    cloud = await context.offload(sample_cloud, points, manifest)
     outcome = await context.infer(cloud.inputs)
     ranked = await context.offload(classify_cloud, outcome.outputs, manifest, top_k)
     return PointCloudClassifyResponse(**context.response_fields(outcome), num_points=len(points), top_k=ranked)
@@ -48,9 +57,8 @@ async def classify_point_cloud(
 @router.post("/segment", response_model=PointCloudSegmentResponse, openapi_extra=POINTS_BODY_OPENAPI)
 async def segment_point_cloud(request: Request, state: State, context: SegmentContext) -> PointCloudSegmentResponse:
     """One part label per input point, in input order."""
-    points = await _points(request, state, context)
+    points, cloud = await _prepared_cloud(request, state, context)
     manifest = context.model.manifest
-    cloud = await context.offload(sample_cloud, points, manifest)
     outcome = await context.infer(cloud.inputs)
     parts = await context.offload(segment_cloud, outcome.outputs, manifest, points, cloud)
     return PointCloudSegmentResponse(**context.response_fields(outcome), num_points=len(points), parts=parts)

@@ -7,9 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from PIL import Image
 
-from service.codecs.uploads import IMAGE_BODY_OPENAPI, decode_images, read_image_upload
+from artifacts.manifest import Manifest
+from service.batcher import Tensors
+from service.codecs.uploads import IMAGE_BODY_OPENAPI, Upload, decode_images, read_image_upload
 from service.dependencies import State, require_api_key, task_inference
 from service.inference import InferenceContext
+from service.settings import Settings
 from service.tasks.classification import ClassifyResponse, classify
 from service.tasks.detection import DetectResponse, detect
 from service.tasks.image_input import image_batch
@@ -22,10 +25,17 @@ DetectContext = Annotated[InferenceContext, Depends(task_inference("detection"))
 SegmentContext = Annotated[InferenceContext, Depends(task_inference("segmentation"))]
 
 
-async def _images(request: Request, state: State, context: InferenceContext) -> list[Image.Image]:
+def _decode_and_batch(upload: Upload, settings: Settings, manifest: Manifest) -> tuple[list[Image.Image], Tensors]:
+    images = decode_images(upload, settings.max_images_per_request, settings.max_image_pixels)
+    return images, image_batch(images, manifest)
+
+
+async def _prepared_images(
+    request: Request, state: State, context: InferenceContext
+) -> tuple[list[Image.Image], Tensors]:
+    """The request's decoded images and the model's input batch, made in one worker call."""
     upload = await read_image_upload(request)
-    limits = state.settings
-    return await context.offload(decode_images, upload, limits.max_images_per_request, limits.max_image_pixels)
+    return await context.offload(_decode_and_batch, upload, state.settings, context.model.manifest)
 
 
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_BODY_OPENAPI)
@@ -36,9 +46,9 @@ async def classify_images(
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels per image")] = 5,
 ) -> ClassifyResponse:
     """Top-k labels with probabilities for each image."""
-    images = await _images(request, state, context)
+    _, inputs = await _prepared_images(request, state, context)
     manifest = context.model.manifest
-    outcome = await context.infer(await context.offload(image_batch, images, manifest))
+    outcome = await context.infer(inputs)
     results = await context.offload(classify, outcome.outputs, manifest, top_k)
     return ClassifyResponse(**context.response_fields(outcome), results=results)
 
@@ -52,9 +62,9 @@ async def detect_objects(
     top_k: Annotated[int, Query(ge=1, le=1000, description="detections per image, best first")] = 100,
 ) -> DetectResponse:
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
-    images = await _images(request, state, context)
+    images, inputs = await _prepared_images(request, state, context)
     manifest = context.model.manifest
-    outcome = await context.infer(await context.offload(image_batch, images, manifest))
+    outcome = await context.infer(inputs)
     sizes = [image.size for image in images]
     results = await context.offload(detect, outcome.outputs, manifest, sizes, score_threshold, top_k)
     return DetectResponse(**context.response_fields(outcome), results=results)
@@ -69,8 +79,8 @@ async def segment_images(
     alpha: Annotated[float, Query(ge=0, le=1, description="overlay opacity")] = 0.5,
 ) -> SegmentResponse:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
-    images = await _images(request, state, context)
+    images, inputs = await _prepared_images(request, state, context)
     manifest = context.model.manifest
-    outcome = await context.infer(await context.offload(image_batch, images, manifest))
+    outcome = await context.infer(inputs)
     results = await context.offload(segment, outcome.outputs, manifest, images, overlay, alpha)
     return SegmentResponse(**context.response_fields(outcome), results=results)

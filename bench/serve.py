@@ -1,0 +1,218 @@
+"""`easerve bench serve`: what the service's dynamic batching buys, measured on loopback.
+
+For a classification and a segmentation model (default: the EA ones found), three servers are
+started on 127.0.0.1 in turn and loaded by closed-loop clients at each --concurrency: easerve
+with dynamic batching, easerve with max batch 1 (the same server, batching off), and a naive
+FastAPI + onnxruntime server (`bench.serve_naive`). Beside them, measured in this process before
+any server starts (`bench.serve_offline`): the offline ceiling, the bare model and the bare
+pipeline of one request. Writes OUT/bench_serve.md and OUT/bench_serve.png.
+
+Only the standard library is imported at module level (see easerve/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.serve_report import ModelResults
+    from service.model_files import ModelFiles
+
+DEFAULT_CONCURRENCY = (1, 8, 32, 64)
+DEFAULT_TASKS = ("classification", "segmentation")
+STOP_TIMEOUT_S = 30.0
+REPORT_NAME = "bench_serve"
+
+METHOD = """\
+Every server runs in its own process on 127.0.0.1 with the same models and onnxruntime thread
+settings; the load comes from this process (asyncio + httpx, one keep-alive connection per
+client), on the same machine. Each client sends a real image from the generated data sets (the
+load test's samples: a 64x64 shape for classification, a 128x128 scene for segmentation) as a
+raw PNG body and sends the next request as soon as the answer arrives. After --warmup seconds,
+the requests answered inside the next --duration seconds count: throughput is those answered
+200 per second, latency is send to answer. Mean batch: images per executed batch over the
+window, from the service's `nv_inference_count` / `nv_inference_exec_count`. Servers: easerve
+(dynamic batching, max queue delay 0), easerve with `--max-batch-size 1`, and a naive FastAPI
+server running each request on the thread pool, at batch 1, on one shared onnxruntime session
+(`bench/serve_naive.py`); all three do the service's own decoding, pre- and post-processing.
+Offline ceiling: the runner on full batches (the manifest's max batch size) in one thread, images
+per second; bare model: median runner call at batch 1; bare pipeline: median of decode,
+preprocess, run and postprocess of one image in process; overhead: the service's p50 with one
+client minus the bare pipeline (HTTP, routing, queueing and thread hand-offs)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights-dir", dest="weights_dirs", action="append", type=Path, metavar="DIR",
+                        help="folder of <model>/manifest.json folders; repeat for several (default: weights)")
+    parser.add_argument("--models", nargs="+", metavar="NAME",
+                        help="classification / segmentation models to measure (default: the EA one of each)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY), metavar="N",
+                        help="concurrent clients, one run each (default: %(default)s)")
+    parser.add_argument("--duration", type=float, default=8.0, metavar="SECONDS",
+                        help="measured window of each run; each offline figure takes a quarter of it "
+                             "(default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS",
+                        help="load before each window that is not counted (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=0, metavar="N",
+                        help="onnxruntime intra-op threads in every server and offline, 0 for its default "
+                             "(default: %(default)s)")
+    parser.add_argument("--ready-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="how long a server may take to become ready (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
+                        help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png (default: %(default)s)")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status: 0 done, 1 a server failed (or a target missed under --strict), 2 bad input."""
+    from bench import serve_report as report
+    from bench.report import write_report
+    from service.model_files import ModelFilesError
+
+    args.weights_dirs = args.weights_dirs or [Path("weights")]
+    try:
+        models = _chosen_models(args.weights_dirs, args.models)
+    except ModelFilesError as error:
+        print(f"error: {error}")
+        return 2
+    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0:
+        print("error: --concurrency must be >= 1, --duration > 0 and --warmup >= 0")
+        return 2
+    environment_before = _environment(args.threads)
+    try:
+        results = _measure(args, models)
+    except RuntimeError as error:
+        print(f"error: {error}")
+        return 1
+    environment = f"{environment_before}; load average after: {_load_average()}."
+    tables = [*(report.load_table(model) for model in results), report.yardstick_table(results)]
+    targets = report.target_checks(results)
+    report.show(tables, targets)
+    print(environment)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    markdown_path, plot_path = args.out / f"{REPORT_NAME}.md", args.out / f"{REPORT_NAME}.png"
+    write_report(markdown_path, "serve", environment, tables, report.target_lines(targets), METHOD, plot_path.name)
+    report.plot(results, plot_path)
+    print(f"wrote {markdown_path} and {plot_path}")
+    missed = any(target.met is False for target in targets)
+    return 1 if args.strict and missed else 0
+
+
+def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[ModelFiles]:
+    """The named image models, or the first EA model of each default task; ModelFilesError if
+    one is missing or of a task the benchmark does not send images for."""
+    from bench.serve_pipeline import IMAGE_TASKS
+    from service.model_files import ModelFilesError, discover_models
+
+    if names:
+        chosen = discover_models(weights_dirs, names)
+    else:
+        found = [files for files in discover_models(weights_dirs, []) if files.manifest.attention == "ea"]
+        chosen = []
+        for task in DEFAULT_TASKS:
+            of_task = sorted((f for f in found if f.manifest.task == task), key=lambda f: f.name)
+            if not of_task:
+                raise ModelFilesError(f"no EA {task} model in {', '.join(map(str, weights_dirs))}")
+            chosen.append(of_task[0])
+    for files in chosen:
+        if files.manifest.task not in IMAGE_TASKS:
+            raise ModelFilesError(f"{files.name} is a {files.manifest.task} model; measured: {', '.join(IMAGE_TASKS)}")
+    return chosen
+
+
+def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelResults]:
+    from bench.serve_load import LoadRun, Workload, run_load
+    from bench.serve_offline import measure_offline
+    from bench.serve_pipeline import IMAGE_TASKS
+    from bench.serve_report import SERVER_LABELS, ModelResults
+    from service.settings import Settings
+
+    settings = Settings(weights_dirs=args.weights_dirs, intra_op_threads=args.threads)
+    pngs = {files.name: IMAGE_TASKS[files.manifest.task].sample_png() for files in models}
+    offline = {}
+    for files in models:
+        print(f"offline: {files.name}", flush=True)
+        offline[files.name] = measure_offline(files, settings, pngs[files.name], args.duration / 4)
+    runs: dict[str, dict[str, list[LoadRun]]] = {files.name: {} for files in models}
+    for server, label in SERVER_LABELS.items():
+        with _running_server(server, args, [files.name for files in models]) as url:
+            for files in models:
+                workload = Workload(IMAGE_TASKS[files.manifest.task].route, files.name, pngs[files.name])
+                runs[files.name][server] = []
+                for concurrency in args.concurrency:
+                    run = run_load(url, workload, concurrency, args.warmup, args.duration)
+                    runs[files.name][server].append(run)
+                    print(f"{label}: {files.name}, {concurrency} clients: {run.throughput:,.1f} req/s, "
+                          f"p50 {run.percentile_ms(50) or 0:.1f} ms, {run.failures} failed", flush=True)
+    return [ModelResults(f.name, f.manifest.task, offline[f.name], runs[f.name]) for f in models]
+
+
+def _server_command(server: str, args: argparse.Namespace, names: list[str], port: int) -> list[str]:
+    weights = [word for folder in args.weights_dirs for word in ("--weights-dir", str(folder))]
+    if server == "naive":
+        return [sys.executable, "-m", "bench.serve_naive", "--port", str(port), "--models", *names,
+                "--threads", str(args.threads), *weights]
+    batching = ["--max-batch-size", "1"] if server == "batch1" else []
+    return [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--models", *names, "--intra-op-threads", str(args.threads), "--log-level", "warning",
+            *weights, *batching]
+
+
+@contextmanager
+def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> Iterator[str]:
+    """`server` on a free loopback port, its output in a log file under the temp folder; yields
+    its URL once ready, stops it (SIGTERM, then SIGKILL) on exit. RuntimeError (naming the log)
+    if it does not become ready."""
+    from loadtest.server import free_port, wait_ready
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.mkdtemp(prefix="easerve-bench-serve-")) / f"{server}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(_server_command(server, args, names, port), stdout=log, stderr=subprocess.STDOUT)
+        try:
+            try:
+                wait_ready(url, args.ready_timeout, process)
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}; see {log_path}") from None
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _environment(threads: int) -> str:
+    import onnxruntime
+
+    return (
+        f"Measured {datetime.date.today().isoformat()} on {_cpu_model()}, {os.cpu_count()} CPUs "
+        f"({platform.system()}), onnxruntime {onnxruntime.__version__} "
+        f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'}; "
+        f"clients and servers share the machine; load average before: {_load_average()}"
+    )
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def _load_average() -> str:
+    return " / ".join(f"{load:.2f}" for load in os.getloadavg())

@@ -1,0 +1,67 @@
+"""The baseline of `easerve bench serve`: a naive FastAPI + onnxruntime server, no batching.
+
+    python -m bench.serve_naive --weights-dir weights --models eamlp-ea-tiny --port 8001
+
+What a first server usually looks like: each request is decoded, preprocessed, run at batch 1
+and postprocessed on FastAPI's thread pool, on one shared onnxruntime session (its `run` may be
+called from several threads at once). It takes the service's image routes with a raw image body
+and `?model=`, and does the service's own pre- and post-processing (`bench.serve_pipeline`), so
+the two differ only in scheduling.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from artifacts.manifest import Manifest
+from bench.serve_pipeline import IMAGE_TASKS, answer_one
+from service.model_files import discover_models
+from service.runners.base import Runner
+from service.runners.ort import OrtRunner
+from service.settings import Settings
+
+
+def create_naive_app(runners: dict[str, tuple[Runner, Manifest]]) -> FastAPI:
+    """The naive server of `runners` ({model name: (runner, manifest)})."""
+    app = FastAPI(title="naive per-request server")
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}
+
+    async def infer(request: Request) -> dict[str, Any]:
+        name = request.query_params.get("model", "")
+        if name not in runners:
+            raise HTTPException(404, f"unknown model {name!r}")
+        runner, manifest = runners[name]
+        results = await run_in_threadpool(answer_one, runner, manifest, await request.body())
+        return {"model": name, "results": [result.model_dump() for result in results]}
+
+    for task in IMAGE_TASKS.values():
+        app.add_api_route(task.route, infer, methods=["POST"])
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--weights-dir", type=Path, action="append", required=True)
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    args = parser.parse_args(argv)
+    settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads)
+    runners = {
+        files.name: (OrtRunner(files, settings, files.manifest.max_batch_size), files.manifest)
+        for files in discover_models(settings.weights_dirs, settings.models)
+    }
+    uvicorn.run(create_naive_app(runners), host="127.0.0.1", port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""The image tasks `easerve bench serve` measures, and one request's work done without a server.
+
+`answer_one` is what a request to `/v1/classify` or `/v1/segment` costs apart from HTTP and
+scheduling: decode, preprocess, one runner call at batch 1, postprocess. It uses the service's
+own task code, so the naive server and the offline figures do exactly the service's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel
+
+from artifacts.manifest import Manifest
+from loadtest.samples import load_samples
+from service.codecs.images import decode_image
+from service.runners.base import Runner
+from service.tasks.classification import classify
+from service.tasks.image_input import image_batch
+from service.tasks.segmentation import segment
+
+MAX_IMAGE_PIXELS = 25_000_000
+TOP_K = 5
+
+Postprocess = Callable[[dict[str, np.ndarray], Manifest, list[Image.Image]], list[BaseModel]]
+
+
+def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[Image.Image]) -> list[BaseModel]:
+    return list(classify(outputs, manifest, TOP_K))
+
+
+def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[Image.Image]) -> list[BaseModel]:
+    return list(segment(outputs, manifest, images, overlay=False, alpha=0.0))
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    route: str  # the service's endpoint
+    postprocess: Postprocess
+    sample_png: Callable[[], bytes]  # a real input from the generated data sets
+
+
+IMAGE_TASKS: dict[str, ImageTask] = {
+    "classification": ImageTask("/v1/classify", _classify, lambda: load_samples().images[0].png),
+    "segmentation": ImageTask("/v1/segment", _segment, lambda: load_samples().scenes[0].png),
+}
+
+
+def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> list[BaseModel]:
+    """The task's answer for one encoded image, computed at batch 1."""
+    images = [decode_image(png, MAX_IMAGE_PIXELS)]
+    outputs = runner.run(image_batch(images, manifest))
+    return IMAGE_TASKS[manifest.task].postprocess(outputs, manifest, images)

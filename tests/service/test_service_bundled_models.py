@@ -1,0 +1,59 @@
+"""The bundled models (weights/) served in-process get the real samples of the generated data sets
+right: every shape image, scene and point cloud of `loadtest/samples`, through each task
+endpoint, for EA and SA. "Right" is the load test's own check of each task (`loadtest.check`).
+Skipped until weights/ holds exported models."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+from service_helpers import TestClient, make_settings, wait_until
+
+from artifacts.manifest import discover_manifests, load_manifest
+from loadtest.check import CHECKS
+from loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
+from loadtest.samples import SampleSet, load_samples
+from service.app import create_app
+
+BUNDLED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+SERVED = {(manifest.task, manifest.attention) for manifest in map(load_manifest, discover_manifests(BUNDLED_WEIGHTS))}
+MIN_FRACTION_RIGHT = 0.8
+LOAD_TIMEOUT_S = 180.0
+
+pytestmark = pytest.mark.skipif(not SERVED, reason="no exported models in weights/ yet")
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    app = create_app(make_settings(BUNDLED_WEIGHTS))
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, LOAD_TIMEOUT_S, "the bundled models' readiness")
+        yield client
+
+
+def sample_alone(samples: SampleSet, task: str, index: int) -> SampleSet:
+    """`samples` with only the `index`-th sample that `task` takes (the checks judge the first)."""
+    if task in ("classify", "generate"):
+        return dataclasses.replace(samples, images=(samples.images[index],))
+    if task in ("detect", "segment"):
+        return dataclasses.replace(samples, scenes=(samples.scenes[index],))
+    return dataclasses.replace(samples, clouds=(samples.clouds[index],))
+
+
+@pytest.mark.parametrize("attention", ATTENTION_KINDS)
+@pytest.mark.parametrize("task", list(ENDPOINTS))
+def test_the_bundled_model_answers_the_real_samples_right(bundled, task, attention):
+    if (ENDPOINTS[task].manifest_task, attention) not in SERVED:
+        pytest.skip(f"no bundled {attention} model for {task}")
+    samples = load_samples()
+    verdicts = []
+    for index, request in enumerate(prepared_requests(task, samples, model_selector(attention))):
+        response = bundled.post(request.url, content=request.body, headers={"content-type": request.content_type})
+        assert response.status_code == 200, response.text
+        passed, detail = CHECKS[task](response.json(), sample_alone(samples, task, index))
+        verdicts.append((passed, detail))
+    right = sum(passed for passed, _ in verdicts)
+    assert right >= math.ceil(MIN_FRACTION_RIGHT * len(verdicts)), verdicts
