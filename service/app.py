@@ -28,6 +28,8 @@ from service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 
+ROUTERS = (health.router, vision.router, generation.router, pointcloud.router, v2.router, metrics.router)
+
 
 def _default_runner_factory(settings: Settings, choice: BackendChoice) -> RunnerFactory:
     def build(files: ModelFiles, max_batch_size: int) -> Runner:
@@ -85,6 +87,6 @@ def create_app(
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=service_metrics)
-    for router in (health.router, vision.router, generation.router, pointcloud.router, v2.router, metrics.router):
+    for router in ROUTERS:
         app.include_router(router)
     return app

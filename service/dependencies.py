@@ -19,7 +19,8 @@ from service.state import ServiceState
 API_KEY_HEADER = "x-api-key"
 
 
-def service_state(request: Request) -> ServiceState:
+async def service_state(request: Request) -> ServiceState:
+    # async: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per request.
     return request.app.state.service
 
 

@@ -4,14 +4,19 @@ against what the fixture graphs compute (see onnx_fixtures)."""
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import struct
 
 import numpy as np
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from onnx_fixtures import DETECT_SIZE, DETECTION_BOXES, NUM_POINTS, model_name
 from PIL import Image
 from service_helpers import image_bytes
+
+from service.app import ROUTERS
 
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
 PNG = {"content-type": "image/png"}
@@ -336,3 +341,19 @@ def test_metrics_count_requests_by_model_and_status(client):
         "nv_inference_pending_request_count",
     ):
         assert name in text
+
+
+def test_every_route_and_dependency_runs_on_the_event_loop():
+    """FastAPI runs a plain `def` endpoint or dependency on its thread pool: a thread hop (and a
+    wait for a free thread) per request. Only the CPU work itself is sent to the workers."""
+
+    def callables(dependant: Dependant):
+        yield dependant.call
+        for dependency in dependant.dependencies:
+            yield from callables(dependency)
+
+    routes = [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+    assert routes
+    for route in routes:
+        for call in callables(route.dependant):
+            assert inspect.iscoroutinefunction(call), f"{route.path}: {call.__qualname__} is not async"
