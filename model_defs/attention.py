@@ -102,10 +102,9 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim, bias=False)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        attended = F.scaled_dot_product_attention(
-            self.query(tokens), self.key(tokens), self.value(tokens)
-        )
-        return self.out(attended)
+        # A singleton head axis: the ONNX exporter only lowers 4-D scaled_dot_product_attention.
+        query, key, value = (p(tokens).unsqueeze(1) for p in (self.query, self.key, self.value))
+        return self.out(F.scaled_dot_product_attention(query, key, value).squeeze(1))
 
 
 class MultiHeadSelfAttention(nn.Module):

@@ -8,6 +8,7 @@ token block after the first two; then `depth` transformer blocks whose attention
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,10 @@ class EAMLPConfig:
     num_heads: int = 4
     mlp_ratio: float = 2.0
     token_dim: int = 64
+    # "token": the paper's class token. "max": a global max over the tokens instead. On small data
+    # sets EA's class token barely sees the image (its only link to the other tokens is the
+    # softmax denominator over positions) and trains far slower; max pooling learned fastest here.
+    pool: Literal["token", "max"] = "token"
 
 
 class SoftSplit(nn.Module):
@@ -125,8 +130,11 @@ class EAMLP(nn.Module):
             raise ValueError(f"image_size must be a multiple of 16, got {config.image_size}")
         num_tokens = (config.image_size // 16) ** 2
         self.tokens_to_token = TokensToToken(config)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim))
-        self.register_buffer("pos_embed", sinusoid_position_table(num_tokens + 1, config.embed_dim))
+        self.cls_token = (
+            nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if config.pool == "token" else None
+        )
+        num_positions = num_tokens + (self.cls_token is not None)
+        self.register_buffer("pos_embed", sinusoid_position_table(num_positions, config.embed_dim))
         self.blocks = nn.Sequential(
             *[
                 TransformerBlock(config.embed_dim, config.num_heads, config.mlp_ratio, config.attention)
@@ -135,11 +143,14 @@ class EAMLP(nn.Module):
         )
         self.norm = nn.LayerNorm(config.embed_dim)
         self.head = nn.Linear(config.embed_dim, config.num_classes)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        if self.cls_token is not None:
+            nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(init_trunc_normal)
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         tokens = self.tokens_to_token(image)
+        if self.cls_token is None:
+            return self.norm(self.blocks(tokens + self.pos_embed)).amax(dim=1)
         cls = self.cls_token.expand(tokens.shape[0], -1, -1)
         tokens = torch.cat((cls, tokens), dim=1) + self.pos_embed
         return self.norm(self.blocks(tokens))[:, 0]

@@ -134,7 +134,7 @@ def _register_classification() -> None:
     _register_twins(
         "eamlp", "tiny", "classification", EAMLP,
         EAMLPConfig(image_size=64, num_classes=n, embed_dim=128, depth=4, num_heads=4,
-                    mlp_ratio=2.0, token_dim=32),
+                    mlp_ratio=2.0, token_dim=32, pool="max"),
         (_image(64),), (TensorSpec("logits", ("batch", n)),), {}, True,
         "EAMLP/T2T-ViT, 64x64 shapes, CPU size",
     )
@@ -196,7 +196,7 @@ def _register_generation() -> None:
 def _register_pointcloud() -> None:
     n = len(PRIMITIVE_CLASSES)
     points = TensorSpec("points", ("batch", "points", 3))
-    dims = {"points": 1024}
+    dims = {"points": 512}
     _register_twins(
         "pct", "tiny", "pointcloud-classification", PCTClassifier,
         PCTConfig(num_outputs=n), (points,), (TensorSpec("logits", ("batch", n)),), dims, True,

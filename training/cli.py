@@ -35,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generation only: classifier checkpoint that scores generated "
                         "images (default weights/eamlp-ea-tiny)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--input-size", type=int,
+                        help="image side (segmentation, detection) or points per cloud (point "
+                             "clouds) of the generated training and test data; default: the "
+                             "registry's example size")
     parser.epilog = (
         "Multi-process: torchrun --nproc_per_node N -m easerve.cli train MODEL ... "
         "(gloo on CPU, nccl on GPU; --batch-size stays the global batch)."
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         judge=args.judge,
         progress=not args.no_progress,
+        input_size=args.input_size,
     )
     info = train(config)
     if info.metrics:

@@ -60,6 +60,7 @@ class TrainConfig:
     device: str = "cpu"
     judge: Path | None = None
     progress: bool = True
+    input_size: int | None = None
 
 
 @dataclass
@@ -162,7 +163,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     torch.manual_seed(config.seed)
     entry = get_model_entry(config.model)
     data = config.data or DEFAULT_DATA[entry.task]
-    size = _data_size(entry)
+    size = _data_size(entry, config.input_size)
     train_set = open_dataset(data, entry.task, "train", seed=config.seed,
                              num_samples=config.train_samples, **size)
     test_set = open_dataset(data, entry.task, "test", seed=config.seed,
@@ -245,13 +246,18 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     return info
 
 
-def _data_size(entry: ModelEntry) -> dict[str, int]:
+def _data_size(entry: ModelEntry, input_size: int | None) -> dict[str, int]:
+    """Sample size of the generated data: the model's default, or `input_size` (image side or
+    point count) for models whose input size is variable."""
     if entry.task.startswith("pointcloud"):
-        return {"num_points": entry.example_dims["points"]}
+        return {"num_points": input_size or entry.example_dims["points"]}
     image = entry.concrete_shape(entry.inputs[0], 1) if entry.task != "generation" else None
+    fixed = entry.task in ("classification", "generation")
+    if input_size is not None and fixed:
+        raise ValueError(f"{entry.name} has a fixed input size; --input-size is for variable ones")
     if image is None:
         return {"size": entry.config.image_size}
-    return {"size": image[-1]}
+    return {"size": input_size or image[-1]}
 
 
 def _train_step(
