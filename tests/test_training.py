@@ -30,13 +30,27 @@ def _first_batch(config: TrainConfig, task_name: str):
     from training.trainer import DEFAULT_DATA, _data_size
 
     dataset = open_dataset(DEFAULT_DATA[task_name], task_name, "train", seed=config.seed,
-                           num_samples=config.train_samples, **_data_size(entry))
+                           num_samples=config.train_samples, **_data_size(entry, None))
     indices = next(global_batches(len(dataset), config.batch_size, config.seed, 0, Distributed()))
     return entry, dataset, _fetch(dataset, indices, task_name)
 
 
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """name -> (config, info) of an 8-step run, trained once for all the tests of a model."""
+    runs = {}
+
+    def run(name: str):
+        if name not in runs:
+            config = _config(name, tmp_path_factory.mktemp(name), steps=8)
+            runs[name] = (config, train(config))
+        return runs[name]
+
+    return run
+
+
 @pytest.mark.parametrize("name", EA_MODELS)
-def test_training_lowers_the_loss_on_the_first_batch(name, tmp_path):
+def test_training_lowers_the_loss_on_the_first_batch(name, tmp_path, trained):
     config = _config(name, tmp_path / name, steps=8)
     entry, dataset, batch = _first_batch(config, next(e.task for e in list_models() if e.name == name))
     task = task_for(entry, list(dataset.class_names), {"judge": tmp_path / "no-judge"})
@@ -46,26 +60,25 @@ def test_training_lowers_the_loss_on_the_first_batch(name, tmp_path):
     with torch.no_grad():
         fresh.train()
         before = float(phase.loss(fresh, batch))
-    train(config)
-    trained, _ = checkpoint.load_checkpoint(config.out)
+    trained_model, _ = checkpoint.load_checkpoint(trained(name)[0].out)
     with torch.no_grad():
-        trained.train()
-        after = float(phase.loss(trained, batch))
+        trained_model.train()
+        after = float(phase.loss(trained_model, batch))
     assert after < before
 
 
 @pytest.mark.parametrize("name", EA_MODELS)
-def test_checkpoint_round_trips_with_metadata(name, tmp_path):
-    info = train(_config(name, tmp_path, steps=2))
-    model, loaded = checkpoint.load_checkpoint(tmp_path)
+def test_checkpoint_round_trips_with_metadata(name, trained):
+    config, info = trained(name)
+    model, loaded = checkpoint.load_checkpoint(config.out)
     assert loaded.model_dump() == info.model_dump()
-    assert loaded.model == name and loaded.steps == 2 and loaded.class_names
-    saved = load_file(str(tmp_path / checkpoint.WEIGHTS_FILE))
+    assert loaded.model == name and loaded.steps == 8 and loaded.class_names
+    saved = load_file(str(config.out / checkpoint.WEIGHTS_FILE))
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, saved[key])
     entry = next(e for e in list_models() if e.name == name)
     inputs = entry.example_inputs(2)
-    model_again, _ = checkpoint.load_checkpoint(tmp_path)
+    model_again, _ = checkpoint.load_checkpoint(config.out)
     with torch.no_grad():
         first, second = model(*inputs), model_again(*inputs)
     for a, b in zip(first if isinstance(first, tuple) else (first,),
@@ -75,10 +88,13 @@ def test_checkpoint_round_trips_with_metadata(name, tmp_path):
 
 def test_resume_continues_from_the_saved_step(tmp_path):
     out = tmp_path / "ckpt"
-    train(_config("eamlp-ea-tiny", out, steps=3))
+    first = train(_config("eamlp-ea-tiny", out, steps=3))
     weights_at_3 = load_file(str(out / checkpoint.WEIGHTS_FILE))
     info = train(_config("eamlp-ea-tiny", out, steps=5, resume=True))
     assert info.steps == 5
+    # The checkpoint keeps the whole history: both commands and the time of both runs.
+    assert info.command == f"{first.command} && {first.command}"
+    assert info.training_seconds > first.training_seconds
     optimizers = {"model": torch.optim.AdamW(checkpoint.load_checkpoint(out)[0].parameters())}
     assert checkpoint.load_train_state(out, optimizers) == 5
     # Adam's per-parameter step counter carried over: 3 saved + 2 resumed.
@@ -105,3 +121,22 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert checkpoint.read_checkpoint_info(tmp_path / "two").world_size == 2
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4)
+
+
+def test_input_size_overrides_only_variable_size_models():
+    from model_defs.registry import get_model_entry
+    from training.trainer import _data_size
+
+    assert _data_size(get_model_entry("eanet-ea-tiny"), 64) == {"size": 64}
+    assert _data_size(get_model_entry("pct-ea-tiny"), 256) == {"num_points": 256}
+    with pytest.raises(ValueError, match="fixed input size"):
+        _data_size(get_model_entry("eamlp-ea-tiny"), 32)
+
+
+def test_weights_table_lists_each_checkpoint_with_its_metrics(trained):
+    from training.report import weights_table
+
+    config, info = trained("eamlp-ea-tiny")
+    table = weights_table(config.out.parent)
+    row = next(line for line in table.splitlines() if "`eamlp-ea-tiny`" in line)
+    assert f"accuracy {info.metrics['accuracy']:.3f}" in row and "8 x 8" in row

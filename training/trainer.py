@@ -178,8 +178,9 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         for p in phases
     }
     start_step = 0
+    earlier: checkpoint.CheckpointInfo | None = None
     if config.resume:
-        checkpoint_model, _ = checkpoint.load_checkpoint(config.out)
+        checkpoint_model, earlier = checkpoint.load_checkpoint(config.out)
         model.load_state_dict(checkpoint_model.state_dict())
         start_step = checkpoint.load_train_state(config.out, optimizers)
     if ddp.world_size > 1:
@@ -215,6 +216,10 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         if config.eval_every and (step + 1) % config.eval_every == 0 and ddp.is_main:
             tqdm.write(f"step {step + 1}: {evaluate(task, model, test_set, config.batch_size)}")
     training_seconds = time.perf_counter() - started
+    command = shlex.join(["easerve", *sys.argv[1:]]) if sys.argv else ""
+    if earlier is not None:  # a resumed run: the checkpoint tells the whole history
+        training_seconds += earlier.training_seconds
+        command = f"{earlier.command} && {command}"
 
     model = model.cpu()
     results = evaluate(task, model, test_set, config.batch_size) if ddp.is_main else {}
@@ -236,7 +241,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         device=config.device,
         code_version=checkpoint.code_version(),
         torch_version=torch.__version__,
-        command=shlex.join(["easerve", *sys.argv[1:]]) if sys.argv else "",
+        command=command,
     )
     if ddp.is_main:
         checkpoint.save_checkpoint(config.out, model, info)
