@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from bench.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
     from bench.attention_cases import Case, Measurement
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}")
         return 1
     environment = (
-        f"{environment_before}; load average after: {_load_average()}. "
+        f"{environment_before}; load average after: {load_average()}. "
         "Other processes may share the machine."
     )
     measured_tables = [
@@ -172,24 +172,11 @@ def _environment(args: argparse.Namespace) -> str:
     if args.device == "cuda":
         hardware = torch.cuda.get_device_name()
     else:
-        hardware = _cpu_model() or platform.processor() or platform.machine()
+        hardware = cpu_model()
     threads = args.threads or torch.get_num_threads()
     return (
         f"Measured {datetime.date.today().isoformat()} on {hardware} ({args.device}), "
         f"torch {torch.__version__}, {threads} intra-op thread(s); "
-        f"load average before: {_load_average()}"
+        f"load average before: {load_average()}"
     )
 
-
-def _cpu_model() -> str | None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    for line in cpuinfo.read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    return None
-
-
-def _load_average() -> str:
-    return " / ".join(f"{load:.2f}" for load in os.getloadavg())

@@ -15,6 +15,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "bench.attention",
         "EA against self-attention: the paper's cost counts, measured latency and peak memory",
     ),
+    "backends": (
+        "bench.backends",
+        "PyTorch eager against onnxruntime FP32 and INT8 for every exported bundled model",
+    ),
     "serve": (
         "bench.serve",
         "the service on loopback: dynamic batching against max batch 1, a naive server and the offline ceiling",

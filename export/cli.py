@@ -156,10 +156,17 @@ def _triton(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: 
 
 
 def _tensorrt(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: Log) -> int:
-    from export.tensorrt import EngineBuildError, TensorRTUnavailable, build_engine, default_cache_dir
+    from export.tensorrt import (
+        EngineBuildError,
+        TensorRTUnavailable,
+        build_engine,
+        default_cache_dir,
+    )
 
     files = {"fp32": model_dir / manifest.onnx.path}
-    files |= {"fp16": model_dir / q.file.path for q in manifest.quantized if q.kind == "fp16"}
+    for variant in manifest.quantized:
+        if variant.kind == "fp16":
+            files["fp16"] = model_dir / variant.file.path
     if args.trt_precision not in files:
         log(f"error: no checked {args.trt_precision} graph (it was refused); no engine built")
         return EXIT_NOT_PRODUCED

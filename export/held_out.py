@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+
 import torch
 from torch.utils.data import DataLoader, Dataset
 

@@ -11,7 +11,15 @@ import onnxruntime
 import onnxscript
 import torch
 
-from artifacts.manifest import FileInfo, Manifest, Parity, Preprocessing, Quantization, TensorInfo, describe_file
+from artifacts.manifest import (
+    FileInfo,
+    Manifest,
+    Parity,
+    Preprocessing,
+    Quantization,
+    TensorInfo,
+    describe_file,
+)
 from export.onnx_graph import OPSET, GraphTensor, graph_tensors
 from export.parity import ParityReport
 from model_defs.registry import ModelEntry

@@ -19,12 +19,24 @@ from pathlib import Path
 
 from torch import nn
 
-from artifacts.manifest import Manifest, Parity, Quantization, describe_file, load_manifest, save_manifest, sha256_file
+from artifacts.manifest import (
+    Manifest,
+    Parity,
+    Quantization,
+    describe_file,
+    load_manifest,
+    save_manifest,
+    sha256_file,
+)
 from export.fp16 import convert_to_fp16
 from export.held_out import HeldOutData, input_batches, open_split
 from export.latency import time_calls
 from export.manifest_writer import build_manifest, parity_record
-from export.metric_guard import DEFAULT_MAX_DROP_POINTS, PrecisionRefused, check_metric_drop
+from export.metric_guard import (
+    DEFAULT_MAX_DROP_POINTS,
+    PrecisionRefused,
+    check_metric_drop,
+)
 from export.onnx_graph import export_onnx, graph_tensors, signature_of
 from export.ort_model import OrtModel
 from export.parity import ParityThresholds, check_parity, measure_parity, random_inputs

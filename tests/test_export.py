@@ -11,24 +11,44 @@ import onnx
 import pytest
 import torch
 
-from artifacts.manifest import Manifest, Preprocessing, TensorInfo, load_manifest, sha256_file
+from artifacts.manifest import (
+    Manifest,
+    Preprocessing,
+    TensorInfo,
+    load_manifest,
+    sha256_file,
+)
 from easerve.cli import main
 from export.held_out import input_batches, open_split
 from export.metric_guard import PrecisionRefused, check_metric_drop, drop_in_points
 from export.onnx_graph import STANDARD_DOMAINS
 from export.ort_model import OrtModel
-from export.parity import ParityError, ParityThresholds, check_parity, compare_detections, measure_parity
+from export.parity import (
+    ParityError,
+    ParityThresholds,
+    check_parity,
+    compare_detections,
+    measure_parity,
+)
 from export.pipeline import ExportOptions, current_manifest, export_checkpoint
-from export.tensorrt import ShapeRange, engine_key, engine_profile, tensorrt_unavailable_reason
+from export.quantize import weighted_nodes
+from export.tensorrt import (
+    ShapeRange,
+    engine_key,
+    engine_profile,
+    tensorrt_unavailable_reason,
+)
 from export.triton import triton_config, write_triton_model
 from model_defs.labels import PRIMITIVE_CLASSES
-from model_defs.registry import get_model_entry
+from model_defs.registry import get_model_entry, list_models
 from training import checkpoint
 from training.datasets import open_dataset
 from training.tasks import task_for
 
 CLASSIFIER = "pct-ea-tiny"
 POINTS = 256
+SLOW = pytest.mark.skipif("'slow' not in config.getoption('markexpr')",
+                          reason="exports a model (~20 s each); run with `pytest -m slow`")
 
 
 def fresh_checkpoint(weights_dir: Path, name: str, **data_size: int) -> Path:
@@ -48,6 +68,22 @@ def fresh_checkpoint(weights_dir: Path, name: str, **data_size: int) -> Path:
     )
     checkpoint.save_checkpoint(weights_dir / name, model, info)
     return weights_dir / name
+
+
+@pytest.mark.slow
+@SLOW
+@pytest.mark.parametrize("name", [entry.name for entry in list_models(bundled=True)])
+def test_every_bundled_model_exports_with_parity_and_both_variants(name, tmp_path):
+    model_dir = fresh_checkpoint(tmp_path, name)
+    options = ExportOptions(int8=True, fp16=True, parity_samples=16, calibration_samples=16,
+                            max_drop_points=100.0, threads=1)
+    result = export_checkpoint(model_dir, options, log=lambda message: None)
+    manifest = load_manifest(model_dir)
+    assert manifest.parity.max_abs_error <= 1e-4 and manifest.parity.task_agreement >= 0.999
+    if manifest.task == "generation":  # judged by a classifier checkpoint this folder lacks
+        assert [r.split(":")[0] for r in result.refused] == ["INT8 refused", "FP16 refused"]
+    else:
+        assert result.refused == [] and {q.kind for q in manifest.quantized} == {"int8-static", "fp16"}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +148,19 @@ def test_int8_graph_is_quantised_and_fp16_graph_keeps_the_normalisation_in_fp32(
     assert half.dtype == np.float32 and np.abs(half - reference).max() < 1e-2
 
 
+def test_int8_quantises_only_the_ops_that_hold_weights():
+    """Activation-by-activation MatMuls (self-attention's Q·Kᵀ, softmax·V) stay in float."""
+    weight = onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "weight")
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "weight"], ["projected"], name="projection"),
+         onnx.helper.make_node("MatMul", ["projected", "x"], ["scores"], name="scores"),
+         onnx.helper.make_node("Softmax", ["scores"], ["y"], name="softmax")],
+        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])], [weight],
+    )
+    assert weighted_nodes(onnx.helper.make_model(graph)) == ["projection"]
+
+
 def test_parity_check_names_the_output_that_differs(exported, tmp_path):
     graph = onnx.load(str(exported / "model.onnx"))
     bias = next(i for i in graph.graph.initializer if i.dims == [len(PRIMITIVE_CLASSES)])
@@ -150,6 +199,22 @@ def test_detections_match_across_slot_order_but_not_across_moved_boxes():
     moved[0, 1] += 3
     differ = compare_detections(names, (boxes, scores, labels), (moved, scores, labels))
     assert (differ.agreeing, differ.compared) == (1, 2)
+
+
+def test_a_full_top_k_may_swap_its_lowest_detection_for_another():
+    names = ("boxes", "scores", "labels")
+    boxes = np.array([[[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]]], np.float32)
+    labels = np.array([[1, 2, 3]], np.int64)
+    other_peak = boxes.copy()
+    other_peak[0, 2] = [60, 60, 70, 70]
+    full = np.array([[0.9, 0.5, 0.3]], np.float32)
+    swapped = compare_detections(names, (boxes, full, labels), (other_peak, full + 1e-5, labels))
+    assert (swapped.agreeing, swapped.compared) == (2, 2)
+    # With a background slot the top-K is not full: every detection above the floor counts.
+    boxes, labels, other_peak = (np.concatenate([a, a[:, :1] * 0], axis=1) for a in (boxes, labels, other_peak))
+    room = np.array([[0.9, 0.5, 0.3, 0.0]], np.float32)
+    missing = compare_detections(names, (boxes, room, labels), (other_peak, room, labels))
+    assert (missing.agreeing, missing.compared) == (2, 3)
 
 
 def test_metric_guard_refuses_a_drop_over_the_limit():
@@ -238,3 +303,15 @@ def test_trt_engine_builds_from_the_exported_graph(exported, tmp_path):
     code = main(["export", CLASSIFIER, "--weights-dir", str(exported.parent), "--format", "trt",
                  "--engine-cache", str(tmp_path)])
     assert code == 0 and len(list(tmp_path.glob("*.plan"))) == 1
+
+
+def test_bench_backends_measures_every_backend_and_writes_the_report(exported, tmp_path, capsys):
+    code = main(["bench", "backends", "--weights-dir", str(exported.parent), "--models", CLASSIFIER,
+                 "--time-budget", "0.01", "--out", str(tmp_path)])
+    output = capsys.readouterr().out
+    assert code == 0
+    page = (tmp_path / "bench_backends.md").read_text()
+    for backend in ("PyTorch eager", "ORT FP32", "ORT INT8"):
+        assert f"| {CLASSIFIER} | {backend} |" in page
+    assert "onnxruntime FP32 / PyTorch eager throughput at batch 8" in output
+    assert (tmp_path / "bench_backends.png").stat().st_size > 0
