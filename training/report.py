@@ -1,11 +1,17 @@
-"""`easerve weights`: the trained checkpoints under a weights folder as a markdown table."""
+"""`easerve weights`: the trained checkpoints under a weights folder as a markdown table.
+
+Like every stage's CLI module it imports only argparse at module level, so building the
+`easerve` parser in the torch-free serving install never loads torch.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from training.checkpoint import INFO_FILE, WEIGHTS_FILE, CheckpointInfo, read_checkpoint_info
+if TYPE_CHECKING:
+    from training.checkpoint import CheckpointInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +26,8 @@ def _metrics_text(info: CheckpointInfo) -> str:
 
 
 def _row(folder: Path, info: CheckpointInfo) -> str:
+    from training.checkpoint import WEIGHTS_FILE
+
     megabytes = (folder / WEIGHTS_FILE).stat().st_size / 2**20
     return (
         f"| `{info.model}` | {info.attention} | {_metrics_text(info)} | {megabytes:.2f} MB "
@@ -29,6 +37,8 @@ def _row(folder: Path, info: CheckpointInfo) -> str:
 
 def checkpoints(weights_dir: Path) -> list[tuple[Path, CheckpointInfo]]:
     """(folder, info) of every checkpoint directly under `weights_dir`, sorted by name."""
+    from training.checkpoint import INFO_FILE, read_checkpoint_info
+
     folders = sorted(path.parent for path in weights_dir.glob(f"*/{INFO_FILE}"))
     return [(folder, read_checkpoint_info(folder)) for folder in folders]
 
@@ -44,7 +54,7 @@ def weights_table(weights_dir: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     found = checkpoints(args.weights_dir)
     if not found:
-        print(f"error: no {INFO_FILE} under {args.weights_dir}/*/")
+        print(f"error: no checkpoint.json under {args.weights_dir}/*/")
         return 2
     if args.commands:
         print("\n".join(info.command for _, info in found))
