@@ -85,7 +85,11 @@ def test_committed_onnx_computes_what_its_checkpoint_computes(name):
     graph = OrtModel(folder / ONNX_FILE, threads=1)
     batches = _held_out_and_random_batches(folder, folder / ONNX_FILE)
     report = measure_parity(info.task, graph.output_names, model, graph, batches)
-    check_parity(report, ParityThresholds(), f"{name}: committed model.onnx vs its checkpoint")
+    # An export accepted with a looser --max-abs-error (pctpart-sa-tiny: 1.2e-4 on random inputs,
+    # 1.3e-5 on held-out data) recorded what it measured; the committed graph must not do worse.
+    recorded = load_manifest(folder).parity.random_inputs_max_abs_error or 0.0
+    thresholds = ParityThresholds(max_abs_error=max(ParityThresholds.max_abs_error, 1.05 * recorded))
+    check_parity(report, thresholds, f"{name}: committed model.onnx vs its checkpoint")
 
 
 @pytest.mark.slow
