@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import platform
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,13 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.machine import cpu_model, load_average
+
 if TYPE_CHECKING:
     from bench.serve_report import ModelResults
     from service.model_files import ModelFiles
 
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_TASKS = ("classification", "segmentation")
-STOP_TIMEOUT_S = 30.0
 REPORT_NAME = "bench_serve"
 
 METHOD = """\
@@ -94,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         print(f"error: {error}")
         return 1
-    environment = f"{environment_before}; load average after: {_load_average()}."
+    environment = f"{environment_before}; load average after: {load_average()}."
     tables = [*(report.load_table(model) for model in results), report.yardstick_table(results)]
     targets = report.target_checks(results)
     report.show(tables, targets)
@@ -171,48 +170,23 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
 
 @contextmanager
 def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> Iterator[str]:
-    """`server` on a free loopback port, its output in a log file under the temp folder; yields
-    its URL once ready, stops it (SIGTERM, then SIGKILL) on exit. RuntimeError (naming the log)
-    if it does not become ready."""
-    from loadtest.server import free_port, wait_ready
+    """`server` on a free loopback port (`loadtest.server.running_server`), its output in a log
+    file under the temp folder; yields its URL once ready."""
+    from loadtest.server import free_port, running_server
 
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log_path = Path(tempfile.mkdtemp(prefix="easerve-bench-serve-")) / f"{server}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(_server_command(server, args, names, port), stdout=log, stderr=subprocess.STDOUT)
-        try:
-            try:
-                wait_ready(url, args.ready_timeout, process)
-            except RuntimeError as error:
-                raise RuntimeError(f"{error}; see {log_path}") from None
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with running_server(_server_command(server, args, names, port), f"http://127.0.0.1:{port}",
+                        log_path, args.ready_timeout) as url:
+        yield url
 
 
 def _environment(threads: int) -> str:
     import onnxruntime
 
     return (
-        f"Measured {datetime.date.today().isoformat()} on {_cpu_model()}, {os.cpu_count()} CPUs "
+        f"Measured {datetime.date.today().isoformat()} on {cpu_model()} "
         f"({platform.system()}), onnxruntime {onnxruntime.__version__} "
         f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'}; "
-        f"clients and servers share the machine; load average before: {_load_average()}"
+        f"clients and servers share the machine; load average before: {load_average()}"
     )
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or platform.machine()
-
-
-def _load_average() -> str:
-    return " / ".join(f"{load:.2f}" for load in os.getloadavg())

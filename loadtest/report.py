@@ -8,11 +8,11 @@ README carry their provenance.
 from __future__ import annotations
 
 import math
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.machine import cpu_model
 from loadtest.stats import RunStats, save_runs
 
 REPORT_FILE = "report.md"
@@ -36,14 +36,7 @@ class ReportContext:
 
 def machine_description() -> str:
     """CPU model and count, OS and Python, e.g. "AMD EPYC 7B13, 2 CPUs; Linux-6.1-x86_64; Python 3.11.7"."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} CPUs; {platform.platform()}; Python {platform.python_version()}"
+    return f"{cpu_model()}; {platform.platform()}; Python {platform.python_version()}"
 
 
 def _ms(value: float) -> str:
