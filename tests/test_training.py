@@ -41,10 +41,12 @@ def _first_batch(config: TrainConfig, task_name: str):
 def trained(tmp_path_factory):
     """name -> (config, info) of an 8-step run, trained once for all the tests of a model."""
     runs = {}
+    # One folder of checkpoints only, so the weights table sees no other test's files.
+    weights_dir = tmp_path_factory.mktemp("trained")
 
     def run(name: str):
         if name not in runs:
-            config = _config(name, tmp_path_factory.mktemp(name), steps=8,
+            config = _config(name, weights_dir / name, steps=8,
                              lr=FAST_LR.get(name, 2e-3))
             runs[name] = (config, train(config))
         return runs[name]
