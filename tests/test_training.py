@@ -80,7 +80,7 @@ def test_checkpoint_round_trips_with_metadata(name, trained):
     assert loaded.model == name and loaded.steps == 8 and loaded.class_names
     saved = load_file(str(config.out / checkpoint.WEIGHTS_FILE))
     for key, value in model.state_dict().items():
-        torch.testing.assert_close(value, saved[key])
+        assert torch.equal(value, saved[key].to(value.dtype))
     entry = next(e for e in list_models() if e.name == name)
     inputs = entry.example_inputs(2)
     model_again, _ = checkpoint.load_checkpoint(config.out)
@@ -100,12 +100,52 @@ def test_resume_continues_from_the_saved_step(tmp_path):
     # The checkpoint keeps the whole history: both commands and the time of both runs.
     assert info.command == f"{first.command} && {first.command}"
     assert info.training_seconds > first.training_seconds
-    optimizers = {"model": torch.optim.AdamW(checkpoint.load_checkpoint(out)[0].parameters())}
-    assert checkpoint.load_train_state(out, optimizers) == 5
+    model = checkpoint.load_checkpoint(out)[0]
+    optimizers = {"model": torch.optim.AdamW(model.parameters())}
+    assert checkpoint.load_train_state(out, model, optimizers) == 5
     # Adam's per-parameter step counter carried over: 3 saved + 2 resumed.
     assert float(next(iter(optimizers["model"].state.values()))["step"]) == 5
     weights_at_5 = load_file(str(out / checkpoint.WEIGHTS_FILE))
     assert any(not torch.equal(weights_at_3[k], weights_at_5[k]) for k in weights_at_3)
+
+
+def _exact_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
+    state = load_file(str(checkpoint_dir / checkpoint.TRAIN_STATE_FILE))
+    return {k.removeprefix(checkpoint.MODEL_PREFIX): v for k, v in state.items()
+            if k.startswith(checkpoint.MODEL_PREFIX)}
+
+
+def test_checkpoint_holds_fp16_weights_and_the_train_state_the_exact_ones(trained):
+    config, _ = trained("eamlp-ea-tiny")
+    released = load_file(str(config.out / checkpoint.WEIGHTS_FILE))
+    exact = _exact_weights(config.out)
+    assert released.keys() == exact.keys()
+    floating = [k for k, v in exact.items() if v.is_floating_point()]
+    assert floating and all(released[k].dtype == torch.float16 for k in floating)
+    assert all(exact[k].dtype == torch.float32 for k in floating)
+    assert all(torch.equal(released[k], exact[k].half()) for k in floating)
+    # The FP32 values carry more than FP16 keeps, so resuming from them is not a rounded restart.
+    assert any(not torch.equal(exact[k], exact[k].half().float()) for k in floating)
+
+    model, _ = checkpoint.load_checkpoint(config.out)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    checkpoint.load_train_state(config.out, model, {})
+    state = model.state_dict()
+    assert all(torch.equal(state[k], exact[k]) for k in floating)
+
+
+def test_at_rest_keeps_fp32_where_fp16_would_overflow():
+    assert checkpoint._at_rest(torch.tensor([1.0, 70000.0])).dtype == torch.float32
+    assert checkpoint._at_rest(torch.tensor([1.0, 2.0])).dtype == torch.float16
+    assert checkpoint._at_rest(torch.tensor([3])).dtype == torch.int64
+
+
+def test_a_resume_with_no_further_step_only_re_evaluates(tmp_path):
+    out = tmp_path / "ckpt"
+    first = train(_config("eamlp-ea-tiny", out, steps=3))
+    again = train(_config("eamlp-ea-tiny", out, steps=3, resume=True))
+    assert again.command == first.command and again.steps == 3
+    assert again.metrics == first.metrics
 
 
 def test_two_process_torchrun_matches_one_process(tmp_path):
@@ -121,8 +161,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert launched.returncode == 0, launched.stderr[-2000:]
-    one = load_file(str(tmp_path / "one" / checkpoint.WEIGHTS_FILE))
-    two = load_file(str(tmp_path / "two" / checkpoint.WEIGHTS_FILE))
+    # The exact FP32 weights: one FP16 rounding step can tell apart values within tolerance.
+    one, two = _exact_weights(tmp_path / "one"), _exact_weights(tmp_path / "two")
     assert checkpoint.read_checkpoint_info(tmp_path / "two").world_size == 2
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4)

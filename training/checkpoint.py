@@ -1,6 +1,9 @@
-"""Checkpoints: `model.safetensors` + `checkpoint.json`, and resumable optimizer state.
+"""Checkpoints: `model.safetensors` + `checkpoint.json`, and the resumable training state.
 
-Nothing here unpickles: weights and optimizer tensors are safetensors, everything else JSON.
+`model.safetensors` keeps floating-point tensors in half precision (the released weights: half
+the bytes, and the recorded metrics are measured on exactly these values); the exact FP32
+weights and the optimizer state live in `train_state.safetensors`, which `--resume` reads.
+Nothing here unpickles: tensors are safetensors, everything else JSON.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 import easerve
@@ -22,6 +25,8 @@ from model_defs.registry import get_model_entry
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "checkpoint.json"
 TRAIN_STATE_FILE = "train_state.safetensors"
+# Key prefix of the FP32 weights inside the train state (optimizer keys start with a phase name).
+MODEL_PREFIX = "weights:"
 
 
 class CheckpointInfo(BaseModel):
@@ -59,9 +64,26 @@ def code_version() -> str:
     return f"{easerve.__version__}+g{commit}"
 
 
+def _at_rest(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor as `model.safetensors` stores it: FP16 unless it is not floating point or
+    FP16 cannot hold its values."""
+    if not tensor.is_floating_point():
+        return tensor
+    half = tensor.half()
+    return half if torch.isfinite(half).all() or not torch.isfinite(tensor).all() else tensor
+
+
+def round_to_storage_precision(model: nn.Module) -> None:
+    """Give the model, in place, the values its saved checkpoint will load back."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            tensor.copy_(_at_rest(tensor))
+
+
 def save_checkpoint(out_dir: Path, model: nn.Module, info: CheckpointInfo) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(model, str(out_dir / WEIGHTS_FILE))
+    tensors = {name: _at_rest(t).contiguous() for name, t in model.state_dict().items()}
+    save_file(tensors, str(out_dir / WEIGHTS_FILE))
     (out_dir / INFO_FILE).write_text(info.model_dump_json(indent=2) + "\n")
 
 
@@ -83,10 +105,14 @@ def load_checkpoint(checkpoint_dir: Path) -> tuple[nn.Module, CheckpointInfo]:
 
 
 def save_train_state(
-    out_dir: Path, optimizers: dict[str, torch.optim.Optimizer], step: int
+    out_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], step: int
 ) -> None:
-    """Optimizer tensors as safetensors; hyper-parameters and the step in its JSON metadata."""
-    tensors: dict[str, torch.Tensor] = {}
+    """The FP32 weights and optimizer tensors as safetensors; hyper-parameters and the step in
+    its JSON metadata."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        f"{MODEL_PREFIX}{name}": t.detach().clone() for name, t in model.state_dict().items()
+    }
     groups: dict[str, Any] = {}
     for name, optimizer in optimizers.items():
         state = optimizer.state_dict()
@@ -98,18 +124,28 @@ def save_train_state(
     save_file(tensors, str(out_dir / TRAIN_STATE_FILE), metadata=metadata)
 
 
-def load_train_state(out_dir: Path, optimizers: dict[str, torch.optim.Optimizer]) -> int:
-    """Restore optimizer state saved by `save_train_state`; returns the step to continue from."""
+def load_train_state(
+    out_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]
+) -> int:
+    """Restore the weights (when the state holds them) and optimizer state saved by
+    `save_train_state`; returns the step to continue from."""
     from safetensors import safe_open
 
     path = out_dir / TRAIN_STATE_FILE
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     tensors = load_file(str(path))
+    weights = {
+        k.removeprefix(MODEL_PREFIX): v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)
+    }
+    if weights:
+        model.load_state_dict(weights, strict=True)
     groups = json.loads(metadata["param_groups"])
     for name, optimizer in optimizers.items():
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
+            if key.startswith(MODEL_PREFIX):
+                continue
             owner, index, field = key.split("/", 2)
             if owner == name:
                 state.setdefault(int(index), {})[field] = value

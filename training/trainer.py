@@ -182,7 +182,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     if config.resume:
         checkpoint_model, earlier = checkpoint.load_checkpoint(config.out)
         model.load_state_dict(checkpoint_model.state_dict())
-        start_step = checkpoint.load_train_state(config.out, optimizers)
+        start_step = checkpoint.load_train_state(config.out, model, optimizers)
     if ddp.world_size > 1:
         _sync_buffers(model)
         for parameter in model.parameters():
@@ -219,9 +219,14 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     command = shlex.join(["easerve", *sys.argv[1:]]) if sys.argv else ""
     if earlier is not None:  # a resumed run: the checkpoint tells the whole history
         training_seconds += earlier.training_seconds
-        command = f"{earlier.command} && {command}"
+        # A resume that trains no further step only re-evaluates: the earlier commands give
+        # the same checkpoint.
+        command = f"{earlier.command} && {command}" if total_steps > start_step else earlier.command
 
     model = model.cpu()
+    if ddp.is_main:
+        checkpoint.save_train_state(config.out, model, optimizers, total_steps)
+    checkpoint.round_to_storage_precision(model)
     results = evaluate(task, model, test_set, config.batch_size) if ddp.is_main else {}
     info = checkpoint.CheckpointInfo(
         model=entry.name,
@@ -245,7 +250,6 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     )
     if ddp.is_main:
         checkpoint.save_checkpoint(config.out, model, info)
-        checkpoint.save_train_state(config.out, optimizers, total_steps)
     if ddp.world_size > 1:
         dist.barrier()
     return info
