@@ -108,3 +108,13 @@ def test_committed_onnx_matches_a_fresh_export(name):
         report = measure_parity(info.task, committed.output_names, committed, fresh,
                                 _held_out_and_random_batches(folder, fresh_path))
     check_parity(report, ParityThresholds(), f"{name}: committed vs fresh export")
+
+
+def test_bundled_weights_stay_under_60_mb():
+    from training.checkpoint import TRAIN_STATE_FILE
+
+    # The train state (exact FP32 weights + optimizer) is not committed.
+    files = [p for p in WEIGHTS.rglob("*") if p.is_file() and p.name != TRAIN_STATE_FILE]
+    assert files
+    total = sum(p.stat().st_size for p in files)
+    assert total < 60_000_000, f"weights/ holds {total / 1e6:.1f} MB"
