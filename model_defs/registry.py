@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, get_args
 
 import torch
 from torch import nn
 
+from artifacts.manifest import Task
 from model_defs.attention import ATTENTION_KINDS, AttentionKind
 from model_defs.classification import EAMLP, EAMLPConfig
 from model_defs.detection import CenterNetConfig, EADetector
@@ -22,22 +23,7 @@ from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_C
 from model_defs.pointcloud import PCTClassifier, PCTConfig, PCTPartSegmenter
 from model_defs.segmentation import EANet, EANetConfig
 
-Task = Literal[
-    "classification",
-    "segmentation",
-    "detection",
-    "generation",
-    "pointcloud-classification",
-    "pointcloud-segmentation",
-]
-TASKS: tuple[Task, ...] = (
-    "classification",
-    "segmentation",
-    "detection",
-    "generation",
-    "pointcloud-classification",
-    "pointcloud-segmentation",
-)
+TASKS: tuple[Task, ...] = get_args(Task)
 
 
 
