@@ -34,18 +34,19 @@ REPORT_NAME = "bench_serve"
 
 METHOD = """\
 Every server runs in its own process on 127.0.0.1 with the same models and onnxruntime thread
-settings; the load comes from this process (asyncio + httpx, one keep-alive connection per
+settings; the load comes from this process (asyncio + aiohttp, one keep-alive connection per
 client), on the same machine. Each client sends a real image from the generated data sets (the
 load test's samples: a 64x64 shape for classification, a 128x128 scene for segmentation) as a
 raw PNG body and sends the next request as soon as the answer arrives. After --warmup seconds,
 the requests answered inside the next --duration seconds count: throughput is those answered
 200 per second, latency is send to answer. Mean batch: images per executed batch over the
 window, from the service's `nv_inference_count` / `nv_inference_exec_count`. Servers: easerve
-(dynamic batching, max queue delay 0), easerve with `--max-batch-size 1`, and a naive FastAPI
+(dynamic batching, max queue delay 0, --instances model instances), easerve with
+`--max-batch-size 1` (same instances), and a naive FastAPI
 server running each request on the thread pool, at batch 1, on one shared onnxruntime session
 (`bench/serve_naive.py`); all three do the service's own decoding, pre- and post-processing.
-Offline ceiling: the runner on full batches (the manifest's max batch size) in one thread, images
-per second; bare model: median runner call at batch 1; bare pipeline: median of decode,
+Offline ceiling: as many runners as easerve has model instances, each on full batches (the
+manifest's max batch size) on its own thread, images per second; bare model: median runner call at batch 1; bare pipeline: median of decode,
 preprocess, run and postprocess of one image in process; overhead: the service's p50 with one
 client minus the bare pipeline (HTTP, routing, queueing and thread hand-offs)."""
 
@@ -65,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="onnxruntime intra-op threads in every server and offline, 0 for its default "
                              "(default: %(default)s)")
+    parser.add_argument("--instances", type=int, default=1, metavar="N",
+                        help="model instances of both easerve servers (`easerve serve --instances`; "
+                             "default: %(default)s)")
     parser.add_argument("--ready-timeout", type=float, default=120.0, metavar="SECONDS",
                         help="how long a server may take to become ready (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
@@ -84,10 +88,10 @@ def run(args: argparse.Namespace) -> int:
     except ModelFilesError as error:
         print(f"error: {error}")
         return 2
-    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0:
-        print("error: --concurrency must be >= 1, --duration > 0 and --warmup >= 0")
+    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0 or args.instances < 1:
+        print("error: --concurrency and --instances must be >= 1, --duration > 0 and --warmup >= 0")
         return 2
-    environment_before = _environment(args.threads)
+    environment_before = _environment(args.threads, args.instances)
     try:
         results = _measure(args, models)
     except RuntimeError as error:
@@ -142,7 +146,7 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
     offline = {}
     for files in models:
         print(f"offline: {files.name}", flush=True)
-        offline[files.name] = measure_offline(files, settings, pngs[files.name], args.duration / 4)
+        offline[files.name] = measure_offline(files, settings, pngs[files.name], args.duration / 4, args.instances)
     runs: dict[str, dict[str, list[LoadRun]]] = {files.name: {} for files in models}
     for server, label in SERVER_LABELS.items():
         with _running_server(server, args, [files.name for files in models]) as url:
@@ -164,8 +168,8 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
                 "--threads", str(args.threads), *weights]
     batching = ["--max-batch-size", "1"] if server == "batch1" else []
     return [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--models", *names, "--intra-op-threads", str(args.threads), "--log-level", "warning",
-            *weights, *batching]
+            "--models", *names, "--intra-op-threads", str(args.threads), "--instances", str(args.instances),
+            "--log-level", "warning", *weights, *batching]
 
 
 @contextmanager
@@ -181,12 +185,13 @@ def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> 
         yield url
 
 
-def _environment(threads: int) -> str:
+def _environment(threads: int, instances: int) -> str:
     import onnxruntime
 
     return (
         f"Measured {datetime.date.today().isoformat()} on {cpu_model()} "
         f"({platform.system()}), onnxruntime {onnxruntime.__version__} "
-        f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'}; "
+        f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'}, "
+        f"easerve model instances {instances}; "
         f"clients and servers share the machine; load average before: {load_average()}"
     )

@@ -1,6 +1,7 @@
 """What a model costs without a server, the yardsticks of `easerve bench serve`:
 
-- the ceiling: the runner's throughput on full batches (max batch size), images per second;
+- the ceiling: the throughput of as many runners as the service has model instances, each
+  computing full batches (max batch size) on its own thread, images per second;
 - the bare model: one runner call at batch 1;
 - the bare pipeline: one request's whole work at batch 1 (decode, preprocess, run, postprocess).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bench.serve_pipeline import MAX_IMAGE_PIXELS, answer_one
@@ -42,23 +44,36 @@ def _call_times_s(call: Callable[[], object], seconds: float) -> list[float]:
     return times
 
 
-def measure_offline(files: ModelFiles, settings: Settings, png: bytes, seconds: float) -> OfflineFigures:
-    """The three yardsticks of `files`' model on the image `png`, each timed for `seconds`."""
+def _ceiling_per_s(runners: list[OrtRunner], full: dict, batch: int, seconds: float) -> float:
+    """Images per second of `runners` each running the full batch `full` on its own thread."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=len(runners)) as pool:
+        calls = sum(pool.map(lambda runner: len(_call_times_s(lambda: runner.run(full), seconds)), runners))
+    # Each thread makes one untimed call first: count it, and the time it took.
+    return batch * (calls + len(runners)) / (time.perf_counter() - started)
+
+
+def measure_offline(
+    files: ModelFiles, settings: Settings, png: bytes, seconds: float, instances: int = 1
+) -> OfflineFigures:
+    """The three yardsticks of `files`' model on the image `png`, each timed for `seconds`; the
+    ceiling with `instances` runners side by side."""
     manifest = files.manifest
     batch = manifest.max_batch_size
-    runner = OrtRunner(files, settings, batch)
+    runners = [OrtRunner(files, settings, batch) for _ in range(instances)]
     try:
         images = [decode_image(png, MAX_IMAGE_PIXELS)]
         full = image_batch(images * batch, manifest)
         single = image_batch(images, manifest)
-        full_times = _call_times_s(lambda: runner.run(full), seconds)
-        model_times = _call_times_s(lambda: runner.run(single), seconds)
-        pipeline_times = _call_times_s(lambda: answer_one(runner, manifest, png), seconds)
+        ceiling = _ceiling_per_s(runners, full, batch, seconds)
+        model_times = _call_times_s(lambda: runners[0].run(single), seconds)
+        pipeline_times = _call_times_s(lambda: answer_one(runners[0], manifest, png), seconds)
     finally:
-        runner.close()
+        for runner in runners:
+            runner.close()
     return OfflineFigures(
         max_batch_size=batch,
-        ceiling_per_s=batch * len(full_times) / sum(full_times),
+        ceiling_per_s=ceiling,
         model_ms=statistics.median(model_times) * 1000,
         pipeline_ms=statistics.median(pipeline_times) * 1000,
     )

@@ -12,8 +12,12 @@ How a batch is formed (Triton's dynamic batcher, see shared/SERVING.md):
   exactly one answer: its outputs, or an error.
 - `drain` stops accepting, runs everything queued, then returns.
 
-The runner is called on one dedicated thread, so the event loop keeps accepting requests (and
-firing deadline timers) while a batch computes, and at most one batch per model is in flight.
+A model runs as one or more instances (Triton's `instance_group` count): each instance is a
+runner of its own called on its own dedicated thread, so the event loop keeps accepting requests
+(and firing deadline timers) while batches compute, and at most one batch per instance is in
+flight. With several instances a batch is dispatched whenever any instance is free; on a CPU,
+two single-threaded instances kept both cores busier than one instance with two intra-op
+threads (eamlp-ea-tiny offline: 560 against 304 images/s, 2026-12-01).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -118,20 +122,42 @@ class _Pending:
     expiry: asyncio.TimerHandle | None = field(default=None)
 
 
+@dataclass(eq=False)
+class _Instance:
+    """One runner of the model and the one thread it is called on."""
+
+    run_batch: RunBatch
+    executor: ThreadPoolExecutor
+
+
 class DynamicBatcher:
     """The scheduler of one model. `start()` it on the serving loop, `submit` from handlers,
-    `drain()` then `close()` at shutdown."""
+    `drain()` then `close()` at shutdown.
+
+    `instances` holds one `run_batch` per model instance; each is only ever called from its own
+    thread, one batch at a time.
+    """
 
     def __init__(
-        self, model: str, run_batch: RunBatch, config: BatchingConfig, observer: BatchObserver | None = None
+        self,
+        model: str,
+        instances: Sequence[RunBatch],
+        config: BatchingConfig,
+        observer: BatchObserver | None = None,
     ) -> None:
+        if not instances:
+            raise ValueError(f"{model}: a batcher needs at least one model instance")
         self.model = model
         self.config = config
-        self._run_batch = run_batch
         self._observer = observer or NullObserver()
         self._queue: deque[_Pending] = deque()
         self._changed = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{model}")
+        self._free: list[_Instance] = [
+            _Instance(run_batch, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{model}-{index}"))
+            for index, run_batch in enumerate(instances)
+        ]
+        self._instances = tuple(self._free)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
         self._mean_batch_s = 0.0
@@ -197,8 +223,9 @@ class DynamicBatcher:
             await self._scheduler
 
     def close(self) -> None:
-        """Release the runner thread (after `drain`)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Release the runner threads (after `drain`)."""
+        for instance in self._instances:
+            instance.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -209,7 +236,10 @@ class DynamicBatcher:
             self._discard_cancelled()
             if not self._queue:
                 if self._closing:
-                    return
+                    break
+                await self._changed.wait()
+                continue
+            if not self._free:  # every instance is computing; a finished batch sets `_changed`
                 await self._changed.wait()
                 continue
             wait_s = self._time_until_dispatch(loop.time())
@@ -217,7 +247,21 @@ class DynamicBatcher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait_s)
                 continue
-            await self._execute(self._take_batch())
+            self._dispatch(self._take_batch(), self._free.pop())
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight))
+
+    def _dispatch(self, batch: list[_Pending], instance: _Instance) -> None:
+        """Compute `batch` on `instance` in the background; the instance is free again after."""
+        task = asyncio.get_running_loop().create_task(self._execute(batch, instance))
+        self._in_flight.add(task)
+
+        def finished(done: asyncio.Task[None]) -> None:
+            self._in_flight.discard(done)
+            self._free.append(instance)
+            self._changed.set()
+
+        task.add_done_callback(finished)
 
     def _time_until_dispatch(self, now: float) -> float:
         delay = self.config.max_queue_delay_s
@@ -244,12 +288,12 @@ class DynamicBatcher:
             self._withdraw(entry)
         return batch
 
-    async def _execute(self, batch: list[_Pending]) -> None:
+    async def _execute(self, batch: list[_Pending], instance: _Instance) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
             outputs, compute_s = await loop.run_in_executor(
-                self._executor, self._compute, [entry.inputs for entry in batch]
+                instance.executor, self._compute, instance.run_batch, [entry.inputs for entry in batch]
             )
         except Exception as error:  # the runner's failure is every batched request's answer
             logger.exception("%s: batch of %d requests failed", self.model, len(batch))
@@ -269,14 +313,14 @@ class DynamicBatcher:
                 entry.future.set_result(BatchOutcome(rows, queue_s, compute_s, items))
                 self._observer.request_succeeded(self.model, queue_s, compute_s)
 
-    def _compute(self, requests: list[Tensors]) -> tuple[Tensors, float]:
-        """Runs on the runner thread: concatenate, run in chunks of at most max_batch_size
+    def _compute(self, run_batch: RunBatch, requests: list[Tensors]) -> tuple[Tensors, float]:
+        """Runs on an instance's thread: concatenate, run in chunks of at most max_batch_size
         (a single request may be larger), concatenate the outputs."""
         started = time.perf_counter()
         inputs = _concatenate(requests)
         step = self.config.max_batch_size
         chunks = [
-            self._run_batch({name: array[i : i + step] for name, array in inputs.items()})
+            run_batch({name: array[i : i + step] for name, array in inputs.items()})
             for i in range(0, batch_items(inputs), step)
         ]
         return _concatenate(chunks), time.perf_counter() - started
@@ -317,7 +361,7 @@ class DynamicBatcher:
 
     def _retry_after_s(self) -> float:
         batches_ahead = sum(entry.items for entry in self._queue) / self.config.max_batch_size
-        return max(1.0, batches_ahead * self._mean_batch_s)
+        return max(1.0, batches_ahead * self._mean_batch_s / len(self._instances))
 
     def _scheduler_finished(self, task: asyncio.Task[None]) -> None:
         if task.cancelled() or task.exception() is None:

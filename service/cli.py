@@ -63,6 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     scheduling.add_argument("--max-queue-size", type=int, metavar="N", help="queued requests per model before 429")
     scheduling.add_argument(
+        "--instances",
+        type=int,
+        metavar="N",
+        help="instances of each model, each a runner on its own thread computing its own batch (default: 1)",
+    )
+    scheduling.add_argument(
         "--timeout",
         dest="default_timeout_s",
         type=float,

@@ -14,7 +14,7 @@ from typing import Literal
 
 from service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
 from service.repository import ModelRepository, ServedModel
-from service.runners.base import RunnerFactory
+from service.runners.base import Runner, RunnerFactory
 from service.runners.selection import warm_up
 from service.settings import Settings
 
@@ -53,13 +53,13 @@ class ServiceLifecycle:
     async def _load_all(self) -> None:
         for model in self.repository:
             try:
-                await asyncio.to_thread(self._prepare_runner, model)
+                await asyncio.to_thread(self._prepare_runners, model)
             except Exception as error:
                 self._fail(model, error)
                 return
             model.batcher = DynamicBatcher(
                 model.name,
-                model.runner.run,
+                [runner.run for runner in model.runners],
                 BatchingConfig(
                     max_batch_size=model.max_batch_size,
                     max_queue_delay_s=self._settings.max_queue_delay_ms / 1000.0,
@@ -73,16 +73,23 @@ class ServiceLifecycle:
             self.phase = "ready"
             logger.info("ready: %d model(s) loaded and warmed up", len(self.repository))
 
-    def _prepare_runner(self, model: ServedModel) -> None:
+    def _prepare_runners(self, model: ServedModel) -> None:
+        """One warmed-up runner per instance in `model.runners`; on a failure none is kept."""
         model.files.verify()
-        runner = self._runner_factory(model.files, model.max_batch_size)
+        runners: list[Runner] = []
         try:
-            warm_up(runner, model.files, model.max_batch_size)
+            for _ in range(self._settings.instances):
+                runners.append(self._runner_factory(model.files, model.max_batch_size))
+                warm_up(runners[-1], model.files, model.max_batch_size)
         except Exception:
-            runner.close()
+            for runner in runners:
+                runner.close()
             raise
-        model.runner = runner
-        logger.info("%s: loaded on %s, warmed up at batch 1 and %d", model.name, runner.backend, model.max_batch_size)
+        model.runners = runners
+        logger.info(
+            "%s: %d instance(s) loaded on %s, warmed up at batch 1 and %d",
+            model.name, len(runners), runners[0].backend, model.max_batch_size,
+        )
 
     def _fail(self, model: ServedModel, error: Exception) -> None:
         model.state = "failed"
@@ -117,7 +124,7 @@ class ServiceLifecycle:
         for model in self.repository:
             if model.batcher is not None:
                 model.batcher.close()
-            if model.runner is not None:
-                model.runner.close()
+            for runner in model.runners:
+                runner.close()
             model.state = "stopped"
         self.phase = "stopped"

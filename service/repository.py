@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from artifacts.manifest import AttentionKind, Manifest, Task
@@ -17,12 +17,13 @@ DEFAULT_ATTENTION: AttentionKind = "ea"
 
 @dataclass(eq=False)
 class ServedModel:
-    """One model of the repository; `runner` and `batcher` exist once it has loaded."""
+    """One model of the repository; `runners` (one per instance) and `batcher` exist once it
+    has loaded."""
 
     files: ModelFiles
     max_batch_size: int
     state: ModelState = "loading"
-    runner: Runner | None = None
+    runners: list[Runner] = field(default_factory=list)
     batcher: DynamicBatcher | None = None
     error: str | None = None
 
@@ -36,7 +37,7 @@ class ServedModel:
 
     @property
     def backend(self) -> str | None:
-        return self.runner.backend if self.runner is not None else None
+        return self.runners[0].backend if self.runners else None
 
     def ready_batcher(self) -> DynamicBatcher:
         """The batcher of a ready model; Unavailable while loading, failed or shutting down."""

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="how long the oldest queued request may wait for a batch to fill"
     )
     max_queue_size: int = Field(default=256, ge=1, description="queued requests per model before 429")
+    instances: int = Field(
+        default=1, ge=1, le=64, description="instances of each model: runners computing batches side by side"
+    )
     default_timeout_s: float = Field(default=30.0, gt=0, description="deadline of a request without `timeout`")
     workers: int = Field(default=4, ge=1, description="threads for decoding, pre- and post-processing")
     drain_timeout_s: float = Field(default=30.0, ge=0, description="on SIGTERM, how long queued work may take")

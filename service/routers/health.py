@@ -19,6 +19,7 @@ class BatchingInfo(BaseModel):
     max_batch_size: int
     max_queue_delay_ms: float
     max_queue_size: int
+    instances: int
     queue_depth: int
 
 
@@ -63,6 +64,7 @@ def _model_info(model: ServedModel, state: State) -> ModelInfo:
             max_batch_size=model.max_batch_size,
             max_queue_delay_ms=state.settings.max_queue_delay_ms,
             max_queue_size=state.settings.max_queue_size,
+            instances=state.settings.instances,
             queue_depth=model.batcher.queue_depth if model.batcher is not None else 0,
         ),
     )

@@ -21,10 +21,17 @@ class RecordingModel:
         self.fail_next = fail_first
         self.batches: list[np.ndarray] = []
         self.started = threading.Event()
+        self.threads: set[str] = set()
+        self._running = 0
+        self.most_at_once = 0
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._running += 1
+        self.most_at_once = max(self.most_at_once, self._running)
+        self.threads.add(threading.current_thread().name)
         self.started.set()
         time.sleep(self.delay_s)
+        self._running -= 1
         self.batches.append(inputs["x"].copy())
         if self.fail_next:
             self.fail_next = False
@@ -40,8 +47,8 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-async def started_batcher(model: RecordingModel, **config) -> DynamicBatcher:
-    batcher = DynamicBatcher("m", model, BatchingConfig(**{"max_batch_size": 8, **config}))
+async def started_batcher(model: RecordingModel, *more_instances: RecordingModel, **config) -> DynamicBatcher:
+    batcher = DynamicBatcher("m", [model, *more_instances], BatchingConfig(**{"max_batch_size": 8, **config}))
     batcher.start()
     return batcher
 
@@ -269,3 +276,57 @@ def test_a_cancelled_request_leaves_the_queue_and_is_never_computed():
     model, batcher = run(scenario())
     assert batcher.queue_depth == 0
     assert [batch[:, 0].tolist() for batch in model.batches] == [[-1.0]]
+
+
+def test_instances_compute_batches_side_by_side_each_on_its_own_thread_one_at_a_time():
+    async def scenario():
+        instances = [RecordingModel(delay_s=0.2), RecordingModel(delay_s=0.2)]
+        batcher = await started_batcher(*instances, max_batch_size=1)
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(*(batcher.submit(rows(i), far_deadline()) for i in range(6)))
+        elapsed = time.perf_counter() - started
+        await batcher.drain(5)
+        batcher.close()
+        return instances, outcomes, elapsed
+
+    instances, outcomes, elapsed = run(scenario())
+    for i, outcome in enumerate(outcomes):
+        np.testing.assert_array_equal(outcome.outputs["y"], [[2 * i, 2 * i]])
+    # Six batches of 0.2 s on two instances: three rounds, not six.
+    assert elapsed < 5 * 0.2
+    assert [len(instance.batches) for instance in instances] == [3, 3]
+    for instance in instances:
+        assert instance.most_at_once == 1
+        assert len(instance.threads) == 1
+    assert instances[0].threads != instances[1].threads
+
+
+def test_a_second_instance_takes_the_queue_while_the_first_computes():
+    async def scenario(count: int):
+        instances = [RecordingModel(delay_s=0.4) for _ in range(count)]
+        batcher = await started_batcher(*instances)
+        first = asyncio.create_task(batcher.submit(rows(1), far_deadline()))
+        while not any(instance.started.is_set() for instance in instances):
+            await asyncio.sleep(0.005)
+        second = await batcher.submit(rows(7), far_deadline())
+        await first
+        await batcher.drain(5)
+        return second
+
+    with_two, with_one = run(scenario(2)), run(scenario(1))
+    np.testing.assert_array_equal(with_two.outputs["y"], [[14, 14]])
+    assert with_two.queue_s < 0.1
+    assert with_one.queue_s > 0.3  # one instance: it waited for the first batch
+
+
+def test_drain_waits_for_every_instance_in_flight():
+    async def scenario():
+        instances = [RecordingModel(delay_s=0.3), RecordingModel(delay_s=0.3)]
+        batcher = await started_batcher(*instances, max_batch_size=1)
+        tasks = [asyncio.create_task(batcher.submit(rows(i), far_deadline())) for i in range(4)]
+        await asyncio.sleep(0.05)
+        await batcher.drain(10)
+        return tasks
+
+    tasks = run(scenario())
+    assert all(task.done() and not task.exception() for task in tasks)

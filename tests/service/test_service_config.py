@@ -168,3 +168,39 @@ def test_a_runner_that_fails_to_warm_up_fails_the_service(weights_dir):
         wait_until(lambda: bool(failures), what="the load failure")
         assert client.get("/readyz").json()["phase"] == "failed"
     assert "cannot compute" in failures[0]
+
+
+def test_each_model_instance_gets_its_own_warmed_up_runner_and_all_are_closed(weights_dir):
+    from service.runners.ort import OrtRunner
+
+    built: list[OrtRunner] = []
+    closed: list[OrtRunner] = []
+    settings = make_settings(weights_dir, models=[CLASSIFIER], instances=3)
+
+    class CountingRunner(OrtRunner):
+        def close(self):
+            closed.append(self)
+            super().close()
+
+    def factory(files, batch):
+        built.append(CountingRunner(files, settings, batch))
+        return built[-1]
+
+    with TestClient(create_app(settings, factory)) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, what="ready")
+        info = next(m for m in client.get("/v1/models").json()["models"] if m["name"] == CLASSIFIER)
+        assert info["batching"]["instances"] == 3
+        answer = client.post("/v1/classify", content=image_bytes((255, 0, 0)), headers=PNG)
+        assert answer.status_code == 200
+    assert len(built) == 3 and len(set(map(id, built))) == 3
+    assert sorted(map(id, closed)) == sorted(map(id, built))
+
+
+def test_instances_come_from_the_environment_and_the_cli(monkeypatch):
+    monkeypatch.setenv("EASERVE_INSTANCES", "2")
+    assert Settings().instances == 2
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert parser.parse_args(["--instances", "4"]).instances == 4
+    with pytest.raises(ValidationError):
+        Settings(instances=0)
