@@ -17,7 +17,8 @@ runner of its own called on its own dedicated thread, so the event loop keeps ac
 (and firing deadline timers) while batches compute, and at most one batch per instance is in
 flight. With several instances a batch is dispatched whenever any instance is free; on a CPU,
 two single-threaded instances kept both cores busier than one instance with two intra-op
-threads (eamlp-ea-tiny offline: 560 against 304 images/s, 2026-12-01).
+threads (offline at batch 32 and 16 x 2: eamlp-ea-tiny 852 against 680 images/s, eanet-ea-tiny
+288 against 256; 2-core AMD EPYC, 2026-12-01).
 """
 
 from __future__ import annotations
