@@ -42,13 +42,13 @@ the requests answered inside the next --duration seconds count: throughput is th
 200 per second, latency is send to answer. Mean batch: images per executed batch over the
 window, from the service's `nv_inference_count` / `nv_inference_exec_count`. Servers: easerve
 (dynamic batching, max queue delay 0, --instances model instances), easerve with
-`--max-batch-size 1` (same instances), and a naive FastAPI
-server running each request on the thread pool, at batch 1, on one shared onnxruntime session
-(`bench/serve_naive.py`); all three do the service's own decoding, pre- and post-processing.
-Offline ceiling: as many runners as easerve has model instances, each on full batches (the
-manifest's max batch size) on its own thread, images per second; bare model: median runner call at batch 1; bare pipeline: median of decode,
-preprocess, run and postprocess of one image in process; overhead: the service's p50 with one
-client minus the bare pipeline (HTTP, routing, queueing and thread hand-offs)."""
+`--max-batch-size 1` (the same instances), and a naive FastAPI server running each request on
+the thread pool, at batch 1, on one shared onnxruntime session (`bench/serve_naive.py`); all
+three do the service's own decoding, pre- and post-processing. Offline ceiling: as many runners
+as easerve has model instances, each on full batches (the manifest's max batch size) on its own
+thread, images per second; bare model: median runner call at batch 1; bare pipeline: median of
+decode, preprocess, run and postprocess of one image in process; overhead: the service's p50
+with one client minus the bare pipeline (HTTP, routing, queueing and thread hand-offs)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

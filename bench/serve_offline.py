@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from bench.serve_pipeline import MAX_IMAGE_PIXELS, answer_one
 from service.codecs.images import decode_image
 from service.model_files import ModelFiles
+from service.runners.base import Tensors
 from service.runners.ort import OrtRunner
 from service.settings import Settings
 from service.tasks.image_input import image_batch
@@ -44,13 +45,23 @@ def _call_times_s(call: Callable[[], object], seconds: float) -> list[float]:
     return times
 
 
-def _ceiling_per_s(runners: list[OrtRunner], full: dict, batch: int, seconds: float) -> float:
-    """Images per second of `runners` each running the full batch `full` on its own thread."""
+def _ceiling_per_s(runners: list[OrtRunner], full: Tensors, batch: int, seconds: float) -> float:
+    """Images per second of `runners` side by side, each running the full batch `full` on its
+    own thread for `seconds` (at least MIN_CALLS times), after one untimed call each."""
+    for runner in runners:
+        runner.run(full)
+
+    def calls_until(runner: OrtRunner, stop: float) -> int:
+        calls = 0
+        while calls < MIN_CALLS or time.perf_counter() < stop:
+            runner.run(full)
+            calls += 1
+        return calls
+
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(runners)) as pool:
-        calls = sum(pool.map(lambda runner: len(_call_times_s(lambda: runner.run(full), seconds)), runners))
-    # Each thread makes one untimed call first: count it, and the time it took.
-    return batch * (calls + len(runners)) / (time.perf_counter() - started)
+        calls = sum(pool.map(lambda runner: calls_until(runner, started + seconds), runners))
+    return batch * calls / (time.perf_counter() - started)
 
 
 def measure_offline(
