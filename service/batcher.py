@@ -118,7 +118,7 @@ class _Pending:
     inputs: Tensors
     items: int
     signature: Signature
-    enqueued_at: float
+    enqueued_at: float  # time.perf_counter(): uvloop's loop.time() only ticks in milliseconds
     future: asyncio.Future[BatchOutcome]
     expiry: asyncio.TimerHandle | None = field(default=None)
 
@@ -194,11 +194,10 @@ class DynamicBatcher:
                 f"the queue of {self.model} is full ({self.config.max_queue_size} requests); retry later",
                 self._retry_after_s(),
             )
-        now = loop.time()
-        if deadline <= now:
+        if deadline <= loop.time():
             self._observer.request_failed(self.model, DeadlineExceeded.reason)
             raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
-        entry = _Pending(inputs, items, signature_of(inputs), now, loop.create_future())
+        entry = _Pending(inputs, items, signature_of(inputs), time.perf_counter(), loop.create_future())
         entry.expiry = loop.call_at(deadline, self._expire, entry)
         self._queue.append(entry)
         self._queue_changed()
@@ -231,7 +230,6 @@ class DynamicBatcher:
     # -- scheduling -----------------------------------------------------------------------
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
             self._discard_cancelled()
@@ -243,7 +241,7 @@ class DynamicBatcher:
             if not self._free:  # every instance is computing; a finished batch sets `_changed`
                 await self._changed.wait()
                 continue
-            wait_s = self._time_until_dispatch(loop.time())
+            wait_s = self._time_until_dispatch(time.perf_counter())
             if wait_s > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), wait_s)
@@ -291,7 +289,7 @@ class DynamicBatcher:
 
     async def _execute(self, batch: list[_Pending], instance: _Instance) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.perf_counter()
         try:
             outputs, compute_s = await loop.run_in_executor(
                 instance.executor, self._compute, instance.run_batch, [entry.inputs for entry in batch]
@@ -330,7 +328,7 @@ class DynamicBatcher:
 
     def _expire(self, entry: _Pending) -> None:
         if self._withdraw(entry):
-            waited = asyncio.get_running_loop().time() - entry.enqueued_at
+            waited = time.perf_counter() - entry.enqueued_at
             self._answer_error(
                 entry,
                 DeadlineExceeded(f"deadline exceeded after {waited:.3f} s in the queue of {self.model}; not computed"),

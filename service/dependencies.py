@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -55,7 +56,9 @@ def start_inference(
     setattr(request.state, MODEL_STATE_KEY, model.name)
     now = asyncio.get_running_loop().time()
     timeout = timeout_s if timeout_s is not None else state.settings.default_timeout_s
-    return InferenceContext(model=model, started=now, deadline=now + timeout, workers=state.workers)
+    return InferenceContext(
+        model=model, started=time.perf_counter(), started_on_loop=now, deadline=now + timeout, workers=state.workers
+    )
 
 
 TimeoutQuery = Annotated[

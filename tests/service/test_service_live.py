@@ -88,6 +88,16 @@ def test_a_lone_request_is_not_delayed_with_zero_queue_delay(weights_dir):
     assert answer["timings"]["queue_ms"] < 20
 
 
+def test_timings_are_finer_than_the_event_loop_millisecond_tick(weights_dir):
+    # uvloop's loop.time() ticks in whole milliseconds; timings taken on it come out as whole
+    # numbers (queue 0.0 for every lone request), hiding sub-millisecond overheads.
+    with LiveServer(create_app(make_settings(weights_dir, models=[CLASSIFIER]))) as server:
+        timings = [classify(server.url).json()["timings"] for _ in range(5)]
+    for field in ("total_ms", "queue_ms"):
+        values = [t[field] for t in timings]
+        assert any(abs(value - round(value)) > 1e-6 for value in values), f"{field} in whole milliseconds: {values}"
+
+
 def test_a_lone_request_waits_out_a_configured_queue_delay(weights_dir):
     with LiveServer(create_app(make_settings(weights_dir, models=[CLASSIFIER], max_queue_delay_ms=250))) as server:
         answer = classify(server.url).json()
