@@ -28,11 +28,13 @@ Every backend runs the same seeded random inputs at the manifest's shapes (the p
 size or point count; class labels in range for the generators), in this one process, one model
 after the other. PyTorch eager: the checkpoint's model in inference mode with `--threads` intra-op
 threads; onnxruntime: `model.onnx` and `model.int8.onnx` (the export's static QDQ graph) on the CPU
-execution provider with all graph optimisations and `--threads` intra-op threads. Per backend and
-batch size, two untimed calls, then at least five timed calls and more until `--time-budget`
-seconds are spent. Latency: median and p95 of the batch-1 calls. Throughput: batch size over the
-median call time. INT8 metric drop: the points the INT8 graph's task metric lost against the FP32
-graph on the held-out split at export (from the manifest; negative is a gain)."""
+execution provider with all graph optimisations and `--threads` intra-op threads. Per batch size
+the backends take turns in five rounds (so that a change in the machine's load reaches them alike);
+in each round a backend gets one untimed call, then timed calls until a fifth of `--time-budget`
+seconds is spent (at least one per round). Latency: median and p95 of the batch-1 calls.
+Throughput: batch size over the median call time. INT8 metric drop: the points the INT8 graph's
+task metric lost against the FP32 graph on the held-out split at export (from the manifest;
+negative is a gain)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="intra-op threads of every backend, 0 for each runtime's default; one "
                         "thread keeps timings steady on a shared machine (default: %(default)s)")
     parser.add_argument("--time-budget", type=float, default=1.0, metavar="SECONDS",
-                        help="keep timing a backend at a batch size until this much time is spent "
+                        help="timed seconds per backend and batch size, over all rounds "
                         "(default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
                         help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png "

@@ -7,6 +7,7 @@ preprocessed image size or point count), class labels in range for the generator
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,10 @@ from training.checkpoint import load_checkpoint
 BACKENDS = {"eager": "PyTorch eager", "fp32": "ORT FP32", "int8": "ORT INT8"}
 LATENCY_BATCH = 1
 THROUGHPUT_BATCHES = (8, 32)
+# Per batch size the backends take turns in this many rounds, so that a change in the machine's
+# load reaches them alike: timed one after the other, the FP32/eager ratios of the same weights
+# moved by up to 0.5x between two runs on this shared 2-core machine (2026-11-23 and 2026-12-01).
+ROUNDS = 5
 
 Call = Callable[[list[np.ndarray]], object]
 
@@ -85,17 +90,18 @@ def backend_calls(model_dir: Path, manifest: Manifest, threads: int) -> dict[str
     return calls
 
 
-def _timing(call: Call, manifest: Manifest, batch: int, budget_s: float) -> Timing:
+def _interleaved_timings(
+    calls: dict[str, Call], manifest: Manifest, batch: int, budget_s: float
+) -> dict[str, Timing]:
+    """Every backend's call times at `batch`: the backends take turns for ROUNDS rounds, each
+    round spending `budget_s / ROUNDS` per backend."""
     arrays = bench_inputs(manifest, batch)
-    return time_calls(lambda: call(arrays), budget_s=budget_s)
-
-
-def measure(call: Call, manifest: Manifest, budget_s: float) -> BackendFigures:
-    """Batch-1 latency and the throughput at each THROUGHPUT_BATCHES size of one backend."""
-    return BackendFigures(
-        latency=_timing(call, manifest, LATENCY_BATCH, budget_s),
-        throughput={b: b / _timing(call, manifest, b, budget_s).median for b in THROUGHPUT_BATCHES},
-    )
+    seconds: dict[str, list[float]] = {key: [] for key in calls}
+    for _ in range(ROUNDS):
+        for key, call in calls.items():
+            timing = time_calls(functools.partial(call, arrays), warmup=1, min_repeats=1, budget_s=budget_s / ROUNDS)
+            seconds[key].extend(timing.seconds)
+    return {key: Timing(tuple(values)) for key, values in seconds.items()}
 
 
 def measure_model(
@@ -104,9 +110,17 @@ def measure_model(
     """Every available backend of the exported model in `model_dir`."""
     manifest = load_manifest(model_dir)
     figures = ModelFigures(manifest.name)
-    for key, call in backend_calls(model_dir, manifest, threads).items():
-        log(f"{manifest.name}: {BACKENDS[key]}")
-        figures.backends[key] = measure(call, manifest, budget_s)
+    calls = backend_calls(model_dir, manifest, threads)
+    log(f"{manifest.name}: {', '.join(BACKENDS[key] for key in calls)}, taking turns")
+    timings = {
+        batch: _interleaved_timings(calls, manifest, batch, budget_s)
+        for batch in (LATENCY_BATCH, *THROUGHPUT_BATCHES)
+    }
+    for key in calls:
+        figures.backends[key] = BackendFigures(
+            latency=timings[LATENCY_BATCH][key],
+            throughput={b: b / timings[b][key].median for b in THROUGHPUT_BATCHES},
+        )
     int8 = [q for q in manifest.quantized if q.kind == "int8-static"]
     if int8:
         figures.int8_drop_points = drop_in_points(int8[0].metric_fp32, int8[0].metric_quantized)
