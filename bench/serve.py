@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, metavar="N",
                         help="onnxruntime intra-op threads in every server and offline, 0 for its default "
                              "(default: %(default)s)")
+    parser.add_argument("--spinning", action="store_true",
+                        help="idle onnxruntime threads spin for work in every server and offline "
+                             "(`easerve serve --intra-op-spinning`)")
     parser.add_argument("--instances", type=int, default=1, metavar="N",
                         help="model instances of both easerve servers (`easerve serve --instances`; "
                              "default: %(default)s)")
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0 or args.instances < 1:
         print("error: --concurrency and --instances must be >= 1, --duration > 0 and --warmup >= 0")
         return 2
-    environment_before = _environment(args.threads, args.instances)
+    environment_before = _environment(args.threads, args.instances, args.spinning)
     try:
         results = _measure(args, models)
     except RuntimeError as error:
@@ -141,7 +144,8 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
     from bench.serve_report import SERVER_LABELS, ModelResults
     from service.settings import Settings
 
-    settings = Settings(weights_dirs=args.weights_dirs, intra_op_threads=args.threads)
+    settings = Settings(weights_dirs=args.weights_dirs, intra_op_threads=args.threads,
+                        intra_op_spinning=args.spinning)
     pngs = {files.name: IMAGE_TASKS[files.manifest.task].sample_png() for files in models}
     offline = {}
     for files in models:
@@ -164,12 +168,13 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
 def _server_command(server: str, args: argparse.Namespace, names: list[str], port: int) -> list[str]:
     weights = [word for folder in args.weights_dirs for word in ("--weights-dir", str(folder))]
     if server == "naive":
+        spinning = ["--spinning"] if args.spinning else []
         return [sys.executable, "-m", "bench.serve_naive", "--port", str(port), "--models", *names,
-                "--threads", str(args.threads), *weights]
+                "--threads", str(args.threads), *spinning, *weights]
     batching = ["--max-batch-size", "1"] if server == "batch1" else []
     return [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--models", *names, "--intra-op-threads", str(args.threads), "--instances", str(args.instances),
-            "--log-level", "warning", *weights, *batching]
+            "--log-level", "warning", *weights, *batching, *(["--intra-op-spinning"] if args.spinning else [])]
 
 
 @contextmanager
@@ -185,13 +190,13 @@ def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> 
         yield url
 
 
-def _environment(threads: int, instances: int) -> str:
+def _environment(threads: int, instances: int, spinning: bool) -> str:
     import onnxruntime
 
     return (
         f"Measured {datetime.date.today().isoformat()} on {cpu_model()} "
         f"({platform.system()}), onnxruntime {onnxruntime.__version__} "
-        f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'}, "
-        f"easerve model instances {instances}; "
+        f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'} "
+        f"({'spinning' if spinning else 'not spinning'} when idle), easerve model instances {instances}; "
         f"clients and servers share the machine; load average before: {load_average()}"
     )

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser.add_argument("--spinning", action="store_true", help="idle onnxruntime threads spin for work")
     args = parser.parse_args(argv)
-    settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads)
+    settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads,
+                        intra_op_spinning=args.spinning)
     runners = {
         files.name: (OrtRunner(files, settings, files.manifest.max_batch_size), files.manifest)
         for files in discover_models(settings.weights_dirs, settings.models)

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     models.add_argument("--tensorrt-fp16", action="store_const", const=True, help="build TensorRT engines in FP16")
     models.add_argument("--intra-op-threads", type=int, metavar="N", help="threads inside an operator (0: default)")
     models.add_argument("--inter-op-threads", type=int, metavar="N", help="threads across operators (0: default)")
+    models.add_argument(
+        "--intra-op-spinning",
+        action="store_const",
+        const=True,
+        help="let idle intra-op threads spin for work (lower latency at low load, CPU taken from the rest)",
+    )
 
     server = parser.add_argument_group("server")
     server.add_argument("--host", help="address to listen on (default: 127.0.0.1)")

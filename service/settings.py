@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     tensorrt_fp16: bool = Field(default=False, description="build TensorRT engines in FP16")
     intra_op_threads: int = Field(default=0, ge=0, description="threads inside one operator (0: runtime default)")
     inter_op_threads: int = Field(default=0, ge=0, description="threads across operators (0: runtime default)")
+    intra_op_spinning: bool = Field(
+        default=False,
+        description="idle intra-op threads spin for work: quicker lone requests, CPU taken from everything else",
+    )
 
     # Where to listen.
     host: str = "127.0.0.1"

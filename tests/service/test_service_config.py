@@ -13,6 +13,7 @@ from service_helpers import TestClient, image_bytes, make_settings, wait_until
 from service import cli
 from service.app import create_app
 from service.model_files import ModelFilesError
+from service.runners.ort import session_options
 from service.runners.selection import choose_backend
 from service.settings import Settings
 
@@ -204,3 +205,17 @@ def test_instances_come_from_the_environment_and_the_cli(monkeypatch):
     assert parser.parse_args(["--instances", "4"]).instances == 4
     with pytest.raises(ValidationError):
         Settings(instances=0)
+
+
+@pytest.mark.parametrize(
+    "environment,flags,spinning", [(None, [], "0"), ("true", [], "1"), (None, ["--intra-op-spinning"], "1")]
+)
+def test_onnxruntime_threads_spin_only_when_asked(monkeypatch, environment, flags, spinning):
+    if environment is not None:
+        monkeypatch.setenv("EASERVE_INTRA_OP_SPINNING", environment)
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    overrides = {key: value for key, value in vars(parser.parse_args(flags)).items()
+                 if key in Settings.model_fields and value is not None}
+    options = session_options(Settings(**overrides))
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
