@@ -27,7 +27,7 @@ LATENCY_BATCH = 1
 THROUGHPUT_BATCHES = (8, 32)
 # Per batch size the backends take turns in this many rounds, so that a change in the machine's
 # load reaches them alike: timed one after the other, the FP32/eager ratios of the same weights
-# moved by up to 0.5x between two runs on this shared 2-core machine (2026-11-23 and 2026-12-01).
+# moved by up to 0.3x between two runs on one idle 2-core machine (2026-12-01).
 ROUNDS = 5
 
 Call = Callable[[list[np.ndarray]], object]
@@ -99,7 +99,8 @@ def _interleaved_timings(
     seconds: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(ROUNDS):
         for key, call in calls.items():
-            timing = time_calls(functools.partial(call, arrays), warmup=1, min_repeats=1, budget_s=budget_s / ROUNDS)
+            timing = time_calls(functools.partial(call, arrays), warmup=1, min_repeats=1,
+                                budget_s=budget_s / ROUNDS)
             seconds[key].extend(timing.seconds)
     return {key: Timing(tuple(values)) for key, values in seconds.items()}
 

@@ -171,10 +171,11 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
         spinning = ["--spinning"] if args.spinning else []
         return [sys.executable, "-m", "bench.serve_naive", "--port", str(port), "--models", *names,
                 "--threads", str(args.threads), *spinning, *weights]
+    spinning = ["--intra-op-spinning"] if args.spinning else []
     batching = ["--max-batch-size", "1"] if server == "batch1" else []
     return [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--models", *names, "--intra-op-threads", str(args.threads), "--instances", str(args.instances),
-            "--log-level", "warning", *weights, *batching, *(["--intra-op-spinning"] if args.spinning else [])]
+            "--models", *names, "--intra-op-threads", str(args.threads), *spinning,
+            "--instances", str(args.instances), "--log-level", "warning", *weights, *batching]
 
 
 @contextmanager

@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
-import statistics
+import functools
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from bench.serve_pipeline import MAX_IMAGE_PIXELS, answer_one
+from export.latency import Timing, time_calls
 from service.codecs.images import decode_image
 from service.model_files import ModelFiles
 from service.runners.base import Tensors
@@ -33,16 +34,9 @@ class OfflineFigures:
     pipeline_ms: float  # median decode + preprocess + run + postprocess at batch 1
 
 
-def _call_times_s(call: Callable[[], object], seconds: float) -> list[float]:
-    """Durations of repeated calls (after an untimed one): at least MIN_CALLS, for `seconds`."""
-    call()
-    times: list[float] = []
-    stop = time.perf_counter() + seconds
-    while len(times) < MIN_CALLS or time.perf_counter() < stop:
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return times
+def _timed(call: Callable[[], object], seconds: float, warmup: int = 1) -> Timing:
+    """Repeated calls (after `warmup` untimed ones): at least MIN_CALLS, for `seconds`."""
+    return time_calls(call, warmup=warmup, min_repeats=MIN_CALLS, budget_s=seconds)
 
 
 def _ceiling_per_s(runners: list[OrtRunner], full: Tensors, batch: int, seconds: float) -> float:
@@ -50,17 +44,10 @@ def _ceiling_per_s(runners: list[OrtRunner], full: Tensors, batch: int, seconds:
     own thread for `seconds` (at least MIN_CALLS times), after one untimed call each."""
     for runner in runners:
         runner.run(full)
-
-    def calls_until(runner: OrtRunner, stop: float) -> int:
-        calls = 0
-        while calls < MIN_CALLS or time.perf_counter() < stop:
-            runner.run(full)
-            calls += 1
-        return calls
-
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=len(runners)) as pool:
-        calls = sum(pool.map(lambda runner: calls_until(runner, started + seconds), runners))
+        timings = pool.map(lambda runner: _timed(functools.partial(runner.run, full), seconds, warmup=0), runners)
+        calls = sum(len(timing.seconds) for timing in timings)
     return batch * calls / (time.perf_counter() - started)
 
 
@@ -77,14 +64,14 @@ def measure_offline(
         full = image_batch(images * batch, manifest)
         single = image_batch(images, manifest)
         ceiling = _ceiling_per_s(runners, full, batch, seconds)
-        model_times = _call_times_s(lambda: runners[0].run(single), seconds)
-        pipeline_times = _call_times_s(lambda: answer_one(runners[0], manifest, png), seconds)
+        model = _timed(lambda: runners[0].run(single), seconds)
+        pipeline = _timed(lambda: answer_one(runners[0], manifest, png), seconds)
     finally:
         for runner in runners:
             runner.close()
     return OfflineFigures(
         max_batch_size=batch,
         ceiling_per_s=ceiling,
-        model_ms=statistics.median(model_times) * 1000,
-        pipeline_ms=statistics.median(pipeline_times) * 1000,
+        model_ms=model.median * 1000,
+        pipeline_ms=pipeline.median * 1000,
     )

@@ -118,7 +118,7 @@ class _Pending:
     inputs: Tensors
     items: int
     signature: Signature
-    enqueued_at: float  # time.perf_counter(): uvloop's loop.time() only ticks in milliseconds
+    enqueued_at: float  # time.perf_counter()
     future: asyncio.Future[BatchOutcome]
     expiry: asyncio.TimerHandle | None = field(default=None)
 
@@ -181,7 +181,8 @@ class DynamicBatcher:
     async def submit(self, inputs: Tensors, deadline: float) -> BatchOutcome:
         """Queue one request (inputs with a leading batch dim) and wait for its outputs.
 
-        `deadline` is on the event loop's clock (`loop.time()`). Raises `QueueFull`,
+        `deadline` is on the `time.perf_counter()` clock (as every time here: uvloop's
+        `loop.time()` only ticks in whole milliseconds). Raises `QueueFull`,
         `DeadlineExceeded`, `Unavailable` (not started, or draining) or `InferenceFailed`.
         """
         if not self.accepting:
@@ -194,11 +195,12 @@ class DynamicBatcher:
                 f"the queue of {self.model} is full ({self.config.max_queue_size} requests); retry later",
                 self._retry_after_s(),
             )
-        if deadline <= loop.time():
+        now = time.perf_counter()
+        if deadline <= now:
             self._observer.request_failed(self.model, DeadlineExceeded.reason)
             raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
-        entry = _Pending(inputs, items, signature_of(inputs), time.perf_counter(), loop.create_future())
-        entry.expiry = loop.call_at(deadline, self._expire, entry)
+        entry = _Pending(inputs, items, signature_of(inputs), now, loop.create_future())
+        entry.expiry = loop.call_later(deadline - now, self._expire, entry)
         self._queue.append(entry)
         self._queue_changed()
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 from collections.abc import Awaitable, Callable
@@ -54,11 +53,9 @@ def start_inference(
     if state.lifecycle.phase == "draining":
         raise Unavailable("the server is shutting down")
     setattr(request.state, MODEL_STATE_KEY, model.name)
-    now = asyncio.get_running_loop().time()
+    now = time.perf_counter()
     timeout = timeout_s if timeout_s is not None else state.settings.default_timeout_s
-    return InferenceContext(
-        model=model, started=time.perf_counter(), started_on_loop=now, deadline=now + timeout, workers=state.workers
-    )
+    return InferenceContext(model=model, started=now, deadline=now + timeout, workers=state.workers)
 
 
 TimeoutQuery = Annotated[

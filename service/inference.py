@@ -22,11 +22,10 @@ R = TypeVar("R")
 @dataclass(frozen=True)
 class InferenceContext:
     model: ServedModel
-    # When the handler began, on two clocks: deadlines are event loop timers, but uvloop's
-    # loop.time() only ticks in milliseconds, too coarse for the reported timings.
-    started: float  # time.perf_counter()
-    started_on_loop: float  # loop.time()
-    deadline: float  # loop.time()
+    # On time.perf_counter(): uvloop's loop.time() only ticks in whole milliseconds, too coarse
+    # for the reported timings.
+    started: float  # when the handler began
+    deadline: float
     workers: Executor
 
     async def offload(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

@@ -134,7 +134,7 @@ async def infer(model_name: str, request: Request, state: State) -> Response:
     document, arrays = await context.offload(_parse_request, body, request.headers.get(HEADER_LENGTH), model)
     timeout_us = document.parameters.get("timeout")
     if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
-        context = dataclasses.replace(context, deadline=context.started_on_loop + timeout_us * _MICROSECONDS)
+        context = dataclasses.replace(context, deadline=context.started + timeout_us * _MICROSECONDS)
     outcome = await context.infer(arrays)
     summary = InferenceResponse(**context.response_fields(outcome))
     parameters = summary.model_dump(include={"attention", "backend", "batch_size"}) | summary.timings.model_dump()
