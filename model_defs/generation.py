@@ -1,16 +1,22 @@
 """A SAGAN-style class-conditional GAN with External Attention or self-attention at mid resolution.
 
-Generator: z -> linear -> 4x4 map -> upsampling residual blocks with class-conditional BatchNorm
-(channels halve as the resolution doubles) -> BN -> ReLU -> 3x3 conv -> tanh. Discriminator:
-downsampling residual blocks (SNGAN's), ReLU, global sum pooling, then a projection output
-(linear score + inner product with a class embedding). Both networks mix the whole map with an
-attention block (EA or single-head SA, x + gamma * attention(x), gamma starting at 0) at
-`attention_resolution`, and both are spectrally normalised as in SAGAN.
+Generator: (z, class embedding) -> linear -> 4x4 map -> upsampling residual blocks with
+class-conditional BatchNorm (channels halve as the resolution doubles) -> BN -> ReLU -> 3x3 conv
+-> tanh. Discriminator: downsampling residual blocks with BatchNorm and leaky ReLU, global max
+pooling, then K + 1 logits: the K real classes and "fake" (the semi-supervised GAN's
+discriminator, Salimans et al. 2016). Both networks mix the whole map with an attention block
+(EA or single-head SA, x + gamma * attention(x), gamma starting at 0) at `attention_resolution`.
 
-Training contract: the trainer steps `model.discriminator(image, label)` with
-`discriminator_hinge_loss` and `model.generator(z, label)` with `generator_hinge_loss`.
-`forward(z, label)` runs the generator only: it is the graph that is exported and served.
-In eval mode spectral norm uses its stored power-iteration vectors and BatchNorm its running
+Why not SAGAN's projection discriminator with hinge loss: on the generated shapes its
+sum-pooled, spectrally normalised trunk never learned the classes, so the generator drew one
+blob whatever class it was asked for (judged class accuracy at chance after 5000 steps).
+A (K + 1)-way discriminator learns the classes from the real images and sees every fake as
+"fake", so the generator cannot satisfy it with cues that are not the class's shape (an
+auxiliary classifier trained on real images only was fooled that way).
+
+Training contract: the trainer steps `model.discriminator(image)` with `discriminator_loss`
+and `model.generator(z, label)` with `generator_loss`. `forward(z, label)` runs the generator
+only: it is the graph that is exported and served. In eval mode BatchNorm uses its running
 statistics, so the generator is deterministic and exports as it is.
 """
 
@@ -21,7 +27,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
 from model_defs.attention import (
     DEFAULT_MEMORY_SIZE,
@@ -34,6 +39,7 @@ from model_defs.attention import (
 BASE_RESOLUTION = 4
 # Widest stage, as a multiple of g_width / d_width.
 MAX_WIDTH_MULTIPLIER = 4
+LEAKY_SLOPE = 0.2
 
 
 @dataclass(frozen=True)
@@ -68,13 +74,6 @@ def _validate(config: SAGANConfig) -> None:
             f"attention_resolution must be a power of two in [8, {size // 2}], "
             f"got {config.attention_resolution}"
         )
-
-
-def _apply_spectral_norm(network: nn.Module, layer_types: tuple[type[nn.Module], ...]) -> None:
-    """Spectrally normalise the weight of every layer of `layer_types` inside `network`."""
-    for layer in list(network.modules()):
-        if isinstance(layer, layer_types):
-            spectral_norm(layer)
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -128,33 +127,22 @@ class UpBlock(nn.Module):
 
 
 class DownBlock(nn.Module):
-    """SNGAN's discriminator residual block: (ReLU)-conv3-ReLU-conv3-(avg-pool), + shortcut.
+    """Discriminator residual block: conv3-BN-LReLU-conv3-BN, + 1x1-conv shortcut, LReLU, then
+    2x2 average pooling when it downsamples."""
 
-    The first block sees the image itself, so it has no pre-activation. The shortcut is a 1x1
-    conv (then the same pooling) when the block changes the width or the resolution.
-    """
-
-    def __init__(
-        self, in_channels: int, out_channels: int, downsample: bool, preactivation: bool
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, downsample: bool) -> None:
         super().__init__()
         self.downsample = downsample
-        self.preactivation = preactivation
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
+        self.norm1 = nn.BatchNorm2d(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.shortcut = (
-            nn.Conv2d(in_channels, out_channels, 1)
-            if downsample or in_channels != out_channels
-            else nn.Identity()
-        )
+        self.norm2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        hidden = F.relu(feature_map) if self.preactivation else feature_map
-        hidden = self.conv2(F.relu(self.conv1(hidden)))
-        shortcut = self.shortcut(feature_map)
-        if self.downsample:
-            hidden, shortcut = F.avg_pool2d(hidden, 2), F.avg_pool2d(shortcut, 2)
-        return hidden + shortcut
+        hidden = F.leaky_relu(self.norm1(self.conv1(feature_map)), LEAKY_SLOPE)
+        hidden = F.leaky_relu(self.norm2(self.conv2(hidden)) + self.shortcut(feature_map), LEAKY_SLOPE)
+        return F.avg_pool2d(hidden, 2) if self.downsample else hidden
 
 
 class Generator(nn.Module):
@@ -172,7 +160,10 @@ class Generator(nn.Module):
             _stage_width(config.g_width, config.image_size, r) for r in self.resolutions
         ]
         self.base_width = widths[0]
-        self.project = nn.Linear(config.z_dim, widths[0] * BASE_RESOLUTION**2)
+        # The class enters twice: as an embedding next to z, so the 4x4 layout can already
+        # depend on it, and through every block's conditional BatchNorm.
+        self.class_embedding = nn.Embedding(config.num_classes, config.z_dim)
+        self.project = nn.Linear(2 * config.z_dim, widths[0] * BASE_RESOLUTION**2)
         self.blocks = nn.ModuleList(
             UpBlock(c_in, c_out, config.num_classes) for c_in, c_out in zip(widths, widths[1:])
         )
@@ -187,11 +178,9 @@ class Generator(nn.Module):
             nn.Conv2d(widths[-1], 3, 3, padding=1),
             nn.Tanh(),
         )
-        # SAGAN normalises the generator's convs and linears too, but not its class gains.
-        _apply_spectral_norm(self, (nn.Conv2d, nn.Linear))
 
     def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        feature_map = self.project(z).unflatten(
+        feature_map = self.project(torch.cat([z, self.class_embedding(label)], dim=1)).unflatten(
             1, (self.base_width, BASE_RESOLUTION, BASE_RESOLUTION)
         )
         for resolution, block in zip(self.resolutions[1:], self.blocks):
@@ -202,7 +191,12 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """(image (B, 3, S, S), label (B,) int64) -> realness scores (B,), unbounded (hinge loss)."""
+    """image (B, 3, S, S) -> (B, num_classes + 1) logits: one per real class, the last for "fake".
+
+    Global max pooling, not SNGAN's sum: a shape fills a fraction of the image at any place, and
+    summing over every position drowns it in the background (a sum-pooled trunk stayed at chance
+    as a shapes classifier, a max-pooled one with BatchNorm learned the classes).
+    """
 
     def __init__(self, config: SAGANConfig) -> None:
         super().__init__()
@@ -210,26 +204,18 @@ class Discriminator(nn.Module):
         layers: list[nn.Module] = []
         in_channels, resolution = 3, config.image_size
         while resolution > BASE_RESOLUTION:
-            sees_image = resolution == config.image_size
             resolution //= 2
             out_channels = _stage_width(config.d_width, config.image_size, 2 * resolution)
-            layers.append(
-                DownBlock(in_channels, out_channels, downsample=True, preactivation=not sees_image)
-            )
+            layers.append(DownBlock(in_channels, out_channels, downsample=True))
             if resolution == config.attention_resolution:
                 layers.append(GatedAttention(out_channels, config.attention, config.memory_size))
             in_channels = out_channels
-        layers.append(DownBlock(in_channels, in_channels, downsample=False, preactivation=True))
+        layers.append(DownBlock(in_channels, in_channels, downsample=False))
         self.features = nn.Sequential(*layers)
-        self.score = nn.Linear(in_channels, 1)
-        # The projection discriminator's class embedding (Miyato & Koyama 2018).
-        self.class_embedding = nn.Embedding(config.num_classes, in_channels)
-        _apply_spectral_norm(self, (nn.Conv2d, nn.Linear, nn.Embedding))
+        self.classify = nn.Linear(in_channels, config.num_classes + 1)
 
-    def forward(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        pooled = F.relu(self.features(image)).sum(dim=(2, 3))
-        projection = (self.class_embedding(label) * pooled).sum(dim=1)
-        return self.score(pooled)[:, 0] + projection
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(image).amax(dim=(2, 3)))
 
 
 class ConditionalGAN(nn.Module):
@@ -246,19 +232,23 @@ class ConditionalGAN(nn.Module):
         return self.generator(z, label)
 
 
-def discriminator_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
-    """The discriminator's hinge loss: mean(relu(1 - D(real))) + mean(relu(1 + D(fake))).
+def discriminator_loss(
+    real_logits: torch.Tensor, real_labels: torch.Tensor, fake_logits: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of the (K + 1)-way discriminator: real images as their class, generated
+    ones (computed on detached generator output) as the extra "fake" class K.
 
-    Both arguments are raw discriminator scores of shape (B,) (the batches may differ in size);
-    the result is a scalar to minimise. Compute `fake_scores` on detached generator output.
+    Logits are (B, K + 1) (the two batches may differ in size); the result is a scalar.
     """
-    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+    fake_class = torch.full(fake_logits.shape[:1], fake_logits.shape[1] - 1, device=fake_logits.device)
+    return F.cross_entropy(real_logits, real_labels) + F.cross_entropy(fake_logits, fake_class)
 
 
-def generator_hinge_loss(fake_scores: torch.Tensor) -> torch.Tensor:
-    """The generator's hinge loss: -mean(D(G(z, y), y)), a scalar to minimise.
+def generator_loss(fake_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of generated images against the class they were asked for: the generator
+    wins when the discriminator takes them for real images of that class.
 
-    `fake_scores` are the discriminator's raw (B,) scores of generated images, with the graph
-    through the generator kept so the loss reaches its weights.
+    `fake_logits` (B, K + 1) keep the graph through the generator, so the loss reaches its weights.
     """
-    return -fake_scores.mean()
+    return F.cross_entropy(fake_logits, labels)
+

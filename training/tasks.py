@@ -19,11 +19,15 @@ from torch.utils.data import DataLoader
 
 from model_defs import detection, generation
 from model_defs.registry import ModelEntry
-from training import metrics
+from training import augment, metrics
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 DEFAULT_JUDGE = Path("weights/eamlp-ea-tiny")
+# TTUR (Heusel et al. 2017): the discriminator learns faster than the generator.
+DISCRIMINATOR_LR_SCALE = 2.5
+# The discriminator learns the classes from real images before the generator trains against it.
+GENERATOR_FIRST_STEP = 300
 
 Batch = Any
 LossFn = Callable[[nn.Module, Batch], torch.Tensor]
@@ -38,6 +42,10 @@ class Phase:
     loss: LossFn
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.05
+    # This phase's learning rate as a multiple of the run's `--lr`.
+    lr_scale: float = 1.0
+    # The first (0-based) step this phase runs at; earlier steps skip it.
+    first_step: int = 0
 
 
 def _all_parameters(model: nn.Module) -> Iterable[nn.Parameter]:
@@ -138,35 +146,39 @@ class DetectionTask(Task):
 
 @dataclass
 class GenerationTask(Task):
-    """Hinge-loss conditional GAN; judged by a trained shapes classifier (see `evaluate`)."""
+    """(K + 1)-class conditional GAN; judged by a trained shapes classifier (see `evaluate`)."""
 
     primary_metric: str = "class_accuracy"
 
     def phases(self) -> list[Phase]:
-        gan_betas = (0.0, 0.9)
+        gan_betas = (0.5, 0.999)
         return [
             Phase("discriminator", lambda m: m.discriminator.parameters(), self.discriminator_loss,
-                  gan_betas, 0.0),
+                  gan_betas, 0.0, lr_scale=DISCRIMINATOR_LR_SCALE),
             Phase("generator", lambda m: m.generator.parameters(), self.generator_loss,
-                  gan_betas, 0.0),
+                  gan_betas, 0.0, first_step=GENERATOR_FIRST_STEP),
         ]
 
     def _fake(self, model: nn.Module, labels: torch.Tensor) -> torch.Tensor:
         z = torch.randn(labels.shape[0], model.config.z_dim, device=labels.device)
         return model.generator(z, labels)
 
+    def _discriminate(self, model: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Logits of real then fake images, augmented alike, in one batch: the discriminator's
+        BatchNorm sees the same mix in both phases."""
+        return model.discriminator(augment.translate(augment.recolour(torch.cat([real, fake]))))
+
     def discriminator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, labels = batch
-        real = images * 2 - 1
         with torch.no_grad():
             fake = self._fake(model, labels)
-        return generation.discriminator_hinge_loss(
-            model.discriminator(real, labels), model.discriminator(fake, labels)
-        )
+        logits = self._discriminate(model, images * 2 - 1, fake)
+        return generation.discriminator_loss(logits[:len(labels)], labels, logits[len(labels):])
 
     def generator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        _, labels = batch
-        return generation.generator_hinge_loss(model.discriminator(self._fake(model, labels), labels))
+        images, labels = batch
+        logits = self._discriminate(model, images * 2 - 1, self._fake(model, labels))
+        return generation.generator_loss(logits[len(images):], labels)
 
     def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
         return {"kind": "latent", "z_dim": self.entry.config.z_dim,

@@ -173,7 +173,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     task = task_for(entry, class_names, {"judge": config.judge})
     phases = task.phases()
     optimizers = {
-        p.name: torch.optim.AdamW(p.parameters(model), lr=config.lr, betas=p.betas,
+        p.name: torch.optim.AdamW(p.parameters(model), lr=config.lr * p.lr_scale, betas=p.betas,
                                   weight_decay=p.weight_decay)
         for p in phases
     }
@@ -205,7 +205,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     model.train()
     for step in bar:
         batch = _to_device(_fetch(train_set, next(batches), entry.task), config.device)
-        losses = _train_step(training_model, batch, phases, optimizers, config, ddp)
+        losses = _train_step(training_model, batch, step, phases, optimizers, config, ddp)
         for scheduler in schedulers:
             scheduler.step()
         if ddp.world_size > 1:
@@ -272,13 +272,14 @@ def _data_size(entry: ModelEntry, input_size: int | None) -> dict[str, int]:
 def _train_step(
     model: nn.Module,
     batch: Any,
+    step: int,
     phases: list[Phase],
     optimizers: dict[str, torch.optim.Optimizer],
     config: TrainConfig,
     ddp: Distributed,
 ) -> dict[str, float]:
     losses = {}
-    for phase in phases:
+    for phase in (p for p in phases if step >= p.first_step):
         optimizer = optimizers[phase.name]
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp):
