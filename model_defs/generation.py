@@ -251,4 +251,3 @@ def generator_loss(fake_logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     `fake_logits` (B, K + 1) keep the graph through the generator, so the loss reaches its weights.
     """
     return F.cross_entropy(fake_logits, labels)
-

@@ -8,7 +8,6 @@ from itertools import permutations
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 from model_defs.generation import (
     ConditionalGAN,
@@ -96,13 +95,14 @@ def test_recolour_permutes_each_images_channels_and_inverts_some():
 
 
 def _train_gan(out, steps: int) -> dict[str, torch.Tensor]:
+    """The exact (FP32) parameters after `steps` steps, from the saved train state."""
     config = TrainConfig(model="eagan-ea-tiny", out=out, steps=steps, batch_size=8, lr=2e-4,
                          train_samples=32, test_samples=8, progress=False,
                          judge=out / "no-judge")
     train(config)
-    state = load_file(str(out / checkpoint.TRAIN_STATE_FILE))
-    return {k.removeprefix(checkpoint.MODEL_PREFIX): v for k, v in state.items()
-            if k.startswith(checkpoint.MODEL_PREFIX)}
+    model = ConditionalGAN(SAGANConfig(num_classes=NUM_CLASSES))
+    checkpoint.load_train_state(out, model, {})
+    return dict(model.named_parameters())
 
 
 @pytest.mark.parametrize("first_step,generator_moves", [(4, False), (2, True)])

@@ -163,21 +163,23 @@ class GenerationTask(Task):
         z = torch.randn(labels.shape[0], model.config.z_dim, device=labels.device)
         return model.generator(z, labels)
 
-    def _discriminate(self, model: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """Logits of real then fake images, augmented alike, in one batch: the discriminator's
-        BatchNorm sees the same mix in both phases."""
+    def _discriminate(self, model: nn.Module, images: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        """Logits of the real `images` ([0, 1], as loaded) then of `fake` (the generator's
+        [-1, 1]), augmented alike, in one batch: the discriminator's BatchNorm sees the same mix
+        in both phases."""
+        real = images * 2 - 1
         return model.discriminator(augment.translate(augment.recolour(torch.cat([real, fake]))))
 
     def discriminator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, labels = batch
         with torch.no_grad():
             fake = self._fake(model, labels)
-        logits = self._discriminate(model, images * 2 - 1, fake)
+        logits = self._discriminate(model, images, fake)
         return generation.discriminator_loss(logits[:len(labels)], labels, logits[len(labels):])
 
     def generator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, labels = batch
-        logits = self._discriminate(model, images * 2 - 1, self._fake(model, labels))
+        logits = self._discriminate(model, images, self._fake(model, labels))
         return generation.generator_loss(logits[len(images):], labels)
 
     def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
