@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("model_defs.cli", "list the registered models"),
     "train": ("training.cli", "train a registered model on a generated or user data set"),
+    "evaluate": ("training.evaluation", "a checkpoint's metrics on its held-out test split"),
     "weights": ("training.report", "table of the trained checkpoints: metrics, size, time"),
     "export": ("export.cli", "export checkpoints to ONNX / INT8 / TensorRT / Triton + manifests"),
     "serve": ("service.cli", "serve exported models over REST (no torch needed)"),

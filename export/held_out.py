@@ -1,53 +1,20 @@
-"""The data export checks a graph on: the checkpoint's generated splits, as model-input batches.
-
-Parity and the INT8/FP16 metrics use the held-out test split; INT8 calibration uses the train
-split. Both are regenerated from the checkpoint's data set name and seed, so they are the
-samples the model was evaluated on, and need no files.
-"""
+"""The checkpoint's held-out splits (`training.held_out`) as the model-input batches export
+checks a graph on: parity and the INT8/FP16 metrics on the test split, INT8 calibration on the
+train split."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from model_defs.registry import ModelEntry
 from training.checkpoint import CheckpointInfo
-from training.datasets import DatasetError, Split, detection_collate, open_dataset
+from training.datasets import detection_collate
 from training.tasks import task_for
-from training.trainer import DEFAULT_DATA
 
 LATENT_SEED = 1234
-
-
-@dataclass
-class HeldOutData:
-    """A split of the checkpoint's data set, and the name it was opened by (for the manifest)."""
-
-    dataset: Dataset
-    description: str
-
-
-def _size_arguments(info: CheckpointInfo) -> dict[str, int]:
-    preprocessing = info.preprocessing
-    if preprocessing.get("kind") == "points":
-        return {"num_points": int(preprocessing["num_points"])}
-    return {"size": int(preprocessing["image_size"][0])}
-
-
-def open_split(info: CheckpointInfo, split: Split, num_samples: int) -> HeldOutData:
-    """`num_samples` samples of `split` of the data the checkpoint was trained on, at the size the
-    model was trained at; the task's generated set when that data is not on this machine."""
-    source = info.dataset
-    size = _size_arguments(info)
-    try:
-        dataset = open_dataset(source, info.task, split, num_samples=num_samples, seed=info.seed, **size)
-    except DatasetError:
-        source = DEFAULT_DATA[info.task]
-        dataset = open_dataset(source, info.task, split, num_samples=num_samples, seed=info.seed, **size)
-    return HeldOutData(dataset, f"{source} {split} split, {len(dataset)} samples, seed {info.seed}")
 
 
 def loader(entry: ModelEntry, dataset: Dataset, batch_size: int) -> DataLoader:

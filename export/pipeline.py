@@ -29,7 +29,7 @@ from artifacts.manifest import (
     sha256_file,
 )
 from export.fp16 import convert_to_fp16
-from export.held_out import HeldOutData, input_batches, open_split
+from export.held_out import input_batches
 from export.latency import time_calls
 from export.manifest_writer import build_manifest, parity_record
 from export.metric_guard import (
@@ -44,6 +44,7 @@ from export.quantize import calibration_feeds, quantize_int8
 from export.task_metric import evaluate_graph, primary_metric
 from model_defs.registry import ModelEntry, get_model_entry
 from training.checkpoint import INFO_FILE, WEIGHTS_FILE, CheckpointInfo, load_checkpoint
+from training.held_out import HeldOutData, open_split
 from training.tasks import DEFAULT_JUDGE
 
 ONNX_FILE = "model.onnx"

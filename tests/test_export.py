@@ -19,7 +19,7 @@ from artifacts.manifest import (
     sha256_file,
 )
 from easerve.cli import main
-from export.held_out import input_batches, open_split
+from export.held_out import input_batches
 from export.metric_guard import PrecisionRefused, check_metric_drop, drop_in_points
 from export.onnx_graph import STANDARD_DOMAINS
 from export.ort_model import OrtModel
@@ -43,6 +43,7 @@ from model_defs.labels import PRIMITIVE_CLASSES
 from model_defs.registry import get_model_entry, list_models
 from training import checkpoint
 from training.datasets import open_dataset
+from training.held_out import open_split
 from training.tasks import task_for
 
 CLASSIFIER = "pct-ea-tiny"

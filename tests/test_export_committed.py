@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from artifacts.manifest import load_manifest, sha256_file
-from export.held_out import input_batches, open_split
+from export.held_out import input_batches
 from export.manifest_writer import tensor_info
 from export.onnx_graph import export_onnx, graph_tensors, signature_of
 from export.ort_model import OrtModel
@@ -24,6 +24,7 @@ from export.parity import ParityThresholds, check_parity, measure_parity, random
 from export.pipeline import EXAMPLE_BATCH, ONNX_FILE
 from model_defs.registry import get_model_entry, list_models
 from training.checkpoint import load_checkpoint
+from training.held_out import open_split
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SAMPLES = 16

@@ -1,6 +1,7 @@
 """The trainer on a few steps for every task: loss goes down, checkpoints round-trip, resume, DDP."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,29 @@ def test_weights_table_lists_each_checkpoint_with_its_metrics(trained):
     table = weights_table(config.out.parent)
     row = next(line for line in table.splitlines() if "`eamlp-ea-tiny`" in line)
     assert f"accuracy {info.metrics['accuracy']:.3f}" in row and "8 x 8" in row
+
+
+@pytest.mark.parametrize("name", ["eamlp-ea-tiny", "eanet-ea-tiny"])
+def test_evaluate_reproduces_the_recorded_metrics_and_writes_them_back(name, trained, tmp_path, capsys):
+    from easerve.cli import main
+
+    config, info = trained(name)
+    assert info.test_samples == FAST["test_samples"]
+    copy = tmp_path / name
+    shutil.copytree(config.out, copy)
+    stale = info.model_copy(update={"metrics": {k: -1.0 for k in info.metrics}, "test_samples": None})
+    checkpoint.save_info(copy, stale)
+    # Without a recorded split size, the size is asked for.
+    assert main(["evaluate", str(copy), "--test-samples", str(FAST["test_samples"]), "--write"]) == 0
+    assert "(recorded -1.0000)" in capsys.readouterr().out
+    written = checkpoint.read_checkpoint_info(copy)
+    assert written.metrics == pytest.approx(info.metrics) and written.test_samples == info.test_samples
+    assert written.model_dump(exclude={"metrics"}) == info.model_dump(exclude={"metrics"})
+
+
+def test_evaluate_refuses_a_generator_without_a_judge(trained, tmp_path, capsys):
+    from easerve.cli import main
+
+    config, _ = trained("eagan-ea-tiny")
+    assert main(["evaluate", str(config.out), "--judge", str(tmp_path / "none")]) == 2
+    assert "needs a judge" in capsys.readouterr().out

@@ -41,6 +41,8 @@ class CheckpointInfo(BaseModel):
     metrics: dict[str, float]
     dataset: str
     seed: int
+    # Samples of the test split the metrics are measured on (None: not recorded).
+    test_samples: int | None = None
     steps: int
     batch_size: int
     learning_rate: float
@@ -84,6 +86,10 @@ def save_checkpoint(out_dir: Path, model: nn.Module, info: CheckpointInfo) -> No
     out_dir.mkdir(parents=True, exist_ok=True)
     tensors = {name: _at_rest(t).contiguous() for name, t in model.state_dict().items()}
     save_file(tensors, str(out_dir / WEIGHTS_FILE))
+    save_info(out_dir, info)
+
+
+def save_info(out_dir: Path, info: CheckpointInfo) -> None:
     (out_dir / INFO_FILE).write_text(info.model_dump_json(indent=2) + "\n")
 
 

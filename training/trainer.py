@@ -238,6 +238,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         metrics=results,
         dataset=data,
         seed=config.seed,
+        test_samples=len(test_set),
         steps=total_steps,
         batch_size=config.batch_size,
         learning_rate=config.lr,
