@@ -212,3 +212,10 @@ def test_evaluate_refuses_a_generator_without_a_judge(trained, tmp_path, capsys)
     config, _ = trained("eagan-ea-tiny")
     assert main(["evaluate", str(config.out), "--judge", str(tmp_path / "none")]) == 2
     assert "needs a judge" in capsys.readouterr().out
+
+
+def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
+    from easerve.cli import main
+
+    assert main(["evaluate", str(tmp_path / "nothing")]) == 2
+    assert f"{tmp_path / 'nothing' / checkpoint.INFO_FILE}: no checkpoint.json" in capsys.readouterr().out

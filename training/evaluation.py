@@ -31,7 +31,11 @@ def run(args: argparse.Namespace) -> int:
     from training.tasks import task_for
     from training.trainer import evaluate
 
-    model, info = checkpoint.load_checkpoint(args.checkpoint)
+    try:
+        model, info = checkpoint.load_checkpoint(args.checkpoint)
+    except FileNotFoundError as error:
+        print(f"error: {error}")
+        return 2
     test = open_split(info, "test", args.test_samples or info.test_samples)
     task = task_for(get_model_entry(info.model), list(info.class_names), {"judge": args.judge})
     metrics = evaluate(task, model, test.dataset, args.batch_size)
