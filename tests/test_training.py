@@ -219,3 +219,17 @@ def test_evaluate_names_a_missing_checkpoint(tmp_path, capsys):
 
     assert main(["evaluate", str(tmp_path / "nothing")]) == 2
     assert f"{tmp_path / 'nothing' / checkpoint.INFO_FILE}: no checkpoint.json" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_data_set_that_is_not_here(trained, tmp_path, capsys):
+    """Export may check on the generated stand-in; evaluate, whose figures can be written back as
+    the checkpoint's own, must not."""
+    from easerve.cli import main
+
+    config, info = trained("eamlp-ea-tiny")
+    copy = tmp_path / "moved"
+    shutil.copytree(config.out, copy)
+    checkpoint.save_info(copy, info.model_copy(update={"dataset": str(tmp_path / "gone")}))
+    assert main(["evaluate", str(copy), "--write"]) == 2
+    assert str(tmp_path / "gone") in capsys.readouterr().out
+    assert checkpoint.read_checkpoint_info(copy).metrics == info.metrics

@@ -31,9 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bf16 autocast (GPU only; refused on CPU)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (meant for GPU runs)")
-    parser.add_argument("--judge", type=Path,
-                        help="generation only: classifier checkpoint that scores generated "
-                        "images (default weights/eamlp-ea-tiny)")
+    add_judge_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--input-size", type=int,
                         help="image side (segmentation, detection) or points per cloud (point "
@@ -43,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Multi-process: torchrun --nproc_per_node N -m easerve.cli train MODEL ... "
         "(gloo on CPU, nccl on GPU; --batch-size stays the global batch)."
     )
+
+
+def add_judge_argument(parser: argparse.ArgumentParser) -> None:
+    """`--judge`, shared by `easerve train` and `easerve evaluate`."""
+    parser.add_argument("--judge", type=Path,
+                        help="generation only: classifier checkpoint that scores generated "
+                        "images (default weights/eamlp-ea-tiny)")
 
 
 def run(args: argparse.Namespace) -> int:

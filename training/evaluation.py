@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from training.cli import add_judge_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. weights/eamlp-ea-tiny")
@@ -17,9 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="size of the generated test split (default: the size the checkpoint "
                         "was evaluated on, else the data set's default)")
     parser.add_argument("--batch-size", type=int, default=32, help="evaluation batch (default 32)")
-    parser.add_argument("--judge", type=Path,
-                        help="generation only: classifier checkpoint that scores generated "
-                        "images (default weights/eamlp-ea-tiny)")
+    add_judge_argument(parser)
     parser.add_argument("--write", action="store_true",
                         help="replace the metrics recorded in checkpoint.json by these")
 
@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from model_defs.registry import get_model_entry
     from training import checkpoint
+    from training.datasets import DatasetError
     from training.held_out import open_split
     from training.tasks import task_for
     from training.trainer import evaluate
@@ -36,7 +37,12 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}")
         return 2
-    test = open_split(info, "test", args.test_samples or info.test_samples)
+    try:
+        # No stand-in data set: these metrics may be written back as the checkpoint's own.
+        test = open_split(info, "test", args.test_samples or info.test_samples, fallback=False)
+    except DatasetError as error:
+        print(f"error: {error}")
+        return 2
     task = task_for(get_model_entry(info.model), list(info.class_names), {"judge": args.judge})
     metrics = evaluate(task, model, test.dataset, args.batch_size)
     if not metrics:

@@ -28,15 +28,19 @@ def _size_arguments(info: CheckpointInfo) -> dict[str, int]:
     return {"size": int(preprocessing["image_size"][0])}
 
 
-def open_split(info: CheckpointInfo, split: Split, num_samples: int | None) -> HeldOutData:
+def open_split(
+    info: CheckpointInfo, split: Split, num_samples: int | None, *, fallback: bool = True
+) -> HeldOutData:
     """`num_samples` samples (None: the data set's default) of `split` of the data the checkpoint
-    was trained on, at the size the model was trained at; the task's generated set when that
-    data is not on this machine."""
+    was trained on, at the size the model was trained at. When that data is not on this machine:
+    the task's generated set if `fallback`, else the DatasetError."""
     source = info.dataset
     size = _size_arguments(info)
     try:
         dataset = open_dataset(source, info.task, split, num_samples=num_samples, seed=info.seed, **size)
     except DatasetError:
+        if not fallback:
+            raise
         source = DEFAULT_DATA[info.task]
         dataset = open_dataset(source, info.task, split, num_samples=num_samples, seed=info.seed, **size)
     return HeldOutData(dataset, f"{source} {split} split, {len(dataset)} samples, seed {info.seed}")
