@@ -8,11 +8,12 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help serve test bench models docker-smoke clean
+.PHONY: help serve test lint bench models docker-smoke clean
 
 help:
 	@echo "make serve   - serve the bundled models on $(HOST):$(PORT) (serving dependencies only)"
 	@echo "make test    - run the whole test suite"
+	@echo "make lint    - ruff (lint + format check) and the import-layer contract (.importlinter)"
 	@echo "make bench   - run the benchmarks (figures printed and written to results/)"
 	@echo "make models  - list the model registry"
 	@echo "make docker-smoke - build the image, docker compose up, real requests, short load test"
@@ -35,6 +36,19 @@ serve: $(VENV)/.runtime
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# import-linter reads packages from disk, so it is pointed at the installed layout: a tree where
+# each top-level folder is linked in as a subpackage of easerve, as the wheel lays them out.
+IMPORT_TREE := build/import-tree
+LAYOUT_FOLDERS := model_defs training export artifacts service bench loadtest
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf $(IMPORT_TREE) && mkdir -p $(IMPORT_TREE)/easerve
+	cp easerve/*.py $(IMPORT_TREE)/easerve/
+	for folder in $(LAYOUT_FOLDERS); do ln -s $(CURDIR)/$$folder $(IMPORT_TREE)/easerve/$$folder; done
+	cd $(IMPORT_TREE) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/.importlinter
 
 bench: $(VENV)/.dev
 	$(BIN)/easerve bench attention

@@ -16,11 +16,11 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.machine import cpu_model, load_average
+from easerve.loadtest.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
-    from bench.attention_cases import Case, Measurement
-    from bench.report import TableData
+    from easerve.bench.attention_cases import Case, Measurement
+    from easerve.bench.report import TableData
 
 DEFAULT_POSITIONS = (256, 1024, 4096, 16384)
 PAPER_DIM, PAPER_SIDE, PAPER_MEMORY = 512, 128, 64
@@ -42,38 +42,68 @@ official block, 1x1 convs + EA unit + BatchNorm + residual + ReLU. MACs: FlopCou
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dim", type=int, default=PAPER_DIM,
-                        help="channels d of the measured feature maps (default: %(default)s)")
-    parser.add_argument("--positions", type=int, nargs="+", default=list(DEFAULT_POSITIONS),
-                        metavar="N", help="positions N = H*W to measure, each a perfect square "
-                        "(default: %(default)s)")
-    parser.add_argument("--memory-size", type=int, default=PAPER_MEMORY,
-                        help="EA memory slots S of the measured modules (default: %(default)s)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="where to measure (default: %(default)s); cuda needs an NVIDIA GPU "
-                        "and a CUDA build of torch, which this project's CPU dev machine lacks")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="at least this many timed forwards per case (default: %(default)s)")
-    parser.add_argument("--time-budget", type=float, default=1.0, metavar="SECONDS",
-                        help="keep timing a case until this much time is spent "
-                        "(default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=0.5, metavar="SECONDS",
-                        help="untimed warm-up per case, at least one forward "
-                        "(default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads per case, 0 for torch's default; one thread "
-                        "keeps timings steady on a shared machine (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
-                        help="writes DIR/bench_attention.md and DIR/bench_attention.png "
-                        "(default: %(default)s)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 when a target is missed")
+    parser.add_argument(
+        "--dim", type=int, default=PAPER_DIM, help="channels d of the measured feature maps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--positions",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_POSITIONS),
+        metavar="N",
+        help="positions N = H*W to measure, each a perfect square (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--memory-size",
+        type=int,
+        default=PAPER_MEMORY,
+        help="EA memory slots S of the measured modules (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="where to measure (default: %(default)s); cuda needs an NVIDIA GPU "
+        "and a CUDA build of torch, which this project's CPU dev machine lacks",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="at least this many timed forwards per case (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="keep timing a case until this much time is spent (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="untimed warm-up per case, at least one forward (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads per case, 0 for torch's default; one thread "
+        "keeps timings steady on a shared machine (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help="writes DIR/bench_attention.md and DIR/bench_attention.png (default: %(default)s)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a case failed (or a target missed under --strict), 2 bad input."""
-    from bench import attention_report as report
-    from bench.report import print_table, write_report
+    from easerve.bench import attention_report as report
+    from easerve.bench.report import print_table, write_report
 
     problem = _invalid_arguments(args)
     if problem:
@@ -87,10 +117,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         print(f"error: {error}")
         return 1
-    environment = (
-        f"{environment_before}; load average after: {load_average()}. "
-        "Other processes may share the machine."
-    )
+    environment = f"{environment_before}; load average after: {load_average()}. Other processes may share the machine."
     measured_tables = [
         report.latency_table(measurements, args.dim, args.device),
         report.memory_table(measurements, args.dim, args.device),
@@ -103,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     markdown_path = args.out / "bench_attention.md"
     plot_path = args.out / "bench_attention.png"
-    write_report(markdown_path, "attention", environment, [cost_table, *measured_tables],
-                 report.target_lines(checks), METHOD)
-    report.plot(measurements, plot_path,
-                f"EA vs self-attention, d = {args.dim}, S = {args.memory_size}, {args.device}")
+    write_report(
+        markdown_path, "attention", environment, [cost_table, *measured_tables], report.target_lines(checks), METHOD
+    )
+    report.plot(measurements, plot_path, f"EA vs self-attention, d = {args.dim}, S = {args.memory_size}, {args.device}")
     print(f"wrote {markdown_path} and {plot_path}")
     missed = any(check.met is False for check in checks)
     return 1 if args.strict and missed else 0
@@ -115,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
 def _invalid_arguments(args: argparse.Namespace) -> str | None:
     import torch
 
-    from bench.attention_cases import square_side
+    from easerve.bench.attention_cases import square_side
 
     try:
         for positions in args.positions:
@@ -128,19 +155,28 @@ def _invalid_arguments(args: argparse.Namespace) -> str | None:
 
 
 def _paper_cost_table() -> TableData:
-    from bench.attention_cases import COMPARED_MODULES, count_cost
-    from bench.attention_report import cost_table
+    from easerve.bench.attention_cases import COMPARED_MODULES, count_cost
+    from easerve.bench.attention_report import cost_table
 
     costs = {m: count_cost(m, PAPER_DIM, PAPER_SIDE, PAPER_MEMORY) for m in COMPARED_MODULES}
     return cost_table(costs, f"1 x {PAPER_DIM} x {PAPER_SIDE} x {PAPER_SIDE}, S = {PAPER_MEMORY}")
 
 
 def _cases(args: argparse.Namespace) -> list[Case]:
-    from bench.attention_cases import COMPARED_MODULES, Case
+    from easerve.bench.attention_cases import COMPARED_MODULES, Case
 
     return [
-        Case(module, args.dim, positions, args.memory_size, args.device, args.repeats,
-             args.time_budget, args.warmup, args.threads)
+        Case(
+            module,
+            args.dim,
+            positions,
+            args.memory_size,
+            args.device,
+            args.repeats,
+            args.time_budget,
+            args.warmup,
+            args.threads,
+        )
         for positions in sorted(set(args.positions))
         for module in COMPARED_MODULES
     ]
@@ -150,18 +186,20 @@ def _measure_all(cases: list[Case]) -> dict[int, dict[str, Measurement]]:
     """Every case in its own process, with a progress bar; grouped as {N: {module: result}}."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bench.attention_cases import measure_in_fresh_process
+    from easerve.bench.attention_cases import measure_in_fresh_process
 
     measurements: dict[int, dict[str, Measurement]] = {}
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/"
-               "{task.total}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns) as progress:
         task = progress.add_task("measuring", total=len(cases))
         for case in cases:
             progress.update(task, description=f"{case.module} at N={case.positions:,}")
-            measurements.setdefault(case.positions, {})[case.module] = (
-                measure_in_fresh_process(case)
-            )
+            measurements.setdefault(case.positions, {})[case.module] = measure_in_fresh_process(case)
             progress.advance(task)
     return measurements
 
@@ -179,4 +217,3 @@ def _environment(args: argparse.Namespace) -> str:
         f"torch {torch.__version__}, {threads} intra-op thread(s); "
         f"load average before: {load_average()}"
     )
-

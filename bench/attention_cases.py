@@ -1,6 +1,6 @@
 """The modules `easerve bench attention` compares, and how one of them is counted and measured.
 
-Run as `python -m bench.attention_cases`, it measures one `Case` read as JSON from stdin and
+Run as `python -m easerve.bench.attention_cases`, it measures one `Case` read as JSON from stdin and
 writes the `Measurement` as JSON to stdout: every case runs in a fresh process, so the peak memory
 it reports belongs to that case alone (no allocator reuse from an earlier, larger case).
 """
@@ -8,7 +8,6 @@ it reports belongs to that case alone (no allocator reuse from an earlier, large
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from model_defs.attention import (
+from easerve.model_defs.attention import (
     AttentionBlock2d,
     ExternalAttention,
     FeatureMapAttention,
@@ -42,7 +41,6 @@ COMPARED_MODULES: dict[str, tuple[str, ModuleBuilder]] = {
 }
 
 _MAX_REPEATS = 200
-_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -104,14 +102,11 @@ def square_side(positions: int) -> int:
 
 def measure_in_fresh_process(case: Case) -> Measurement:
     """`measure(case)` in a new Python process; RuntimeError with its stderr if it fails."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
     result = subprocess.run(
-        [sys.executable, "-m", "bench.attention_cases"],
+        [sys.executable, "-m", "easerve.bench.attention_cases"],
         input=json.dumps(asdict(case)),
         capture_output=True,
         text=True,
-        env=env,
         check=False,
     )
     if result.returncode != 0:
@@ -161,9 +156,7 @@ def measure(case: Case) -> Measurement:
 
 def _timed_ms(forward: Callable[[], float], case: Case) -> tuple[float, ...]:
     times: list[float] = []
-    while len(times) < _MAX_REPEATS and (
-        len(times) < case.min_repeats or sum(times) < case.time_budget_s
-    ):
+    while len(times) < _MAX_REPEATS and (len(times) < case.min_repeats or sum(times) < case.time_budget_s):
         times.append(forward())
     return tuple(t * 1e3 for t in times)
 

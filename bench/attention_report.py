@@ -9,8 +9,8 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.attention_cases import COMPARED_MODULES, Cost, Measurement
-from bench.report import TableData
+from easerve.bench.attention_cases import COMPARED_MODULES, Cost, Measurement
+from easerve.bench.report import TableData
 
 # PAPER.md section 3, re-counted from the official code at 1 x 512 x 128 x 128, S = 64.
 PAPER_COSTS: dict[str, Cost] = {
@@ -58,15 +58,12 @@ def cost_table(costs: dict[str, Cost], setting: str) -> TableData:
     return TableData(f"Cost at the paper's setting, {setting}", headers, rows)
 
 
-def latency_table(
-    measurements: dict[int, dict[str, Measurement]], dim: int, device: str
-) -> TableData:
+def latency_table(measurements: dict[int, dict[str, Measurement]], dim: int, device: str) -> TableData:
     """Per N: median / p90 forward latency of every module, and the SA/EA ratio of medians."""
     rows = tuple(
         (
             f"{positions:,}",
-            *(f"{_ms(median_ms(by_module[k]))} / {_ms(p90_ms(by_module[k]))}"
-              for k in COMPARED_MODULES),
+            *(f"{_ms(median_ms(by_module[k]))} / {_ms(p90_ms(by_module[k]))}" for k in COMPARED_MODULES),
             _ratio(median_ms(by_module["sa"]), median_ms(by_module["ea"])),
         )
         for positions, by_module in measurements.items()
@@ -75,9 +72,7 @@ def latency_table(
     return TableData(title, _per_module_headers(), rows)
 
 
-def memory_table(
-    measurements: dict[int, dict[str, Measurement]], dim: int, device: str
-) -> TableData:
+def memory_table(measurements: dict[int, dict[str, Measurement]], dim: int, device: str) -> TableData:
     """Per N: peak memory of one forward of every module, and the SA/EA ratio."""
     rows = tuple(
         (
@@ -115,8 +110,7 @@ def target_checks(measurements: dict[int, dict[str, Measurement]]) -> list[Targe
 def target_lines(checks: list[TargetCheck]) -> list[str]:
     verdicts = {True: "met", False: "MISSED", None: "not checked"}
     return [
-        f"{c.description}: {'not measured' if c.value is None else f'{c.value:.1f}x'}"
-        f" - {verdicts[c.met]}"
+        f"{c.description}: {'not measured' if c.value is None else f'{c.value:.1f}x'} - {verdicts[c.met]}"
         for c in checks
     ]
 
@@ -131,8 +125,7 @@ def plot(measurements: dict[int, dict[str, Measurement]], path: Path, title: str
     positions = list(measurements)
     figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(11, 4.5))
     for key, (label, _) in COMPARED_MODULES.items():
-        time_axis.plot(positions, [median_ms(measurements[n][key]) for n in positions], "o-",
-                       label=label)
+        time_axis.plot(positions, [median_ms(measurements[n][key]) for n in positions], "o-", label=label)
         memory_axis.plot(
             positions,
             [max(measurements[n][key].peak_memory_bytes, 1) / 2**20 for n in positions],
@@ -143,8 +136,14 @@ def plot(measurements: dict[int, dict[str, Measurement]], path: Path, title: str
     first = positions[0]
     for key, power, style, label in (("ea", 1, ":", "∝ N"), ("sa", 2, "--", "∝ N²")):
         start = median_ms(measurements[first][key])
-        time_axis.plot(positions, [start * (n / first) ** power for n in positions], style,
-                       color="grey", linewidth=0.8, label=label)
+        time_axis.plot(
+            positions,
+            [start * (n / first) ** power for n in positions],
+            style,
+            color="grey",
+            linewidth=0.8,
+            label=label,
+        )
     for axis, ylabel in ((time_axis, "median latency (ms)"), (memory_axis, "peak memory (MiB)")):
         axis.set_xscale("log", base=2)
         axis.set_yscale("log")

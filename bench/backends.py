@@ -4,7 +4,7 @@ For every bundled model exported under --weights-dir: latency (median, p95) at b
 throughput at batch 8 and 32 on this CPU, a table with ratios, the issue's targets, and
 OUT/bench_backends.md + OUT/bench_backends.png.
 
-Only the standard library is imported at module level (`bench.machine` is stdlib-only; see
+Only the standard library is imported at module level (`loadtest.machine` is stdlib-only; see
 easerve/cli.py).
 """
 
@@ -15,11 +15,11 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.machine import cpu_model, load_average
+from easerve.loadtest.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
-    from bench.backends_cases import ModelFigures
-    from bench.report import TableData
+    from easerve.bench.backends_cases import ModelFigures
+    from easerve.bench.report import TableData
 
 REPORT_NAME = "bench_backends"
 
@@ -38,32 +38,47 @@ negative is a gain)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
-                        help="folder of exported <model>/ folders (manifest.json, model.onnx and "
-                        "the checkpoint; default: %(default)s)")
-    parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="models to measure (default: every bundled model exported there)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="intra-op threads of every backend, 0 for each runtime's default; one "
-                        "thread keeps timings steady on a shared machine (default: %(default)s)")
-    parser.add_argument("--time-budget", type=float, default=1.0, metavar="SECONDS",
-                        help="timed seconds per backend and batch size, over all rounds "
-                        "(default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
-                        help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png "
-                        "(default: %(default)s)")
-    parser.add_argument("--strict", action="store_true",
-                        help="exit with status 1 when a target is missed")
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=Path("weights"),
+        help="folder of exported <model>/ folders (manifest.json, model.onnx and the checkpoint; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--models", nargs="+", metavar="NAME", help="models to measure (default: every bundled model exported there)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="intra-op threads of every backend, 0 for each runtime's default; one "
+        "thread keeps timings steady on a shared machine (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="timed seconds per backend and batch size, over all rounds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png (default: %(default)s)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a target missed under --strict, 2 nothing to measure."""
     import torch
 
-    from bench import backends_report as report
-    from bench.attention_report import target_lines
-    from bench.backends_cases import measure_model
-    from bench.report import print_table
+    from easerve.bench import backends_report as report
+    from easerve.bench.attention_report import target_lines
+    from easerve.bench.backends_cases import measure_model
+    from easerve.bench.report import print_table
 
     model_dirs = _model_dirs(args)
     if isinstance(model_dirs, str):
@@ -87,12 +102,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _save(
-    args: argparse.Namespace, all_figures: list[ModelFigures], table: TableData, targets: list[str],
+    args: argparse.Namespace,
+    all_figures: list[ModelFigures],
+    table: TableData,
+    targets: list[str],
     environment: str,
 ) -> None:
     """OUT/bench_backends.png and OUT/bench_backends.md (which shows the figure)."""
-    from bench.backends_report import plot
-    from bench.report import write_report
+    from easerve.bench.backends_report import plot
+    from easerve.bench.report import write_report
 
     args.out.mkdir(parents=True, exist_ok=True)
     markdown_path = args.out / f"{REPORT_NAME}.md"
@@ -104,7 +122,7 @@ def _save(
 
 def _model_dirs(args: argparse.Namespace) -> list[Path] | str:
     """The exported model folders to measure, or an error message."""
-    from model_defs.registry import list_models
+    from easerve.model_defs.registry import list_models
 
     names = args.models or [entry.name for entry in list_models(bundled=True)]
     found = [args.weights_dir / n for n in names if (args.weights_dir / n / "manifest.json").is_file()]

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from artifacts.manifest import Manifest, load_manifest
-from export.latency import Timing, time_calls
-from export.metric_guard import drop_in_points
-from export.ort_model import OrtModel
-from service.tensor_shapes import concrete_shape
-from training.checkpoint import load_checkpoint
+from easerve.artifacts.manifest import Manifest, load_manifest
+from easerve.export.latency import Timing, time_calls
+from easerve.export.metric_guard import drop_in_points
+from easerve.export.ort_model import OrtModel
+from easerve.service.tensor_shapes import concrete_shape
+from easerve.training.checkpoint import load_checkpoint
 
 BACKENDS = {"eager": "PyTorch eager", "fp32": "ORT FP32", "int8": "ORT INT8"}
 LATENCY_BATCH = 1
@@ -90,32 +90,26 @@ def backend_calls(model_dir: Path, manifest: Manifest, threads: int) -> dict[str
     return calls
 
 
-def _interleaved_timings(
-    calls: dict[str, Call], manifest: Manifest, batch: int, budget_s: float
-) -> dict[str, Timing]:
+def _interleaved_timings(calls: dict[str, Call], manifest: Manifest, batch: int, budget_s: float) -> dict[str, Timing]:
     """Every backend's call times at `batch`: the backends take turns for ROUNDS rounds, each
     round spending `budget_s / ROUNDS` per backend."""
     arrays = bench_inputs(manifest, batch)
     seconds: dict[str, list[float]] = {key: [] for key in calls}
     for _ in range(ROUNDS):
         for key, call in calls.items():
-            timing = time_calls(functools.partial(call, arrays), warmup=1, min_repeats=1,
-                                budget_s=budget_s / ROUNDS)
+            timing = time_calls(functools.partial(call, arrays), warmup=1, min_repeats=1, budget_s=budget_s / ROUNDS)
             seconds[key].extend(timing.seconds)
     return {key: Timing(tuple(values)) for key, values in seconds.items()}
 
 
-def measure_model(
-    model_dir: Path, threads: int, budget_s: float, log: Callable[[str], None]
-) -> ModelFigures:
+def measure_model(model_dir: Path, threads: int, budget_s: float, log: Callable[[str], None]) -> ModelFigures:
     """Every available backend of the exported model in `model_dir`."""
     manifest = load_manifest(model_dir)
     figures = ModelFigures(manifest.name)
     calls = backend_calls(model_dir, manifest, threads)
     log(f"{manifest.name}: {', '.join(BACKENDS[key] for key in calls)}, taking turns")
     timings = {
-        batch: _interleaved_timings(calls, manifest, batch, budget_s)
-        for batch in (LATENCY_BATCH, *THROUGHPUT_BATCHES)
+        batch: _interleaved_timings(calls, manifest, batch, budget_s) for batch in (LATENCY_BATCH, *THROUGHPUT_BATCHES)
     }
     for key in calls:
         figures.backends[key] = BackendFigures(

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.attention_report import TargetCheck
-from bench.backends_cases import (
+from easerve.bench.attention_report import TargetCheck
+from easerve.bench.backends_cases import (
     BACKENDS,
     LATENCY_BATCH,
     THROUGHPUT_BATCHES,
     ModelFigures,
 )
-from bench.report import TableData
+from easerve.bench.report import TableData
 
 RATIO_BATCH = 8
 MIN_FP32_OVER_EAGER = 1.3
@@ -41,21 +41,30 @@ def _drop_text(figures: ModelFigures, backend: str) -> str:
 def results_table(all_figures: list[ModelFigures], threads: int) -> TableData:
     """A row per model and backend: batch-1 latency, throughput, ratios at RATIO_BATCH."""
     headers = (
-        "model", "backend", f"b{LATENCY_BATCH} ms p50", f"b{LATENCY_BATCH} ms p95",
+        "model",
+        "backend",
+        f"b{LATENCY_BATCH} ms p50",
+        f"b{LATENCY_BATCH} ms p95",
         *(f"b{b} /s" for b in THROUGHPUT_BATCHES),
-        f"b{RATIO_BATCH} vs eager", f"b{RATIO_BATCH} vs FP32", "INT8 drop (pts)",
+        f"b{RATIO_BATCH} vs eager",
+        f"b{RATIO_BATCH} vs FP32",
+        "INT8 drop (pts)",
     )
     rows = []
     for figures in all_figures:
         for key, backend in figures.backends.items():
-            rows.append((
-                figures.name, BACKENDS[key],
-                f"{backend.latency.median * 1e3:.2f}", f"{backend.latency.p95 * 1e3:.2f}",
-                *(f"{backend.throughput[b]:,.1f}" for b in THROUGHPUT_BATCHES),
-                _ratio_text(_throughput_ratio(figures, key, "eager")),
-                _ratio_text(_throughput_ratio(figures, key, "fp32")),
-                _drop_text(figures, key),
-            ))
+            rows.append(
+                (
+                    figures.name,
+                    BACKENDS[key],
+                    f"{backend.latency.median * 1e3:.2f}",
+                    f"{backend.latency.p95 * 1e3:.2f}",
+                    *(f"{backend.throughput[b]:,.1f}" for b in THROUGHPUT_BATCHES),
+                    _ratio_text(_throughput_ratio(figures, key, "eager")),
+                    _ratio_text(_throughput_ratio(figures, key, "fp32")),
+                    _drop_text(figures, key),
+                )
+            )
     title = f"Backends on CPU, {threads or 'default'} thread(s): latency at batch {LATENCY_BATCH}, throughput"
     return TableData(title, headers, tuple(rows))
 
@@ -66,20 +75,27 @@ def target_checks(all_figures: list[ModelFigures]) -> list[TargetCheck]:
     checks = []
     for figures in all_figures:
         fp32 = _throughput_ratio(figures, "fp32", "eager")
-        checks.append(TargetCheck(
-            f"{figures.name}: onnxruntime FP32 / PyTorch eager throughput at batch {RATIO_BATCH} "
-            f"(target >= {MIN_FP32_OVER_EAGER}x)", fp32, fp32 is not None and fp32 >= MIN_FP32_OVER_EAGER,
-        ))
+        checks.append(
+            TargetCheck(
+                f"{figures.name}: onnxruntime FP32 / PyTorch eager throughput at batch {RATIO_BATCH} "
+                f"(target >= {MIN_FP32_OVER_EAGER}x)",
+                fp32,
+                fp32 is not None and fp32 >= MIN_FP32_OVER_EAGER,
+            )
+        )
         int8 = _throughput_ratio(figures, "int8", "fp32")
         drop = figures.int8_drop_points
         applies = drop is not None and drop <= INT8_TARGET_MAX_DROP_POINTS
         condition = "no INT8 graph" if drop is None else f"metric drop {drop:.2f} points"
-        checks.append(TargetCheck(
-            f"{figures.name}: onnxruntime INT8 / FP32 throughput at batch {RATIO_BATCH} (target >= "
-            f"{MIN_INT8_OVER_FP32}x where the metric drop is <= {INT8_TARGET_MAX_DROP_POINTS:g} "
-            f"point; {condition})",
-            int8, (int8 >= MIN_INT8_OVER_FP32) if applies and int8 is not None else None,
-        ))
+        checks.append(
+            TargetCheck(
+                f"{figures.name}: onnxruntime INT8 / FP32 throughput at batch {RATIO_BATCH} (target >= "
+                f"{MIN_INT8_OVER_FP32}x where the metric drop is <= {INT8_TARGET_MAX_DROP_POINTS:g} "
+                f"point; {condition})",
+                int8,
+                (int8 >= MIN_INT8_OVER_FP32) if applies and int8 is not None else None,
+            )
+        )
     return checks
 
 

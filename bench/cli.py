@@ -12,15 +12,15 @@ import importlib
 # benchmark -> module with `add_arguments(parser)` and `run(args) -> int`
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "attention": (
-        "bench.attention",
+        "easerve.bench.attention",
         "EA against self-attention: the paper's cost counts, measured latency and peak memory",
     ),
     "backends": (
-        "bench.backends",
+        "easerve.bench.backends",
         "PyTorch eager against onnxruntime FP32 and INT8 for every exported bundled model",
     ),
     "serve": (
-        "bench.serve",
+        "easerve.bench.serve",
         "the service on loopback: dynamic batching against max batch 1, a naive server and the offline ceiling",
     ),
 }

@@ -22,11 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.machine import cpu_model, load_average
+from easerve.loadtest.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
-    from bench.serve_report import ModelResults
-    from service.model_files import ModelFiles
+    from easerve.bench.serve_report import ModelResults
+    from easerve.service.model_files import ModelFiles
 
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_TASKS = ("classification", "segmentation")
@@ -52,38 +52,83 @@ with one client minus the bare pipeline (HTTP, routing, queueing and thread hand
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights-dir", dest="weights_dirs", action="append", type=Path, metavar="DIR",
-                        help="folder of <model>/manifest.json folders; repeat for several (default: weights)")
-    parser.add_argument("--models", nargs="+", metavar="NAME",
-                        help="classification / segmentation models to measure (default: the EA one of each)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=list(DEFAULT_CONCURRENCY), metavar="N",
-                        help="concurrent clients, one run each (default: %(default)s)")
-    parser.add_argument("--duration", type=float, default=8.0, metavar="SECONDS",
-                        help="measured window of each run; each offline figure takes a quarter of it "
-                             "(default: %(default)s)")
-    parser.add_argument("--warmup", type=float, default=2.0, metavar="SECONDS",
-                        help="load before each window that is not counted (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=0, metavar="N",
-                        help="onnxruntime intra-op threads in every server and offline, 0 for its default "
-                             "(default: %(default)s)")
-    parser.add_argument("--spinning", action="store_true",
-                        help="idle onnxruntime threads spin for work in every server and offline "
-                             "(`easerve serve --intra-op-spinning`)")
-    parser.add_argument("--instances", type=int, default=1, metavar="N",
-                        help="model instances of both easerve servers (`easerve serve --instances`; "
-                             "default: %(default)s)")
-    parser.add_argument("--ready-timeout", type=float, default=120.0, metavar="SECONDS",
-                        help="how long a server may take to become ready (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("results"), metavar="DIR",
-                        help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png (default: %(default)s)")
+    parser.add_argument(
+        "--weights-dir",
+        dest="weights_dirs",
+        action="append",
+        type=Path,
+        metavar="DIR",
+        help="folder of <model>/manifest.json folders; repeat for several (default: weights)",
+    )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="classification / segmentation models to measure (default: the EA one of each)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_CONCURRENCY),
+        metavar="N",
+        help="concurrent clients, one run each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=8.0,
+        metavar="SECONDS",
+        help="measured window of each run; each offline figure takes a quarter of it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="load before each window that is not counted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        metavar="N",
+        help="onnxruntime intra-op threads in every server and offline, 0 for its default (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--spinning",
+        action="store_true",
+        help="idle onnxruntime threads spin for work in every server and offline (`easerve serve --intra-op-spinning`)",
+    )
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        metavar="N",
+        help="model instances of both easerve servers (`easerve serve --instances`; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long a server may take to become ready (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results"),
+        metavar="DIR",
+        help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png (default: %(default)s)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
 
 
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a server failed (or a target missed under --strict), 2 bad input."""
-    from bench import serve_report as report
-    from bench.report import write_report
-    from service.model_files import ModelFilesError
+    from easerve.bench import serve_report as report
+    from easerve.bench.report import write_report
+    from easerve.service.model_files import ModelFilesError
 
     args.weights_dirs = args.weights_dirs or [Path("weights")]
     try:
@@ -118,8 +163,8 @@ def run(args: argparse.Namespace) -> int:
 def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[ModelFiles]:
     """The named image models, or the first EA model of each default task; ModelFilesError if
     one is missing or of a task the benchmark does not send images for."""
-    from bench.serve_pipeline import IMAGE_TASKS
-    from service.model_files import ModelFilesError, discover_models
+    from easerve.bench.serve_pipeline import IMAGE_TASKS
+    from easerve.service.model_files import ModelFilesError, discover_models
 
     if names:
         chosen = discover_models(weights_dirs, names)
@@ -138,14 +183,13 @@ def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[Mo
 
 
 def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelResults]:
-    from bench.serve_load import LoadRun, Workload, run_load
-    from bench.serve_offline import measure_offline
-    from bench.serve_pipeline import IMAGE_TASKS
-    from bench.serve_report import SERVER_LABELS, ModelResults
-    from service.settings import Settings
+    from easerve.bench.serve_load import LoadRun, Workload, run_load
+    from easerve.bench.serve_offline import measure_offline
+    from easerve.bench.serve_pipeline import IMAGE_TASKS
+    from easerve.bench.serve_report import SERVER_LABELS, ModelResults
+    from easerve.service.settings import Settings
 
-    settings = Settings(weights_dirs=args.weights_dirs, intra_op_threads=args.threads,
-                        intra_op_spinning=args.spinning)
+    settings = Settings(weights_dirs=args.weights_dirs, intra_op_threads=args.threads, intra_op_spinning=args.spinning)
     pngs = {files.name: IMAGE_TASKS[files.manifest.task].sample_png() for files in models}
     offline = {}
     for files in models:
@@ -160,8 +204,11 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
                 for concurrency in args.concurrency:
                     run = run_load(url, workload, concurrency, args.warmup, args.duration)
                     runs[files.name][server].append(run)
-                    print(f"{label}: {files.name}, {concurrency} clients: {run.throughput:,.1f} req/s, "
-                          f"p50 {run.percentile_ms(50) or 0:.1f} ms, {run.failures} failed", flush=True)
+                    print(
+                        f"{label}: {files.name}, {concurrency} clients: {run.throughput:,.1f} req/s, "
+                        f"p50 {run.percentile_ms(50) or 0:.1f} ms, {run.failures} failed",
+                        flush=True,
+                    )
     return [ModelResults(f.name, f.manifest.task, offline[f.name], runs[f.name]) for f in models]
 
 
@@ -169,25 +216,55 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
     weights = [word for folder in args.weights_dirs for word in ("--weights-dir", str(folder))]
     if server == "naive":
         spinning = ["--spinning"] if args.spinning else []
-        return [sys.executable, "-m", "bench.serve_naive", "--port", str(port), "--models", *names,
-                "--threads", str(args.threads), *spinning, *weights]
+        return [
+            sys.executable,
+            "-m",
+            "easerve.bench.serve_naive",
+            "--port",
+            str(port),
+            "--models",
+            *names,
+            "--threads",
+            str(args.threads),
+            *spinning,
+            *weights,
+        ]
     spinning = ["--intra-op-spinning"] if args.spinning else []
     batching = ["--max-batch-size", "1"] if server == "batch1" else []
-    return [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--models", *names, "--intra-op-threads", str(args.threads), *spinning,
-            "--instances", str(args.instances), "--log-level", "warning", *weights, *batching]
+    return [
+        sys.executable,
+        "-m",
+        "easerve.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--models",
+        *names,
+        "--intra-op-threads",
+        str(args.threads),
+        *spinning,
+        "--instances",
+        str(args.instances),
+        "--log-level",
+        "warning",
+        *weights,
+        *batching,
+    ]
 
 
 @contextmanager
 def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> Iterator[str]:
     """`server` on a free loopback port (`loadtest.server.running_server`), its output in a log
     file under the temp folder; yields its URL once ready."""
-    from loadtest.server import free_port, running_server
+    from easerve.loadtest.server import free_port, running_server
 
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="easerve-bench-serve-")) / f"{server}.log"
-    with running_server(_server_command(server, args, names, port), f"http://127.0.0.1:{port}",
-                        log_path, args.ready_timeout) as url:
+    with running_server(
+        _server_command(server, args, names, port), f"http://127.0.0.1:{port}", log_path, args.ready_timeout
+    ) as url:
         yield url
 
 

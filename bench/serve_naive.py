@@ -1,6 +1,6 @@
 """The baseline of `easerve bench serve`: a naive FastAPI + onnxruntime server, no batching.
 
-    python -m bench.serve_naive --weights-dir weights --models eamlp-ea-tiny --port 8001
+    python -m easerve.bench.serve_naive --weights-dir weights --models eamlp-ea-tiny --port 8001
 
 What a first server usually looks like: each request is decoded, preprocessed, run at batch 1
 and postprocessed on FastAPI's thread pool, on one shared onnxruntime session (its `run` may be
@@ -19,12 +19,12 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
-from artifacts.manifest import Manifest
-from bench.serve_pipeline import IMAGE_TASKS, answer_one
-from service.model_files import discover_models
-from service.runners.base import Runner
-from service.runners.ort import OrtRunner
-from service.settings import Settings
+from easerve.artifacts.manifest import Manifest
+from easerve.bench.serve_pipeline import IMAGE_TASKS, answer_one
+from easerve.service.model_files import discover_models
+from easerve.service.runners.base import Runner
+from easerve.service.runners.ort import OrtRunner
+from easerve.service.settings import Settings
 
 
 def create_naive_app(runners: dict[str, tuple[Runner, Manifest]]) -> FastAPI:
@@ -56,8 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     parser.add_argument("--spinning", action="store_true", help="idle onnxruntime threads spin for work")
     args = parser.parse_args(argv)
-    settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads,
-                        intra_op_spinning=args.spinning)
+    settings = Settings(
+        weights_dirs=args.weights_dir,
+        models=args.models,
+        intra_op_threads=args.threads,
+        intra_op_spinning=args.spinning,
+    )
     runners = {
         files.name: (OrtRunner(files, settings, files.manifest.max_batch_size), files.manifest)
         for files in discover_models(settings.weights_dirs, settings.models)

@@ -14,14 +14,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bench.serve_pipeline import MAX_IMAGE_PIXELS, answer_one
-from export.latency import Timing, time_calls
-from service.codecs.images import decode_image
-from service.model_files import ModelFiles
-from service.runners.base import Tensors
-from service.runners.ort import OrtRunner
-from service.settings import Settings
-from service.tasks.image_input import image_batch
+from easerve.bench.serve_pipeline import MAX_IMAGE_PIXELS, answer_one
+from easerve.export.latency import Timing, time_calls
+from easerve.service.codecs.images import decode_image
+from easerve.service.model_files import ModelFiles
+from easerve.service.runners.base import Tensors
+from easerve.service.runners.ort import OrtRunner
+from easerve.service.settings import Settings
+from easerve.service.tasks.image_input import image_batch
 
 MIN_CALLS = 5
 

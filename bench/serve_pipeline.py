@@ -14,13 +14,13 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel
 
-from artifacts.manifest import Manifest
-from loadtest.samples import load_samples
-from service.codecs.images import decode_image
-from service.runners.base import Runner
-from service.tasks.classification import classify
-from service.tasks.image_input import image_batch
-from service.tasks.segmentation import segment
+from easerve.artifacts.manifest import Manifest
+from easerve.loadtest.samples import load_samples
+from easerve.service.codecs.images import decode_image
+from easerve.service.runners.base import Runner
+from easerve.service.tasks.classification import classify
+from easerve.service.tasks.image_input import image_batch
+from easerve.service.tasks.segmentation import segment
 
 MAX_IMAGE_PIXELS = 25_000_000
 TOP_K = 5

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.report import TableData, print_table
-from bench.serve_load import LoadRun
-from bench.serve_offline import OfflineFigures
+from easerve.bench.report import TableData, print_table
+from easerve.bench.serve_load import LoadRun
+from easerve.bench.serve_offline import OfflineFigures
 
 # The servers compared, in table order: key -> label.
 SERVER_LABELS = {
@@ -66,17 +66,26 @@ def load_table(results: ModelResults) -> TableData:
             run = results.at(server, concurrency)
             if run is None:
                 continue
-            rows.append((
-                str(concurrency),
-                label,
-                f"{run.throughput:,.1f}",
-                *(_number(run.percentile_ms(percent), ".1f") for percent in PERCENTILES),
-                _number(run.mean_batch_size, ".2f"),
-                _times(results.speedup_over_naive(concurrency, server)),
-                str(run.failures),
-            ))
-    headers = ("clients", "server", "req/s", *(f"p{percent} ms" for percent in PERCENTILES), "mean batch",
-               "req/s over naive", "failed")
+            rows.append(
+                (
+                    str(concurrency),
+                    label,
+                    f"{run.throughput:,.1f}",
+                    *(_number(run.percentile_ms(percent), ".1f") for percent in PERCENTILES),
+                    _number(run.mean_batch_size, ".2f"),
+                    _times(results.speedup_over_naive(concurrency, server)),
+                    str(run.failures),
+                )
+            )
+    headers = (
+        "clients",
+        "server",
+        "req/s",
+        *(f"p{percent} ms" for percent in PERCENTILES),
+        "mean batch",
+        "req/s over naive",
+        "failed",
+    )
     title = f"{results.name} ({results.task}): closed-loop load"
     return TableData(title, headers, tuple(rows))
 
@@ -118,13 +127,22 @@ def target_checks(all_results: list[ModelResults]) -> list[Target]:
         speedup = results.speedup_over_naive(SPEEDUP_CONCURRENCY)
         overhead = results.overhead_ms()
         targets += [
-            Target(f"{results.name}: service / offline ceiling at saturation (target >= {MIN_CEILING_RATIO})",
-                   f"{ratio:.2f}", ratio >= MIN_CEILING_RATIO),
-            Target(f"{results.name}: dynamic batching / naive server at {SPEEDUP_CONCURRENCY} clients "
-                   f"(target >= {MIN_SPEEDUP_OVER_NAIVE:.0f}x)",
-                   _times(speedup), None if speedup is None else speedup >= MIN_SPEEDUP_OVER_NAIVE),
-            Target(f"{results.name}: p50 of a lone client over the bare pipeline (target <= {MAX_OVERHEAD_MS} ms)",
-                   _number(overhead, "+.2f") + " ms", None if overhead is None else overhead <= MAX_OVERHEAD_MS),
+            Target(
+                f"{results.name}: service / offline ceiling at saturation (target >= {MIN_CEILING_RATIO})",
+                f"{ratio:.2f}",
+                ratio >= MIN_CEILING_RATIO,
+            ),
+            Target(
+                f"{results.name}: dynamic batching / naive server at {SPEEDUP_CONCURRENCY} clients "
+                f"(target >= {MIN_SPEEDUP_OVER_NAIVE:.0f}x)",
+                _times(speedup),
+                None if speedup is None else speedup >= MIN_SPEEDUP_OVER_NAIVE,
+            ),
+            Target(
+                f"{results.name}: p50 of a lone client over the bare pipeline (target <= {MAX_OVERHEAD_MS} ms)",
+                _number(overhead, "+.2f") + " ms",
+                None if overhead is None else overhead <= MAX_OVERHEAD_MS,
+            ),
         ]
     return targets
 
@@ -153,12 +171,15 @@ def plot(all_results: list[ModelResults], path: Path) -> None:
             runs = results.runs[server]
             clients = [run.concurrency for run in runs]
             line = throughput_axis.plot(clients, [run.throughput for run in runs], "o-", label=label)[0]
-            latency_axis.plot(clients, [run.percentile_ms(50) for run in runs], "o-", color=line.get_color(),
-                              label=f"{label}, p50")
-            latency_axis.plot(clients, [run.percentile_ms(99) for run in runs], "x--", color=line.get_color(),
-                              label=f"{label}, p99")
-        throughput_axis.axhline(results.offline.ceiling_per_s, color="grey", linestyle=":",
-                                label="offline ceiling (batched onnxruntime)")
+            latency_axis.plot(
+                clients, [run.percentile_ms(50) for run in runs], "o-", color=line.get_color(), label=f"{label}, p50"
+            )
+            latency_axis.plot(
+                clients, [run.percentile_ms(99) for run in runs], "x--", color=line.get_color(), label=f"{label}, p99"
+            )
+        throughput_axis.axhline(
+            results.offline.ceiling_per_s, color="grey", linestyle=":", label="offline ceiling (batched onnxruntime)"
+        )
         throughput_axis.set_ylabel("requests / s")
         latency_axis.set_ylabel("latency (ms)")
         latency_axis.set_yscale("log")
@@ -171,11 +192,6 @@ def plot(all_results: list[ModelResults], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def _percentiles(run: LoadRun) -> str:
-    values = [run.percentile_ms(percent) for percent in PERCENTILES]
-    return " / ".join("-" if value is None else f"{value:.1f}" for value in values)
 
 
 def _number(value: float | None, spec: str) -> str:

@@ -240,7 +240,7 @@ main() {
 
     log "one request per endpoint and attention kind, answers checked"
     compose run --rm --no-deps --entrypoint python3 loadtest \
-        -m loadtest.check --host "http://127.0.0.1:$EASERVE_PORT" \
+        -m easerve.loadtest.check --host "http://127.0.0.1:$EASERVE_PORT" \
         || fail "wrong answers from the service"
 
     log "headless locust run, every endpoint, $RUN_TIME"

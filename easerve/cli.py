@@ -12,14 +12,14 @@ import sys
 
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "models": ("model_defs.cli", "list the registered models"),
-    "train": ("training.cli", "train a registered model on a generated or user data set"),
-    "evaluate": ("training.evaluation", "a checkpoint's metrics on its held-out test split"),
-    "weights": ("training.report", "table of the trained checkpoints: metrics, size, time"),
-    "export": ("export.cli", "export checkpoints to ONNX / INT8 / TensorRT / Triton + manifests"),
-    "serve": ("service.cli", "serve exported models over REST (no torch needed)"),
-    "bench": ("bench.cli", "benchmarks: attention cost, backends, the running service"),
-    "loadtest": ("loadtest.cli", "locust load test, EA against self-attention"),
+    "models": ("easerve.model_defs.cli", "list the registered models"),
+    "train": ("easerve.training.cli", "train a registered model on a generated or user data set"),
+    "evaluate": ("easerve.training.evaluation", "a checkpoint's metrics on its held-out test split"),
+    "weights": ("easerve.training.report", "table of the trained checkpoints: metrics, size, time"),
+    "export": ("easerve.export.cli", "export checkpoints to ONNX / INT8 / TensorRT / Triton + manifests"),
+    "serve": ("easerve.service.cli", "serve exported models over REST (no torch needed)"),
+    "bench": ("easerve.bench.cli", "benchmarks: attention cost, backends, the running service"),
+    "loadtest": ("easerve.loadtest.cli", "locust load test, EA against self-attention"),
 }
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from artifacts.manifest import Manifest
-    from export.pipeline import ExportOptions
+    from easerve.artifacts.manifest import Manifest
+    from easerve.export.pipeline import ExportOptions
 
 Log = Callable[[str], None]
 
@@ -26,43 +26,87 @@ def _formats(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("models", nargs="*", metavar="MODEL",
-                        help="model folder names under --weights-dir (registry names)")
-    parser.add_argument("--all", action="store_true",
-                        help="every folder under --weights-dir that holds a checkpoint")
-    parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
-                        help="where <model>/model.safetensors + checkpoint.json live; outputs are "
-                        "written next to them (default: %(default)s)")
-    parser.add_argument("--format", type=_formats, default=["onnx"], metavar="LIST",
-                        help="comma list of onnx, trt, triton (default: onnx). trt and triton reuse "
-                        "the model's ONNX file when its manifest is current, else export it first")
-    parser.add_argument("--int8", action="store_true",
-                        help="also write model.int8.onnx (static INT8 for CPU, calibrated on "
-                        "generated data)")
-    parser.add_argument("--fp16", action="store_true",
-                        help="also write model.fp16.onnx (attention normalisation kept in FP32)")
-    parser.add_argument("--max-batch", type=int, default=32,
-                        help="largest batch the model is served at: manifest, TensorRT profile and "
-                        "Triton config (default: %(default)s)")
-    parser.add_argument("--parity-samples", type=int, default=500,
-                        help="held-out samples checked against PyTorch (default: %(default)s)")
-    parser.add_argument("--calibration-samples", type=int, default=128,
-                        help="training samples that calibrate INT8 ranges (default: %(default)s)")
-    parser.add_argument("--max-drop", type=float, default=2.0, metavar="POINTS",
-                        help="refuse an INT8 / FP16 graph whose task metric falls more than this "
-                        "many points below FP32 (default: %(default)s)")
-    parser.add_argument("--max-abs-error", type=float, default=1e-4,
-                        help="parity bound on any output's absolute error (default: %(default)s)")
-    parser.add_argument("--min-agreement", type=float, default=0.999,
-                        help="parity bound on task-level agreement (default: %(default)s)")
-    parser.add_argument("--trt-precision", choices=["fp16", "fp32"], default="fp16",
-                        help="TensorRT engine precision; fp16 is built from the FP16 graph, so it "
-                        "implies --fp16 (default: %(default)s)")
-    parser.add_argument("--engine-cache", type=Path,
-                        help="TensorRT engine cache folder (default: $EASERVE_ENGINE_CACHE or "
-                        "~/.cache/easerve/engines/tensorrt)")
-    parser.add_argument("--triton-repo", type=Path, default=Path("triton_repository"),
-                        help="Triton model repository written by --format triton (default: %(default)s)")
+    parser.add_argument(
+        "models", nargs="*", metavar="MODEL", help="model folder names under --weights-dir (registry names)"
+    )
+    parser.add_argument("--all", action="store_true", help="every folder under --weights-dir that holds a checkpoint")
+    parser.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=Path("weights"),
+        help="where <model>/model.safetensors + checkpoint.json live; outputs are "
+        "written next to them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=["onnx"],
+        metavar="LIST",
+        help="comma list of onnx, trt, triton (default: onnx). trt and triton reuse "
+        "the model's ONNX file when its manifest is current, else export it first",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write model.int8.onnx (static INT8 for CPU, calibrated on generated data)",
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="also write model.fp16.onnx (attention normalisation kept in FP32)"
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="largest batch the model is served at: manifest, TensorRT profile and "
+        "Triton config (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--parity-samples",
+        type=int,
+        default=500,
+        help="held-out samples checked against PyTorch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=128,
+        help="training samples that calibrate INT8 ranges (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-drop",
+        type=float,
+        default=2.0,
+        metavar="POINTS",
+        help="refuse an INT8 / FP16 graph whose task metric falls more than this "
+        "many points below FP32 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-abs-error",
+        type=float,
+        default=1e-4,
+        help="parity bound on any output's absolute error (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-agreement", type=float, default=0.999, help="parity bound on task-level agreement (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--trt-precision",
+        choices=["fp16", "fp32"],
+        default="fp16",
+        help="TensorRT engine precision; fp16 is built from the FP16 graph, so it "
+        "implies --fp16 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--engine-cache",
+        type=Path,
+        help="TensorRT engine cache folder (default: $EASERVE_ENGINE_CACHE or ~/.cache/easerve/engines/tensorrt)",
+    )
+    parser.add_argument(
+        "--triton-repo",
+        type=Path,
+        default=Path("triton_repository"),
+        help="Triton model repository written by --format triton (default: %(default)s)",
+    )
     parser.add_argument("--threads", type=int, help="onnxruntime threads for the checks")
     parser.epilog = (
         "Exit status: 0 everything requested was written; 1 something was not (parity failed, "
@@ -72,13 +116,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _model_dirs(args: argparse.Namespace) -> list[Path] | str:
     """The model folders to export, or an error message."""
-    from export.pipeline import has_checkpoint
+    from easerve.export.pipeline import has_checkpoint
 
     if args.all == bool(args.models):
         return "name models or give --all (not both)"
     if args.all:
-        found = sorted(p for p in args.weights_dir.iterdir() if p.is_dir() and has_checkpoint(p)) \
-            if args.weights_dir.is_dir() else []
+        found = (
+            sorted(p for p in args.weights_dir.iterdir() if p.is_dir() and has_checkpoint(p))
+            if args.weights_dir.is_dir()
+            else []
+        )
         return found or f"no checkpoints under {args.weights_dir}"
     missing = [m for m in args.models if not has_checkpoint(args.weights_dir / m)]
     if missing:
@@ -87,10 +134,10 @@ def _model_dirs(args: argparse.Namespace) -> list[Path] | str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export.onnx_graph import ExportError
-    from export.parity import ParityError, ParityThresholds
-    from export.pipeline import ExportOptions, current_manifest, export_checkpoint
-    from export.tensorrt import tensorrt_unavailable_reason
+    from easerve.export.onnx_graph import ExportError
+    from easerve.export.parity import ParityError, ParityThresholds
+    from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
+    from easerve.export.tensorrt import tensorrt_unavailable_reason
 
     model_dirs = _model_dirs(args)
     if isinstance(model_dirs, str):
@@ -148,7 +195,7 @@ def _reusable(manifest: Manifest | None, options: ExportOptions) -> Manifest | N
 
 
 def _triton(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: Log) -> int:
-    from export.triton import write_triton_model
+    from easerve.export.triton import write_triton_model
 
     folder = write_triton_model(args.triton_repo, manifest, model_dir / manifest.onnx.path)
     log(f"Triton model repository entry: {folder}")
@@ -156,7 +203,7 @@ def _triton(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: 
 
 
 def _tensorrt(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: Log) -> int:
-    from export.tensorrt import (
+    from easerve.export.tensorrt import (
         EngineBuildError,
         TensorRTUnavailable,
         build_engine,

@@ -15,7 +15,7 @@ import onnx
 import onnx_ir
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
-from export.onnx_graph import check_portable
+from easerve.export.onnx_graph import check_portable
 
 NORMALISATION_OPS = frozenset({"ReduceSum", "Add", "Div"})
 
@@ -67,9 +67,7 @@ def convert_to_fp16(source: Path, destination: Path, keep_normalisation_fp32: bo
     model = onnx.load(str(source))
     _name_nodes(model)
     island = fp32_island(model) if keep_normalisation_fp32 else []
-    converted = repaired(
-        convert_float_to_float16(model, keep_io_types=True, node_block_list=island)
-    )
+    converted = repaired(convert_float_to_float16(model, keep_io_types=True, node_block_list=island))
     check_portable(converted)
     onnx.save(converted, str(destination))
     return island

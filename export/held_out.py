@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from model_defs.registry import ModelEntry
-from training.checkpoint import CheckpointInfo
-from training.datasets import detection_collate
-from training.tasks import task_for
+from easerve.model_defs.registry import ModelEntry
+from easerve.training.checkpoint import CheckpointInfo
+from easerve.training.datasets import detection_collate
+from easerve.training.tasks import task_for
 
 LATENT_SEED = 1234
 

@@ -25,9 +25,7 @@ class Timing:
         return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
-def time_calls(
-    call: Callable[[], object], warmup: int = 2, min_repeats: int = 5, budget_s: float = 1.0
-) -> Timing:
+def time_calls(call: Callable[[], object], warmup: int = 2, min_repeats: int = 5, budget_s: float = 1.0) -> Timing:
     """Call `warmup` times untimed, then time at least `min_repeats` calls, and keep timing until
     `budget_s` seconds of timed calls are spent."""
     for _ in range(warmup):

@@ -11,7 +11,7 @@ import onnxruntime
 import onnxscript
 import torch
 
-from artifacts.manifest import (
+from easerve.artifacts.manifest import (
     FileInfo,
     Manifest,
     Parity,
@@ -20,10 +20,10 @@ from artifacts.manifest import (
     TensorInfo,
     describe_file,
 )
-from export.onnx_graph import OPSET, GraphTensor, graph_tensors
-from export.parity import ParityReport
-from model_defs.registry import ModelEntry
-from training.checkpoint import WEIGHTS_FILE, CheckpointInfo, code_version
+from easerve.export.onnx_graph import OPSET, GraphTensor, graph_tensors
+from easerve.export.parity import ParityReport
+from easerve.model_defs.registry import ModelEntry
+from easerve.training.checkpoint import WEIGHTS_FILE, CheckpointInfo, code_version
 
 
 def exporter_versions() -> dict[str, str]:

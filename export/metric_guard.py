@@ -18,9 +18,7 @@ def drop_in_points(reference: float, reduced: float) -> float:
     return (reference - reduced) * 100
 
 
-def check_metric_drop(
-    variant: str, metric: str, reference: float, reduced: float, max_drop_points: float
-) -> None:
+def check_metric_drop(variant: str, metric: str, reference: float, reduced: float, max_drop_points: float) -> None:
     """Raise PrecisionRefused if `reduced` is NaN or more than `max_drop_points` below `reference`."""
     drop = drop_in_points(reference, reduced)
     if math.isnan(reduced) or not drop <= max_drop_points:

@@ -26,7 +26,7 @@ import torch
 from onnxscript.optimizer import fold_constants, remove_unused_nodes
 from torch import nn
 
-from model_defs.registry import ModelEntry, TensorSpec
+from easerve.model_defs.registry import ModelEntry, TensorSpec
 
 OPSET = 18
 STANDARD_DOMAINS = frozenset({"", "ai.onnx"})
@@ -72,9 +72,7 @@ def signature_of(entry: ModelEntry) -> GraphSignature:
         input_names=tuple(spec.name for spec in entry.inputs),
         output_names=tuple(spec.name for spec in entry.outputs),
         dynamic_axes={
-            spec.name: _symbolic_axes(spec)
-            for spec in (*entry.inputs, *entry.outputs)
-            if _symbolic_axes(spec)
+            spec.name: _symbolic_axes(spec) for spec in (*entry.inputs, *entry.outputs) if _symbolic_axes(spec)
         },
     )
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from export.onnx_graph import GraphTensor
-from model_defs.registry import ModelEntry
+from easerve.export.onnx_graph import GraphTensor
+from easerve.model_defs.registry import ModelEntry
 
 # Detections above this score must be reproduced; below it, slots are background filler.
 DETECTION_SCORE_FLOOR = 0.05
@@ -200,9 +200,7 @@ def measure_parity(
     samples = 0
     with torch.no_grad():
         for inputs in batches:
-            total.add(compare_outputs(
-                task, output_names, _as_numpy(reference(*inputs)), _as_numpy(candidate(*inputs))
-            ))
+            total.add(compare_outputs(task, output_names, _as_numpy(reference(*inputs)), _as_numpy(candidate(*inputs))))
             samples += int(inputs[0].shape[0])
     return ParityReport(samples, total, AGREEMENT_UNITS[task])
 
@@ -224,9 +222,7 @@ def check_parity(report: ParityReport, thresholds: ParityThresholds, what: str) 
         raise ParityError(f"{what}: " + "; ".join(problems))
 
 
-def random_inputs(
-    entry: ModelEntry, graph_inputs: Sequence[GraphTensor], seed: int = 0
-) -> tuple[torch.Tensor, ...]:
+def random_inputs(entry: ModelEntry, graph_inputs: Sequence[GraphTensor], seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Seeded random inputs for the graph at the PROBE_DIMS sizes of its symbolic dims: standard
     normal floats, integer inputs (class labels) in the registry's range."""
     generator = torch.Generator().manual_seed(seed)

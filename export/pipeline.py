@@ -19,7 +19,7 @@ from pathlib import Path
 
 from torch import nn
 
-from artifacts.manifest import (
+from easerve.artifacts.manifest import (
     Manifest,
     Parity,
     Quantization,
@@ -28,24 +28,24 @@ from artifacts.manifest import (
     save_manifest,
     sha256_file,
 )
-from export.fp16 import convert_to_fp16
-from export.held_out import input_batches
-from export.latency import time_calls
-from export.manifest_writer import build_manifest, parity_record
-from export.metric_guard import (
+from easerve.export.fp16 import convert_to_fp16
+from easerve.export.held_out import input_batches
+from easerve.export.latency import time_calls
+from easerve.export.manifest_writer import build_manifest, parity_record
+from easerve.export.metric_guard import (
     DEFAULT_MAX_DROP_POINTS,
     PrecisionRefused,
     check_metric_drop,
 )
-from export.onnx_graph import export_onnx, graph_tensors, signature_of
-from export.ort_model import OrtModel
-from export.parity import ParityThresholds, check_parity, measure_parity, random_inputs
-from export.quantize import calibration_feeds, quantize_int8
-from export.task_metric import evaluate_graph, primary_metric
-from model_defs.registry import ModelEntry, get_model_entry
-from training.checkpoint import INFO_FILE, WEIGHTS_FILE, CheckpointInfo, load_checkpoint
-from training.held_out import HeldOutData, open_split
-from training.tasks import DEFAULT_JUDGE
+from easerve.export.onnx_graph import export_onnx, graph_tensors, signature_of
+from easerve.export.ort_model import OrtModel
+from easerve.export.parity import ParityThresholds, check_parity, measure_parity, random_inputs
+from easerve.export.quantize import calibration_feeds, quantize_int8
+from easerve.export.task_metric import evaluate_graph, primary_metric
+from easerve.model_defs.registry import ModelEntry, get_model_entry
+from easerve.training.checkpoint import INFO_FILE, WEIGHTS_FILE, CheckpointInfo, load_checkpoint
+from easerve.training.held_out import HeldOutData, open_split
+from easerve.training.tasks import DEFAULT_JUDGE
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -196,14 +196,12 @@ def _reduced_precision_variants(context: _Context, fp32: Path) -> tuple[list[Qua
 
 def _variant_summary(label: str, variant: Quantization) -> str:
     speed = f", {variant.speedup_batch8:.2f}x FP32 speed at batch {SPEED_BATCH}" if variant.speedup_batch8 else ""
-    return (f"{label}: {variant.metric_name} {variant.metric_quantized:.4f} "
-            f"(FP32 {variant.metric_fp32:.4f}){speed}")
+    return f"{label}: {variant.metric_name} {variant.metric_quantized:.4f} (FP32 {variant.metric_fp32:.4f}){speed}"
 
 
 def _graph_metric(context: _Context, path: Path, metric: str) -> float | None:
     judge = context.model_dir.parent / DEFAULT_JUDGE.name
-    metrics = evaluate_graph(path, context.entry, context.info, context.test.dataset, judge,
-                             context.options.threads)
+    metrics = evaluate_graph(path, context.entry, context.info, context.test.dataset, judge, context.options.threads)
     return metrics.get(metric)
 
 
@@ -214,11 +212,16 @@ def _int8_variant(context: _Context, fp32: Path, metric: str, reference: float) 
     batches = input_batches(context.entry, context.info, calibration.dataset, CALIBRATION_BATCH)
     quantize_int8(fp32, int8, calibration_feeds(input_names, ([t.numpy() for t in b] for b in batches)))
     value = _graph_metric(context, int8, metric)
-    check_metric_drop("INT8", metric, reference, float("nan") if value is None else value,
-                      context.options.max_drop_points)
+    check_metric_drop(
+        "INT8", metric, reference, float("nan") if value is None else value, context.options.max_drop_points
+    )
     return Quantization(
-        kind="int8-static", file=describe_file(context.staging, INT8_FILE), metric_name=metric,
-        metric_fp32=reference, metric_quantized=value, speedup_batch8=_speedup(context, fp32, int8),
+        kind="int8-static",
+        file=describe_file(context.staging, INT8_FILE),
+        metric_name=metric,
+        metric_fp32=reference,
+        metric_quantized=value,
+        speedup_batch8=_speedup(context, fp32, int8),
     )
 
 
@@ -226,12 +229,17 @@ def _fp16_variant(context: _Context, fp32: Path, metric: str, reference: float) 
     fp16 = context.staging / FP16_FILE
     kept = convert_to_fp16(fp32, fp16)
     value = _graph_metric(context, fp16, metric)
-    check_metric_drop("FP16", metric, reference, float("nan") if value is None else value,
-                      context.options.max_drop_points)
+    check_metric_drop(
+        "FP16", metric, reference, float("nan") if value is None else value, context.options.max_drop_points
+    )
     # No speed-up: onnxruntime's CPU kernels run most FP16 ops in FP32; FP16 pays on GPUs.
     return Quantization(
-        kind="fp16", file=describe_file(context.staging, FP16_FILE), metric_name=metric,
-        metric_fp32=reference, metric_quantized=value, fp32_nodes=kept,
+        kind="fp16",
+        file=describe_file(context.staging, FP16_FILE),
+        metric_name=metric,
+        metric_fp32=reference,
+        metric_quantized=value,
+        fp32_nodes=kept,
     )
 
 

@@ -72,9 +72,7 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def quantize_int8(
-    fp32_path: Path, int8_path: Path, feeds: Iterable[dict[str, np.ndarray]]
-) -> None:
+def quantize_int8(fp32_path: Path, int8_path: Path, feeds: Iterable[dict[str, np.ndarray]]) -> None:
     """Write the statically quantised (QDQ, per-channel weights) graph of `fp32_path` to
     `int8_path`, with activation ranges calibrated (min/max) on `feeds`."""
     nodes = weighted_nodes(onnx.load(str(fp32_path)))

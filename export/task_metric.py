@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from export.held_out import loader
-from export.ort_model import OrtModel
-from model_defs.registry import ModelEntry
-from training.checkpoint import CheckpointInfo
-from training.tasks import task_for
+from easerve.export.held_out import loader
+from easerve.export.ort_model import OrtModel
+from easerve.model_defs.registry import ModelEntry
+from easerve.training.checkpoint import CheckpointInfo
+from easerve.training.tasks import task_for
 
 EVAL_BATCH = 32
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-from artifacts.manifest import Manifest, Preprocessing, sha256_file
+from easerve.artifacts.manifest import Manifest, Preprocessing, sha256_file
 
 Precision = Literal["fp32", "fp16"]
 MIN_MAJOR_VERSION = 10
@@ -60,9 +60,7 @@ def import_tensorrt() -> ModuleType:
             "`easerve export MODEL --format trt`"
         ) from error
     if _major(tensorrt.__version__) < MIN_MAJOR_VERSION:
-        raise TensorRTUnavailable(
-            f"TensorRT {tensorrt.__version__} is too old; {MIN_MAJOR_VERSION} or newer is needed"
-        )
+        raise TensorRTUnavailable(f"TensorRT {tensorrt.__version__} is too old; {MIN_MAJOR_VERSION} or newer is needed")
     return tensorrt
 
 
@@ -126,20 +124,27 @@ class EngineKey:
 
 
 def engine_key(
-    onnx_path: Path, tensorrt_version: str, compute_capability: str, precision: Precision,
+    onnx_path: Path,
+    tensorrt_version: str,
+    compute_capability: str,
+    precision: Precision,
     profile: dict[str, ShapeRange],
 ) -> EngineKey:
     """The cache key of the engine built from the file at `onnx_path` (by its content)."""
-    return EngineKey(sha256_file(onnx_path), tensorrt_version, compute_capability, precision,
-                     tuple(sorted(profile.items())))
+    return EngineKey(
+        sha256_file(onnx_path), tensorrt_version, compute_capability, precision, tuple(sorted(profile.items()))
+    )
 
 
 def gpu_compute_capability(device: int = 0) -> str:
-    """"major.minor" of GPU `device`, from nvidia-smi; TensorRTUnavailable without a GPU."""
+    """ "major.minor" of GPU `device`, from nvidia-smi; TensorRTUnavailable without a GPU."""
     try:
         result = subprocess.run(
             ["nvidia-smi", f"--id={device}", "--query-gpu=compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, check=True, timeout=30,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         )
     except (OSError, subprocess.SubprocessError) as error:
         raise TensorRTUnavailable(f"no NVIDIA GPU found (nvidia-smi: {error})") from error
@@ -201,9 +206,7 @@ def build_engine(
     return engine_path
 
 
-def _build(
-    trt: ModuleType, onnx_path: Path, profile: dict[str, ShapeRange], timing_cache: Path
-) -> tuple[bytes, bytes]:
+def _build(trt: ModuleType, onnx_path: Path, profile: dict[str, ShapeRange], timing_cache: Path) -> tuple[bytes, bytes]:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = _strongly_typed_network(trt, builder)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from artifacts.manifest import Manifest, TensorInfo
+from easerve.artifacts.manifest import Manifest, TensorInfo
 
 PLATFORM = "onnxruntime_onnx"
 MODEL_VERSION = "1"

@@ -1,7 +1,7 @@
-"""`python -m loadtest.check --host URL`: one real request per task endpoint and attention kind,
+"""`python -m easerve.loadtest.check --host URL`: one real request per task endpoint and attention kind,
 and its answer checked against the sample's known truth.
 
-    python -m loadtest.check --host http://127.0.0.1:8000 [--attention ea sa] [--tasks ...]
+    python -m easerve.loadtest.check --host http://127.0.0.1:8000 [--attention ea sa] [--tasks ...]
 
 The requests are the load test's own (`loadtest.endpoints`), built from the first sample of each
 kind: the circle image, the first scene, the sphere cloud. Exit 0 when every answer is right,
@@ -21,8 +21,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
-from loadtest.samples import SampleSet, load_samples
+from easerve.loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
+from easerve.loadtest.samples import SampleSet, load_samples
 
 MIN_BOX_IOU = 0.5
 MIN_BOX_RECALL = 0.5  # of the scene's shapes, found with the right class at MIN_BOX_IOU

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtest.endpoints import ENDPOINTS  # light: no numpy until requests are prepared
+from easerve.loadtest.endpoints import ENDPOINTS  # light: no numpy until requests are prepared
 
 
 def _user_counts(text: str) -> list[int]:
@@ -32,21 +32,43 @@ def _user_counts(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--compare", nargs="+", choices=["ea", "sa"], default=["ea", "sa"], metavar="KIND",
-                        help="attention kinds to compare (default: ea sa)")
-    parser.add_argument("--tasks", nargs="+", choices=list(ENDPOINTS), default=list(ENDPOINTS), metavar="TASK",
-                        help=f"endpoints to load (default: all of {', '.join(ENDPOINTS)})")
-    parser.add_argument("--users", type=_user_counts, default=[1, 8, 32, 64],
-                        help="concurrent users, comma-separated (default: 1,8,32,64)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        choices=["ea", "sa"],
+        default=["ea", "sa"],
+        metavar="KIND",
+        help="attention kinds to compare (default: ea sa)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=list(ENDPOINTS),
+        default=list(ENDPOINTS),
+        metavar="TASK",
+        help=f"endpoints to load (default: all of {', '.join(ENDPOINTS)})",
+    )
+    parser.add_argument(
+        "--users",
+        type=_user_counts,
+        default=[1, 8, 32, 64],
+        help="concurrent users, comma-separated (default: 1,8,32,64)",
+    )
     parser.add_argument("--duration", default="60s", help="locust run time per run (default: 60s)")
     parser.add_argument("--host", help="base URL of a running server (default: start one on 127.0.0.1)")
-    parser.add_argument("--image-size", type=int, metavar="N",
-                        help="send images stretched to N x N, and serve the models that take any size at "
-                             "N x N when no --host is given (default: the samples' own 64 / 128 pixels)")
-    parser.add_argument("--out", type=Path, default=Path("results/loadtest"),
-                        help="report folder (default: results/loadtest)")
-    parser.add_argument("--ready-timeout", type=float, default=300.0,
-                        help="seconds to wait for the server to be ready (default: 300)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        metavar="N",
+        help="send images stretched to N x N, and serve the models that take any size at "
+        "N x N when no --host is given (default: the samples' own 64 / 128 pixels)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("results/loadtest"), help="report folder (default: results/loadtest)"
+    )
+    parser.add_argument(
+        "--ready-timeout", type=float, default=300.0, help="seconds to wait for the server to be ready (default: 300)"
+    )
 
 
 def _model_for(models: list, manifest_task: str, attention: str) -> str:
@@ -57,16 +79,21 @@ def _model_for(models: list, manifest_task: str, attention: str) -> str:
 
 
 def _run_all(args: argparse.Namespace, url: str) -> int:
-    from loadtest.locust_run import RunPlan, run_locust
-    from loadtest.report import ReportContext, machine_description, runs_table, write_report
-    from loadtest.server import served_models, wait_ready
+    from easerve.loadtest.locust_run import RunPlan, run_locust
+    from easerve.loadtest.report import ReportContext, machine_description, runs_table, write_report
+    from easerve.loadtest.server import served_models, wait_ready
 
     wait_ready(url, args.ready_timeout)
     models = served_models(url)
     plans = [
         RunPlan(
-            task, ENDPOINTS[task].user_class, kind,
-            _model_for(models, ENDPOINTS[task].manifest_task, kind), users, args.duration, args.image_size,
+            task,
+            ENDPOINTS[task].user_class,
+            kind,
+            _model_for(models, ENDPOINTS[task].manifest_task, kind),
+            users,
+            args.duration,
+            args.image_size,
         )
         for task in args.tasks
         for users in args.users
@@ -105,8 +132,8 @@ def _weights_dirs(image_size: int | None) -> Iterator[list[Path] | None]:
     if not image_size:
         yield None
         return
-    from loadtest.resized_models import write_resized_models
-    from service.settings import Settings
+    from easerve.loadtest.resized_models import write_resized_models
+    from easerve.service.settings import Settings
 
     defaults = list(Settings().weights_dirs)
     with tempfile.TemporaryDirectory(prefix="easerve-loadtest-") as folder:
@@ -119,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0 when every run completed without failed requests, 1 when some requests failed."""
     if args.host:
         return _run_all(args, args.host.rstrip("/"))
-    from loadtest.server import local_server
+    from easerve.loadtest.server import local_server
 
     print("starting a server on 127.0.0.1", flush=True)
     with _weights_dirs(args.image_size) as weights_dirs:

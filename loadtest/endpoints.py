@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 if TYPE_CHECKING:
-    from loadtest.samples import SampleSet
+    from easerve.loadtest.samples import SampleSet
 
 ATTENTION_KINDS = ("ea", "sa")
 GENERATE_SEED = 0
@@ -37,7 +37,9 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("detect", "detection", "/v1/detect", "DetectUser"),
         Endpoint("segment", "segmentation", "/v1/segment", "SegmentUser"),
         Endpoint("generate", "generation", "/v1/generate", "GenerateUser"),
-        Endpoint("pointcloud-classify", "pointcloud-classification", "/v1/pointcloud/classify", "PointCloudClassifyUser"),
+        Endpoint(
+            "pointcloud-classify", "pointcloud-classification", "/v1/pointcloud/classify", "PointCloudClassifyUser"
+        ),
         Endpoint("pointcloud-segment", "pointcloud-segmentation", "/v1/pointcloud/segment", "PointCloudSegmentUser"),
     )
 }
@@ -72,7 +74,7 @@ def prepared_requests(
     """One request per sample that `task` takes, in the order of `samples` (so the i-th request
     answers for the i-th image / scene / cloud / shape class). Images are sent as raw PNG,
     stretched to `image_size` x `image_size` if given; clouds and generation as JSON."""
-    from loadtest.samples import resized_png
+    from easerve.loadtest.samples import resized_png
 
     path = ENDPOINTS[task].path
 

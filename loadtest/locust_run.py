@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.stats import RunStats, read_run_stats
+from easerve.loadtest.stats import RunStats, read_run_stats
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # locust exits 1 when some requests failed: the run still measured something, and the report
@@ -36,16 +36,28 @@ def locust_command(plan: RunPlan, host: str, csv_prefix: Path) -> list[str]:
     All users start at once and the statistics are reset when they have, so ramp-up is not
     measured."""
     command = [
-        sys.executable, "-m", "locust",
-        "--locustfile", str(LOCUSTFILE),
-        "--headless", "--only-summary", "--reset-stats",
-        "--host", host,
-        "--users", str(plan.users),
-        "--spawn-rate", str(plan.users),
-        "--run-time", plan.duration,
-        "--csv", str(csv_prefix),
-        "--attention", plan.attention,
-        "--model", plan.model,
+        sys.executable,
+        "-m",
+        "locust",
+        "--locustfile",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "--reset-stats",
+        "--host",
+        host,
+        "--users",
+        str(plan.users),
+        "--spawn-rate",
+        str(plan.users),
+        "--run-time",
+        plan.duration,
+        "--csv",
+        str(csv_prefix),
+        "--attention",
+        plan.attention,
+        "--model",
+        plan.model,
     ]
     if plan.image_size:
         command += ["--image-size", str(plan.image_size)]

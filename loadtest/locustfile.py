@@ -19,8 +19,8 @@ from functools import cache
 import gevent
 from locust import FastHttpUser, constant, events, tag, task
 
-from loadtest.endpoints import ATTENTION_KINDS, PreparedRequest, model_selector, prepared_requests
-from loadtest.samples import load_samples
+from easerve.loadtest.endpoints import ATTENTION_KINDS, PreparedRequest, model_selector, prepared_requests
+from easerve.loadtest.samples import load_samples
 
 # Far above any latency worth measuring: the service's own deadlines (504) decide, not the client.
 CLIENT_TIMEOUT_S = 600.0
@@ -28,12 +28,26 @@ CLIENT_TIMEOUT_S = 600.0
 
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
-    parser.add_argument("--attention", choices=ATTENTION_KINDS, default="ea", env_var="LOCUST_ATTENTION",
-                        help="attention kind of the models asked for (default ea)")
-    parser.add_argument("--model", default="", env_var="LOCUST_MODEL",
-                        help="ask for this model by name instead (one endpoint's users only)")
-    parser.add_argument("--image-size", type=int, default=0, env_var="LOCUST_IMAGE_SIZE",
-                        help="stretch images to this square size (default: the samples' own size)")
+    parser.add_argument(
+        "--attention",
+        choices=ATTENTION_KINDS,
+        default="ea",
+        env_var="LOCUST_ATTENTION",
+        help="attention kind of the models asked for (default ea)",
+    )
+    parser.add_argument(
+        "--model",
+        default="",
+        env_var="LOCUST_MODEL",
+        help="ask for this model by name instead (one endpoint's users only)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=0,
+        env_var="LOCUST_IMAGE_SIZE",
+        help="stretch images to this square size (default: the samples' own size)",
+    )
 
 
 @events.init.add_listener

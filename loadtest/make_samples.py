@@ -1,6 +1,6 @@
 """Write `loadtest/samples/`: a few real inputs from the generated data sets, with their answers.
 
-    python -m loadtest.make_samples      # needs the training extra (torch); run once, commit
+    python -m easerve.loadtest.make_samples      # needs the training extra (torch); run once, commit
 
 The load test and the endpoint check run where torch is not installed (the serving image, a
 client machine), so they read these files instead of importing the generators. The samples come
@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from loadtest.samples import INDEX_FILE, SAMPLES_DIR
-from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SHAPE_CLASSES
-from training.datasets.primitives3d import generate_primitives
-from training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
+from easerve.loadtest.samples import INDEX_FILE, SAMPLES_DIR
+from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SHAPE_CLASSES
+from easerve.training.datasets.primitives3d import generate_primitives
+from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
 
 SEED = 0
 CLASSIFY_SIZE = 64  # the sizes the bundled models were trained at (training.datasets.sources)
@@ -49,17 +49,17 @@ def write_scenes(out: Path) -> list[dict]:
     """Multi-shape 128x128 scenes with their boxes, labels and segmentation masks."""
     scenes = render_scenes(NUM_SCENES, SCENE_SIZE, MULTI_SHAPE, SEED, "test")
     entries = []
-    for index, (image, mask, boxes, labels) in enumerate(
-        zip(scenes.images, scenes.masks, scenes.boxes, scenes.labels)
-    ):
+    for index, (image, mask, boxes, labels) in enumerate(zip(scenes.images, scenes.masks, scenes.boxes, scenes.labels)):
         (out / f"scene-{index}.png").write_bytes(_png(image))
         (out / f"scene-{index}-mask.png").write_bytes(_png(mask))
-        entries.append({
-            "file": f"scene-{index}.png",
-            "mask": f"scene-{index}-mask.png",
-            "boxes": np.round(boxes, 2).tolist(),
-            "labels": [SHAPE_CLASSES[label] for label in labels],
-        })
+        entries.append(
+            {
+                "file": f"scene-{index}.png",
+                "mask": f"scene-{index}-mask.png",
+                "boxes": np.round(boxes, 2).tolist(),
+                "labels": [SHAPE_CLASSES[label] for label in labels],
+            }
+        )
     return entries
 
 

@@ -12,8 +12,8 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.machine import cpu_model
-from loadtest.stats import RunStats, save_runs
+from easerve.loadtest.machine import cpu_model
+from easerve.loadtest.stats import RunStats, save_runs
 
 REPORT_FILE = "report.md"
 RUNS_FILE = "runs.json"
@@ -76,8 +76,7 @@ def ratio_table(runs: list[RunStats]) -> str:
             continue
         ea, sa = by_key[(task, users, "ea")], by_key[(task, users, "sa")]
         lines.append(
-            f"| {task} | {users} | {_ratio(sa.p95_ms, ea.p95_ms)} "
-            f"| {_ratio(ea.requests_per_s, sa.requests_per_s)} |"
+            f"| {task} | {users} | {_ratio(sa.p95_ms, ea.p95_ms)} | {_ratio(ea.requests_per_s, sa.requests_per_s)} |"
         )
     return "\n".join(lines)
 
@@ -98,9 +97,7 @@ def plot_task(task: str, runs: list[RunStats], path: Path) -> None:
         for field, style, name in PERCENTILE_STYLE:
             values = [getattr(run, field) for run in kind_runs]
             latency_axes.plot(users, values, style, marker="o", color=colour, label=f"{label} {name}")
-        throughput_axes.plot(
-            users, [run.requests_per_s for run in kind_runs], marker="o", color=colour, label=label
-        )
+        throughput_axes.plot(users, [run.requests_per_s for run in kind_runs], marker="o", color=colour, label=label)
     latency_axes.set(xlabel="users", ylabel="latency (ms)", title=f"{task}: latency")
     if any(run.p50_ms > 0 for run in runs):  # NaN (nothing completed) compares False
         latency_axes.set_yscale("log")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from artifacts.manifest import MANIFEST_FILE, Manifest, discover_manifests, load_manifest, save_manifest
+from easerve.artifacts.manifest import MANIFEST_FILE, Manifest, discover_manifests, load_manifest, save_manifest
 
 
 def takes_any_image_size(manifest: Manifest) -> bool:

@@ -67,13 +67,21 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
 
 
 @contextmanager
-def running_server(command: list[str], url: str, log_path: Path, ready_timeout_s: float) -> Iterator[str]:
-    """Run `command`, a server that listens at `url`, its output in `log_path`; yields `url` once
-    ready and stops the server (SIGTERM, then SIGKILL) on exit. RuntimeError naming the log if
-    it exits or is not ready within `ready_timeout_s`."""
+def running_server(
+    command: list[str],
+    url: str,
+    log_path: Path,
+    ready_timeout_s: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[str]:
+    """Run `command` (in `cwd`, with `env`: default this process's), a server that listens at
+    `url`, its output in `log_path`; yields `url` once ready and stops the server (SIGTERM, then
+    SIGKILL) on exit. RuntimeError naming the log if it exits or is not ready within
+    `ready_timeout_s`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         try:
             try:
                 wait_ready(url, ready_timeout_s, process)

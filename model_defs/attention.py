@@ -126,9 +126,7 @@ class MultiHeadSelfAttention(nn.Module):
         return self.proj(attended.transpose(1, 2).reshape(batch, positions, dim))
 
 
-def single_head_attention(
-    kind: AttentionKind, dim: int, memory_size: int = DEFAULT_MEMORY_SIZE
-) -> nn.Module:
+def single_head_attention(kind: AttentionKind, dim: int, memory_size: int = DEFAULT_MEMORY_SIZE) -> nn.Module:
     """EA or single-head SA of the same width: the one switch behind every EA/SA twin."""
     if kind == "ea":
         return ExternalAttention(dim, memory_size, tie_memories=True)
@@ -169,15 +167,11 @@ class AttentionBlock2d(nn.Module):
     With kind="sa" this is a non-local block of the same shape.
     """
 
-    def __init__(
-        self, channels: int, kind: AttentionKind, memory_size: int = DEFAULT_MEMORY_SIZE
-    ) -> None:
+    def __init__(self, channels: int, kind: AttentionKind, memory_size: int = DEFAULT_MEMORY_SIZE) -> None:
         super().__init__()
         self.conv_in = nn.Conv2d(channels, channels, 1)
         self.attention = FeatureMapAttention(single_head_attention(kind, channels, memory_size))
-        self.conv_out = nn.Sequential(
-            nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels)
-        )
+        self.conv_out = nn.Sequential(nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels))
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
         out = self.conv_out(self.attention(self.conv_in(feature_map)))

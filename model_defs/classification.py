@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_defs.attention import AttentionKind, multi_head_attention, single_head_attention
-from model_defs.layers import Mlp, init_trunc_normal, sinusoid_position_table
+from easerve.model_defs.attention import AttentionKind, multi_head_attention, single_head_attention
+from easerve.model_defs.layers import Mlp, init_trunc_normal, sinusoid_position_table
 
 # The official T2T token blocks use 128 memory slots; the backbone blocks use 64.
 TOKEN_MEMORY_SIZE = 128
@@ -51,7 +51,8 @@ class SoftSplit(nn.Module):
         self.stride, self.padding = stride, padding
         eye = torch.eye(channels * kernel * kernel)
         self.register_buffer(
-            "kernel", eye.reshape(channels * kernel * kernel, channels, kernel, kernel),
+            "kernel",
+            eye.reshape(channels * kernel * kernel, channels, kernel, kernel),
             persistent=False,
         )
 
@@ -130,9 +131,7 @@ class EAMLP(nn.Module):
             raise ValueError(f"image_size must be a multiple of 16, got {config.image_size}")
         num_tokens = (config.image_size // 16) ** 2
         self.tokens_to_token = TokensToToken(config)
-        self.cls_token = (
-            nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if config.pool == "token" else None
-        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.embed_dim)) if config.pool == "token" else None
         num_positions = num_tokens + (self.cls_token is not None)
         self.register_buffer("pos_embed", sinusoid_position_table(num_positions, config.embed_dim))
         self.blocks = nn.Sequential(

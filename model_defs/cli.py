@@ -13,7 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_defs.summary import model_table
+    from easerve.model_defs.summary import model_table
 
     print(model_table(args.task, args.attention, True if args.bundled else None, args.markdown))
     return 0

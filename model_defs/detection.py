@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionBlock2d, AttentionKind
-from model_defs.layers import ConvBNReLU, init_kaiming_conv
+from easerve.model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionBlock2d, AttentionKind
+from easerve.model_defs.layers import ConvBNReLU, init_kaiming_conv
 
 # Images must be multiples of the deepest stride; the heads work at OUTPUT_STRIDE.
 INPUT_MULTIPLE = 32
@@ -85,9 +85,7 @@ class TopDownNeck(nn.Module):
 
 
 def _head(dim: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(dim, out_channels, 1)
-    )
+    return nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(dim, out_channels, 1))
 
 
 class EADetector(nn.Module):
@@ -164,9 +162,7 @@ def decode_detections(
     centre_x = x.to(heat.dtype) + offset[:, 0]
     centre_y = y.to(heat.dtype) + offset[:, 1]
     half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
-    boxes = torch.stack(
-        (centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h), dim=-1
-    )
+    boxes = torch.stack((centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h), dim=-1)
     return boxes * stride, scores, labels
 
 

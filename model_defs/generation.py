@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_defs.attention import (
+from easerve.model_defs.attention import (
     DEFAULT_MEMORY_SIZE,
     AttentionKind,
     FeatureMapAttention,
@@ -71,8 +71,7 @@ def _validate(config: SAGANConfig) -> None:
         config.attention_resolution & (config.attention_resolution - 1)
     ):
         raise ValueError(
-            f"attention_resolution must be a power of two in [8, {size // 2}], "
-            f"got {config.attention_resolution}"
+            f"attention_resolution must be a power of two in [8, {size // 2}], got {config.attention_resolution}"
         )
 
 
@@ -152,21 +151,14 @@ class Generator(nn.Module):
         super().__init__()
         _validate(config)
         self.attention_resolution = config.attention_resolution
-        self.resolutions = [
-            BASE_RESOLUTION * 2**i
-            for i in range((config.image_size // BASE_RESOLUTION).bit_length())
-        ]
-        widths = [
-            _stage_width(config.g_width, config.image_size, r) for r in self.resolutions
-        ]
+        self.resolutions = [BASE_RESOLUTION * 2**i for i in range((config.image_size // BASE_RESOLUTION).bit_length())]
+        widths = [_stage_width(config.g_width, config.image_size, r) for r in self.resolutions]
         self.base_width = widths[0]
         # The class enters twice: as an embedding next to z, so the 4x4 layout can already
         # depend on it, and through every block's conditional BatchNorm.
         self.class_embedding = nn.Embedding(config.num_classes, config.z_dim)
         self.project = nn.Linear(2 * config.z_dim, widths[0] * BASE_RESOLUTION**2)
-        self.blocks = nn.ModuleList(
-            UpBlock(c_in, c_out, config.num_classes) for c_in, c_out in zip(widths, widths[1:])
-        )
+        self.blocks = nn.ModuleList(UpBlock(c_in, c_out, config.num_classes) for c_in, c_out in zip(widths, widths[1:]))
         self.attention = GatedAttention(
             widths[self.resolutions.index(config.attention_resolution)],
             config.attention,
@@ -232,9 +224,7 @@ class ConditionalGAN(nn.Module):
         return self.generator(z, label)
 
 
-def discriminator_loss(
-    real_logits: torch.Tensor, real_labels: torch.Tensor, fake_logits: torch.Tensor
-) -> torch.Tensor:
+def discriminator_loss(real_logits: torch.Tensor, real_labels: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Cross-entropy of the (K + 1)-way discriminator: real images as their class, generated
     ones (computed on detached generator output) as the extra "fake" class K.
 

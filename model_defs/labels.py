@@ -12,9 +12,16 @@ PRIMITIVE_CLASSES: tuple[str, ...] = ("sphere", "cube", "cylinder", "cone", "tor
 # the up (z) axis, so "top" and "bottom" stay distinguishable, as in ShapeNet-part.
 PRIMITIVE_PARTS: tuple[str, ...] = (
     "sphere/surface",
-    "cube/top", "cube/bottom", "cube/side",
-    "cylinder/top", "cylinder/bottom", "cylinder/side",
-    "cone/base", "cone/side",
-    "torus/outer", "torus/inner",
-    "pyramid/base", "pyramid/side",
+    "cube/top",
+    "cube/bottom",
+    "cube/side",
+    "cylinder/top",
+    "cylinder/bottom",
+    "cylinder/side",
+    "cone/base",
+    "cone/side",
+    "torus/outer",
+    "torus/inner",
+    "pyramid/base",
+    "pyramid/side",
 )

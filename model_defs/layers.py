@@ -24,9 +24,7 @@ class Mlp(nn.Module):
 class ConvBNReLU(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> ReLU, padding keeps the size at stride 1."""
 
-    def __init__(
-        self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, dilation: int = 1
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1, dilation: int = 1) -> None:
         padding = dilation * (kernel - 1) // 2
         super().__init__(
             nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation, bias=False),

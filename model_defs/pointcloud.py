@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionKind, single_head_attention
+from easerve.model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionKind, single_head_attention
 
 # PCT's slope for the LeakyReLUs after the fused features and in the heads.
 LEAKY_SLOPE = 0.2
@@ -71,8 +71,7 @@ class PCTEncoder(nn.Module):
         dim = config.embed_dim
         self.embed = nn.Sequential(PointwiseConv(3, dim), PointwiseConv(dim, dim))
         self.layers = nn.ModuleList(
-            OffsetAttentionLayer(dim, config.attention, config.memory_size)
-            for _ in range(config.depth)
+            OffsetAttentionLayer(dim, config.attention, config.memory_size) for _ in range(config.depth)
         )
         self.fuse = PointwiseConv(config.depth * dim, config.global_dim, LEAKY_SLOPE)
 

@@ -9,22 +9,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 import torch
 from torch import nn
 
-from artifacts.manifest import Task
-from model_defs.attention import ATTENTION_KINDS, AttentionKind
-from model_defs.classification import EAMLP, EAMLPConfig
-from model_defs.detection import CenterNetConfig, EADetector
-from model_defs.generation import ConditionalGAN, SAGANConfig
-from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
-from model_defs.pointcloud import PCTClassifier, PCTConfig, PCTPartSegmenter
-from model_defs.segmentation import EANet, EANetConfig
-
-TASKS: tuple[Task, ...] = get_args(Task)
-
+from easerve.artifacts.manifest import Task
+from easerve.model_defs.attention import ATTENTION_KINDS, AttentionKind
+from easerve.model_defs.classification import EAMLP, EAMLPConfig
+from easerve.model_defs.detection import CenterNetConfig, EADetector
+from easerve.model_defs.generation import ConditionalGAN, SAGANConfig
+from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
+from easerve.model_defs.pointcloud import PCTClassifier, PCTConfig, PCTPartSegmenter
+from easerve.model_defs.segmentation import EANet, EANetConfig
 
 
 @dataclass(frozen=True)
@@ -118,18 +115,31 @@ def _image(size: int | str) -> TensorSpec:
 def _register_classification() -> None:
     n = len(SHAPE_CLASSES)
     _register_twins(
-        "eamlp", "tiny", "classification", EAMLP,
-        EAMLPConfig(image_size=64, num_classes=n, embed_dim=128, depth=4, num_heads=4,
-                    mlp_ratio=2.0, token_dim=32, pool="max"),
-        (_image(64),), (TensorSpec("logits", ("batch", n)),), {}, True,
+        "eamlp",
+        "tiny",
+        "classification",
+        EAMLP,
+        EAMLPConfig(
+            image_size=64, num_classes=n, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, token_dim=32, pool="max"
+        ),
+        (_image(64),),
+        (TensorSpec("logits", ("batch", n)),),
+        {},
+        True,
         "EAMLP/T2T-ViT, 64x64 shapes, CPU size",
     )
     paper = {"7": (256, 7, 4, 2.0), "14": (384, 14, 6, 3.0), "19": (448, 19, 7, 3.0)}
     for size, (dim, depth, heads, ratio) in paper.items():
         _register_twins(
-            "eamlp", size, "classification", EAMLP,
+            "eamlp",
+            size,
+            "classification",
+            EAMLP,
             EAMLPConfig(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio),
-            (_image(224),), (TensorSpec("logits", ("batch", 1000)),), {}, False,
+            (_image(224),),
+            (TensorSpec("logits", ("batch", 1000)),),
+            {},
+            False,
             f"EAMLP-{size}, the paper's ImageNet config",
         )
 
@@ -138,16 +148,27 @@ def _register_segmentation() -> None:
     n = len(SEGMENTATION_CLASSES)
     dims = {"height": 128, "width": 128}
     _register_twins(
-        "eanet", "tiny", "segmentation", EANet,
-        EANetConfig(num_classes=n), (_image("var"),),
-        (TensorSpec("logits", ("batch", n, "height", "width")),), dims, True,
+        "eanet",
+        "tiny",
+        "segmentation",
+        EANet,
+        EANetConfig(num_classes=n),
+        (_image("var"),),
+        (TensorSpec("logits", ("batch", n, "height", "width")),),
+        dims,
+        True,
         "EANet head on a small dilated conv backbone (stride 8), shapes masks",
     )
     _register_twins(
-        "eanet", "r101", "segmentation", EANet,
+        "eanet",
+        "r101",
+        "segmentation",
+        EANet,
         EANetConfig(num_classes=150, backbone="resnet101", head_in=2048, head_dim=512, mid_dim=256),
-        (_image("var"),), (TensorSpec("logits", ("batch", 150, "height", "width")),),
-        {"height": 512, "width": 512}, False,
+        (_image("var"),),
+        (TensorSpec("logits", ("batch", 150, "height", "width")),),
+        {"height": 512, "width": 512},
+        False,
         "EANet, the paper's dilated ResNet-101 config (ADE20K classes)",
     )
 
@@ -157,13 +178,19 @@ def _register_detection() -> None:
     config = CenterNetConfig(num_classes=n)
     k = config.max_detections
     _register_twins(
-        "eadet", "tiny", "detection", EADetector, config, (_image("var"),),
+        "eadet",
+        "tiny",
+        "detection",
+        EADetector,
+        config,
+        (_image("var"),),
         (
             TensorSpec("boxes", ("batch", k, 4)),
             TensorSpec("scores", ("batch", k)),
             TensorSpec("labels", ("batch", k), "int64"),
         ),
-        {"height": 128, "width": 128}, True,
+        {"height": 128, "width": 128},
+        True,
         "CenterNet-style anchor-free detector, attention on the last stage, top-K decode in graph",
     )
 
@@ -172,9 +199,15 @@ def _register_generation() -> None:
     n = len(SHAPE_CLASSES)
     config = SAGANConfig(num_classes=n)
     _register_twins(
-        "eagan", "tiny", "generation", ConditionalGAN, config,
+        "eagan",
+        "tiny",
+        "generation",
+        ConditionalGAN,
+        config,
         (TensorSpec("z", ("batch", config.z_dim)), TensorSpec("label", ("batch",), "int64", high=n)),
-        (TensorSpec("image", ("batch", 3, config.image_size, config.image_size)),), {}, True,
+        (TensorSpec("image", ("batch", 3, config.image_size, config.image_size)),),
+        {},
+        True,
         "SAGAN-style class-conditional generator (+ discriminator), attention at mid resolution",
     )
 
@@ -184,14 +217,27 @@ def _register_pointcloud() -> None:
     points = TensorSpec("points", ("batch", "points", 3))
     dims = {"points": 512}
     _register_twins(
-        "pct", "tiny", "pointcloud-classification", PCTClassifier,
-        PCTConfig(num_outputs=n), (points,), (TensorSpec("logits", ("batch", n)),), dims, True,
+        "pct",
+        "tiny",
+        "pointcloud-classification",
+        PCTClassifier,
+        PCTConfig(num_outputs=n),
+        (points,),
+        (TensorSpec("logits", ("batch", n)),),
+        dims,
+        True,
         "PCT-style point cloud classifier (EA or offset-attention)",
     )
     _register_twins(
-        "pctpart", "tiny", "pointcloud-segmentation", PCTPartSegmenter,
-        PCTConfig(num_outputs=len(PRIMITIVE_PARTS)), (points,),
-        (TensorSpec("logits", ("batch", "points", len(PRIMITIVE_PARTS))),), dims, True,
+        "pctpart",
+        "tiny",
+        "pointcloud-segmentation",
+        PCTPartSegmenter,
+        PCTConfig(num_outputs=len(PRIMITIVE_PARTS)),
+        (points,),
+        (TensorSpec("logits", ("batch", "points", len(PRIMITIVE_PARTS))),),
+        dims,
+        True,
         "PCT-style part segmenter (EA or offset-attention)",
     )
 
@@ -212,11 +258,6 @@ def get_model_entry(name: str) -> ModelEntry:
         return _REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def create_model(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered model `name` (fresh weights), config fields optionally overridden."""
-    return get_model_entry(name).create(**overrides)
 
 
 def list_models(

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionBlock2d, AttentionKind
-from model_defs.layers import ConvBNReLU, init_kaiming_conv
+from easerve.model_defs.attention import DEFAULT_MEMORY_SIZE, AttentionBlock2d, AttentionKind
+from easerve.model_defs.layers import ConvBNReLU, init_kaiming_conv
 
 OUTPUT_STRIDE = 8
 RESNET101_BLOCKS = (3, 4, 23, 3)
@@ -67,17 +67,13 @@ class Bottleneck(nn.Module):
         out_ch = planes * self.expansion
         self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(
-            planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False
-        )
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, padding=dilation, dilation=dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_ch)
         self.downsample: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -86,14 +82,9 @@ class Bottleneck(nn.Module):
         return F.relu(out + self.downsample(x))
 
 
-def _resnet_stage(
-    in_ch: int, planes: int, blocks: int, stride: int, dilation: int
-) -> nn.Sequential:
+def _resnet_stage(in_ch: int, planes: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
     layers = [Bottleneck(in_ch, planes, stride, dilation)]
-    layers += [
-        Bottleneck(planes * Bottleneck.expansion, planes, dilation=dilation)
-        for _ in range(blocks - 1)
-    ]
+    layers += [Bottleneck(planes * Bottleneck.expansion, planes, dilation=dilation) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
 
 
@@ -131,9 +122,7 @@ def build_backbone(config: EANetConfig) -> nn.Module:
     if config.backbone == "resnet101":
         backbone = DilatedResNet()
         if backbone.out_channels != config.head_in:
-            raise ValueError(
-                f"resnet101 gives {backbone.out_channels} channels, head_in is {config.head_in}"
-            )
+            raise ValueError(f"resnet101 gives {backbone.out_channels} channels, head_in is {config.head_in}")
         return backbone
     raise ValueError(f"unknown backbone {config.backbone!r}; expected 'tiny' or 'resnet101'")
 

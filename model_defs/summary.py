@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from model_defs.attention import AttentionKind
-from model_defs.registry import ModelEntry, Task, list_models
+from easerve.model_defs.attention import AttentionKind
+from easerve.model_defs.registry import ModelEntry, Task, list_models
 
 
 def count_parameters(entry: ModelEntry) -> int:

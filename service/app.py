@@ -14,17 +14,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import easerve
-from service.body_limit import BodySizeLimitMiddleware
-from service.errors import install_error_handlers
-from service.lifecycle import ServiceLifecycle
-from service.metrics import RequestMetricsMiddleware, ServiceMetrics
-from service.model_files import ModelFiles, ModelFilesError, discover_models
-from service.repository import ModelRepository, ServedModel
-from service.routers import generation, health, metrics, pointcloud, v2, vision
-from service.runners.base import Runner, RunnerFactory
-from service.runners.selection import BackendChoice, choose_backend, create_runner
-from service.settings import Settings
-from service.state import ServiceState
+from easerve.service.body_limit import BodySizeLimitMiddleware
+from easerve.service.errors import install_error_handlers
+from easerve.service.lifecycle import ServiceLifecycle
+from easerve.service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from easerve.service.model_files import ModelFiles, ModelFilesError, discover_models
+from easerve.service.repository import ModelRepository, ServedModel
+from easerve.service.routers import generation, health, metrics, pointcloud, v2, vision
+from easerve.service.runners.base import Runner, RunnerFactory
+from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
+from easerve.service.settings import Settings
+from easerve.service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 

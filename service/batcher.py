@@ -35,7 +35,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, InferenceFailed, QueueFull, ServiceError, Unavailable
+from easerve.service.errors import DeadlineExceeded, InferenceFailed, QueueFull, ServiceError, Unavailable
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, error_response
+from easerve.service.errors import PayloadTooLarge, error_response
 
 
 class BodySizeLimitMiddleware:

@@ -9,12 +9,12 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from artifacts.manifest import AttentionKind, Task
-from service.errors import Unauthorized, Unavailable
-from service.inference import InferenceContext
-from service.metrics import MODEL_STATE_KEY
-from service.repository import ServedModel
-from service.state import ServiceState
+from easerve.artifacts.manifest import AttentionKind, Task
+from easerve.service.errors import Unauthorized, Unavailable
+from easerve.service.inference import InferenceContext
+from easerve.service.metrics import MODEL_STATE_KEY
+from easerve.service.repository import ServedModel
+from easerve.service.state import ServiceState
 
 API_KEY_HEADER = "x-api-key"
 

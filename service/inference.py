@@ -11,9 +11,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from service.batcher import BatchOutcome, Tensors
-from service.repository import ServedModel
-from service.schemas import Timings
+from easerve.service.batcher import BatchOutcome, Tensors
+from easerve.service.repository import ServedModel
+from easerve.service.schemas import Timings
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
-from service.repository import ModelRepository, ServedModel
-from service.runners.base import Runner, RunnerFactory
-from service.runners.selection import warm_up
-from service.settings import Settings
+from easerve.service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
+from easerve.service.repository import ModelRepository, ServedModel
+from easerve.service.runners.base import Runner, RunnerFactory
+from easerve.service.runners.selection import warm_up
+from easerve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,10 @@ class ServiceLifecycle:
         model.runners = runners
         logger.info(
             "%s: %d instance(s) loaded on %s, warmed up at batch 1 and %d",
-            model.name, len(runners), runners[0].backend, model.max_batch_size,
+            model.name,
+            len(runners),
+            runners[0].backend,
+            model.max_batch_size,
         )
 
     def _fail(self, model: ServedModel, error: Exception) -> None:

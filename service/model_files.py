@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from artifacts.manifest import Manifest, TensorInfo, discover_manifests, load_manifest, sha256_file
+from easerve.artifacts.manifest import Manifest, TensorInfo, discover_manifests, load_manifest, sha256_file
 
 logger = logging.getLogger(__name__)
 

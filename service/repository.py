@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from artifacts.manifest import AttentionKind, Manifest, Task
-from service.batcher import DynamicBatcher
-from service.errors import InvalidInput, NotFound, Unavailable
-from service.model_files import ModelFiles
-from service.runners.base import Runner
+from easerve.artifacts.manifest import AttentionKind, Manifest, Task
+from easerve.service.batcher import DynamicBatcher
+from easerve.service.errors import InvalidInput, NotFound, Unavailable
+from easerve.service.model_files import ModelFiles
+from easerve.service.runners.base import Runner
 
 ModelState = Literal["loading", "ready", "failed", "draining", "stopped"]
 DEFAULT_ATTENTION: AttentionKind = "ea"

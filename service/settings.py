@@ -1,14 +1,18 @@
-"""Every setting of the service, in one pydantic-settings object.
+"""Every setting of the service, in one pydantic-settings object: the only source of each
+setting's type, default, limits, help text, environment variable and command-line flag.
 
 Values come from, in rising priority: the defaults below, `EASERVE_*` environment variables,
-and the keyword arguments `Settings(...)` is built with (the CLI passes its flags that way).
-List settings read from the environment as separated strings: `EASERVE_WEIGHTS_DIRS` by the
-path separator (`weights:/srv/more`), `EASERVE_MODELS` by commas or spaces.
+and the keyword arguments `Settings(...)` is built with (`easerve serve` passes its flags that
+way; the flags and the README's settings table are generated from these fields by
+`service.settings_cli`). List settings read from the environment as separated strings:
+`EASERVE_WEIGHTS_DIRS` by the path separator (`weights:/srv/more`), `EASERVE_MODELS` by commas
+or spaces.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,59 +23,109 @@ Backend = Literal["auto", "onnxruntime", "tensorrt", "torch"]
 BACKENDS: tuple[Backend, ...] = ("auto", "onnxruntime", "tensorrt", "torch")
 
 
+@dataclass(frozen=True)
+class Flag:
+    """How a setting appears on `easerve serve`'s command line and in the settings table.
+
+    `name` is the flag when it is not the field's name in kebab case; `env_only` settings have
+    no flag (a secret must not show in the process list); `shown_default` replaces the default's
+    repr in help and docs where the value itself says little (`None`, byte counts)."""
+
+    group: str
+    name: str | None = None
+    metavar: str | None = None
+    shown_default: str | None = None
+    env_only: bool = False
+
+
 class Settings(BaseSettings):
-    """The service's configuration; see the README for the table of settings."""
+    """The service's configuration; the README's settings table is generated from it."""
 
     model_config = SettingsConfigDict(env_prefix="EASERVE_", extra="forbid", frozen=True)
 
     # What to serve.
-    weights_dirs: Annotated[list[Path], NoDecode] = Field(
-        default=[Path("weights")], description="folders holding <model>/manifest.json + model files"
+    weights_dirs: Annotated[list[Path], NoDecode, Flag("models", "--weights-dir", "DIR")] = Field(
+        default=[Path("weights")],
+        description="folders of `<model>/manifest.json` folders (flag repeatable); the first holding a name wins",
     )
-    models: Annotated[list[str], NoDecode] = Field(
-        default=[], description="model names to serve; empty = every model found"
+    models: Annotated[list[str], NoDecode, Flag("models", metavar="NAME", shown_default="all found")] = Field(
+        default=[], description="models to serve"
     )
-    backend: Backend = Field(default="auto", description="runner: auto picks the best available")
-    engine_cache_dir: Path = Field(
+    backend: Annotated[Backend, Flag("models")] = Field(
+        default="auto", description="runner backend; `auto` picks the best available and logs why"
+    )
+    engine_cache_dir: Annotated[Path, Flag("models", metavar="DIR", shown_default="~/.cache/easerve/engines")] = Field(
         default=Path.home() / ".cache" / "easerve" / "engines",
         description="TensorRT engines and timing caches, keyed by content",
     )
-    tensorrt_fp16: bool = Field(default=False, description="build TensorRT engines in FP16")
-    intra_op_threads: int = Field(default=0, ge=0, description="threads inside one operator (0: runtime default)")
-    inter_op_threads: int = Field(default=0, ge=0, description="threads across operators (0: runtime default)")
-    intra_op_spinning: bool = Field(
+    tensorrt_fp16: Annotated[bool, Flag("models")] = Field(default=False, description="build TensorRT engines in FP16")
+    intra_op_threads: Annotated[int, Flag("models", metavar="N", shown_default="0 (runtime default)")] = Field(
+        default=0, ge=0, description="threads inside one operator"
+    )
+    inter_op_threads: Annotated[int, Flag("models", metavar="N", shown_default="0 (runtime default)")] = Field(
+        default=0, ge=0, description="threads across operators"
+    )
+    intra_op_spinning: Annotated[bool, Flag("models")] = Field(
         default=False,
-        description="idle intra-op threads spin for work: quicker lone requests, CPU taken from everything else",
+        description="idle onnxruntime threads spin for work: quicker lone requests, CPU taken from everything else",
     )
 
     # Where to listen.
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
-    access_log: bool = Field(default=False, description="log every HTTP request (costs throughput)")
+    host: Annotated[str, Flag("server")] = Field(default="127.0.0.1", description="listen address")
+    port: Annotated[int, Flag("server")] = Field(default=8000, ge=0, le=65535, description="listen port")
+    workers: Annotated[int, Flag("server", metavar="N")] = Field(
+        default=4, ge=1, description="threads for decoding, pre- and post-processing"
+    )
+    log_level: Annotated[Literal["critical", "error", "warning", "info", "debug"], Flag("server")] = Field(
+        default="info", description="log level"
+    )
+    access_log: Annotated[bool, Flag("server")] = Field(
+        default=False, description="log every HTTP request (costs throughput)"
+    )
+    drain_timeout_s: Annotated[float, Flag("server", "--drain-timeout", "S")] = Field(
+        default=30.0, ge=0, description="on SIGTERM, how long queued work may take (the rest: 503)"
+    )
 
     # Scheduling.
-    max_batch_size: int | None = Field(
-        default=None, ge=1, description="cap on the batch size (default: each manifest's max_batch_size)"
+    max_batch_size: Annotated[int | None, Flag("scheduling", metavar="N", shown_default="the manifest's")] = Field(
+        default=None, ge=1, description="cap on the batch size (images count one each)"
     )
-    max_queue_delay_ms: float = Field(
-        default=0.0, ge=0, description="how long the oldest queued request may wait for a batch to fill"
+    max_queue_delay_ms: Annotated[float, Flag("scheduling", metavar="MS")] = Field(
+        default=0.0, ge=0, description="a batch that is not full waits until the oldest request has waited this long"
     )
-    max_queue_size: int = Field(default=256, ge=1, description="queued requests per model before 429")
-    instances: int = Field(
-        default=1, ge=1, le=64, description="instances of each model: runners computing batches side by side"
+    max_queue_size: Annotated[int, Flag("scheduling", metavar="N")] = Field(
+        default=256, ge=1, description="queued requests per model; more: 429 + Retry-After"
     )
-    default_timeout_s: float = Field(default=30.0, gt=0, description="deadline of a request without `timeout`")
-    workers: int = Field(default=4, ge=1, description="threads for decoding, pre- and post-processing")
-    drain_timeout_s: float = Field(default=30.0, ge=0, description="on SIGTERM, how long queued work may take")
+    instances: Annotated[int, Flag("scheduling", metavar="N")] = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="instances of each model (Triton's `instance_group` count): runners computing batches side by side",
+    )
+    default_timeout_s: Annotated[float, Flag("scheduling", "--timeout", "S")] = Field(
+        default=30.0, gt=0, description="deadline of a request that sets none; past it: 504"
+    )
 
     # Input limits.
-    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="request body limit (413 above)")
-    max_images_per_request: int = Field(default=16, ge=1, description="images per request, also `n` of generate")
-    max_image_pixels: int = Field(default=25_000_000, ge=1, description="width x height of one decoded image")
-    max_points: int = Field(default=200_000, ge=1, description="points in one point cloud")
+    max_body_bytes: Annotated[int, Flag("input limits", metavar="N", shown_default="32 MiB")] = Field(
+        default=32 * 1024 * 1024, ge=1, description="request body limit: 413"
+    )
+    max_images_per_request: Annotated[int, Flag("input limits", "--max-images", "N")] = Field(
+        default=16, ge=1, description="images per request and `n` of `/v1/generate`: 413"
+    )
+    max_image_pixels: Annotated[int, Flag("input limits", metavar="N", shown_default="25 000 000")] = Field(
+        default=25_000_000,
+        ge=1,
+        description="width x height of one image, checked from its header before decoding: 413",
+    )
+    max_points: Annotated[int, Flag("input limits", metavar="N", shown_default="200 000")] = Field(
+        default=200_000, ge=1, description="points of one cloud: 413"
+    )
 
-    api_key: SecretStr | None = Field(default=None, description="when set, inference routes require it")
+    api_key: Annotated[SecretStr | None, Flag("security", env_only=True, shown_default="none")] = Field(
+        default=None,
+        description="when set, inference routes need `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+    )
 
     @field_validator("weights_dirs", mode="before")
     @classmethod

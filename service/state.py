@@ -5,11 +5,11 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from service.lifecycle import ServiceLifecycle
-from service.metrics import ServiceMetrics
-from service.repository import ModelRepository
-from service.runners.selection import BackendChoice
-from service.settings import Settings
+from easerve.service.lifecycle import ServiceLifecycle
+from easerve.service.metrics import ServiceMetrics
+from easerve.service.repository import ModelRepository
+from easerve.service.runners.selection import BackendChoice
+from easerve.service.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ The service feeds image models at the manifest's `image_size` and point models a
 
 from __future__ import annotations
 
-from artifacts.manifest import Preprocessing, TensorInfo
-from service.model_files import BATCH_DIM
+from easerve.artifacts.manifest import Preprocessing, TensorInfo
+from easerve.service.model_files import BATCH_DIM
 
 
 def symbolic_dims(preprocessing: Preprocessing) -> dict[str, int]:

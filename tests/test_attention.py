@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.attention_cases import count_cost
-from model_defs.attention import (
+from easerve.bench.attention_cases import count_cost
+from easerve.model_defs.attention import (
     AttentionBlock2d,
     ExternalAttention,
     FeatureMapAttention,
@@ -35,9 +35,7 @@ def reference_double_normalize(logits: torch.Tensor, eps: float = EPS) -> torch.
     return over_positions / (eps + over_positions.sum(dim=-1, keepdim=True))
 
 
-def reference_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
-) -> torch.Tensor:
+def reference_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """softmax(Q K^T / sqrt(d)) V with the softmax written out."""
     scores = query @ key.transpose(-2, -1) / math.sqrt(query.shape[-1])
     exp = torch.exp(scores - scores.amax(dim=-1, keepdim=True))
@@ -84,9 +82,7 @@ def test_external_attention_is_not_invariant_to_per_position_logit_shifts():
     x = tokens()
     baseline = attention(x)
     per_position_shift = torch.linspace(-3.0, 5.0, 12, dtype=torch.float64).unsqueeze(-1)
-    attention.memory_key.register_forward_hook(
-        lambda module, args, output: output + per_position_shift
-    )
+    attention.memory_key.register_forward_hook(lambda module, args, output: output + per_position_shift)
     assert not torch.allclose(attention(x), baseline)
 
 
@@ -125,12 +121,8 @@ def test_multi_head_external_attention_shares_one_memory_pair_across_heads():
     head_dim = dim // num_heads
     assert attention.memory_key.weight.shape == (memory, head_dim)
     assert attention.memory_value.weight.shape == (head_dim, memory)
-    memory_params = {
-        name for name, _ in attention.named_parameters() if "memory" in name
-    }
-    assert memory_params == {
-        "memory_key.weight", "memory_key.bias", "memory_value.weight", "memory_value.bias"
-    }
+    memory_params = {name for name, _ in attention.named_parameters() if "memory" in name}
+    assert memory_params == {"memory_key.weight", "memory_key.bias", "memory_value.weight", "memory_value.bias"}
 
 
 def test_multi_head_external_attention_heads_are_interchangeable():
@@ -141,9 +133,7 @@ def test_multi_head_external_attention_heads_are_interchangeable():
     x = tokens(dim=dim)
     baseline = attention(x)
     heads, head_dim = num_heads * expansion, dim // num_heads
-    channel_order = (
-        torch.arange(dim * expansion).reshape(heads, head_dim)[torch.randperm(heads)].flatten()
-    )
+    channel_order = torch.arange(dim * expansion).reshape(heads, head_dim)[torch.randperm(heads)].flatten()
     with torch.no_grad():
         attention.expand.weight.copy_(attention.expand.weight[channel_order])
         attention.expand.bias.copy_(attention.expand.bias[channel_order])
@@ -176,9 +166,7 @@ def test_multi_head_self_attention_matches_torch_multihead_attention(qkv_bias: b
     reference = nn.MultiheadAttention(dim, num_heads, batch_first=True).double()
     with torch.no_grad():
         reference.in_proj_weight.copy_(attention.qkv.weight)
-        reference.in_proj_bias.copy_(
-            attention.qkv.bias if qkv_bias else torch.zeros(3 * dim, dtype=torch.float64)
-        )
+        reference.in_proj_bias.copy_(attention.qkv.bias if qkv_bias else torch.zeros(3 * dim, dtype=torch.float64))
         reference.out_proj.weight.copy_(attention.proj.weight)
         reference.out_proj.bias.copy_(attention.proj.bias)
     x = tokens(dim=dim)
@@ -220,9 +208,7 @@ N = SIDE * SIDE
         ("ea-block", 2 * D * D + D + 2 * D + 2 * D * S, 2 * N * D * D + 2 * N * D * S, 9.66e9),
     ],
 )
-def test_cost_at_paper_setting_matches_formula_and_paper(
-    module: str, params: int, macs: int, paper_macs: float
-):
+def test_cost_at_paper_setting_matches_formula_and_paper(module: str, params: int, macs: int, paper_macs: float):
     cost = count_cost(module, D, SIDE, S)
     assert cost.params == params
     assert cost.macs == pytest.approx(macs, rel=0.01)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
-from training.datasets import detection_collate, open_dataset
-from training.datasets.primitives3d import generate_primitives, primitive_pieces, sample_surface
-from training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
+from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
+from easerve.training.datasets import detection_collate, open_dataset
+from easerve.training.datasets.primitives3d import generate_primitives, primitive_pieces, sample_surface
+from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
 
 GENERATED = [
     ("shapes-2d", "classification"),
@@ -77,7 +77,7 @@ def test_detection_samples_and_collate():
     samples = [dataset[i] for i in range(3)]
     images, targets = detection_collate(samples)
     assert images.shape == (3, 3, 128, 128)
-    for (image, target), collated in zip(samples, targets):
+    for (_image, target), collated in zip(samples, targets):
         assert target["boxes"].dtype == torch.float32 and target["boxes"].shape[1] == 4
         assert target["labels"].dtype == torch.int64
         assert len(target["boxes"]) == len(target["labels"]) >= 1
@@ -85,10 +85,13 @@ def test_detection_samples_and_collate():
     assert dataset.class_names == list(SHAPE_CLASSES)
 
 
-@pytest.mark.parametrize("task,target_shape,names", [
-    ("pointcloud-classification", (), PRIMITIVE_CLASSES),
-    ("pointcloud-segmentation", (1024,), PRIMITIVE_PARTS),
-])
+@pytest.mark.parametrize(
+    "task,target_shape,names",
+    [
+        ("pointcloud-classification", (), PRIMITIVE_CLASSES),
+        ("pointcloud-segmentation", (1024,), PRIMITIVE_PARTS),
+    ],
+)
 def test_point_samples_are_canonical_at_the_default_size(task, target_shape, names):
     dataset = open_dataset("primitives-3d", task, "test", num_samples=2)
     points, target = dataset[0]
@@ -171,19 +174,48 @@ def test_clouds_turn_about_the_up_axis_only(clouds):
                 assert points[on_face, 2].std() < 0.03
 
 
-@pytest.mark.parametrize("name,on_part", [
-    ("cube", {"cube/top": lambda p: np.isclose(p[:, 2], 1), "cube/bottom": lambda p: np.isclose(p[:, 2], -1),
-              "cube/side": lambda p: np.isclose(np.abs(p[:, :2]).max(axis=1), 1)}),
-    ("cylinder", {"cylinder/top": lambda p: np.isclose(p[:, 2], 1),
-                  "cylinder/bottom": lambda p: np.isclose(p[:, 2], -1),
-                  "cylinder/side": lambda p: np.isclose(np.hypot(p[:, 0], p[:, 1]), 1)}),
-    ("cone", {"cone/base": lambda p: np.isclose(p[:, 2], -1),
-              "cone/side": lambda p: np.isclose(np.hypot(p[:, 0], p[:, 1]), (1 - p[:, 2]) / 2)}),
-    ("torus", {"torus/outer": lambda p: np.hypot(p[:, 0], p[:, 1]) >= 1,
-               "torus/inner": lambda p: np.hypot(p[:, 0], p[:, 1]) <= 1}),
-    ("pyramid", {"pyramid/base": lambda p: np.isclose(p[:, 2], -1),
-                 "pyramid/side": lambda p: np.isclose(np.abs(p[:, :2]).max(axis=1), (1 - p[:, 2]) / 2)}),
-])
+@pytest.mark.parametrize(
+    "name,on_part",
+    [
+        (
+            "cube",
+            {
+                "cube/top": lambda p: np.isclose(p[:, 2], 1),
+                "cube/bottom": lambda p: np.isclose(p[:, 2], -1),
+                "cube/side": lambda p: np.isclose(np.abs(p[:, :2]).max(axis=1), 1),
+            },
+        ),
+        (
+            "cylinder",
+            {
+                "cylinder/top": lambda p: np.isclose(p[:, 2], 1),
+                "cylinder/bottom": lambda p: np.isclose(p[:, 2], -1),
+                "cylinder/side": lambda p: np.isclose(np.hypot(p[:, 0], p[:, 1]), 1),
+            },
+        ),
+        (
+            "cone",
+            {
+                "cone/base": lambda p: np.isclose(p[:, 2], -1),
+                "cone/side": lambda p: np.isclose(np.hypot(p[:, 0], p[:, 1]), (1 - p[:, 2]) / 2),
+            },
+        ),
+        (
+            "torus",
+            {
+                "torus/outer": lambda p: np.hypot(p[:, 0], p[:, 1]) >= 1,
+                "torus/inner": lambda p: np.hypot(p[:, 0], p[:, 1]) <= 1,
+            },
+        ),
+        (
+            "pyramid",
+            {
+                "pyramid/base": lambda p: np.isclose(p[:, 2], -1),
+                "pyramid/side": lambda p: np.isclose(np.abs(p[:, :2]).max(axis=1), (1 - p[:, 2]) / 2),
+            },
+        ),
+    ],
+)
 def test_parts_follow_the_surface_geometry(name, on_part):
     rng = np.random.default_rng(0)
     points, parts = sample_surface(primitive_pieces(name, rng), 2000, rng)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from training.datasets import DatasetError, open_dataset
-from training.datasets.shapenet_part import CATEGORY_NAMES, FIRST_PART, PART_NAMES
+from easerve.training.datasets import DatasetError, open_dataset
+from easerve.training.datasets.shapenet_part import CATEGORY_NAMES, FIRST_PART, PART_NAMES
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "emu": (30, 30, 200)}
 
@@ -32,6 +32,7 @@ def _colour_of(image: torch.Tensor) -> tuple[int, ...]:
 
 
 # --- ImageFolder -------------------------------------------------------------------------------
+
 
 def test_image_folder_with_split_folders(tmp_path):
     _image_folder(tmp_path / "train")
@@ -84,6 +85,7 @@ def test_image_folder_empty_class_folder_is_an_error(tmp_path):
 
 # --- COCO ---------------------------------------------------------------------------------------
 
+
 def _coco_file(images: list[tuple[int, str]], annotations: list[dict]) -> dict:
     return {
         "images": [{"id": i, "file_name": name, "width": 40, "height": 20} for i, name in images],
@@ -96,11 +98,14 @@ def test_coco_official_layout_converts_boxes_and_maps_categories(tmp_path):
     (tmp_path / "annotations").mkdir()
     _save_image(tmp_path / "train2017" / "a.jpg", (9, 9, 9), size=(40, 20))
     _save_image(tmp_path / "val2017" / "b.jpg", (9, 9, 9), size=(40, 20))
-    train = _coco_file([(1, "a.jpg")], [
-        {"image_id": 1, "category_id": 7, "bbox": [4, 2, 10, 6]},
-        {"image_id": 1, "category_id": 3, "bbox": [20, 10, 20, 10]},
-        {"image_id": 1, "category_id": 3, "bbox": [0, 0, 40, 20], "iscrowd": 1},
-    ])
+    train = _coco_file(
+        [(1, "a.jpg")],
+        [
+            {"image_id": 1, "category_id": 7, "bbox": [4, 2, 10, 6]},
+            {"image_id": 1, "category_id": 3, "bbox": [20, 10, 20, 10]},
+            {"image_id": 1, "category_id": 3, "bbox": [0, 0, 40, 20], "iscrowd": 1},
+        ],
+    )
     (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(train))
     val = _coco_file([(5, "b.jpg")], [])
     (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(val))
@@ -127,16 +132,24 @@ def test_coco_pooled_layout_splits_images(tmp_path):
     assert {r.path for r in train.images}.isdisjoint(r.path for r in test.images)
 
 
-@pytest.mark.parametrize("breakage,message", [
-    ("missing image", r"images/2\.png.*not found"),
-    ("bad json", r"annotations\.json.*not valid JSON"),
-    ("unknown category", r"annotations\.json.*unknown category ids \[99\]"),
-    ("bad bbox", r"annotations\.json.*invalid bbox"),
-])
+@pytest.mark.parametrize(
+    "breakage,message",
+    [
+        ("missing image", r"images/2\.png.*not found"),
+        ("bad json", r"annotations\.json.*not valid JSON"),
+        ("unknown category", r"annotations\.json.*unknown category ids \[99\]"),
+        ("bad bbox", r"annotations\.json.*invalid bbox"),
+    ],
+)
 def test_coco_errors_name_the_file(tmp_path, breakage, message):
     _save_image(tmp_path / "images" / "1.png", (0, 0, 0))
-    annotations = [{"image_id": 1, "category_id": 99 if breakage == "unknown category" else 7,
-                    "bbox": [1, 1, -5, 5] if breakage == "bad bbox" else [1, 1, 5, 5]}]
+    annotations = [
+        {
+            "image_id": 1,
+            "category_id": 99 if breakage == "unknown category" else 7,
+            "bbox": [1, 1, -5, 5] if breakage == "bad bbox" else [1, 1, 5, 5],
+        }
+    ]
     images = [(1, "1.png"), (2, "2.png")] if breakage == "missing image" else [(1, "1.png")]
     text = json.dumps(_coco_file(images, annotations))
     (tmp_path / "annotations.json").write_text(text[:-5] if breakage == "bad json" else text)
@@ -145,6 +158,7 @@ def test_coco_errors_name_the_file(tmp_path, breakage, message):
 
 
 # --- VOC ----------------------------------------------------------------------------------------
+
 
 def _palette_png(path: Path, mask: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +228,7 @@ def test_voc_listed_image_without_mask_names_the_file(tmp_path):
 
 
 # --- ModelNet40 -----------------------------------------------------------------------------------
+
 
 def _cloud(rng, points: int, centre: float = 5.0, scale: float = 3.0) -> np.ndarray:
     return (centre + scale * rng.standard_normal((points, 3))).astype(np.float32)
@@ -292,6 +307,7 @@ def test_malformed_point_text_file_names_the_file(tmp_path):
 
 # --- ShapeNet-part --------------------------------------------------------------------------------
 
+
 def _parts_for(category: int, count: int, rng) -> np.ndarray:
     return FIRST_PART[category] + rng.integers(0, 2, count)
 
@@ -319,11 +335,13 @@ def test_shapenet_part_text(tmp_path):
     lists = {"train": ["02691156/p1"], "val": ["03797390/m1"], "test": ["03797390/m2"]}
     for split, shapes in lists.items():
         (tmp_path / "train_test_split" / f"shuffled_{split}_file_list.json").write_text(
-            json.dumps([f"shape_data/{s}" for s in shapes]))
+            json.dumps([f"shape_data/{s}" for s in shapes])
+        )
         for shape in shapes:
             category = 0 if shape.startswith("02691156") else CATEGORY_NAMES.index("Mug")
-            rows = np.concatenate([_cloud(rng, 200), rng.standard_normal((200, 3)),
-                                   _parts_for(category, 200, rng)[:, None]], axis=1)
+            rows = np.concatenate(
+                [_cloud(rng, 200), rng.standard_normal((200, 3)), _parts_for(category, 200, rng)[:, None]], axis=1
+            )
             (tmp_path / shape).parent.mkdir(exist_ok=True)
             np.savetxt(tmp_path / f"{shape}.txt", rows, fmt="%.6f")
     train = open_dataset(str(tmp_path), "pointcloud-segmentation", "train", num_points=100)
@@ -342,6 +360,7 @@ def test_shapenet_part_outside_its_category_is_an_error(tmp_path):
 
 
 # --- choosing the format --------------------------------------------------------------------------
+
 
 def test_unrecognised_layout_asks_for_a_format(tmp_path):
     (tmp_path / "readme.txt").write_text("hello")

@@ -41,8 +41,9 @@ def run_smoke_function(body: str, cwd: Path, **env: str) -> subprocess.Completed
     """`body` run by bash with docker/smoke.sh sourced (its functions defined, nothing run), in
     `cwd`, with `env` added to the environment."""
     script = f"source {REPO / 'docker' / 'smoke.sh'}; {body}"
-    return subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=60)
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, env={**os.environ, **env}, timeout=60
+    )
 
 
 def service_blocks(config: str) -> dict[str, str]:
@@ -98,8 +99,13 @@ def test_smoke_render_puts_every_service_on_loopback_without_published_ports(tmp
 
 
 def requirements(*args: str) -> list[str]:
-    result = subprocess.run([sys.executable, "docker/requirements.py", "pyproject.toml", *args],
-                            cwd=REPO, capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "docker/requirements.py", "pyproject.toml", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return result.stdout.split()
 
 
@@ -112,8 +118,9 @@ def test_image_dependencies_are_the_serving_ones_without_torch():
 
 
 def test_unknown_extra_is_refused():
-    result = subprocess.run([sys.executable, "docker/requirements.py", "pyproject.toml", "nosuch"],
-                            cwd=REPO, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "docker/requirements.py", "pyproject.toml", "nosuch"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode != 0 and "nosuch" in result.stderr
 
 

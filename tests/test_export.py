@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from artifacts.manifest import (
+from easerve.artifacts.manifest import (
     Manifest,
     Preprocessing,
     TensorInfo,
@@ -19,37 +19,38 @@ from artifacts.manifest import (
     sha256_file,
 )
 from easerve.cli import main
-from export.held_out import input_batches
-from export.metric_guard import PrecisionRefused, check_metric_drop, drop_in_points
-from export.onnx_graph import STANDARD_DOMAINS
-from export.ort_model import OrtModel
-from export.parity import (
+from easerve.export.held_out import input_batches
+from easerve.export.metric_guard import PrecisionRefused, check_metric_drop, drop_in_points
+from easerve.export.onnx_graph import STANDARD_DOMAINS
+from easerve.export.ort_model import OrtModel
+from easerve.export.parity import (
     ParityError,
     ParityThresholds,
     check_parity,
     compare_detections,
     measure_parity,
 )
-from export.pipeline import ExportOptions, current_manifest, export_checkpoint
-from export.quantize import weighted_nodes
-from export.tensorrt import (
+from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
+from easerve.export.quantize import weighted_nodes
+from easerve.export.tensorrt import (
     ShapeRange,
     engine_key,
     engine_profile,
     tensorrt_unavailable_reason,
 )
-from export.triton import triton_config, write_triton_model
-from model_defs.labels import PRIMITIVE_CLASSES
-from model_defs.registry import get_model_entry, list_models
-from training import checkpoint
-from training.datasets import open_dataset
-from training.held_out import open_split
-from training.tasks import task_for
+from easerve.export.triton import triton_config, write_triton_model
+from easerve.model_defs.labels import PRIMITIVE_CLASSES
+from easerve.model_defs.registry import get_model_entry, list_models
+from easerve.training import checkpoint
+from easerve.training.datasets import open_dataset
+from easerve.training.held_out import open_split
+from easerve.training.tasks import task_for
 
 CLASSIFIER = "pct-ea-tiny"
 POINTS = 256
-SLOW = pytest.mark.skipif("'slow' not in config.getoption('markexpr')",
-                          reason="exports a model (~20 s each); run with `pytest -m slow`")
+SLOW = pytest.mark.skipif(
+    "'slow' not in config.getoption('markexpr')", reason="exports a model (~20 s each); run with `pytest -m slow`"
+)
 
 
 def fresh_checkpoint(weights_dir: Path, name: str, **data_size: int) -> Path:
@@ -61,11 +62,21 @@ def fresh_checkpoint(weights_dir: Path, name: str, **data_size: int) -> Path:
     sample = open_dataset(source, entry.task, "test", num_samples=1, **data_size)
     task = task_for(entry, list(sample.class_names), {})
     info = checkpoint.CheckpointInfo(
-        model=name, task=entry.task, attention=entry.attention,
-        config=dataclasses.asdict(model.config), class_names=list(sample.class_names),
-        preprocessing=task.preprocessing(sample[0][0]), metrics={"accuracy": 0.0}, dataset=source,
-        seed=0, steps=0, batch_size=1, learning_rate=0.0, training_seconds=0.0,
-        code_version="test", torch_version=torch.__version__,
+        model=name,
+        task=entry.task,
+        attention=entry.attention,
+        config=dataclasses.asdict(model.config),
+        class_names=list(sample.class_names),
+        preprocessing=task.preprocessing(sample[0][0]),
+        metrics={"accuracy": 0.0},
+        dataset=source,
+        seed=0,
+        steps=0,
+        batch_size=1,
+        learning_rate=0.0,
+        training_seconds=0.0,
+        code_version="test",
+        torch_version=torch.__version__,
     )
     checkpoint.save_checkpoint(weights_dir / name, model, info)
     return weights_dir / name
@@ -76,8 +87,9 @@ def fresh_checkpoint(weights_dir: Path, name: str, **data_size: int) -> Path:
 @pytest.mark.parametrize("name", [entry.name for entry in list_models(bundled=True)])
 def test_every_bundled_model_exports_with_parity_and_both_variants(name, tmp_path):
     model_dir = fresh_checkpoint(tmp_path, name)
-    options = ExportOptions(int8=True, fp16=True, parity_samples=16, calibration_samples=16,
-                            max_drop_points=100.0, threads=1)
+    options = ExportOptions(
+        int8=True, fp16=True, parity_samples=16, calibration_samples=16, max_drop_points=100.0, threads=1
+    )
     result = export_checkpoint(model_dir, options, log=lambda message: None)
     manifest = load_manifest(model_dir)
     assert manifest.parity.max_abs_error <= 1e-4 and manifest.parity.task_agreement >= 0.999
@@ -91,8 +103,9 @@ def test_every_bundled_model_exports_with_parity_and_both_variants(name, tmp_pat
 def exported(tmp_path_factory) -> Path:
     """A fresh PCT checkpoint exported with INT8 and FP16 variants; its model folder."""
     model_dir = fresh_checkpoint(tmp_path_factory.mktemp("weights"), CLASSIFIER, num_points=POINTS)
-    options = ExportOptions(int8=True, fp16=True, parity_samples=32, calibration_samples=16,
-                            max_drop_points=100.0, threads=1)
+    options = ExportOptions(
+        int8=True, fp16=True, parity_samples=32, calibration_samples=16, max_drop_points=100.0, threads=1
+    )
     result = export_checkpoint(model_dir, options, log=lambda message: None)
     assert result.refused == []
     return model_dir
@@ -153,11 +166,15 @@ def test_int8_quantises_only_the_ops_that_hold_weights():
     """Activation-by-activation MatMuls (self-attention's Q·Kᵀ, softmax·V) stay in float."""
     weight = onnx.numpy_helper.from_array(np.ones((4, 4), np.float32), "weight")
     graph = onnx.helper.make_graph(
-        [onnx.helper.make_node("MatMul", ["x", "weight"], ["projected"], name="projection"),
-         onnx.helper.make_node("MatMul", ["projected", "x"], ["scores"], name="scores"),
-         onnx.helper.make_node("Softmax", ["scores"], ["y"], name="softmax")],
-        "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])], [weight],
+        [
+            onnx.helper.make_node("MatMul", ["x", "weight"], ["projected"], name="projection"),
+            onnx.helper.make_node("MatMul", ["projected", "x"], ["scores"], name="scores"),
+            onnx.helper.make_node("Softmax", ["scores"], ["y"], name="softmax"),
+        ],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4, 4])],
+        [weight],
     )
     assert weighted_nodes(onnx.helper.make_model(graph)) == ["projection"]
 
@@ -171,8 +188,13 @@ def test_parity_check_names_the_output_that_differs(exported, tmp_path):
     model, info = checkpoint.load_checkpoint(exported)
     entry = get_model_entry(CLASSIFIER)
     test = open_split(info, "test", 8)
-    report = measure_parity(entry.task, ["logits"], model, OrtModel(tmp_path / "perturbed.onnx", 1),
-                            input_batches(entry, info, test.dataset, 8))
+    report = measure_parity(
+        entry.task,
+        ["logits"],
+        model,
+        OrtModel(tmp_path / "perturbed.onnx", 1),
+        input_batches(entry, info, test.dataset, 8),
+    )
     assert report.max_abs_error == pytest.approx(0.01, rel=1e-2)
     with pytest.raises(ParityError, match=r"output 'logits' differs by up to 0\.01"):
         check_parity(report, ParityThresholds(), "perturbed")
@@ -180,8 +202,20 @@ def test_parity_check_names_the_output_that_differs(exported, tmp_path):
 
 def test_failed_parity_exits_nonzero_and_writes_nothing(tmp_path, capsys):
     model_dir = fresh_checkpoint(tmp_path, CLASSIFIER, num_points=POINTS)
-    code = main(["export", CLASSIFIER, "--weights-dir", str(tmp_path), "--parity-samples", "4",
-                 "--max-abs-error", "0", "--threads", "1"])
+    code = main(
+        [
+            "export",
+            CLASSIFIER,
+            "--weights-dir",
+            str(tmp_path),
+            "--parity-samples",
+            "4",
+            "--max-abs-error",
+            "0",
+            "--threads",
+            "1",
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 1
     assert "output 'logits' differs by up to" in output and "nothing was written" in output
@@ -233,8 +267,9 @@ def test_refused_variant_is_not_written(exported, tmp_path):
     model_dir = tmp_path / CLASSIFIER
     shutil.copytree(exported, model_dir)
     result = export_checkpoint(
-        model_dir, ExportOptions(int8=True, parity_samples=8, calibration_samples=8,
-                                 max_drop_points=-101.0, threads=1), log=lambda message: None,
+        model_dir,
+        ExportOptions(int8=True, parity_samples=8, calibration_samples=8, max_drop_points=-101.0, threads=1),
+        log=lambda message: None,
     )
     assert len(result.refused) == 1 and result.refused[0].startswith("INT8 refused: accuracy")
     assert not (model_dir / "model.int8.onnx").exists() and not (model_dir / "model.fp16.onnx").exists()
@@ -253,11 +288,17 @@ def test_triton_entry_holds_the_config_and_the_same_onnx(exported, tmp_path):
 
 def _segmenter_manifest(onnx_sha256: str = "0" * 64) -> Manifest:
     return Manifest(
-        name="eanet-ea-tiny", task="segmentation", attention="ea", arch="eanet",
+        name="eanet-ea-tiny",
+        task="segmentation",
+        attention="ea",
+        arch="eanet",
         inputs=[TensorInfo(name="image", dtype="float32", shape=["batch", 3, "height", "width"])],
         outputs=[TensorInfo(name="logits", dtype="float32", shape=["batch", 7, "height", "width"])],
-        preprocessing=Preprocessing(kind="image", image_size=(128, 96)), labels=["a"] * 7,
-        max_batch_size=16, onnx={"path": "model.onnx", "sha256": onnx_sha256, "bytes": 1}, opset=18,
+        preprocessing=Preprocessing(kind="image", image_size=(128, 96)),
+        labels=["a"] * 7,
+        max_batch_size=16,
+        onnx={"path": "model.onnx", "sha256": onnx_sha256, "bytes": 1},
+        opset=18,
     )
 
 
@@ -301,14 +342,36 @@ def test_trt_engine_builds_from_the_exported_graph(exported, tmp_path):
     reason = tensorrt_unavailable_reason()
     if reason:
         pytest.skip(reason)
-    code = main(["export", CLASSIFIER, "--weights-dir", str(exported.parent), "--format", "trt",
-                 "--engine-cache", str(tmp_path)])
+    code = main(
+        [
+            "export",
+            CLASSIFIER,
+            "--weights-dir",
+            str(exported.parent),
+            "--format",
+            "trt",
+            "--engine-cache",
+            str(tmp_path),
+        ]
+    )
     assert code == 0 and len(list(tmp_path.glob("*.plan"))) == 1
 
 
 def test_bench_backends_measures_every_backend_and_writes_the_report(exported, tmp_path, capsys):
-    code = main(["bench", "backends", "--weights-dir", str(exported.parent), "--models", CLASSIFIER,
-                 "--time-budget", "0.01", "--out", str(tmp_path)])
+    code = main(
+        [
+            "bench",
+            "backends",
+            "--weights-dir",
+            str(exported.parent),
+            "--models",
+            CLASSIFIER,
+            "--time-budget",
+            "0.01",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 0
     page = (tmp_path / "bench_backends.md").read_text()

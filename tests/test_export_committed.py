@@ -15,22 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from artifacts.manifest import load_manifest, sha256_file
-from export.held_out import input_batches
-from export.manifest_writer import tensor_info
-from export.onnx_graph import export_onnx, graph_tensors, signature_of
-from export.ort_model import OrtModel
-from export.parity import ParityThresholds, check_parity, measure_parity, random_inputs
-from export.pipeline import EXAMPLE_BATCH, ONNX_FILE
-from model_defs.registry import get_model_entry, list_models
-from training.checkpoint import load_checkpoint
-from training.held_out import open_split
+from easerve.artifacts.manifest import load_manifest, sha256_file
+from easerve.export.held_out import input_batches
+from easerve.export.manifest_writer import tensor_info
+from easerve.export.onnx_graph import export_onnx, graph_tensors, signature_of
+from easerve.export.ort_model import OrtModel
+from easerve.export.parity import ParityThresholds, check_parity, measure_parity, random_inputs
+from easerve.export.pipeline import EXAMPLE_BATCH, ONNX_FILE
+from easerve.model_defs.registry import get_model_entry, list_models
+from easerve.training.checkpoint import load_checkpoint
+from easerve.training.held_out import open_split
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 SAMPLES = 16
 BUNDLED = [entry.name for entry in list_models(bundled=True)]
-SLOW = pytest.mark.skipif("'slow' not in config.getoption('markexpr')",
-                          reason="re-exports the model (~20 s each); run with `pytest -m slow`")
+SLOW = pytest.mark.skipif(
+    "'slow' not in config.getoption('markexpr')", reason="re-exports the model (~20 s each); run with `pytest -m slow`"
+)
 
 
 def _committed(name: str) -> Path:
@@ -38,8 +39,7 @@ def _committed(name: str) -> Path:
     folder = WEIGHTS / name
     missing = [f for f in (ONNX_FILE, "manifest.json", "checkpoint.json") if not (folder / f).is_file()]
     if missing:
-        pytest.skip(f"weights/{name}/{missing[0]} is not committed yet (train the model, then "
-                    f"`easerve export {name}`)")
+        pytest.skip(f"weights/{name}/{missing[0]} is not committed yet (train the model, then `easerve export {name}`)")
     return folder
 
 
@@ -62,9 +62,7 @@ def test_committed_manifest_hashes_and_tensors_match_the_files(name):
     for variant in manifest.quantized:
         assert sha256_file(folder / variant.file.path) == variant.file.sha256
     inputs, outputs = graph_tensors(folder / manifest.onnx.path)
-    assert ([tensor_info(t) for t in inputs], [tensor_info(t) for t in outputs]) == (
-        manifest.inputs, manifest.outputs
-    )
+    assert ([tensor_info(t) for t in inputs], [tensor_info(t) for t in outputs]) == (manifest.inputs, manifest.outputs)
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -95,9 +93,7 @@ def test_committed_onnx_computes_what_its_checkpoint_computes(name):
     # CPUs run other kernels (AVX-512 where the export had AVX2: 2.9e-4 for pctpart-sa-tiny,
     # 2026-12-01), so such a graph gets that much more room; a wrong graph is off by far more.
     recorded = load_manifest(folder).parity.random_inputs_max_abs_error or 0.0
-    thresholds = ParityThresholds(
-        max_abs_error=max(ParityThresholds.max_abs_error, OTHER_CPU_ERROR_FACTOR * recorded)
-    )
+    thresholds = ParityThresholds(max_abs_error=max(ParityThresholds.max_abs_error, OTHER_CPU_ERROR_FACTOR * recorded))
     check_parity(report, thresholds, f"{name}: committed model.onnx vs its checkpoint")
 
 
@@ -114,13 +110,14 @@ def test_committed_onnx_matches_a_fresh_export(name):
         export_onnx(model, entry.example_inputs(EXAMPLE_BATCH), signature_of(entry), fresh_path)
         fresh = OrtModel(fresh_path, threads=1)
         assert graph_tensors(fresh_path) == graph_tensors(folder / ONNX_FILE)
-        report = measure_parity(info.task, committed.output_names, committed, fresh,
-                                _held_out_and_random_batches(folder, fresh_path))
+        report = measure_parity(
+            info.task, committed.output_names, committed, fresh, _held_out_and_random_batches(folder, fresh_path)
+        )
     check_parity(report, ParityThresholds(), f"{name}: committed vs fresh export")
 
 
 def test_bundled_weights_stay_under_60_mb():
-    from training.checkpoint import TRAIN_STATE_FILE
+    from easerve.training.checkpoint import TRAIN_STATE_FILE
 
     # The train state (exact FP32 weights + optimizer) is not committed.
     files = [p for p in WEIGHTS.rglob("*") if p.is_file() and p.name != TRAIN_STATE_FILE]

@@ -12,10 +12,10 @@ import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from export.fp16 import convert_to_fp16
-from export.onnx_graph import GraphSignature, export_onnx
-from export.ort_model import OrtModel
-from model_defs.attention import ExternalAttention, FeatureMapAttention
+from easerve.export.fp16 import convert_to_fp16
+from easerve.export.onnx_graph import GraphSignature, export_onnx
+from easerve.export.ort_model import OrtModel
+from easerve.model_defs.attention import ExternalAttention, FeatureMapAttention
 
 CHANNELS, SIDE = 16, 128  # 128 x 128 = 16384 positions, the paper's feature map
 

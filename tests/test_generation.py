@@ -9,15 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model_defs.generation import (
+from easerve.model_defs.generation import (
     ConditionalGAN,
     SAGANConfig,
     discriminator_loss,
     generator_loss,
 )
-from training import checkpoint, tasks
-from training.augment import recolour, translate
-from training.trainer import TrainConfig, train
+from easerve.training import checkpoint, tasks
+from easerve.training.augment import recolour, translate
+from easerve.training.trainer import TrainConfig, train
 
 NUM_CLASSES = 6
 CONFIDENT = 8.0
@@ -63,14 +63,13 @@ def test_translate_shifts_each_image_by_at_most_its_bound_and_passes_gradients()
     shifted = translate(images, max_shift_fraction=0.25)
     assert shifted.shape == images.shape
     padded = F.pad(images.detach(), (4, 4, 4, 4), mode="replicate")
-    windows = [
-        (top, left) for top in range(9) for left in range(9)
-    ]
+    windows = [(top, left) for top in range(9) for left in range(9)]
     moved = 0
     for index in range(16):
         matches = [
-            (top, left) for top, left in windows
-            if torch.equal(padded[index, :, top:top + 16, left:left + 16], shifted[index].detach())
+            (top, left)
+            for top, left in windows
+            if torch.equal(padded[index, :, top : top + 16, left : left + 16], shifted[index].detach())
         ]
         assert matches, f"image {index} is not a shifted copy"
         moved += (4, 4) not in matches
@@ -85,8 +84,12 @@ def test_recolour_permutes_each_images_channels_and_inverts_some():
     recoloured = recolour(images)
     inverted = 0
     for original, new in zip(images.detach(), recoloured.detach()):
-        candidates = [(sign, order) for sign in (1.0, -1.0) for order in permutations(range(3))
-                      if torch.equal(new, sign * original[list(order)])]
+        candidates = [
+            (sign, order)
+            for sign in (1.0, -1.0)
+            for order in permutations(range(3))
+            if torch.equal(new, sign * original[list(order)])
+        ]
         assert candidates, "not a channel permutation of its input, negated or not"
         inverted += candidates[0][0] < 0
     assert 4 < inverted < 28
@@ -96,9 +99,17 @@ def test_recolour_permutes_each_images_channels_and_inverts_some():
 
 def _train_gan(out, steps: int) -> dict[str, torch.Tensor]:
     """The exact (FP32) parameters after `steps` steps, from the saved train state."""
-    config = TrainConfig(model="eagan-ea-tiny", out=out, steps=steps, batch_size=8, lr=2e-4,
-                         train_samples=32, test_samples=8, progress=False,
-                         judge=out / "no-judge")
+    config = TrainConfig(
+        model="eagan-ea-tiny",
+        out=out,
+        steps=steps,
+        batch_size=8,
+        lr=2e-4,
+        train_samples=32,
+        test_samples=8,
+        progress=False,
+        judge=out / "no-judge",
+    )
     train(config)
     model = ConditionalGAN(SAGANConfig(num_classes=NUM_CLASSES))
     checkpoint.load_train_state(out, model, {})
@@ -106,8 +117,7 @@ def _train_gan(out, steps: int) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("first_step,generator_moves", [(4, False), (2, True)])
-def test_the_generator_trains_only_from_its_first_step(tmp_path, monkeypatch, first_step,
-                                                       generator_moves):
+def test_the_generator_trains_only_from_its_first_step(tmp_path, monkeypatch, first_step, generator_moves):
     monkeypatch.setattr(tasks, "GENERATOR_FIRST_STEP", first_step)
     torch.manual_seed(0)
     initial = dict(ConditionalGAN(SAGANConfig(num_classes=NUM_CLASSES)).named_parameters())

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artifacts.manifest import discover_manifests, load_manifest
-from loadtest.endpoints import ENDPOINTS, model_selector, prepared_requests
-from loadtest.report import REPORT_FILE, RUNS_FILE, ReportContext, ratio_table, write_report
-from loadtest.resized_models import write_resized_models
-from loadtest.samples import load_samples
-from loadtest.server import local_server
-from loadtest.stats import load_runs, read_run_stats
+from easerve.artifacts.manifest import discover_manifests, load_manifest
+from easerve.loadtest.endpoints import ENDPOINTS, model_selector, prepared_requests
+from easerve.loadtest.report import REPORT_FILE, RUNS_FILE, ReportContext, ratio_table, write_report
+from easerve.loadtest.resized_models import write_resized_models
+from easerve.loadtest.samples import load_samples
+from easerve.loadtest.server import local_server
+from easerve.loadtest.stats import load_runs, read_run_stats
 
 REPO = Path(__file__).resolve().parents[1]
 LOCUSTFILE = REPO / "loadtest" / "locustfile.py"
@@ -86,18 +86,29 @@ def test_ratio_table_puts_sa_over_ea_latency_and_ea_over_sa_throughput(segment_r
 
 def test_report_names_its_provenance_and_links_its_plots(segment_runs, tmp_path):
     context = ReportContext(
-        date="2026-11-22T10:00+00:00", machine="Test CPU, 2 CPUs", backend="onnxruntime (CPUExecutionProvider)",
+        date="2026-11-22T10:00+00:00",
+        machine="Test CPU, 2 CPUs",
+        backend="onnxruntime (CPUExecutionProvider)",
         model_inputs={"eanet-ea-tiny": "512x512", "eanet-sa-tiny": "512x512"},
-        host="http://127.0.0.1:8000", duration="30s", image_size=512,
+        host="http://127.0.0.1:8000",
+        duration="30s",
+        image_size=512,
     )
     out = tmp_path / "report"
     report = write_report(segment_runs, context, out)
 
     text = report.read_text()
     assert report == out / REPORT_FILE
-    for fact in ("2026-11-22", "Test CPU, 2 CPUs", "onnxruntime (CPUExecutionProvider)", "eanet-ea-tiny (512x512)",
-                 "eanet-sa-tiny (512x512)", "images sent at 512x512", "![segment](segment.png)",
-                 "| segment | 8 | 2.50x | 2.50x |"):
+    for fact in (
+        "2026-11-22",
+        "Test CPU, 2 CPUs",
+        "onnxruntime (CPUExecutionProvider)",
+        "eanet-ea-tiny (512x512)",
+        "eanet-sa-tiny (512x512)",
+        "images sent at 512x512",
+        "![segment](segment.png)",
+        "| segment | 8 | 2.50x | 2.50x |",
+    ):
         assert fact in text
     with Image.open(out / "segment.png") as plot:
         assert plot.format == "PNG" and plot.width > 600
@@ -183,9 +194,24 @@ def service_url(weights_dirs, tmp_path_factory):
 def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path):
     users = [endpoint.user_class for endpoint in ENDPOINTS.values()]
     command = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--only-summary",
-        "--host", service_url, "--users", str(len(users)), "--spawn-rate", str(len(users)),
-        "--run-time", "4s", "--csv", str(tmp_path / "smoke"), *users,
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "--only-summary",
+        "--host",
+        service_url,
+        "--users",
+        str(len(users)),
+        "--spawn-rate",
+        str(len(users)),
+        "--run-time",
+        "4s",
+        "--csv",
+        str(tmp_path / "smoke"),
+        *users,
     ]
     result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -199,7 +225,7 @@ def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path)
 
 @pytest.mark.skipif(not HAS_BUNDLED_MODELS, reason="no trained models in weights/ (the fixtures answer nonsense)")
 def test_the_bundled_models_answer_the_samples_right(service_url, capsys):
-    from loadtest.check import main as check
+    from easerve.loadtest.check import main as check
 
     assert check(["--host", service_url]) == 0, capsys.readouterr().out
 
@@ -211,8 +237,21 @@ def test_loadtest_command_serves_segmentation_at_the_image_size_and_compares_ea_
 
     monkeypatch.setenv("EASERVE_WEIGHTS_DIRS", os.pathsep.join(map(str, weights_dirs)))
     out = tmp_path / "loadtest"
-    code = easerve(["loadtest", "--tasks", "segment", "--users", "1,2", "--duration", "2s",
-                    "--image-size", "96", "--out", str(out)])
+    code = easerve(
+        [
+            "loadtest",
+            "--tasks",
+            "segment",
+            "--users",
+            "1,2",
+            "--duration",
+            "2s",
+            "--image-size",
+            "96",
+            "--out",
+            str(out),
+        ]
+    )
 
     assert code == 0
     runs = load_runs(out / RUNS_FILE)
@@ -228,8 +267,10 @@ def test_loadtest_command_serves_segmentation_at_the_image_size_and_compares_ea_
 def test_segmentation_models_are_resized_and_fixed_size_classifiers_are_not(weights_dirs, tmp_path):
     names = write_resized_models(weights_dirs, 320, tmp_path)
 
-    originals = {manifest.name: manifest for manifest in
-                 (load_manifest(model) for folder in weights_dirs for model in discover_manifests(folder))}
+    originals = {
+        manifest.name: manifest
+        for manifest in (load_manifest(model) for folder in weights_dirs for model in discover_manifests(folder))
+    }
     tasks = {originals[name].task for name in names}
     assert "segmentation" in tasks and "classification" not in tasks
     for name in names:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training import metrics
+from easerve.training import metrics
 
 
 def test_top1_accuracy_counts_matches():
@@ -42,7 +42,7 @@ def test_map50_perfect_detections_score_one_and_misses_lower_it():
     perfect = metrics.Detections(
         boxes=[b.copy() for b in truth_boxes],
         scores=[np.array([0.9]), np.array([0.8, 0.7])],
-        labels=[l.copy() for l in truth_labels],
+        labels=[labels.copy() for labels in truth_labels],
     )
     assert metrics.mean_average_precision_50(perfect, truth_boxes, truth_labels, 2) == pytest.approx(1.0)
     # Shift the second image's class-0 box so its IoU drops below 0.5: class 0 recall halves.

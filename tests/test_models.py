@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.onnx_graph import export_onnx, signature_of
-from model_defs.detection import centernet_loss, centernet_targets
-from model_defs.registry import ModelEntry, Task, list_models, twin_of
+from easerve.export.onnx_graph import export_onnx, signature_of
+from easerve.model_defs.detection import centernet_loss, centernet_targets
+from easerve.model_defs.registry import ModelEntry, Task, list_models, twin_of
 
 BUNDLED = list_models(bundled=True)
 BUNDLED_EA = list_models(bundled=True, attention="ea")
@@ -38,6 +38,7 @@ def _fresh_model(entry: ModelEntry) -> nn.Module:
 
 
 # --- losses for the training step: fixed targets drawn from a seeded generator ---------------
+
 
 def _labels(high: int, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.randint(0, high, shape, generator=torch.Generator().manual_seed(1))
@@ -84,6 +85,7 @@ TASK_LOSSES: dict[Task, Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Te
 
 # --- ONNX export (export/onnx_graph.py, the exporter the product uses) -------------------------
 
+
 @pytest.fixture(scope="module")
 def exported(
     tmp_path_factory: pytest.TempPathFactory,
@@ -109,6 +111,7 @@ def exported(
 
 
 # --- tests ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("entry", BUNDLED, ids=_ids(BUNDLED))
 def test_forward_gives_declared_output_shapes_dtypes_and_finite_values(entry: ModelEntry):

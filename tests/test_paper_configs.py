@@ -11,15 +11,13 @@ import re
 import pytest
 import torch
 
-from model_defs.attention import ATTENTION_KINDS
-from model_defs.registry import ModelEntry, get_model_entry, list_models, twin_of
-from model_defs.summary import count_parameters
+from easerve.model_defs.attention import ATTENTION_KINDS
+from easerve.model_defs.registry import ModelEntry, get_model_entry, list_models, twin_of
+from easerve.model_defs.summary import count_parameters
 
 # torchvision's resnet101 has 44,549,160 parameters; its 1000-class fc layer 2048 * 1000 + 1000.
 RESNET101_WITHOUT_FC = 44_549_160 - 2_049_000
-NAME_PATTERN = re.compile(
-    rf"^(?P<arch>[a-z0-9]+)-(?P<attn>{'|'.join(ATTENTION_KINDS)})-(?P<size>[a-z0-9]+)$"
-)
+NAME_PATTERN = re.compile(rf"^(?P<arch>[a-z0-9]+)-(?P<attn>{'|'.join(ATTENTION_KINDS)})-(?P<size>[a-z0-9]+)$")
 
 
 def _ids(entries: list[ModelEntry]) -> list[str]:
@@ -47,8 +45,7 @@ def test_paper_size_model_builds_and_gives_declared_output_shapes_on_meta(entry:
     with torch.device("meta"):
         model = entry.create().eval()
         inputs = tuple(
-            torch.empty(entry.concrete_shape(spec, 1), dtype=getattr(torch, spec.dtype))
-            for spec in entry.inputs
+            torch.empty(entry.concrete_shape(spec, 1), dtype=getattr(torch, spec.dtype)) for spec in entry.inputs
         )
         with torch.no_grad():
             outputs = model(*inputs)

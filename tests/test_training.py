@@ -10,11 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from model_defs.registry import list_models
-from training import checkpoint
-from training.tasks import task_for
-from training.trainer import TrainConfig, _fetch, global_batches, Distributed, train
-from training.datasets import open_dataset
+from easerve.model_defs.registry import list_models
+from easerve.training import checkpoint
+from easerve.training.datasets import open_dataset
+from easerve.training.tasks import task_for
+from easerve.training.trainer import Distributed, TrainConfig, _fetch, global_batches, train
 
 REPO = Path(__file__).resolve().parents[1]
 EA_MODELS = [e.name for e in list_models(attention="ea", bundled=True)]
@@ -30,10 +30,16 @@ def _config(name: str, out: Path, **overrides) -> TrainConfig:
 
 def _first_batch(config: TrainConfig, task_name: str):
     entry = next(e for e in list_models() if e.name == config.model)
-    from training.trainer import DEFAULT_DATA, _data_size
+    from easerve.training.trainer import DEFAULT_DATA, _data_size
 
-    dataset = open_dataset(DEFAULT_DATA[task_name], task_name, "train", seed=config.seed,
-                           num_samples=config.train_samples, **_data_size(entry, None))
+    dataset = open_dataset(
+        DEFAULT_DATA[task_name],
+        task_name,
+        "train",
+        seed=config.seed,
+        num_samples=config.train_samples,
+        **_data_size(entry, None),
+    )
     indices = next(global_batches(len(dataset), config.batch_size, config.seed, 0, Distributed()))
     return entry, dataset, _fetch(dataset, indices, task_name)
 
@@ -47,8 +53,7 @@ def trained(tmp_path_factory):
 
     def run(name: str):
         if name not in runs:
-            config = _config(name, weights_dir / name, steps=8,
-                             lr=FAST_LR.get(name, 2e-3))
+            config = _config(name, weights_dir / name, steps=8, lr=FAST_LR.get(name, 2e-3))
             runs[name] = (config, train(config))
         return runs[name]
 
@@ -87,8 +92,9 @@ def test_checkpoint_round_trips_with_metadata(name, trained):
     model_again, _ = checkpoint.load_checkpoint(config.out)
     with torch.no_grad():
         first, second = model(*inputs), model_again(*inputs)
-    for a, b in zip(first if isinstance(first, tuple) else (first,),
-                    second if isinstance(second, tuple) else (second,)):
+    for a, b in zip(
+        first if isinstance(first, tuple) else (first,), second if isinstance(second, tuple) else (second,)
+    ):
         torch.testing.assert_close(a, b)
 
 
@@ -112,8 +118,9 @@ def test_resume_continues_from_the_saved_step(tmp_path):
 
 def _exact_weights(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     state = load_file(str(checkpoint_dir / checkpoint.TRAIN_STATE_FILE))
-    return {k.removeprefix(checkpoint.MODEL_PREFIX): v for k, v in state.items()
-            if k.startswith(checkpoint.MODEL_PREFIX)}
+    return {
+        k.removeprefix(checkpoint.MODEL_PREFIX): v for k, v in state.items() if k.startswith(checkpoint.MODEL_PREFIX)
+    }
 
 
 def test_checkpoint_holds_fp16_weights_and_the_train_state_the_exact_ones(trained):
@@ -150,16 +157,49 @@ def test_a_resume_with_no_further_step_only_re_evaluates(tmp_path):
 
 
 def test_two_process_torchrun_matches_one_process(tmp_path):
-    common = ["train", "eamlp-ea-tiny", "--steps", "3", "--batch-size", "8", "--train-samples", "32",
-              "--test-samples", "8", "--no-progress"]
+    common = [
+        "train",
+        "eamlp-ea-tiny",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--train-samples",
+        "32",
+        "--test-samples",
+        "8",
+        "--no-progress",
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "easerve.cli", *common, "--out", str(tmp_path / "one")],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "easerve.cli", *common, "--out", str(tmp_path / "one")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-2000:]
     launched = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         "-m", "easerve.cli", *common, "--out", str(tmp_path / "two")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            "-m",
+            "easerve.cli",
+            *common,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert launched.returncode == 0, launched.stderr[-2000:]
     # The exact FP32 weights: one FP16 rounding step can tell apart values within tolerance.
@@ -170,8 +210,8 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
 
 
 def test_input_size_overrides_only_variable_size_models():
-    from model_defs.registry import get_model_entry
-    from training.trainer import _data_size
+    from easerve.model_defs.registry import get_model_entry
+    from easerve.training.trainer import _data_size
 
     assert _data_size(get_model_entry("eanet-ea-tiny"), 64) == {"size": 64}
     assert _data_size(get_model_entry("pct-ea-tiny"), 256) == {"num_points": 256}
@@ -180,7 +220,7 @@ def test_input_size_overrides_only_variable_size_models():
 
 
 def test_weights_table_lists_each_checkpoint_with_its_metrics(trained):
-    from training.report import weights_table
+    from easerve.training.report import weights_table
 
     config, info = trained("eamlp-ea-tiny")
     table = weights_table(config.out.parent)

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 import easerve
-from model_defs.registry import get_model_entry
+from easerve.model_defs.registry import get_model_entry
 
 WEIGHTS_FILE = "model.safetensors"
 INFO_FILE = "checkpoint.json"
@@ -58,7 +58,10 @@ def code_version() -> str:
     """The package version plus the git commit of the working tree, when there is one."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
             cwd=Path(__file__).parent,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
@@ -110,15 +113,11 @@ def load_checkpoint(checkpoint_dir: Path) -> tuple[nn.Module, CheckpointInfo]:
     return model.eval(), info
 
 
-def save_train_state(
-    out_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], step: int
-) -> None:
+def save_train_state(out_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer], step: int) -> None:
     """The FP32 weights and optimizer tensors as safetensors; hyper-parameters and the step in
     its JSON metadata."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {
-        f"{MODEL_PREFIX}{name}": t.detach().clone() for name, t in model.state_dict().items()
-    }
+    tensors = {f"{MODEL_PREFIX}{name}": t.detach().clone() for name, t in model.state_dict().items()}
     groups: dict[str, Any] = {}
     for name, optimizer in optimizers.items():
         state = optimizer.state_dict()
@@ -130,9 +129,7 @@ def save_train_state(
     save_file(tensors, str(out_dir / TRAIN_STATE_FILE), metadata=metadata)
 
 
-def load_train_state(
-    out_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]
-) -> int:
+def load_train_state(out_dir: Path, model: nn.Module, optimizers: dict[str, torch.optim.Optimizer]) -> int:
     """Restore the weights (when the state holds them) and optimizer state saved by
     `save_train_state`; returns the step to continue from."""
     from safetensors import safe_open
@@ -141,9 +138,7 @@ def load_train_state(
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     tensors = load_file(str(path))
-    weights = {
-        k.removeprefix(MODEL_PREFIX): v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)
-    }
+    weights = {k.removeprefix(MODEL_PREFIX): v for k, v in tensors.items() if k.startswith(MODEL_PREFIX)}
     if weights:
         model.load_state_dict(weights, strict=True)
     groups = json.loads(metadata["param_groups"])

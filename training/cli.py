@@ -23,20 +23,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-samples", type=int, help="size of a generated training split")
     parser.add_argument("--test-samples", type=int, help="size of a generated test split")
     parser.add_argument("--eval-every", type=int, help="evaluate on the test split every N steps")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the checkpoint and optimizer state in --out")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint and optimizer state in --out"
+    )
     parser.add_argument("--out", type=Path, help="checkpoint folder (default weights/<model>)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    parser.add_argument("--amp", action="store_true",
-                        help="bf16 autocast (GPU only; refused on CPU)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model (meant for GPU runs)")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (GPU only; refused on CPU)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (meant for GPU runs)")
     add_judge_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--input-size", type=int,
-                        help="image side (segmentation, detection) or points per cloud (point "
-                             "clouds) of the generated training and test data; default: the "
-                             "registry's example size")
+    parser.add_argument(
+        "--input-size",
+        type=int,
+        help="image side (segmentation, detection) or points per cloud (point "
+        "clouds) of the generated training and test data; default: the "
+        "registry's example size",
+    )
     parser.epilog = (
         "Multi-process: torchrun --nproc_per_node N -m easerve.cli train MODEL ... "
         "(gloo on CPU, nccl on GPU; --batch-size stays the global batch)."
@@ -45,13 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_judge_argument(parser: argparse.ArgumentParser) -> None:
     """`--judge`, shared by `easerve train` and `easerve evaluate`."""
-    parser.add_argument("--judge", type=Path,
-                        help="generation only: classifier checkpoint that scores generated "
-                        "images (default weights/eamlp-ea-tiny)")
+    parser.add_argument(
+        "--judge",
+        type=Path,
+        help="generation only: classifier checkpoint that scores generated images (default weights/eamlp-ea-tiny)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.trainer import TrainConfig, train
+    from easerve.training.trainer import TrainConfig, train
 
     if args.amp and not args.device.startswith("cuda"):
         print("error: --amp needs a CUDA device (--device cuda); it is off on CPU")
@@ -78,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     )
     info = train(config)
     if info.metrics:
-        print(f"{info.model}: " + ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items())
-              + f" ({info.training_seconds:.0f}s) -> {config.out}")
+        print(
+            f"{info.model}: "
+            + ", ".join(f"{k}={v:.4f}" for k, v in info.metrics.items())
+            + f" ({info.training_seconds:.0f}s) -> {config.out}"
+        )
     return 0

@@ -10,27 +10,29 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from training.cli import add_judge_argument
+from easerve.training.cli import add_judge_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="checkpoint folder, e.g. weights/eamlp-ea-tiny")
-    parser.add_argument("--test-samples", type=int,
-                        help="size of the generated test split (default: the size the checkpoint "
-                        "was evaluated on, else the data set's default)")
+    parser.add_argument(
+        "--test-samples",
+        type=int,
+        help="size of the generated test split (default: the size the checkpoint "
+        "was evaluated on, else the data set's default)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="evaluation batch (default 32)")
     add_judge_argument(parser)
-    parser.add_argument("--write", action="store_true",
-                        help="replace the metrics recorded in checkpoint.json by these")
+    parser.add_argument("--write", action="store_true", help="replace the metrics recorded in checkpoint.json by these")
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_defs.registry import get_model_entry
-    from training import checkpoint
-    from training.datasets import DatasetError
-    from training.held_out import open_split
-    from training.tasks import task_for
-    from training.trainer import evaluate
+    from easerve.model_defs.registry import get_model_entry
+    from easerve.training import checkpoint
+    from easerve.training.datasets import DatasetError
+    from easerve.training.held_out import open_split
+    from easerve.training.tasks import task_for
+    from easerve.training.trainer import evaluate
 
     try:
         model, info = checkpoint.load_checkpoint(args.checkpoint)

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from torch.utils.data import Dataset
 
-from training.checkpoint import CheckpointInfo
-from training.datasets import DatasetError, Split, open_dataset
-from training.trainer import DEFAULT_DATA
+from easerve.training.checkpoint import CheckpointInfo
+from easerve.training.datasets import DatasetError, Split, open_dataset
+from easerve.training.trainer import DEFAULT_DATA
 
 
 @dataclass
@@ -28,9 +28,7 @@ def _size_arguments(info: CheckpointInfo) -> dict[str, int]:
     return {"size": int(preprocessing["image_size"][0])}
 
 
-def open_split(
-    info: CheckpointInfo, split: Split, num_samples: int | None, *, fallback: bool = True
-) -> HeldOutData:
+def open_split(info: CheckpointInfo, split: Split, num_samples: int | None, *, fallback: bool = True) -> HeldOutData:
     """`num_samples` samples (None: the data set's default) of `split` of the data the checkpoint
     was trained on, at the size the model was trained at. When that data is not on this machine:
     the task's generated set if `fallback`, else the DatasetError."""

@@ -28,9 +28,9 @@ class ConfusionMatrix:
     def update(self, predictions: np.ndarray, labels: np.ndarray) -> None:
         keep = labels != IGNORE_INDEX
         truth, pred = labels[keep].astype(np.int64), predictions[keep].astype(np.int64)
-        self.matrix += np.bincount(
-            truth * self.num_classes + pred, minlength=self.num_classes**2
-        ).reshape(self.num_classes, self.num_classes)
+        self.matrix += np.bincount(truth * self.num_classes + pred, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
 
     def iou_per_class(self) -> np.ndarray:
         """IoU of each class; NaN for classes absent from both truth and prediction."""
@@ -73,7 +73,9 @@ class Detections:
 
 
 def mean_average_precision_50(
-    detections: Detections, truth_boxes: list[np.ndarray], truth_labels: list[np.ndarray],
+    detections: Detections,
+    truth_boxes: list[np.ndarray],
+    truth_labels: list[np.ndarray],
     num_classes: int,
 ) -> float:
     """COCO-style mAP at IoU 0.5 (101-point interpolation), computed by pycocotools."""

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from training.checkpoint import CheckpointInfo
+    from easerve.training.checkpoint import CheckpointInfo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights-dir", type=Path, default=Path("weights"),
-                        help="folder of <model>/checkpoint.json (default weights)")
-    parser.add_argument("--commands", action="store_true",
-                        help="print the recorded training commands instead of the table")
+    parser.add_argument(
+        "--weights-dir", type=Path, default=Path("weights"), help="folder of <model>/checkpoint.json (default weights)"
+    )
+    parser.add_argument(
+        "--commands", action="store_true", help="print the recorded training commands instead of the table"
+    )
 
 
 def _metrics_text(info: CheckpointInfo) -> str:
@@ -26,7 +28,7 @@ def _metrics_text(info: CheckpointInfo) -> str:
 
 
 def _row(folder: Path, info: CheckpointInfo) -> str:
-    from training.checkpoint import WEIGHTS_FILE
+    from easerve.training.checkpoint import WEIGHTS_FILE
 
     megabytes = (folder / WEIGHTS_FILE).stat().st_size / 2**20
     return (
@@ -37,7 +39,7 @@ def _row(folder: Path, info: CheckpointInfo) -> str:
 
 def checkpoints(weights_dir: Path) -> list[tuple[Path, CheckpointInfo]]:
     """(folder, info) of every checkpoint directly under `weights_dir`, sorted by name."""
-    from training.checkpoint import INFO_FILE, read_checkpoint_info
+    from easerve.training.checkpoint import INFO_FILE, read_checkpoint_info
 
     folders = sorted(path.parent for path in weights_dir.glob(f"*/{INFO_FILE}"))
     return [(folder, read_checkpoint_info(folder)) for folder in folders]

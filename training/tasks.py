@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from model_defs import detection, generation
-from model_defs.registry import ModelEntry
-from training import augment, metrics
+from easerve.model_defs import detection, generation
+from easerve.model_defs.registry import ModelEntry
+from easerve.training import augment, metrics
 
 IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
@@ -120,13 +120,15 @@ class DetectionTask(Task):
         raw = model.forward_raw(self.prepare(images))
         heatmap_size = tuple(raw["heatmap"].shape[-2:])
         per_image = [
-            detection.centernet_targets(t["boxes"].cpu(), t["labels"].cpu(), heatmap_size,
-                                        model.config.num_classes, detection.OUTPUT_STRIDE)
+            detection.centernet_targets(
+                t["boxes"].cpu(), t["labels"].cpu(), heatmap_size, model.config.num_classes, detection.OUTPUT_STRIDE
+            )
             for t in targets
         ]
         stacked = {k: torch.stack([t[k] for t in per_image]).to(images.device) for k in per_image[0]}
-        return detection.centernet_loss(raw, stacked, model.config.size_loss_weight,
-                                        model.config.offset_loss_weight)["loss"]
+        return detection.centernet_loss(raw, stacked, model.config.size_loss_weight, model.config.offset_loss_weight)[
+            "loss"
+        ]
 
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         found = metrics.Detections([], [], [])
@@ -153,10 +155,22 @@ class GenerationTask(Task):
     def phases(self) -> list[Phase]:
         gan_betas = (0.5, 0.999)
         return [
-            Phase("discriminator", lambda m: m.discriminator.parameters(), self.discriminator_loss,
-                  gan_betas, 0.0, lr_scale=DISCRIMINATOR_LR_SCALE),
-            Phase("generator", lambda m: m.generator.parameters(), self.generator_loss,
-                  gan_betas, 0.0, first_step=GENERATOR_FIRST_STEP),
+            Phase(
+                "discriminator",
+                lambda m: m.discriminator.parameters(),
+                self.discriminator_loss,
+                gan_betas,
+                0.0,
+                lr_scale=DISCRIMINATOR_LR_SCALE,
+            ),
+            Phase(
+                "generator",
+                lambda m: m.generator.parameters(),
+                self.generator_loss,
+                gan_betas,
+                0.0,
+                first_step=GENERATOR_FIRST_STEP,
+            ),
         ]
 
     def _fake(self, model: nn.Module, labels: torch.Tensor) -> torch.Tensor:
@@ -175,21 +189,20 @@ class GenerationTask(Task):
         with torch.no_grad():
             fake = self._fake(model, labels)
         logits = self._discriminate(model, images, fake)
-        return generation.discriminator_loss(logits[:len(labels)], labels, logits[len(labels):])
+        return generation.discriminator_loss(logits[: len(labels)], labels, logits[len(labels) :])
 
     def generator_loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, labels = batch
         logits = self._discriminate(model, images, self._fake(model, labels))
-        return generation.generator_loss(logits[len(images):], labels)
+        return generation.generator_loss(logits[len(images) :], labels)
 
     def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
-        return {"kind": "latent", "z_dim": self.entry.config.z_dim,
-                "image_size": list(sample_input.shape[-2:])}
+        return {"kind": "latent", "z_dim": self.entry.config.z_dim, "image_size": list(sample_input.shape[-2:])}
 
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         """Class accuracy of generated images under our trained shapes classifier (the judge),
         and the Fréchet distance between generated and real test images in its feature space."""
-        from training.checkpoint import load_checkpoint
+        from easerve.training.checkpoint import load_checkpoint
 
         judge_dir = Path(self.options.get("judge") or DEFAULT_JUDGE)
         if not (judge_dir / "checkpoint.json").is_file():
@@ -202,8 +215,7 @@ class GenerationTask(Task):
             z = torch.randn(labels.shape[0], model.config.z_dim, generator=generator)
             fake = (model.generator(z, labels) + 1) / 2
             for batch_images, sink in ((fake, fake_features), (images, real_features)):
-                resized = F.interpolate(batch_images.clamp(0, 1), size=judge_size, mode="bilinear",
-                                        align_corners=False)
+                resized = F.interpolate(batch_images.clamp(0, 1), size=judge_size, mode="bilinear", align_corners=False)
                 features = judge.forward_features(normalize_images(resized))
                 sink.append(features.numpy())
                 if batch_images is fake:
@@ -211,9 +223,7 @@ class GenerationTask(Task):
                     total += labels.shape[0]
         return {
             "class_accuracy": correct / total,
-            "frechet_distance": metrics.frechet_distance(
-                np.concatenate(real_features), np.concatenate(fake_features)
-            ),
+            "frechet_distance": metrics.frechet_distance(np.concatenate(real_features), np.concatenate(fake_features)),
         }
 
 

@@ -25,10 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from model_defs.registry import ModelEntry, get_model_entry
-from training import checkpoint
-from training.datasets import detection_collate, open_dataset
-from training.tasks import Phase, Task, task_for
+from easerve.model_defs.registry import ModelEntry, get_model_entry
+from easerve.training import checkpoint
+from easerve.training.datasets import detection_collate, open_dataset
+from easerve.training.tasks import Phase, Task, task_for
 
 DEFAULT_DATA = {
     "classification": "shapes-2d",
@@ -83,17 +83,15 @@ def init_distributed(device: str) -> Distributed:
     return Distributed(dist.get_rank(), world_size)
 
 
-def global_batches(
-    length: int, batch_size: int, seed: int, start_step: int, ddp: Distributed
-) -> Iterator[list[int]]:
+def global_batches(length: int, batch_size: int, seed: int, start_step: int, ddp: Distributed) -> Iterator[list[int]]:
     """This process's share of each global batch, epoch after epoch of seeded permutations."""
     per_epoch = max(length // batch_size, 1)
     step = start_step
     while True:
         epoch, offset = divmod(step, per_epoch)
         order = torch.randperm(length, generator=torch.Generator().manual_seed(seed + epoch))
-        batch = order[offset * batch_size:(offset + 1) * batch_size].tolist()
-        yield batch[ddp.rank::ddp.world_size]
+        batch = order[offset * batch_size : (offset + 1) * batch_size].tolist()
+        yield batch[ddp.rank :: ddp.world_size]
         step += 1
 
 
@@ -164,17 +162,16 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     entry = get_model_entry(config.model)
     data = config.data or DEFAULT_DATA[entry.task]
     size = _data_size(entry, config.input_size)
-    train_set = open_dataset(data, entry.task, "train", seed=config.seed,
-                             num_samples=config.train_samples, **size)
-    test_set = open_dataset(data, entry.task, "test", seed=config.seed,
-                            num_samples=config.test_samples, **size)
+    train_set = open_dataset(data, entry.task, "train", seed=config.seed, num_samples=config.train_samples, **size)
+    test_set = open_dataset(data, entry.task, "test", seed=config.seed, num_samples=config.test_samples, **size)
     class_names = list(train_set.class_names)
     model = entry.create(**_output_size_override(entry, len(class_names))).to(config.device)
     task = task_for(entry, class_names, {"judge": config.judge})
     phases = task.phases()
     optimizers = {
-        p.name: torch.optim.AdamW(p.parameters(model), lr=config.lr * p.lr_scale, betas=p.betas,
-                                  weight_decay=p.weight_decay)
+        p.name: torch.optim.AdamW(
+            p.parameters(model), lr=config.lr * p.lr_scale, betas=p.betas, weight_decay=p.weight_decay
+        )
         for p in phases
     }
     start_step = 0
@@ -192,16 +189,20 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     total_steps = config.steps or max(int(round((config.epochs or 1) * steps_per_epoch)), 1)
     warmup = max(int(total_steps * config.warmup_fraction), 1)
     schedulers = [
-        torch.optim.lr_scheduler.LambdaLR(
-            o, lambda s: cosine_with_warmup(s + start_step, total_steps, warmup)
-        )
+        torch.optim.lr_scheduler.LambdaLR(o, lambda s: cosine_with_warmup(s + start_step, total_steps, warmup))
         for o in optimizers.values()
     ]
     training_model = torch.compile(model) if config.compile else model
     started = time.perf_counter()
     batches = global_batches(len(train_set), config.batch_size, config.seed, start_step, ddp)
-    bar = tqdm(range(start_step, total_steps), desc=config.model, initial=start_step,
-               total=total_steps, disable=not (config.progress and ddp.is_main), dynamic_ncols=True)
+    bar = tqdm(
+        range(start_step, total_steps),
+        desc=config.model,
+        initial=start_step,
+        total=total_steps,
+        disable=not (config.progress and ddp.is_main),
+        dynamic_ncols=True,
+    )
     model.train()
     for step in bar:
         batch = _to_device(_fetch(train_set, next(batches), entry.task), config.device)
@@ -211,8 +212,10 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         if ddp.world_size > 1:
             _sync_buffers(model)
         elapsed = time.perf_counter() - started
-        bar.set_postfix(**{k: f"{v:.3f}" for k, v in losses.items()},
-                        img_s=f"{(step + 1 - start_step) * config.batch_size / elapsed:.0f}")
+        bar.set_postfix(
+            **{k: f"{v:.3f}" for k, v in losses.items()},
+            img_s=f"{(step + 1 - start_step) * config.batch_size / elapsed:.0f}",
+        )
         if config.eval_every and (step + 1) % config.eval_every == 0 and ddp.is_main:
             tqdm.write(f"step {step + 1}: {evaluate(task, model, test_set, config.batch_size)}")
     training_seconds = time.perf_counter() - started

@@ -14,7 +14,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP")
 

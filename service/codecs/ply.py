@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import BadRequest, PayloadTooLarge
+from easerve.service.errors import BadRequest, PayloadTooLarge
 
 _SCALAR_TYPES = {
     "char": "i1",

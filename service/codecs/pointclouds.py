@@ -10,8 +10,8 @@ import io
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from service.codecs.ply import is_ply, parse_ply
-from service.errors import BadRequest, InvalidInput, PayloadTooLarge, describe_validation_errors
+from easerve.service.codecs.ply import is_ply, parse_ply
+from easerve.service.errors import BadRequest, InvalidInput, PayloadTooLarge, describe_validation_errors
 
 _NPY_MAGIC = b"\x93NUMPY"
 

@@ -20,9 +20,9 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from service.codecs.images import decode_base64, decode_image
-from service.codecs.pointclouds import points_from_file, points_from_json
-from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, describe_validation_errors
+from easerve.service.codecs.images import decode_base64, decode_image
+from easerve.service.codecs.pointclouds import points_from_file, points_from_json
+from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, describe_validation_errors
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from service.dependencies import State, require_api_key, task_inference
-from service.errors import PayloadTooLarge
-from service.inference import InferenceContext
-from service.tasks.generation import GenerateRequest, GenerateResponse, label_index, latent_inputs, to_pngs
+from easerve.service.dependencies import State, require_api_key, task_inference
+from easerve.service.errors import PayloadTooLarge
+from easerve.service.inference import InferenceContext
+from easerve.service.tasks.generation import GenerateRequest, GenerateResponse, label_index, latent_inputs, to_pngs
 
 router = APIRouter(prefix="/v1", tags=["generation"], dependencies=[Depends(require_api_key)])
 

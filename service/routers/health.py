@@ -8,9 +8,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from artifacts.manifest import TensorInfo
-from service.dependencies import State
-from service.repository import ServedModel
+from easerve.artifacts.manifest import TensorInfo
+from easerve.service.dependencies import State
+from easerve.service.repository import ServedModel
 
 router = APIRouter(tags=["health"])
 

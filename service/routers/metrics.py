@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.dependencies import State
+from easerve.service.dependencies import State
 
 router = APIRouter(tags=["metrics"])
 

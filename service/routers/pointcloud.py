@@ -7,11 +7,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
-from artifacts.manifest import Manifest
-from service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
-from service.dependencies import State, require_api_key, task_inference
-from service.inference import InferenceContext
-from service.tasks.pointcloud import (
+from easerve.artifacts.manifest import Manifest
+from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
+from easerve.service.dependencies import State, require_api_key, task_inference
+from easerve.service.inference import InferenceContext
+from easerve.service.tasks.pointcloud import (
     PointCloudClassifyResponse,
     PointCloudSegmentResponse,
     SampledCloud,
@@ -31,9 +31,7 @@ def _decode_and_sample(upload: Upload, max_points: int, manifest: Manifest) -> t
     return points, sample_cloud(points, manifest)
 
 
-async def _prepared_cloud(
-    request: Request, state: State, context: InferenceContext
-) -> tuple[np.ndarray, SampledCloud]:
+async def _prepared_cloud(request: Request, state: State, context: InferenceContext) -> tuple[np.ndarray, SampledCloud]:
     """The request's points and the model's input made from them, in one worker call."""
     upload = await read_points_upload(request)
     return await context.offload(_decode_and_sample, upload, state.settings.max_points, context.model.manifest)

@@ -21,14 +21,14 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 import easerve
-from artifacts.manifest import TensorInfo
-from service.dependencies import State, require_api_key, start_inference
-from service.errors import BadRequest, describe_validation_errors
-from service.repository import ServedModel
-from service.schemas import InferenceResponse
-from service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
-from service.v2.schemas import PLATFORM, InferRequest, InferResponse, ModelMetadata, ServerMetadata
-from service.v2.tensors import decode_inputs, encode_output, tensor_metadata
+from easerve.artifacts.manifest import TensorInfo
+from easerve.service.dependencies import State, require_api_key, start_inference
+from easerve.service.errors import BadRequest, describe_validation_errors
+from easerve.service.repository import ServedModel
+from easerve.service.schemas import InferenceResponse
+from easerve.service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
+from easerve.service.v2.schemas import PLATFORM, InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from easerve.service.v2.tensors import decode_inputs, encode_output, tensor_metadata
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 

@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from PIL import Image
 
-from artifacts.manifest import Manifest
-from service.batcher import Tensors
-from service.codecs.uploads import IMAGE_BODY_OPENAPI, Upload, decode_images, read_image_upload
-from service.dependencies import State, require_api_key, task_inference
-from service.inference import InferenceContext
-from service.settings import Settings
-from service.tasks.classification import ClassifyResponse, classify
-from service.tasks.detection import DetectResponse, detect
-from service.tasks.image_input import image_batch
-from service.tasks.segmentation import SegmentResponse, segment
+from easerve.artifacts.manifest import Manifest
+from easerve.service.batcher import Tensors
+from easerve.service.codecs.uploads import IMAGE_BODY_OPENAPI, Upload, decode_images, read_image_upload
+from easerve.service.dependencies import State, require_api_key, task_inference
+from easerve.service.inference import InferenceContext
+from easerve.service.settings import Settings
+from easerve.service.tasks.classification import ClassifyResponse, classify
+from easerve.service.tasks.detection import DetectResponse, detect
+from easerve.service.tasks.image_input import image_batch
+from easerve.service.tasks.segmentation import SegmentResponse, segment
 
 router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_api_key)])
 

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from service.model_files import ModelFiles
+from easerve.service.model_files import ModelFiles
 
 Tensors = dict[str, np.ndarray]
 

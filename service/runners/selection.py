@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.model_files import ModelFiles
-from service.runners.base import Runner
-from service.settings import Backend, Settings
-from service.tensor_shapes import concrete_shape
+from easerve.service.model_files import ModelFiles
+from easerve.service.runners.base import Runner
+from easerve.service.settings import Backend, Settings
+from easerve.service.tensor_shapes import concrete_shape
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def choose_backend(requested: Backend) -> BackendChoice:
         return BackendChoice(requested, f"--backend {requested} was asked for")
     import onnxruntime as ort
 
-    from service.runners.ort import GPU_PROVIDERS
+    from easerve.service.runners.ort import GPU_PROVIDERS
 
     gpu_providers = [p for p in ort.get_available_providers() if p in GPU_PROVIDERS]
     if gpu_providers:
@@ -46,14 +46,14 @@ def choose_backend(requested: Backend) -> BackendChoice:
 def create_runner(files: ModelFiles, settings: Settings, backend: Backend, max_batch_size: int) -> Runner:
     """Build `backend`'s runner for `files` (imports the backend's library only now)."""
     if backend == "tensorrt":
-        from service.runners.tensorrt_native import TensorRTRunner
+        from easerve.service.runners.tensorrt_native import TensorRTRunner
 
         return TensorRTRunner(files, settings, max_batch_size)
     if backend == "torch":
-        from service.runners.torch_reference import TorchRunner
+        from easerve.service.runners.torch_reference import TorchRunner
 
         return TorchRunner(files)
-    from service.runners.ort import OrtRunner
+    from easerve.service.runners.ort import OrtRunner
 
     return OrtRunner(files, settings, max_batch_size)
 

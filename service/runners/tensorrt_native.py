@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from service.model_files import ModelFiles
-from service.runners.base import Tensors
-from service.settings import Settings
-from service.tensor_shapes import concrete_shape
+from easerve.service.model_files import ModelFiles
+from easerve.service.runners.base import Tensors
+from easerve.service.settings import Settings
+from easerve.service.tensor_shapes import concrete_shape
 
 logger = logging.getLogger(__name__)
 

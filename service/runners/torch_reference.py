@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from service.model_files import ModelFiles, ModelFilesError
-from service.runners.base import Tensors
+from easerve.service.model_files import ModelFiles, ModelFilesError
+from easerve.service.runners.base import Tensors
 
 CHECKPOINT_INFO_FILE = "checkpoint.json"
 
@@ -27,7 +27,7 @@ class TorchRunner:
         import torch
         from safetensors.torch import load_model
 
-        from model_defs.registry import get_model_entry
+        from easerve.model_defs.registry import get_model_entry
 
         checkpoint = files.manifest.source_checkpoint
         if checkpoint is None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from artifacts.manifest import Manifest
-from service.schemas import InferenceResponse
-from service.tasks.scores import LabelScore, top_k
+from easerve.artifacts.manifest import Manifest
+from easerve.service.schemas import InferenceResponse
+from easerve.service.tasks.scores import LabelScore, top_k
 
 
 class ImageClassification(BaseModel):

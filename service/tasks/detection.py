@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from artifacts.manifest import Manifest
-from service.schemas import InferenceResponse
-from service.tasks.image_input import model_image_size
+from easerve.artifacts.manifest import Manifest
+from easerve.service.schemas import InferenceResponse
+from easerve.service.tasks.image_input import model_image_size
 
 
 class Detection(BaseModel):

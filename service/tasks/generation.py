@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from artifacts.manifest import Manifest, TensorInfo
-from service.codecs.images import encode_png_base64
-from service.errors import InvalidInput
-from service.schemas import InferenceResponse
+from easerve.artifacts.manifest import Manifest, TensorInfo
+from easerve.service.codecs.images import encode_png_base64
+from easerve.service.errors import InvalidInput
+from easerve.service.schemas import InferenceResponse
 
 MAX_SEED = 2**63 - 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from artifacts.manifest import Manifest
+from easerve.artifacts.manifest import Manifest
 
 
 def model_image_size(manifest: Manifest) -> tuple[int, int]:

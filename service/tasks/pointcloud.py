@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import Field
 
-from artifacts.manifest import Manifest
-from service.schemas import InferenceResponse
-from service.tasks.scores import LabelScore, top_k
+from easerve.artifacts.manifest import Manifest
+from easerve.service.schemas import InferenceResponse
+from easerve.service.tasks.scores import LabelScore, top_k
 
 SAMPLING_SEED = 0
 # Rows of the (rows x num_points) distance matrix computed at once when mapping parts back.

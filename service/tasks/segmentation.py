@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
-from artifacts.manifest import Manifest
-from service.codecs.images import encode_png_base64
-from service.schemas import InferenceResponse
+from easerve.artifacts.manifest import Manifest
+from easerve.service.codecs.images import encode_png_base64
+from easerve.service.schemas import InferenceResponse
 
 # Values of the resized logits held at once (a band of rows x classes x width).
 _BAND_VALUES = 8_000_000

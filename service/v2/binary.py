@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from fastapi import Response
 
-from service.errors import BadRequest
-from service.v2.schemas import InferRequest, InferResponse, RequestOutput
-from service.v2.tensors import BINARY_DATA_SIZE
+from easerve.service.errors import BadRequest
+from easerve.service.v2.schemas import InferRequest, InferResponse, RequestOutput
+from easerve.service.v2.tensors import BINARY_DATA_SIZE
 
 HEADER_LENGTH = "inference-header-content-length"
 BINARY_DATA_OUTPUT = "binary_data_output"

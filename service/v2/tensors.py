@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from artifacts.manifest import Manifest, TensorInfo
-from service.errors import BadRequest
-from service.v2.schemas import InferRequest, RequestInput, ResponseOutput, TensorMetadata
+from easerve.artifacts.manifest import Manifest, TensorInfo
+from easerve.service.errors import BadRequest
+from easerve.service.v2.schemas import InferRequest, RequestInput, ResponseOutput, TensorMetadata
 
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),

@@ -8,7 +8,7 @@ import pytest
 from onnx_fixtures import write_all_models
 from service_helpers import LIMITS, TestClient, make_settings, wait_until
 
-from service.app import create_app
+from easerve.service.app import create_app
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from artifacts.manifest import Manifest, Preprocessing, TensorInfo, describe_file, save_manifest
+from easerve.artifacts.manifest import Manifest, Preprocessing, TensorInfo, describe_file, save_manifest
 
 OPSET = 17
 MAX_BATCH = 8

@@ -14,11 +14,11 @@ import uvicorn
 from fastapi import FastAPI
 from PIL import Image
 
-from service.model_files import ModelFiles
-from service.runners.base import Runner, Tensors
-from service.runners.ort import OrtRunner
-from service.server import DrainingServer
-from service.settings import Settings
+from easerve.service.model_files import ModelFiles
+from easerve.service.runners.base import Runner, Tensors
+from easerve.service.runners.ort import OrtRunner
+from easerve.service.server import DrainingServer
+from easerve.service.settings import Settings
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 in its test client; httpx works the same for these tests.

@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import BatchingConfig, DynamicBatcher
-from service.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
+from easerve.service.batcher import BatchingConfig, DynamicBatcher
+from easerve.service.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
 
 
 class RecordingModel:

@@ -10,9 +10,9 @@ from pathlib import Path
 from onnx_fixtures import model_name
 from service_helpers import TestClient, image_bytes, make_settings
 
-from bench.serve_naive import create_naive_app
-from service.model_files import discover_models
-from service.runners.ort import OrtRunner
+from easerve.bench.serve_naive import create_naive_app
+from easerve.service.model_files import discover_models
+from easerve.service.runners.ort import OrtRunner
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSIFIER = model_name("fixcls")
@@ -36,9 +36,24 @@ def test_the_naive_server_answers_as_the_service_does(client, weights_dir):
 
 def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tmp_path):
     command = [
-        sys.executable, "-m", "easerve.cli", "bench", "serve", "--weights-dir", str(weights_dir),
-        "--concurrency", "1", "4", "--duration", "0.4", "--warmup", "0.1", "--threads", "1",
-        "--out", str(tmp_path),
+        sys.executable,
+        "-m",
+        "easerve.cli",
+        "bench",
+        "serve",
+        "--weights-dir",
+        str(weights_dir),
+        "--concurrency",
+        "1",
+        "4",
+        "--duration",
+        "0.4",
+        "--warmup",
+        "0.1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path),
     ]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
 

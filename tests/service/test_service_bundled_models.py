@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from service_helpers import TestClient, make_settings, wait_until
 
-from artifacts.manifest import discover_manifests, load_manifest
-from loadtest.check import CHECKS
-from loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
-from loadtest.samples import SampleSet, load_samples
-from service.app import create_app
+from easerve.artifacts.manifest import discover_manifests, load_manifest
+from easerve.loadtest.check import CHECKS
+from easerve.loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
+from easerve.loadtest.samples import SampleSet, load_samples
+from easerve.service.app import create_app
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 SERVED = {(manifest.task, manifest.attention) for manifest in map(load_manifest, discover_manifests(BUNDLED_WEIGHTS))}

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artifacts.manifest import Manifest
-from service.codecs.images import decode_image
-from service.codecs.ply import parse_ply
-from service.errors import BadRequest
-from service.tasks.pointcloud import nearest_kept, sample_cloud
+from easerve.artifacts.manifest import Manifest
+from easerve.service.codecs.images import decode_image
+from easerve.service.codecs.ply import parse_ply
+from easerve.service.errors import BadRequest
+from easerve.service.tasks.pointcloud import nearest_kept, sample_cloud
 
 
 def test_ply_vertices_after_a_fixed_size_element_in_binary():

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 
 import pytest
 from onnx_fixtures import model_name
 from pydantic import ValidationError
 from service_helpers import TestClient, image_bytes, make_settings, wait_until
 
-from service import cli
-from service.app import create_app
-from service.model_files import ModelFilesError
-from service.runners.ort import session_options
-from service.runners.selection import choose_backend
-from service.settings import Settings
+from easerve.service import cli
+from easerve.service.app import create_app
+from easerve.service.model_files import ModelFilesError
+from easerve.service.runners.ort import session_options
+from easerve.service.runners.selection import choose_backend
+from easerve.service.settings import Settings
 
 CLASSIFIER = model_name("fixcls")
 PNG = {"content-type": "image/png"}
@@ -172,7 +173,7 @@ def test_a_runner_that_fails_to_warm_up_fails_the_service(weights_dir):
 
 
 def test_each_model_instance_gets_its_own_warmed_up_runner_and_all_are_closed(weights_dir):
-    from service.runners.ort import OrtRunner
+    from easerve.service.runners.ort import OrtRunner
 
     built: list[OrtRunner] = []
     closed: list[OrtRunner] = []
@@ -215,7 +216,43 @@ def test_onnxruntime_threads_spin_only_when_asked(monkeypatch, environment, flag
         monkeypatch.setenv("EASERVE_INTRA_OP_SPINNING", environment)
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
-    overrides = {key: value for key, value in vars(parser.parse_args(flags)).items()
-                 if key in Settings.model_fields and value is not None}
+    overrides = {
+        key: value
+        for key, value in vars(parser.parse_args(flags)).items()
+        if key in Settings.model_fields and value is not None
+    }
     options = session_options(Settings(**overrides))
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
+
+
+# -- one source for every setting -------------------------------------------------------------
+
+
+def test_every_setting_has_a_flag_and_a_row_in_the_readme_table():
+    from easerve.service.settings_cli import TABLE_END, TABLE_START, settings_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    assert section == settings_table(), "regenerate it: python -m easerve.service.settings_cli README.md"
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    flagged = {action.dest for action in parser._actions} & set(Settings.model_fields)
+    assert flagged == set(Settings.model_fields) - {"api_key"}
+    for name in Settings.model_fields:
+        assert f"`EASERVE_{name.upper()}`" in section
+
+
+def test_generated_flags_keep_types_choices_and_booleans_both_ways(monkeypatch):
+    from easerve.service.settings_cli import settings_overrides
+
+    monkeypatch.setenv("EASERVE_ACCESS_LOG", "true")
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        ["--weights-dir", "a", "--weights-dir", "b", "--models", "x", "y", "--no-access-log", "--max-batch-size", "3"]
+    )
+    settings = Settings(**settings_overrides(args))
+    assert settings.weights_dirs == [Path("a"), Path("b")] and settings.models == ["x", "y"]
+    assert settings.access_log is False and settings.max_batch_size == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--backend", "cuda-magic"])

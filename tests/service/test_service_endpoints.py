@@ -16,7 +16,7 @@ from onnx_fixtures import DETECT_SIZE, DETECTION_BOXES, NUM_POINTS, model_name
 from PIL import Image
 from service_helpers import image_bytes
 
-from service.app import ROUTERS
+from easerve.service.app import ROUTERS
 
 RED, GREEN, BLUE, BLACK, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (0, 0, 0), (255, 255, 255)
 PNG = {"content-type": "image/png"}

@@ -14,7 +14,7 @@ import numpy as np
 from onnx_fixtures import model_name
 from service_helpers import LiveServer, SlowRunnerFactory, image_bytes, make_settings, wait_until
 
-from service.app import create_app
+from easerve.service.app import create_app
 
 CLASSIFIER = model_name("fixcls")
 PNG = {"content-type": "image/png"}

@@ -108,15 +108,16 @@ def test_serving_never_imports_torch_training_or_export(weights_dir):
         from pathlib import Path
         warnings.filterwarnings("ignore")
         from fastapi.testclient import TestClient
-        import service.cli
-        from service.app import create_app
-        from service.settings import Settings
+        import easerve.service.cli
+        from easerve.service.app import create_app
+        from easerve.service.settings import Settings
         app = create_app(Settings(weights_dirs=[Path({str(weights_dir)!r})]))
         with TestClient(app) as client:
             while client.get("/readyz").status_code != 200:
                 pass
             assert client.post("/v1/generate", json={{"label": 1}}).status_code == 200
-        loaded = sorted(name for name in ("torch", "training", "export", "model_defs") if name in sys.modules)
+        forbidden = ("torch", "easerve.training", "easerve.export", "easerve.model_defs")
+        loaded = sorted(name for name in forbidden if name in sys.modules)
         print("LOADED", loaded)
     """)
     result = subprocess.run(

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from artifacts.manifest import FileInfo, Manifest, Preprocessing, TensorInfo, describe_file
-from service.model_files import ModelFiles
-from service.runners.selection import create_runner
+from easerve.artifacts.manifest import FileInfo, Manifest, Preprocessing, TensorInfo, describe_file
+from easerve.service.model_files import ModelFiles
+from easerve.service.runners.selection import create_runner
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
-registry = pytest.importorskip("model_defs.registry")
+registry = pytest.importorskip("easerve.model_defs.registry")
 
 MODEL = "eamlp-ea-tiny"
 

@@ -10,7 +10,7 @@ import pytest
 from onnx_fixtures import CLASSIFY_SIZE, MAX_BATCH, Z_DIM, model_name
 from service_helpers import LiveServer, make_settings
 
-from service.app import create_app
+from easerve.service.app import create_app
 
 CLASSIFIER = model_name("fixcls")
 GENERATOR = model_name("fixgan")

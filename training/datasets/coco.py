@@ -27,10 +27,10 @@ import torch
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from training.datasets.canonical import DatasetRequest, DetectionTarget, Split, detection_target, image_tensor
-from training.datasets.errors import DatasetError
-from training.datasets.image_io import read_rgb, resize_rgb
-from training.datasets.splits import holdout_split, limit_items
+from easerve.training.datasets.canonical import DatasetRequest, DetectionTarget, Split, detection_target, image_tensor
+from easerve.training.datasets.errors import DatasetError
+from easerve.training.datasets.image_io import read_rgb, resize_rgb
+from easerve.training.datasets.splits import holdout_split, limit_items
 
 POOLED_ANNOTATIONS = "annotations.json"
 SPLIT_FILE_PREFIXES: dict[Split, tuple[str, ...]] = {"train": ("train",), "test": ("val", "test")}
@@ -125,8 +125,9 @@ def _annotated_images(coco: COCO, source: CocoSource, index_of: dict[int, int]) 
         annotations = [a for a in coco.imgToAnns[image_id] if not a.get("iscrowd", 0)]
         unknown = {a["category_id"] for a in annotations} - set(index_of)
         if unknown:
-            raise DatasetError(source.annotations,
-                               f"image {image_id} has boxes of unknown category ids {sorted(unknown)}")
+            raise DatasetError(
+                source.annotations, f"image {image_id} has boxes of unknown category ids {sorted(unknown)}"
+            )
         labels = np.array([index_of[a["category_id"]] for a in annotations], np.int64)
         images.append(CocoImage(path, _xyxy_boxes(source.annotations, annotations), labels))
     return images
@@ -140,8 +141,7 @@ def load_coco_images(source: CocoSource) -> tuple[list[CocoImage], list[str]]:
         raise DatasetError(source.annotations, "no categories")
     orphans = {a["image_id"] for a in coco.anns.values()} - set(coco.imgs)
     if orphans:
-        raise DatasetError(source.annotations,
-                           f"annotations refer to unknown image ids {sorted(orphans)[:5]}")
+        raise DatasetError(source.annotations, f"annotations refer to unknown image ids {sorted(orphans)[:5]}")
     try:
         images = _annotated_images(coco, source, {c: i for i, c in enumerate(category_ids)})
         names = [coco.cats[category]["name"] for category in category_ids]

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from training.datasets.errors import DatasetError
+from easerve.training.datasets.errors import DatasetError
 
 
 def split_files(root: Path, file_splits: Sequence[str]) -> list[Path]:
@@ -44,4 +44,3 @@ def read_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     if len(set(lengths.values())) > 1:
         raise DatasetError(path, f"datasets differ in length: {lengths}")
     return arrays
-

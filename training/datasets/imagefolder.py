@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.datasets.canonical import DatasetRequest, Split, image_tensor
-from training.datasets.errors import DatasetError
-from training.datasets.image_io import is_image_file, read_rgb, resize_rgb
-from training.datasets.splits import holdout_split, limit_items
+from easerve.training.datasets.canonical import DatasetRequest, Split, image_tensor
+from easerve.training.datasets.errors import DatasetError
+from easerve.training.datasets.image_io import is_image_file, read_rgb, resize_rgb
+from easerve.training.datasets.splits import holdout_split, limit_items
 
 TEST_FOLDER_NAMES = ("test", "val")
 
@@ -27,9 +27,7 @@ TEST_FOLDER_NAMES = ("test", "val")
 class ImageFileDataset(Dataset):
     """Images read from disk on access, resized to `size` x `size`, each with a class label."""
 
-    def __init__(
-        self, files: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], size: int
-    ) -> None:
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], class_names: Sequence[str], size: int) -> None:
         self.files = list(files)
         self.labels = list(labels)
         self.class_names = list(class_names)

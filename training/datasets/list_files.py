@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.datasets.errors import DatasetError
+from easerve.training.datasets.errors import DatasetError
 
 
 def read_lines(path: Path) -> list[str]:

@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.datasets.canonical import DatasetRequest, PointArrays
-from training.datasets.errors import DatasetError
-from training.datasets.hdf5_arrays import read_arrays, split_files
-from training.datasets.list_files import read_lines
-from training.datasets.point_clouds import canonical_clouds
-from training.datasets.splits import limit_items
-from training.datasets.streams import sample_rng
-from training.datasets.text_clouds import read_text_cloud
+from easerve.training.datasets.canonical import DatasetRequest, PointArrays
+from easerve.training.datasets.errors import DatasetError
+from easerve.training.datasets.hdf5_arrays import read_arrays, split_files
+from easerve.training.datasets.list_files import read_lines
+from easerve.training.datasets.point_clouds import canonical_clouds
+from easerve.training.datasets.splits import limit_items
+from easerve.training.datasets.streams import sample_rng
+from easerve.training.datasets.text_clouds import read_text_cloud
 
 HDF5_NAMES_FILE = "shape_names.txt"
 TEXT_NAMES_FILE = "modelnet40_shape_names.txt"
@@ -40,8 +40,9 @@ def _checked_labels(path: Path, labels: np.ndarray, num_classes: int) -> np.ndar
     return labels
 
 
-def _dataset(clouds: list[np.ndarray], labels: list[int], indices: np.ndarray, class_names: list[str],
-             request: DatasetRequest) -> PointArrays:
+def _dataset(
+    clouds: list[np.ndarray], labels: list[int], indices: np.ndarray, class_names: list[str], request: DatasetRequest
+) -> PointArrays:
     """Canonical clouds of the shapes at `indices` (their positions in the whole split)."""
     rngs = (sample_rng(request.seed, request.split, "modelnet40", int(index)) for index in indices)
     points, _ = canonical_clouds(clouds, request.num_points, rngs)

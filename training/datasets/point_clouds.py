@@ -27,9 +27,7 @@ def choose_points(num_available: int, num_points: int, rng: np.random.Generator)
     return np.concatenate([np.arange(num_available), extra])
 
 
-def canonical_cloud(
-    points: np.ndarray, num_points: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
+def canonical_cloud(points: np.ndarray, num_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """`num_points` of the xyz columns of `points` (P, >= 3), normalised, and the indices of the
     points kept (to select per-point labels alike)."""
     kept = choose_points(len(points), num_points, rng)

@@ -16,10 +16,10 @@ from functools import partial
 
 import numpy as np
 
-from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS
-from training.datasets.canonical import Split
-from training.datasets.point_clouds import normalize_cloud
-from training.datasets.streams import sample_rng
+from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS
+from easerve.training.datasets.canonical import Split
+from easerve.training.datasets.point_clouds import normalize_cloud
+from easerve.training.datasets.streams import sample_rng
 
 SCALE_RANGE = (0.75, 1.25)
 TORUS_TUBE_RADIUS = (0.25, 0.45)
@@ -47,9 +47,7 @@ class PointClouds:
     parts: np.ndarray
 
 
-def _parallelogram(
-    rng: np.random.Generator, n: int, corner: np.ndarray, u: np.ndarray, v: np.ndarray
-) -> np.ndarray:
+def _parallelogram(rng: np.random.Generator, n: int, corner: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     a, b = rng.random((2, n, 1))
     return corner + a * u + b * v
 
@@ -135,10 +133,16 @@ def _torus_pieces(minor: float) -> list[SurfacePiece]:
     major = 1.0
     # Areas of the outer and inner halves: 2*pi*minor * (pi*major +- 2*minor).
     return [
-        SurfacePiece("torus/outer", 2 * np.pi * minor * (np.pi * major + 2 * minor),
-                     partial(_torus_band, major=major, minor=minor, outer=True)),
-        SurfacePiece("torus/inner", 2 * np.pi * minor * (np.pi * major - 2 * minor),
-                     partial(_torus_band, major=major, minor=minor, outer=False)),
+        SurfacePiece(
+            "torus/outer",
+            2 * np.pi * minor * (np.pi * major + 2 * minor),
+            partial(_torus_band, major=major, minor=minor, outer=True),
+        ),
+        SurfacePiece(
+            "torus/inner",
+            2 * np.pi * minor * (np.pi * major - 2 * minor),
+            partial(_torus_band, major=major, minor=minor, outer=False),
+        ),
     ]
 
 
@@ -157,8 +161,11 @@ def primitive_pieces(name: str, rng: np.random.Generator) -> list[SurfacePiece]:
     if name == "cone":
         return [
             SurfacePiece("cone/base", np.pi, partial(_disk, radius=1.0, z=-1.0)),
-            SurfacePiece("cone/side", np.pi * np.sqrt(5),  # pi * radius * slant height
-                         partial(_cone_side, radius=1.0, z_base=-1.0, z_apex=1.0)),
+            SurfacePiece(
+                "cone/side",
+                np.pi * np.sqrt(5),  # pi * radius * slant height
+                partial(_cone_side, radius=1.0, z_base=-1.0, z_apex=1.0),
+            ),
         ]
     if name == "torus":
         return _torus_pieces(rng.uniform(*TORUS_TUBE_RADIUS))

@@ -24,25 +24,36 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.datasets.canonical import DatasetRequest, PointArrays, Split
-from training.datasets.errors import DatasetError
-from training.datasets.hdf5_arrays import read_arrays, split_files
-from training.datasets.list_files import read_lines
-from training.datasets.point_clouds import canonical_clouds
-from training.datasets.splits import limit_items
-from training.datasets.streams import sample_rng
-from training.datasets.text_clouds import read_text_cloud
+from easerve.training.datasets.canonical import DatasetRequest, PointArrays, Split
+from easerve.training.datasets.errors import DatasetError
+from easerve.training.datasets.hdf5_arrays import read_arrays, split_files
+from easerve.training.datasets.list_files import read_lines
+from easerve.training.datasets.point_clouds import canonical_clouds
+from easerve.training.datasets.splits import limit_items
+from easerve.training.datasets.streams import sample_rng
+from easerve.training.datasets.text_clouds import read_text_cloud
 
 # (category, number of parts) in the benchmark's category order; global part ids run through them.
 SHAPENET_PART_CATEGORIES: tuple[tuple[str, int], ...] = (
-    ("Airplane", 4), ("Bag", 2), ("Cap", 2), ("Car", 4), ("Chair", 4), ("Earphone", 3),
-    ("Guitar", 3), ("Knife", 2), ("Lamp", 4), ("Laptop", 2), ("Motorbike", 6), ("Mug", 2),
-    ("Pistol", 3), ("Rocket", 3), ("Skateboard", 3), ("Table", 3),
+    ("Airplane", 4),
+    ("Bag", 2),
+    ("Cap", 2),
+    ("Car", 4),
+    ("Chair", 4),
+    ("Earphone", 3),
+    ("Guitar", 3),
+    ("Knife", 2),
+    ("Lamp", 4),
+    ("Laptop", 2),
+    ("Motorbike", 6),
+    ("Mug", 2),
+    ("Pistol", 3),
+    ("Rocket", 3),
+    ("Skateboard", 3),
+    ("Table", 3),
 )
 CATEGORY_NAMES: tuple[str, ...] = tuple(name for name, _ in SHAPENET_PART_CATEGORIES)
-PART_NAMES: tuple[str, ...] = tuple(
-    f"{name}/{k}" for name, count in SHAPENET_PART_CATEGORIES for k in range(count)
-)
+PART_NAMES: tuple[str, ...] = tuple(f"{name}/{k}" for name, count in SHAPENET_PART_CATEGORIES for k in range(count))
 # The global index of each category's first part.
 FIRST_PART: tuple[int, ...] = tuple(
     sum(count for _, count in SHAPENET_PART_CATEGORIES[:i]) for i in range(len(SHAPENET_PART_CATEGORIES))
@@ -73,13 +84,18 @@ def check_parts(path: Path, category: int, parts: np.ndarray) -> None:
     first, count = FIRST_PART[category], SHAPENET_PART_CATEGORIES[category][1]
     outside = parts[(parts < first) | (parts >= first + count)]
     if outside.size:
-        reason = (f"a {CATEGORY_NAMES[category]} shape has parts {np.unique(outside).tolist()} "
-                  f"outside its parts {first}..{first + count - 1}")
+        reason = (
+            f"a {CATEGORY_NAMES[category]} shape has parts {np.unique(outside).tolist()} "
+            f"outside its parts {first}..{first + count - 1}"
+        )
         raise DatasetError(path, reason)
 
 
 def _canonical(
-    clouds: list[np.ndarray], categories: list[int], parts: list[np.ndarray], indices: np.ndarray,
+    clouds: list[np.ndarray],
+    categories: list[int],
+    parts: list[np.ndarray],
+    indices: np.ndarray,
     request: DatasetRequest,
 ) -> PartShapes:
     """Canonical clouds of the shapes at `indices` (their positions in the whole split)."""
@@ -115,8 +131,9 @@ def read_shapenet_part_hdf5(root: Path, request: DatasetRequest) -> PartShapes:
     if not clouds:
         raise DatasetError(root, f"the {request.split} files hold no shapes")
     indices = limit_items(len(clouds), request.num_samples, request.seed)
-    return _canonical([clouds[i] for i in indices], [categories[i] for i in indices],
-                      [parts[i] for i in indices], indices, request)
+    return _canonical(
+        [clouds[i] for i in indices], [categories[i] for i in indices], [parts[i] for i in indices], indices, request
+    )
 
 
 def _split_entries(root: Path, split: Split) -> list[str]:

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model_defs.labels import SHAPE_CLASSES
-from training.datasets.canonical import Split
-from training.datasets.streams import sample_rng
+from easerve.model_defs.labels import SHAPE_CLASSES
+from easerve.training.datasets.canonical import Split
+from easerve.training.datasets.streams import sample_rng
 
 SUPERSAMPLE = 4
 # Euclidean RGB distances (out of 441): a shape against any background colour under it, and
@@ -167,9 +167,7 @@ def _distance_to_segment(colours: np.ndarray, a: np.ndarray, b: np.ndarray) -> n
     return np.linalg.norm(colours - (a + t[:, None] * span), axis=1)
 
 
-def contrasting_colour(
-    rng: np.random.Generator, background_ends: np.ndarray, others: list[np.ndarray]
-) -> np.ndarray:
+def contrasting_colour(rng: np.random.Generator, background_ends: np.ndarray, others: list[np.ndarray]) -> np.ndarray:
     """A random RGB colour far from every colour of the background gradient and from `others`."""
     while True:
         candidates = rng.uniform(0, 255, (32, 3))

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
-from model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
-from training.datasets.canonical import (
+from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
+from easerve.training.datasets.canonical import (
     SPLITS,
     DatasetRequest,
     DetectionArrays,
@@ -22,15 +22,15 @@ from training.datasets.canonical import (
     PointArrays,
     Split,
 )
-from training.datasets.coco import POOLED_ANNOTATIONS, open_coco
-from training.datasets.errors import DatasetError
-from training.datasets.hdf5_arrays import has_dataset, split_files
-from training.datasets.imagefolder import open_image_folder
-from training.datasets.modelnet40 import TEXT_NAMES_FILE, open_modelnet40
-from training.datasets.primitives3d import generate_primitives
-from training.datasets.shapenet_part import CATEGORY_FILE, open_shapenet_part
-from training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
-from training.datasets.voc import open_voc
+from easerve.training.datasets.coco import POOLED_ANNOTATIONS, open_coco
+from easerve.training.datasets.errors import DatasetError
+from easerve.training.datasets.hdf5_arrays import has_dataset, split_files
+from easerve.training.datasets.imagefolder import open_image_folder
+from easerve.training.datasets.modelnet40 import TEXT_NAMES_FILE, open_modelnet40
+from easerve.training.datasets.primitives3d import generate_primitives
+from easerve.training.datasets.shapenet_part import CATEGORY_FILE, open_shapenet_part
+from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
+from easerve.training.datasets.voc import open_voc
 
 DEFAULT_IMAGE_SIZE = {"classification": 64, "generation": 32, "detection": 128, "segmentation": 128}
 DEFAULT_NUM_POINTS = 1024
@@ -96,12 +96,16 @@ def detect_format(root: Path) -> str:
         return "shapenet-part" if has_dataset(h5_files[0], "pid") else "modelnet40"
     if any(path.is_dir() and not path.name.startswith(".") for path in root.iterdir()):
         return "imagefolder"
-    raise DatasetError(root, "cannot tell the data set format from the folder layout; "
-                             f"name it as <format>:<path>, format one of {', '.join(FORMATS)}")
+    raise DatasetError(
+        root,
+        "cannot tell the data set format from the folder layout; "
+        f"name it as <format>:<path>, format one of {', '.join(FORMATS)}",
+    )
 
 
-def _request(task: str, split: str, size: int | None, num_samples: int | None,
-             num_points: int | None, seed: int) -> DatasetRequest:
+def _request(
+    task: str, split: str, size: int | None, num_samples: int | None, num_points: int | None, seed: int
+) -> DatasetRequest:
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if num_samples is not None and num_samples < 1:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.datasets.canonical import Split
+from easerve.training.datasets.canonical import Split
 
 HOLDOUT_FRACTION = 0.1
 # Fixed, not the training seed: a folder's test split must be the same for every training run.

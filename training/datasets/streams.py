@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from training.datasets.canonical import SPLITS, Split
+from easerve.training.datasets.canonical import SPLITS, Split
 
 
 def sample_rng(seed: int, split: Split, generator: str, index: int) -> np.random.Generator:

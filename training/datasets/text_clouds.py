@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.datasets.errors import DatasetError
+from easerve.training.datasets.errors import DatasetError
 
 
 def read_text_cloud(path: Path, delimiter: str | None, min_columns: int) -> np.ndarray:

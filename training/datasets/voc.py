@@ -16,17 +16,35 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.datasets.canonical import DatasetRequest, Split, image_tensor
-from training.datasets.errors import DatasetError
-from training.datasets.image_io import read_label_mask, read_rgb, resize_labels, resize_rgb
-from training.datasets.list_files import read_lines
-from training.datasets.splits import limit_items
+from easerve.training.datasets.canonical import DatasetRequest, Split, image_tensor
+from easerve.training.datasets.errors import DatasetError
+from easerve.training.datasets.image_io import read_label_mask, read_rgb, resize_labels, resize_rgb
+from easerve.training.datasets.list_files import read_lines
+from easerve.training.datasets.splits import limit_items
 
 IGNORE_INDEX = 255
 VOC_CLASSES: tuple[str, ...] = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
-    "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 SPLIT_LISTS: dict[Split, tuple[str, ...]] = {"train": ("train.txt",), "test": ("val.txt", "test.txt")}
 CLASS_NAMES_FILE = "class_names.txt"

@@ -7,7 +7,6 @@ import os
 import platform
 from pathlib import Path
 
-
 # The vector extensions that decide which kernels torch and onnxruntime run (VNNI: fast INT8
 # dot products). Machines sold under one model name ("AMD EPYC") differ here, and so do their
 # figures.
@@ -15,7 +14,7 @@ VECTOR_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def cpu_model() -> str:
-    """"<model name> (<vector extensions>), <n> CPUs" from /proc/cpuinfo, else what `platform`
+    """ "<model name> (<vector extensions>), <n> CPUs" from /proc/cpuinfo, else what `platform`
     knows."""
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
@@ -24,7 +23,7 @@ def cpu_model() -> str:
 
 
 def describe_cpu(cpuinfo: str) -> str:
-    """"<model name> (<vector extensions>)" of the first processor in /proc/cpuinfo text."""
+    """ "<model name> (<vector extensions>)" of the first processor in /proc/cpuinfo text."""
     name, flags = platform.machine(), ""
     for line in cpuinfo.split("\n\n", 1)[0].splitlines():
         key, _, value = line.partition(":")
