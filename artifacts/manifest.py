@@ -37,6 +37,9 @@ class Preprocessing(BaseModel):
     kind: Literal["image", "points", "latent"]
     # image: the size the network sees (H, W); inputs are resized to it and outputs mapped back.
     image_size: tuple[int, int] | None = None
+    # image: H and W of a tensor fed to the model directly (v2) must be positive multiples of
+    # this (the backbone's downsampling); None: any positive size.
+    input_multiple: int | None = None
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     # points: the number of points the model was trained on; clouds are centred and scaled

@@ -12,7 +12,7 @@ from pathlib import Path
 from easerve.bench.attention_cases import COMPARED_MODULES, Cost, Measurement
 from easerve.bench.report import TableData
 
-# PAPER.md section 3, re-counted from the official code at 1 x 512 x 128 x 128, S = 64.
+# The paper's cost comparison (Guo et al. 2021), re-counted from the official code at 1 x 512 x 128 x 128, S = 64.
 PAPER_COSTS: dict[str, Cost] = {
     "sa": Cost(params=1_048_576, macs=292_060_000_000),
     "ea": Cost(params=65_536, macs=1_070_000_000),
@@ -43,7 +43,7 @@ def p90_ms(measurement: Measurement) -> float:
 
 
 def cost_table(costs: dict[str, Cost], setting: str) -> TableData:
-    """Counted params and MACs beside PAPER.md's figures, one row per compared module."""
+    """Counted params and MACs beside the paper's figures (`PAPER_COSTS`), one row per compared module."""
     rows = tuple(
         (
             COMPARED_MODULES[key][0],
@@ -54,7 +54,7 @@ def cost_table(costs: dict[str, Cost], setting: str) -> TableData:
         )
         for key, cost in costs.items()
     )
-    headers = ("module", "params", "GMACs", "PAPER.md params", "PAPER.md GMACs")
+    headers = ("module", "params", "GMACs", "paper params", "paper GMACs")
     return TableData(f"Cost at the paper's setting, {setting}", headers, rows)
 
 
@@ -90,7 +90,7 @@ def _per_module_headers() -> tuple[str, ...]:
 
 
 def target_checks(measurements: dict[int, dict[str, Measurement]]) -> list[TargetCheck]:
-    """The issue's two targets: SA/EA latency at N=16384, EA's time growth from 1024 to 16384."""
+    """The two targets: SA/EA latency at N=16384, EA's time growth from 1024 to 16384 (docs/benchmarks.md)."""
     ratio_text = f"SA/EA latency at N={GROWTH_TO:,} (target >= {MIN_SA_OVER_EA_LATENCY:.0f}x)"
     growth_text = (
         f"EA unit time growth N={GROWTH_FROM:,} -> {GROWTH_TO:,} "

@@ -1,7 +1,7 @@
 """`easerve bench backends`: PyTorch eager against onnxruntime FP32 and INT8, per exported model.
 
 For every bundled model exported under --weights-dir: latency (median, p95) at batch 1 and
-throughput at batch 8 and 32 on this CPU, a table with ratios, the issue's targets, and
+throughput at batch 8 and 32 on this CPU, a table with ratios, the speed targets (docs/benchmarks.md), and
 OUT/bench_backends.md + OUT/bench_backends.png.
 
 Only the standard library is imported at module level (`loadtest.machine` is stdlib-only; see

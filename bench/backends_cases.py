@@ -26,8 +26,7 @@ BACKENDS = {"eager": "PyTorch eager", "fp32": "ORT FP32", "int8": "ORT INT8"}
 LATENCY_BATCH = 1
 THROUGHPUT_BATCHES = (8, 32)
 # Per batch size the backends take turns in this many rounds, so that a change in the machine's
-# load reaches them alike: timed one after the other, the FP32/eager ratios of the same weights
-# moved by up to 0.3x between two runs on one idle 2-core machine (2026-12-01).
+# load reaches them alike (see docs/benchmarks.md#run-to-run-spread).
 ROUNDS = 5
 
 Call = Callable[[list[np.ndarray]], object]

@@ -1,5 +1,5 @@
-"""What `easerve bench backends` found: one table (latency, throughput, ratios), the issue's
-targets, and a bar chart of throughput per model and backend."""
+"""What `easerve bench backends` found: one table (latency, throughput, ratios), the speed
+targets (ORT FP32 vs eager, INT8 vs FP32), and a bar chart of throughput per model and backend."""
 
 from __future__ import annotations
 

@@ -4,9 +4,8 @@ soon as its last one is answered; throughput and latency over a timed window aft
 Only requests answered inside the window count (their latency is send to answer); the server's
 mean batch size over the window comes from its Prometheus counters where it has them.
 
-The clients share the machine with the server, so they must cost it little: aiohttp's client
-spent 0.6 ms of CPU per request here where httpx's spent 4.2-4.7 ms (8 clients, 64x64 PNG,
-2026-12-01), which on two cores took a large share of what the server is measured with.
+The clients share the machine with the server, so they must cost it little: hence aiohttp, whose
+client costs far less CPU per request than httpx's (see docs/benchmarks.md#what-we-found-and-changed-on-the-way).
 """
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from easerve.bench.serve_pipeline import MAX_IMAGE_PIXELS, answer_one
+from easerve.bench.serve_pipeline import answer_one, decode_for
 from easerve.export.latency import Timing, time_calls
-from easerve.service.codecs.images import decode_image
 from easerve.service.model_files import ModelFiles
 from easerve.service.runners.base import Tensors
 from easerve.service.runners.ort import OrtRunner
@@ -60,7 +59,7 @@ def measure_offline(
     batch = manifest.max_batch_size
     runners = [OrtRunner(files, settings, batch) for _ in range(instances)]
     try:
-        images = [decode_image(png, MAX_IMAGE_PIXELS)]
+        images = [decode_for(manifest, png).image]
         full = image_batch(images * batch, manifest)
         single = image_batch(images, manifest)
         ceiling = _ceiling_per_s(runners, full, batch, seconds)

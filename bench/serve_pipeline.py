@@ -11,29 +11,36 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel
 
 from easerve.artifacts.manifest import Manifest
 from easerve.loadtest.samples import load_samples
-from easerve.service.codecs.images import decode_image
+from easerve.service.codecs.images import DecodedImage, decode_image
+from easerve.service.deadline import Deadline
 from easerve.service.runners.base import Runner
 from easerve.service.tasks.classification import classify
-from easerve.service.tasks.image_input import image_batch
+from easerve.service.tasks.image_input import image_batch, model_image_size
 from easerve.service.tasks.segmentation import segment
 
 MAX_IMAGE_PIXELS = 25_000_000
 TOP_K = 5
+NO_DEADLINE = Deadline(float("inf"))
 
-Postprocess = Callable[[dict[str, np.ndarray], Manifest, list[Image.Image]], list[BaseModel]]
+Postprocess = Callable[[dict[str, np.ndarray], Manifest, list[DecodedImage]], list[BaseModel]]
 
 
-def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[Image.Image]) -> list[BaseModel]:
+def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> list[BaseModel]:
     return list(classify(outputs, manifest, TOP_K))
 
 
-def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[Image.Image]) -> list[BaseModel]:
-    return list(segment(outputs, manifest, images, overlay=False, alpha=0.0))
+def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> list[BaseModel]:
+    return list(segment(outputs, manifest, images, False, 0.0, MAX_IMAGE_PIXELS, NO_DEADLINE))
+
+
+def decode_for(manifest: Manifest, png: bytes) -> DecodedImage:
+    """`png` decoded as the service decodes it for `manifest`'s model."""
+    height, width = model_image_size(manifest)
+    return decode_image(png, MAX_IMAGE_PIXELS, (width, height))
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,6 @@ IMAGE_TASKS: dict[str, ImageTask] = {
 
 def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> list[BaseModel]:
     """The task's answer for one encoded image, computed at batch 1."""
-    images = [decode_image(png, MAX_IMAGE_PIXELS)]
-    outputs = runner.run(image_batch(images, manifest))
+    images = [decode_for(manifest, png)]
+    outputs = runner.run(image_batch([image.image for image in images], manifest))
     return IMAGE_TASKS[manifest.task].postprocess(outputs, manifest, images)

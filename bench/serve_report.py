@@ -120,7 +120,7 @@ def yardstick_table(all_results: list[ModelResults]) -> TableData:
 
 
 def target_checks(all_results: list[ModelResults]) -> list[Target]:
-    """The issue's three targets, per model."""
+    """The three serving targets (ceiling ratio, speedup over naive, one-client overhead), per model."""
     targets = []
     for results in all_results:
         ratio = results.saturation().throughput / results.offline.ceiling_per_s

@@ -1,7 +1,7 @@
 """FP16 graphs with the attention normalisation kept in FP32.
 
 In FP16 the EA epsilon (1e-9) is 0 and a softmax over ~16k positions underflows whole rows, so
-the L1 step divides 0 by 0 (PAPER.md section 4). The converter therefore leaves every Softmax,
+the L1 step of EA's double normalisation divides 0 by 0. The converter therefore leaves every Softmax,
 and the ReduceSum / Add / Div nodes that normalise its output, in FP32 (casts around them);
 graph inputs and outputs stay FP32 so callers need not change.
 """

@@ -66,9 +66,11 @@ def build_manifest(
     parity: Parity,
     quantized: list[Quantization],
     max_batch_size: int,
+    input_multiple: int | None = None,
 ) -> Manifest:
     """The manifest of the model in `model_dir`, whose graph is `model_dir / onnx_file`; the
-    inputs and outputs are read from the saved graph, so they are what the file really takes."""
+    inputs and outputs are read from the saved graph, so they are what the file really takes;
+    `input_multiple` is what the image model's H and W must be multiples of."""
     inputs, outputs = graph_tensors(model_dir / onnx_file)
     source: FileInfo = describe_file(model_dir, WEIGHTS_FILE)
     return Manifest(
@@ -79,7 +81,7 @@ def build_manifest(
         description=entry.description,
         inputs=[tensor_info(t) for t in inputs],
         outputs=[tensor_info(t) for t in outputs],
-        preprocessing=Preprocessing.model_validate(info.preprocessing),
+        preprocessing=Preprocessing.model_validate(info.preprocessing | {"input_multiple": input_multiple}),
         labels=list(info.class_names),
         max_batch_size=max_batch_size,
         onnx=describe_file(model_dir, onnx_file),

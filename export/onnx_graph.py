@@ -5,7 +5,7 @@ The saved graph holds standard ONNX ops only (no `com.microsoft` fusions), so Te
 parser and any other runtime can read it; onnxruntime applies its own fusions when it loads it.
 
 Why not the exporter's built-in optimiser: onnxscript's no-op rewrite rules match `x + 0` with an
-absolute tolerance of 1e-8, so they delete the EA epsilon (`+ 1e-9`, PAPER.md section 4) and a
+absolute tolerance of 1e-8, so they delete the EA epsilon (`+ 1e-9` in the L1 normalisation) and a
 row whose softmax underflows becomes 0/0 = NaN instead of 0. We fold constants only and let
 onnxruntime's basic level (constant folding, Conv+BatchNorm fusion, no-op removal of exact
 zeros) do the rest.

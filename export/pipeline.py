@@ -62,7 +62,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class ExportOptions:
-    """What to produce and how strictly to check it (defaults: the issue's thresholds)."""
+    """What to produce and how strictly to check it (defaults: the parity and INT8 limits in docs/export.md)."""
 
     int8: bool = False
     fp16: bool = False
@@ -143,7 +143,8 @@ def export_checkpoint(model_dir: Path, options: ExportOptions, log: Log = print)
             parity = _check_parity(context, fp32)
         variants, refused = _reduced_precision_variants(context, fp32)
         _publish(staging, model_dir, [ONNX_FILE, *(v.file.path for v in variants)], log)
-    manifest = build_manifest(entry, info, model_dir, ONNX_FILE, parity, variants, options.max_batch)
+    input_multiple = getattr(model, "input_multiple", None)
+    manifest = build_manifest(entry, info, model_dir, ONNX_FILE, parity, variants, options.max_batch, input_multiple)
     save_manifest(model_dir, manifest)
     return ExportResult(manifest, refused)
 

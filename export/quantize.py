@@ -7,8 +7,8 @@ quantised. Left in float:
   cannot hold;
 - self-attention's activation-by-activation MatMuls (Q·Kᵀ, softmax·V): quantising both operands
   of a small per-sample product costs more in Quantize/Dequantize nodes than the INT8 kernel
-  saves (eamlp-sa-tiny at batch 8 on a 2-core AVX2 CPU: 0.7x FP32 speed with them quantised,
-  1.0x without), and the softmax output loses its small weights to the 8-bit grid.
+  saves (figures: docs/export.md#int8), and the softmax output loses its small weights to the
+  8-bit grid.
 """
 
 from __future__ import annotations

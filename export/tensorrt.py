@@ -3,7 +3,7 @@ by content.
 
 UNVERIFIED on hardware: this project's machines have no TensorRT; only the cache key, the
 profile and the "not installed" path are tested. Follows the TensorRT 10 and 11 Python APIs
-(../shared/SERVING.md).
+(see docs/export.md#tensorrt--unverified).
 
 - Precision lives in the ONNX file, not in builder flags: FP16 engines are built from
   `model.fp16.onnx` (attention normalisation kept FP32, see `export.fp16`) as a strongly typed

@@ -1,8 +1,8 @@
 """The load-test report: a markdown table of every run, the EA/SA ratios and one plot per task.
 
 Each plot shows p50/p95/p99 latency and requests/s against the number of users, EA next to SA.
-The report names the machine, the backend, the models and the date, so figures copied into the
-README carry their provenance.
+The report names the machine, the backend, the models and the date, so figures copied into
+docs/benchmarks.md carry their provenance.
 """
 
 from __future__ import annotations

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 import easerve
+from easerve.service.admission import WorkerPools, memory_budget
+from easerve.service.auth import ApiKeyMiddleware
 from easerve.service.body_limit import BodySizeLimitMiddleware
 from easerve.service.errors import install_error_handlers
 from easerve.service.lifecycle import ServiceLifecycle
+from easerve.service.memory import keep_large_blocks_mapped, release_free_memory
 from easerve.service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from easerve.service.model_files import ModelFiles, ModelFilesError, discover_models
+from easerve.service.openapi import COMMON_ERRORS
 from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.routers import generation, health, metrics, pointcloud, v2, vision
 from easerve.service.runners.base import Runner, RunnerFactory
@@ -64,28 +67,37 @@ def create_app(
     )
     service_metrics = ServiceMetrics()
     lifecycle = ServiceLifecycle(repository, runner_factory, settings, service_metrics, on_load_failure)
-    workers = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="easerve-worker")
+    pools = WorkerPools.from_settings(settings)
+    budget = memory_budget(settings, pools, release_free_memory)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("backend %s: %s", choice.backend, choice.reason)
         logger.info("serving %s", ", ".join(model.name for model in repository))
+        keep_large_blocks_mapped()
         lifecycle.start_loading()
         try:
             yield
         finally:
             await lifecycle.close()
-            workers.shutdown(wait=False, cancel_futures=True)
+            pools.shutdown()
 
     app = FastAPI(
         title="easerve",
         version=easerve.__version__,
         description="External Attention vision models (and their self-attention twins), batched.",
         lifespan=lifespan,
+        responses=COMMON_ERRORS,
     )
-    app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, workers, choice)
+    app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, pools, budget, choice)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        # Added after the body limit, so it runs before it: a request without the key is
+        # refused before a byte of its body is read.
+        app.add_middleware(
+            ApiKeyMiddleware, api_key=settings.api_key.get_secret_value(), protect_metadata=settings.protect_metadata
+        )
     app.add_middleware(RequestMetricsMiddleware, metrics=service_metrics)
     for router in ROUTERS:
         app.include_router(router)

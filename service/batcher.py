@@ -1,13 +1,17 @@
 """Dynamic batching: one scheduler per model between the request handlers and the runner.
 
-How a batch is formed (Triton's dynamic batcher, see shared/SERVING.md):
+How a batch is formed (after Triton's dynamic batcher):
 - Requests wait in a bounded FIFO queue. Whenever the runner is free the scheduler takes the
   oldest request and every later shape-compatible one that still fits in `max_batch_size`
   items (a request of n images counts n). A lone request runs at once.
 - With `max_queue_delay_s` > 0 a batch that is not full waits until the *oldest* queued request
   has waited that long; new arrivals do not restart the clock.
-- Each request has a deadline. A timer answers `DeadlineExceeded` the moment it passes while the
-  request is queued (the running batch does not delay it), and the request is never computed.
+- Each request has a deadline. A timer answers `DeadlineExceeded` the moment it passes, while
+  the request is queued (it is then never computed) or while its batch computes (its rows are
+  dropped when the batch returns).
+- A batch is shared by many clients, so a failing batch never fails a valid request: its
+  requests are run again one by one, and only the one that fails alone gets the error (422
+  when the runner refused its input, `InputRejected`; else 500).
 - A full queue answers `QueueFull` with a Retry-After estimate. Every accepted request gets
   exactly one answer: its outputs, or an error.
 - `drain` stops accepting, runs everything queued, then returns.
@@ -15,10 +19,9 @@ How a batch is formed (Triton's dynamic batcher, see shared/SERVING.md):
 A model runs as one or more instances (Triton's `instance_group` count): each instance is a
 runner of its own called on its own dedicated thread, so the event loop keeps accepting requests
 (and firing deadline timers) while batches compute, and at most one batch per instance is in
-flight. With several instances a batch is dispatched whenever any instance is free; on a CPU,
-two single-threaded instances kept both cores busier than one instance with two intra-op
-threads (offline at batch 32 and 16 x 2: eamlp-ea-tiny 852 against 680 images/s, eanet-ea-tiny
-288 against 256; 2-core AMD EPYC, 2026-12-01).
+flight. With several instances a batch is dispatched whenever any instance is free: on a small
+CPU several single-threaded instances can keep the cores busier than one multi-threaded one
+(figures: docs/benchmarks.md#instances-one-two-threaded-session-or-two-single-threaded-ones).
 """
 
 from __future__ import annotations
@@ -35,7 +38,15 @@ from typing import Protocol
 
 import numpy as np
 
-from easerve.service.errors import DeadlineExceeded, InferenceFailed, QueueFull, ServiceError, Unavailable
+from easerve.service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    QueueFull,
+    ServiceError,
+    Unavailable,
+)
+from easerve.service.runners.base import InputRejected
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +132,7 @@ class _Pending:
     enqueued_at: float  # time.perf_counter()
     future: asyncio.Future[BatchOutcome]
     expiry: asyncio.TimerHandle | None = field(default=None)
+    computing: bool = False
 
 
 @dataclass(eq=False)
@@ -286,6 +298,7 @@ class DynamicBatcher:
             if items >= self.config.max_batch_size:
                 break
         for entry in batch:
+            entry.computing = True
             self._withdraw(entry)
         return batch
 
@@ -296,10 +309,8 @@ class DynamicBatcher:
             outputs, compute_s = await loop.run_in_executor(
                 instance.executor, self._compute, instance.run_batch, [entry.inputs for entry in batch]
             )
-        except Exception as error:  # the runner's failure is every batched request's answer
-            logger.exception("%s: batch of %d requests failed", self.model, len(batch))
-            for entry in batch:
-                self._answer_error(entry, InferenceFailed(f"inference failed on {self.model}: {error}"))
+        except Exception as error:
+            await self._isolate_failure(batch, instance, error)
             return
         items = sum(entry.items for entry in batch)
         self._mean_batch_s += _COMPUTE_TIME_SMOOTHING * (compute_s - self._mean_batch_s)
@@ -309,10 +320,31 @@ class DynamicBatcher:
         for entry in batch:
             rows = {name: array[offset : offset + entry.items] for name, array in outputs.items()}
             offset += entry.items
+            self._cancel_expiry(entry)
             if not entry.future.done():
                 queue_s = started - entry.enqueued_at
                 entry.future.set_result(BatchOutcome(rows, queue_s, compute_s, items))
                 self._observer.request_succeeded(self.model, queue_s, compute_s)
+
+    async def _isolate_failure(self, batch: list[_Pending], instance: _Instance, error: Exception) -> None:
+        """A failed batch of several requests runs again one request at a time, so that only a
+        request that fails on its own gets an error; a lone request gets its error."""
+        if len(batch) > 1:
+            logger.warning(
+                "%s: batch of %d requests failed (%s); running them one by one", self.model, len(batch), error
+            )
+            for entry in batch:
+                if not entry.future.done():
+                    await self._execute([entry], instance)
+            return
+        (entry,) = batch
+        self._cancel_expiry(entry)
+        if isinstance(error, InputRejected):
+            logger.info("%s: the runner refused a request's input: %s", self.model, error)
+            self._answer_error(entry, InvalidInput(f"{self.model} cannot compute this input: {error}"))
+        else:
+            logger.error("%s: inference failed", self.model, exc_info=error)
+            self._answer_error(entry, InferenceFailed(f"inference failed on {self.model}: {error}"))
 
     def _compute(self, run_batch: RunBatch, requests: list[Tensors]) -> tuple[Tensors, float]:
         """Runs on an instance's thread: concatenate, run in chunks of at most max_batch_size
@@ -329,17 +361,28 @@ class DynamicBatcher:
     # -- bookkeeping ----------------------------------------------------------------------
 
     def _expire(self, entry: _Pending) -> None:
-        if self._withdraw(entry):
-            waited = time.perf_counter() - entry.enqueued_at
+        waited = time.perf_counter() - entry.enqueued_at
+        if entry.computing:
+            self._answer_error(
+                entry,
+                DeadlineExceeded(f"deadline exceeded after {waited:.3f} s while its batch computed on {self.model}"),
+            )
+        elif self._withdraw(entry):
             self._answer_error(
                 entry,
                 DeadlineExceeded(f"deadline exceeded after {waited:.3f} s in the queue of {self.model}; not computed"),
             )
 
-    def _withdraw(self, entry: _Pending) -> bool:
-        """Take `entry` out of the queue (and cancel its timer); False if it was not queued."""
+    @staticmethod
+    def _cancel_expiry(entry: _Pending) -> None:
         if entry.expiry is not None:
             entry.expiry.cancel()
+
+    def _withdraw(self, entry: _Pending) -> bool:
+        """Take `entry` out of the queue; False if it was not queued. Its deadline timer keeps
+        running while it computes."""
+        if not entry.computing:
+            self._cancel_expiry(entry)
         try:
             self._queue.remove(entry)
         except ValueError:

@@ -1,22 +1,26 @@
-"""FastAPI dependencies: the shared service state, the API key check, the model a request uses."""
+"""FastAPI dependencies: the shared service state, the model a request uses and its context."""
 
 from __future__ import annotations
 
-import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
 from easerve.artifacts.manifest import AttentionKind, Task
-from easerve.service.errors import Unauthorized, Unavailable
+from easerve.service.auth import DOCUMENTED_SCHEMES
+from easerve.service.contract import InputLimits
+from easerve.service.deadline import Deadline
+from easerve.service.errors import Unavailable
 from easerve.service.inference import InferenceContext
 from easerve.service.metrics import MODEL_STATE_KEY
 from easerve.service.repository import ServedModel
 from easerve.service.state import ServiceState
 
-API_KEY_HEADER = "x-api-key"
+# The key itself is checked by `auth.ApiKeyMiddleware` before the body is read; these only
+# put the security schemes on the inference routes in the OpenAPI document.
+API_KEY_SECURITY = [Depends(scheme) for scheme in DOCUMENTED_SCHEMES]
 
 
 async def service_state(request: Request) -> ServiceState:
@@ -27,45 +31,36 @@ async def service_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(service_state)]
 
 
-def _presented_key(request: Request) -> str | None:
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("bearer "):
-        return authorization[7:].strip()
-    return request.headers.get(API_KEY_HEADER)
-
-
-async def require_api_key(request: Request, state: State) -> None:
-    """With `api_key` set, the request must carry it (`Authorization: Bearer <key>` or
-    `X-API-Key: <key>`); Unauthorized otherwise."""
-    if state.settings.api_key is None:
-        return
-    presented = _presented_key(request)
-    expected = state.settings.api_key.get_secret_value()
-    if presented is None or not hmac.compare_digest(presented.encode(), expected.encode()):
-        raise Unauthorized("missing or wrong API key (send Authorization: Bearer <key> or X-API-Key)")
-
-
 def start_inference(
-    request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None
+    request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None, max_batch_items: int
 ) -> InferenceContext:
     """The context of an inference request on `model` (Unavailable while draining). Marks the
-    request with the model for the metrics middleware."""
+    request with the model for the metrics middleware. The caller calls `finish()` at the end."""
     if state.lifecycle.phase == "draining":
         raise Unavailable("the server is shutting down")
     setattr(request.state, MODEL_STATE_KEY, model.name)
     now = time.perf_counter()
-    timeout = timeout_s if timeout_s is not None else state.settings.default_timeout_s
-    return InferenceContext(model=model, started=now, deadline=now + timeout, workers=state.workers)
+    settings = state.settings
+    timeout = timeout_s if timeout_s is not None else settings.default_timeout_s
+    limits = InputLimits(
+        max_batch_items=max_batch_items,
+        max_model_pixels=settings.max_model_pixels,
+        max_model_points=settings.max_model_points,
+    )
+    return InferenceContext(model, now, Deadline(now + timeout), state.pools, state.budget, limits)
 
 
 TimeoutQuery = Annotated[
     float | None,
-    Query(gt=0, le=3600, description="seconds this request may take before it is answered 504 (default: the server's)"),
+    Query(
+        ge=0.01, le=3600, description="seconds this request may take before it is answered 504 (default: the server's)"
+    ),
 ]
 
 
-def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
-    """The dependency of a task endpoint: picks the model from `model=` or `attention=`."""
+def task_inference(task: Task) -> Callable[..., AsyncIterator[InferenceContext]]:
+    """The dependency of a task endpoint: picks the model from `model=` or `attention=`, and
+    returns the request's cost to the budget when the handler is done."""
 
     async def dependency(
         request: Request,
@@ -75,8 +70,12 @@ def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
         ] = None,
         attention: Annotated[AttentionKind | None, Query(description="ea or sa (default ea)")] = None,
         timeout: TimeoutQuery = None,
-    ) -> InferenceContext:
+    ) -> AsyncIterator[InferenceContext]:
         served = state.repository.for_task(task, model, attention)
-        return start_inference(request, state, served, timeout)
+        context = start_inference(request, state, served, timeout, state.settings.max_images_per_request)
+        try:
+            yield context
+        finally:
+            context.finish()
 
     return dependency

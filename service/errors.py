@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,28 @@ class QueueFull(ServiceError):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
+class Overloaded(ServiceError):
+    """The server's budget of work in flight is spent; the client should retry after
+    `retry_after_s`."""
+
+    status_code = 503
+    reason = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class ClientClosedRequest(ServiceError):
+    """The client went away before its request was answered (nginx's 499: nobody reads it)."""
+
+    status_code = 499
+    reason = "client_closed"
+
+
 class InferenceFailed(ServiceError):
     """The runner raised while computing a batch."""
 
@@ -106,9 +129,13 @@ class Unavailable(ServiceError):
     status_code = 503
     reason = "unavailable"
 
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
+
 
 class DeadlineExceeded(ServiceError):
-    """The request's deadline passed while it waited in the queue; it was never computed."""
+    """The request's deadline passed before it could be answered (reading, decoding, queued,
+    computing or post-processing)."""
 
     status_code = 504
     reason = "deadline_exceeded"
@@ -145,9 +172,15 @@ async def _http_error(request: Request, error: StarletteHTTPException) -> JSONRe
     return error_response(error.status_code, str(error.detail), dict(error.headers or {}))
 
 
+async def _client_disconnected(request: Request, error: ClientDisconnect) -> JSONResponse:
+    closed = ClientClosedRequest("the client closed the connection before its request was answered")
+    return error_response(closed.status_code, closed.message, {"Connection": "close"})
+
+
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    # A bug: the connection is closed after the answer, since the request may be half-read.
     logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal server error")
+    return error_response(500, "internal server error", {"Connection": "close"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -155,4 +188,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected_error)

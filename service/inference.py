@@ -1,17 +1,26 @@
-"""`InferenceContext`: one inference request's model, deadline and clock, and the two ways its
-handler leaves the event loop (worker threads for CPU work, the model's batcher for compute)."""
+"""`InferenceContext`: one inference request's model, deadline, cost and clock, and the ways its
+handler waits (reading the body, worker threads for CPU work, the model's batcher for compute),
+each bounded by the request's deadline.
+
+A request is light until it is admitted with its estimated cost (`admit`): from then on its CPU
+work runs on the worker threads of its cost class, and its cost is held in the server's memory
+budget until the request and every worker job it started have finished (`finish`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import time
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
+from easerve.service.admission import MemoryBudget, Ticket, WorkerPools
 from easerve.service.batcher import BatchOutcome, Tensors
+from easerve.service.contract import InputLimits, check_inputs
+from easerve.service.deadline import Deadline
+from easerve.service.errors import DeadlineExceeded
 from easerve.service.repository import ServedModel
 from easerve.service.schemas import Timings
 
@@ -19,23 +28,63 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class InferenceContext:
     model: ServedModel
     # On time.perf_counter(): uvloop's loop.time() only ticks in whole milliseconds, too coarse
     # for the reported timings.
     started: float  # when the handler began
-    deadline: float
-    workers: Executor
+    deadline: Deadline
+    pools: WorkerPools
+    budget: MemoryBudget
+    limits: InputLimits
+    ticket: Ticket | None = None
+
+    def with_timeout(self, timeout_s: float) -> None:
+        """Replace the deadline with `timeout_s` from the start (a protocol's own timeout field)."""
+        self.deadline = Deadline(self.started + timeout_s)
+
+    def admit(self, cost: int, what: str) -> None:
+        """Hold `cost` bytes of the memory budget for this request (PayloadTooLarge /
+        Overloaded, see `admission`); its work moves to the pool of its cost class."""
+        self.ticket = self.budget.admit(cost, what)
+
+    def finish(self) -> None:
+        """The handler is done: the request's cost goes back once its worker jobs are done too."""
+        if self.ticket is not None:
+            self.ticket.release()
+            self.ticket = None
+
+    async def read(self, body: Awaitable[R], what: str = "reading the request body") -> R:
+        """Await `body` (I/O on the event loop), no later than the deadline."""
+        return await self._by_deadline(asyncio.ensure_future(body), what)
 
     async def offload(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run CPU work (decode, pre-/post-processing) on a worker thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.workers, functools.partial(function, *args, **kwargs))
+        """Run CPU work on a worker thread of the request's cost class; answered 504 at the
+        deadline even if the work goes on (long work checks the deadline and stops)."""
+        self.deadline.check("waiting for a worker thread")
+        executor = self.pools.for_cost(self.ticket.cost if self.ticket else 0)
+        future = asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *args, **kwargs))
+        if self.ticket is not None:
+            ticket = self.ticket
+            ticket.hold()
+            future.add_done_callback(lambda _: ticket.release())
+        return await self._by_deadline(future, "decoding or post-processing")
 
     async def infer(self, inputs: Tensors) -> BatchOutcome:
-        """Queue `inputs` (batch first) on the model's batcher and wait for the outputs."""
-        return await self.model.ready_batcher().submit(inputs, self.deadline)
+        """Check `inputs` (batch first) against the model's contract, queue them on the model's
+        batcher and wait for the outputs."""
+        check_inputs(inputs, self.model.manifest, self.limits)
+        return await self.model.ready_batcher().submit(inputs, self.deadline.at)
+
+    async def _by_deadline(self, future: asyncio.Future[R], what: str) -> R:
+        remaining = self.deadline.remaining_s()
+        try:
+            # shield: the work itself is not cancelled (a thread cannot be), only the waiting.
+            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.0))
+        except TimeoutError:
+            future.add_done_callback(_consume_result)
+            raise DeadlineExceeded(f"deadline exceeded while {what}") from None
 
     def response_fields(self, outcome: BatchOutcome) -> dict[str, object]:
         """The fields every inference response starts with (`schemas.InferenceResponse`)."""
@@ -49,3 +98,9 @@ class InferenceContext:
                 queue_ms=outcome.queue_s * 1000, compute_ms=outcome.compute_s * 1000, total_ms=total_s * 1000
             ),
         }
+
+
+def _consume_result(future: asyncio.Future) -> None:
+    """Retrieve an abandoned job's outcome, so that its exception is not logged as unhandled."""
+    if not future.cancelled():
+        future.exception()

@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     host: Annotated[str, Flag("server")] = Field(default="127.0.0.1", description="listen address")
     port: Annotated[int, Flag("server")] = Field(default=8000, ge=0, le=65535, description="listen port")
     workers: Annotated[int, Flag("server", metavar="N")] = Field(
-        default=4, ge=1, description="threads for decoding, pre- and post-processing"
+        default=4, ge=1, description="threads for decoding, pre- and post-processing of light requests"
     )
     log_level: Annotated[Literal["critical", "error", "warning", "info", "debug"], Flag("server")] = Field(
         default="info", description="log level"
@@ -82,8 +82,30 @@ class Settings(BaseSettings):
     access_log: Annotated[bool, Flag("server")] = Field(
         default=False, description="log every HTTP request (costs throughput)"
     )
+    shutdown_grace_s: Annotated[float, Flag("server", "--shutdown-grace", "S")] = Field(
+        default=3.0,
+        ge=0,
+        description="on SIGTERM, keep accepting and answering this long (readyz 503, every response "
+        "`Connection: close`) before draining, as a Kubernetes preStop wait would",
+    )
     drain_timeout_s: Annotated[float, Flag("server", "--drain-timeout", "S")] = Field(
-        default=30.0, ge=0, description="on SIGTERM, how long queued work may take (the rest: 503)"
+        default=30.0, ge=0, description="after the grace period, how long queued work may take (the rest: 503)"
+    )
+
+    # Connections.
+    header_timeout_s: Annotated[float, Flag("connections", "--header-timeout", "S")] = Field(
+        default=10.0, gt=0, description="time to receive a request's line and headers; then 408 and close"
+    )
+    body_timeout_s: Annotated[float, Flag("connections", "--body-timeout", "S")] = Field(
+        default=30.0, gt=0, description="time to receive a request's body (and never past its deadline); then 408"
+    )
+    keep_alive_timeout_s: Annotated[float, Flag("connections", "--keep-alive-timeout", "S")] = Field(
+        default=5.0, gt=0, description="an idle keep-alive connection is closed after this long"
+    )
+    max_connections: Annotated[int, Flag("connections", metavar="N")] = Field(
+        default=1000,
+        ge=1,
+        description="open connections; past it new ones get 503 + close at once, except `/healthz` and `/readyz`",
     )
 
     # Scheduling.
@@ -121,10 +143,47 @@ class Settings(BaseSettings):
     max_points: Annotated[int, Flag("input limits", metavar="N", shown_default="200 000")] = Field(
         default=200_000, ge=1, description="points of one cloud: 413"
     )
+    max_model_pixels: Annotated[int, Flag("input limits", metavar="N", shown_default="1024 x 1024")] = Field(
+        default=1024 * 1024,
+        ge=1,
+        description="height x width of one image tensor sent through v2 (v1 feeds each model its own size): 413",
+    )
+    max_model_points: Annotated[int, Flag("input limits", metavar="N")] = Field(
+        default=8192, ge=1, description="points of one cloud tensor sent through v2 (v1 resamples to the model's): 413"
+    )
+    max_overlay_pixels: Annotated[int, Flag("input limits", metavar="N", shown_default="4 194 304")] = Field(
+        default=4 * 1024 * 1024,
+        ge=1,
+        description="a segmentation overlay larger than this is drawn scaled down (the mask stays full size)",
+    )
+
+    # Cost budgets: the working memory a request needs, estimated from headers before decoding.
+    request_memory_mb: Annotated[float, Flag("cost budgets", metavar="MB")] = Field(
+        default=512.0, gt=0, description="estimated working memory of one request: more is 413"
+    )
+    server_memory_mb: Annotated[float, Flag("cost budgets", metavar="MB")] = Field(
+        default=1536.0,
+        gt=0,
+        description="estimated working memory of every request in flight together: past it, 503 + Retry-After",
+    )
+    heavy_request_mb: Annotated[float, Flag("cost budgets", metavar="MB")] = Field(
+        default=32.0,
+        gt=0,
+        description="requests estimated above this run on the heavy worker threads, never delaying light ones",
+    )
+    heavy_workers: Annotated[int, Flag("cost budgets", metavar="N")] = Field(
+        default=1, ge=1, description="threads for decoding and post-processing heavy requests"
+    )
 
     api_key: Annotated[SecretStr | None, Flag("security", env_only=True, shown_default="none")] = Field(
         default=None,
-        description="when set, inference routes need `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+        description="when set, inference routes need `Authorization: Bearer <key>` or `X-API-Key: <key>`, "
+        "checked before the body is read",
+    )
+    protect_metadata: Annotated[bool, Flag("security")] = Field(
+        default=False,
+        description="with `api_key` set, also require it for `/metrics`, `/v1/models`, `/v2` metadata, "
+        "`/docs` and `/openapi.json` (health probes stay open)",
     )
 
     @field_validator("weights_dirs", mode="before")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from easerve.service.admission import MemoryBudget, WorkerPools
 from easerve.service.lifecycle import ServiceLifecycle
 from easerve.service.metrics import ServiceMetrics
 from easerve.service.repository import ModelRepository
@@ -18,5 +18,6 @@ class ServiceState:
     repository: ModelRepository
     lifecycle: ServiceLifecycle
     metrics: ServiceMetrics
-    workers: ThreadPoolExecutor  # decoding, pre- and post-processing, off the event loop
+    pools: WorkerPools  # decoding, pre- and post-processing, off the event loop
+    budget: MemoryBudget  # estimated working memory of the requests in flight
     backend: BackendChoice

@@ -194,7 +194,7 @@ def test_attention_block_adds_its_input_then_applies_relu(kind: str):
     torch.testing.assert_close(block(feature_map), F.relu(feature_map))
 
 
-# The paper's comparison setting (PAPER.md section 3): 1 x 512 x 128 x 128, S = 64.
+# The paper's cost comparison setting (Guo et al. 2021): 1 x 512 x 128 x 128, S = 64.
 D, SIDE, S = 512, 128, 64
 N = SIDE * SIDE
 

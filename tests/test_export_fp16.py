@@ -1,4 +1,4 @@
-"""FP16 export keeps the EA double normalisation in FP32 (PAPER.md section 4).
+"""FP16 export keeps the EA double normalisation (softmax, then L1 with a 1e-9 epsilon) in FP32.
 
 onnxruntime's CPU provider runs most FP16 nodes through FP32 kernels, which would hide the
 problem; `onnx.reference.ReferenceEvaluator` computes every node in its declared dtype, as a GPU

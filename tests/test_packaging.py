@@ -4,6 +4,7 @@ the installed files alone (no source tree on the path) with the bundled weights.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,14 +17,18 @@ from easerve.loadtest.samples import load_samples
 from easerve.loadtest.server import free_port, running_server
 
 REPO = Path(__file__).resolve().parents[1]
+BUILD_IGNORED = (".git", ".venv", "build", "*.egg-info", "__pycache__", "weights", "results", "docker", "tests")
 LAYOUT_FOLDERS = ("model_defs", "training", "export", "artifacts", "service", "bench", "loadtest")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools would otherwise reuse (and package) a stale build/ folder.
+    source = tmp_path_factory.mktemp("source") / "easerve"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*BUILD_IGNORED))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
         timeout=300,

@@ -1,8 +1,14 @@
-"""Image bytes in (PNG, JPEG, WebP; decompression bombs refused), PNG out.
+"""Image bytes in (PNG, JPEG, WebP, MPO; decompression bombs refused), PNG out.
+
+In: the bytes of one still image. `inspect_image` reads its header only and tells the upright size
+and the memory decoding it will take; `decode_image` returns it as an upright RGB `PIL.Image`,
+decoded no larger than the caller needs (JPEG/MPO by DCT scaling, the others by `Image.reduce`
+right after decoding). Out: `encode_png_base64` turns a mask or picture array into base64 PNG.
 
 The pixel limit is checked from the header, before a single pixel is decoded, and does not
 depend on Pillow's process-wide `Image.MAX_IMAGE_PIXELS` (Pillow's own bomb error, raised
-above twice that, is mapped to the same 413).
+above twice that, is mapped to the same 413). Every error a client's bytes can cause is a
+`ServiceError`: 400 (corrupt), 413 (too large) or 415 (a format, mode or animation not taken).
 """
 
 from __future__ import annotations
@@ -10,45 +16,271 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import struct
+import zlib
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP")
+SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "MPO")
+# JPEG and MPO (a JPEG whose first frame is the primary image) decode at 1/2..1/8 scale for free.
+_DCT_FORMATS = ("JPEG", "MPO")
+# Decoded at least this many times the needed size on each side, so that the caller's bilinear
+# resize of the smaller image gives (nearly) the pixels a resize of the full image would.
+_QUALITY_MARGIN = 2
+
+# Modes held as greyscale ("L") while decoding, modes held as RGB, and 16/32-bit greyscale,
+# mapped to 8 bits by value / 257. Any other mode (float "F", ...) is refused.
+_GREY_MODES = ("1", "L", "LA")
+_COLOUR_MODES = ("P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
+_WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Bytes per pixel of Pillow's in-memory storage of each accepted mode (RGB is stored as 4 bytes).
+_STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+# Copies of the full frame the decoder holds at once (libwebp's canvas, the bytes it returns, the image).
+_DECODER_COPIES = {"WEBP": 3}
+# 16-bit greyscale is scaled to 8 bits in bands of at most this many pixels.
+_BAND_PIXELS = 1 << 20
+_BAND_BYTES = _BAND_PIXELS * (4 + 4 + 4 + 1)  # the band's pixels, as uint32, the rounded sum, uint8
+
+# Errors Pillow (and the parsers under it) raise on bytes that are not a well-formed image.
+_MALFORMED = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    IndexError,
+    KeyError,
+    TypeError,
+    ZeroDivisionError,
+    OverflowError,
+)
+
+# EXIF orientation -> the transposition that makes the image upright (as `ImageOps.exif_transpose`).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = (
+    Image.Transpose.TRANSPOSE,
+    Image.Transpose.ROTATE_270,
+    Image.Transpose.TRANSVERSE,
+    Image.Transpose.ROTATE_90,
+)
 
 
-def decode_image(data: bytes, max_pixels: int) -> Image.Image:
-    """The fully decoded RGB image in `data` (EXIF orientation applied).
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header of an image says, before any pixel is decoded."""
 
-    BadRequest: empty, not an image, corrupt or truncated. UnsupportedMediaType: an image in a
-    format outside SUPPORTED_FORMATS. PayloadTooLarge: more than `max_pixels` pixels.
+    format: str  # "PNG", "JPEG", "WEBP" or "MPO"
+    width: int  # upright (EXIF orientation applied) original size
+    height: int
+    working_bytes: int  # estimated peak memory of `decode_image` with the same `needed`, conversion to RGB included
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image decoded to RGB, upright, possibly smaller than the original (see `decode_image`)."""
+
+    image: Image.Image
+    original_size: tuple[int, int]  # (width, height), upright
+
+
+@dataclass(frozen=True)
+class _Plan:
+    header: ImageHeader
+    upright: Image.Transpose | None  # the transposition that makes the stored image upright
+    # After decoding (and the DCT scaling of a JPEG): the part of the decoded image that is the
+    # picture (a JPEG scaled 1/s has ceil(W/s) columns, the last one partly padding) and the size
+    # it is box-filtered to; None to keep the decoded image as it is.
+    content_box: tuple[float, float, float, float]
+    shrink_to: tuple[int, int] | None
+
+
+def inspect_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = None) -> ImageHeader:
+    """The format, upright size and decoding memory of the image in `data`, from its header only.
+
+    `needed` is as for `decode_image`, and `working_bytes` is the peak memory of that decoding.
+    Raises what `decode_image` raises for the format and size: BadRequest (empty, not an image,
+    corrupt header), UnsupportedMediaType (a format outside SUPPORTED_FORMATS, an animation, a
+    pixel mode that has no faithful RGB form such as float), PayloadTooLarge (more than
+    `max_pixels` pixels). Corrupt pixel data is only found by `decode_image`.
     """
+    image = _open(data)
+    try:
+        return _plan(image, max_pixels, needed).header
+    except _MALFORMED as error:
+        raise BadRequest(f"corrupt {image.format} image header: {error}") from None
+    finally:
+        image.close()
+
+
+def decode_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = None) -> DecodedImage:
+    """The image in `data` as RGB, upright (EXIF orientation applied), decoded no larger than needed.
+
+    `needed` is the (width, height), upright, of the smallest size the caller will resize the image
+    to; each side of the returned image is then at least min(needed side, original side), about
+    twice the needed size where the original is larger (aspect ratio kept), so that a bilinear
+    resize to `needed` gives nearly the pixels a resize of the full image would. Without `needed`
+    the image is decoded at full size. 16-bit greyscale is mapped to 8 bits by value / 257; an MPO
+    (phone camera JPEG) gives its first, primary, frame.
+
+    BadRequest: empty, not an image, corrupt or truncated. UnsupportedMediaType: a format outside
+    SUPPORTED_FORMATS, an animated PNG or WebP (more than one frame), a pixel mode without a
+    faithful RGB form (float, 32-bit integers outside 0..65535). PayloadTooLarge: more than
+    `max_pixels` pixels (checked from the header, before decoding).
+    """
+    image = _open(data)
+    try:
+        plan = _plan(image, max_pixels, needed)
+        image.load()
+        working = _working_copy(image)
+        if plan.shrink_to is not None:
+            # a box filter over exactly the picture's extent: `Image.reduce` when the factor divides
+            # the size, and no shift of the picture when it does not
+            working = working.resize(plan.shrink_to, Image.Resampling.BOX, box=plan.content_box)
+        if working is not image:
+            image.close()  # frees the decoded frame before the smaller copies are made
+        if plan.upright is not None:
+            working = working.transpose(plan.upright)
+        rgb = working.convert("RGB") if working.mode != "RGB" or working is image else working
+        return DecodedImage(rgb, (plan.header.width, plan.header.height))
+    except _MALFORMED as error:
+        raise BadRequest(f"corrupt or truncated {image.format} image: {error}") from None
+    finally:
+        image.close()
+
+
+def _open(data: bytes) -> Image.Image:
+    """The opened (not decoded) image; BadRequest/PayloadTooLarge/UnsupportedMediaType as documented."""
     if not data:
         raise BadRequest("empty image: the body or file has 0 bytes")
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:
         raise PayloadTooLarge(f"image refused as a decompression bomb: {error}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+    except _MALFORMED:
         raise BadRequest(f"cannot decode the image: not a {', '.join(SUPPORTED_FORMATS)} file, or corrupt") from None
-    with image:
-        if image.format not in SUPPORTED_FORMATS:
-            raise UnsupportedMediaType(
-                f"unsupported image format {image.format}; send one of {', '.join(SUPPORTED_FORMATS)}"
-            )
-        width, height = image.size
-        if width * height > max_pixels:
-            raise PayloadTooLarge(
-                f"image of {width}x{height} = {width * height} pixels is over the limit of {max_pixels} pixels"
-            )
-        try:
-            image.load()
-            upright = ImageOps.exif_transpose(image)
-            return upright.convert("RGB")
-        except (OSError, SyntaxError, ValueError) as error:
-            raise BadRequest(f"corrupt or truncated {image.format} image: {error}") from None
+    try:
+        _check_kind(image)
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def _check_kind(image: Image.Image) -> None:
+    if image.format not in SUPPORTED_FORMATS:
+        raise UnsupportedMediaType(
+            f"unsupported image format {image.format}; send one of {', '.join(SUPPORTED_FORMATS)}"
+        )
+    try:
+        frames = getattr(image, "n_frames", 1)
+    except _MALFORMED as error:
+        raise BadRequest(f"corrupt {image.format} image header: {error}") from None
+    if frames > 1 and image.format != "MPO":
+        raise UnsupportedMediaType(
+            f"animated {image.format} images ({frames} frames) are not supported; send a still image"
+        )
+    if image.mode not in _GREY_MODES + _COLOUR_MODES + _WIDE_GREY_MODES:
+        raise UnsupportedMediaType(f"{image.format} images of pixel mode {image.mode} are not supported")
+
+
+def _plan(image: Image.Image, max_pixels: int, needed: tuple[int, int] | None) -> _Plan:
+    """Checks the size, sets up the DCT scaling of a JPEG and works out what decoding will hold."""
+    stored_width, stored_height = image.size
+    if stored_width * stored_height > max_pixels:
+        raise PayloadTooLarge(
+            f"image of {stored_width}x{stored_height} = {stored_width * stored_height} pixels "
+            f"is over the limit of {max_pixels} pixels"
+        )
+    upright = _UPRIGHT.get(_orientation(image))
+    swapped = upright in _SWAPS_SIDES
+    width, height = (stored_height, stored_width) if swapped else (stored_width, stored_height)
+    stored_mode = image.mode
+    content_box = (0.0, 0.0, float(stored_width), float(stored_height))
+    shrink_to = None
+    if needed is not None:
+        if min(needed) < 1:
+            raise ValueError(f"needed size must be positive, got {needed}")
+        need_width, need_height = (needed[1], needed[0]) if swapped else needed
+        target = (_QUALITY_MARGIN * need_width, _QUALITY_MARGIN * need_height)
+        if image.format in _DCT_FORMATS:
+            drafted = image.draft("RGB", target)  # DCT scaling by 1/2..1/8, keeping the size >= target
+            if drafted is not None:
+                content_box = tuple(float(side) for side in drafted[1])
+        content_width, content_height = content_box[2], content_box[3]
+        factor = max(1, min(int(content_width) // target[0], int(content_height) // target[1]))
+        size = (max(1, round(content_width / factor)), max(1, round(content_height / factor)))
+        if size != image.size or content_box != (0.0, 0.0, *map(float, image.size)):
+            shrink_to = size
+    decoded_pixels = image.size[0] * image.size[1]
+    output_width, output_height = shrink_to or image.size
+
+    working_mode_bytes = 1 if stored_mode in _GREY_MODES + _WIDE_GREY_MODES else 4
+    decoded_bytes = decoded_pixels * _STORED_BYTES.get(image.mode, 4)
+    decoding = decoded_bytes * _DECODER_COPIES.get(image.format, 1)
+    if image.format in _DCT_FORMATS and image.info.get("progressive"):
+        # a progressive JPEG holds its DCT coefficients (2 bytes a sample) at full size while decoding
+        decoding += stored_width * stored_height * len(Image.getmodebands(stored_mode)) * 2
+    held = [decoding]
+    alive = decoded_bytes
+    if image.mode not in ("L", "RGB"):
+        alive += decoded_pixels * working_mode_bytes + (_BAND_BYTES if image.mode in _WIDE_GREY_MODES else 0)
+        held.append(alive)
+    if shrink_to is not None:
+        # the box filter's horizontal pass (output width x decoded height), then the output
+        held.append(alive + (output_width * image.size[1] + output_width * output_height) * working_mode_bytes)
+    # after the decoded frame is freed: the working copy and its upright copy, or it and its RGB copy
+    converts = working_mode_bytes == 1 or (upright is None and shrink_to is None and image.mode == "RGB")
+    tail = max(working_mode_bytes if upright is not None else 0, 4 if converts else 0)
+    held.append(output_width * output_height * (working_mode_bytes + tail))
+    header = ImageHeader(image.format, width, height, max(held))
+    return _Plan(header, upright, content_box, shrink_to)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation in the image's header (1 if none or unreadable)."""
+    try:
+        # The base class's getexif reads the EXIF found in the header; PNG's own would decode the
+        # pixels to look for an eXIf chunk after them.
+        value = Image.Image.getexif(image).get(ExifTags.Base.Orientation, 1)
+    except _MALFORMED:
+        return 1
+    return value if isinstance(value, int) else 1
+
+
+def _working_copy(image: Image.Image) -> Image.Image:
+    """The decoded image as "L" (greyscale modes) or "RGB" (the others), the modes that can be reduced."""
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode in _WIDE_GREY_MODES:
+        return _wide_grey_to_l(image)
+    return image.convert("L" if image.mode in _GREY_MODES else "RGB")
+
+
+def _wide_grey_to_l(image: Image.Image) -> Image.Image:
+    """16-bit (or 32-bit holding 0..65535) greyscale as 8-bit "L": value / 257, rounded, in bands."""
+    width, height = image.size
+    grey = np.empty((height, width), dtype=np.uint8)
+    rows = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, rows):
+        band = np.asarray(image.crop((0, top, width, min(height, top + rows))))
+        if image.mode == "I" and band.size and (band.min() < 0 or band.max() > 65535):
+            raise UnsupportedMediaType("32-bit greyscale images with values outside 0..65535 are not supported")
+        grey[top : top + rows] = (band.astype(np.uint32) + 128) // 257
+    return Image.fromarray(grey)
 
 
 def decode_base64(text: str, what: str) -> bytes:

@@ -1,7 +1,9 @@
 """What an image or point cloud request carried, read from the HTTP body by content type.
 
 Reading happens on the event loop (it is I/O); parsing and decoding happen in the functions
-here that the routes run on the worker threads (`decode_images`, `decode_points`).
+here that the routes run on the worker threads: `inspect_images` reads the images' headers (what
+decoding them will cost, before a pixel is decoded), `decode_images` then decodes them no
+larger than needed; `decode_points` parses a cloud.
 
 Images: `multipart/form-data` (one or more files), a raw `image/*` or
 `application/octet-stream` body, or JSON `{"image": "<base64>"}` / `{"images": [...]}`.
@@ -11,17 +13,18 @@ upload or a raw body.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from pydantic import BaseModel, ValidationError, model_validator
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from easerve.service.codecs.images import decode_base64, decode_image
+from easerve.service.codecs.images import DecodedImage, ImageHeader, decode_base64, decode_image, inspect_image
 from easerve.service.codecs.pointclouds import points_from_file, points_from_json
+from easerve.service.deadline import Deadline
 from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, describe_validation_errors
 
 JSON = "application/json"
@@ -39,6 +42,19 @@ class Upload:
 
     files: tuple[bytes, ...] = ()
     json_body: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        """Bytes received."""
+        return sum(map(len, self.files)) + len(self.json_body or b"")
+
+
+@dataclass(frozen=True)
+class InspectedImage:
+    """An uploaded image's bytes and what its header says."""
+
+    data: bytes
+    header: ImageHeader
 
 
 class Base64Images(BaseModel):
@@ -111,15 +127,36 @@ def _image_bytes(upload: Upload) -> list[bytes]:
     return [decode_base64(text, f"image {index}") for index, text in enumerate(body.encoded())]
 
 
-def decode_images(upload: Upload, max_images: int, max_pixels: int) -> list[Image.Image]:
-    """Every image of an image request, decoded to RGB (see `decode_image` for the errors).
-    BadRequest when there is none, PayloadTooLarge when there are more than `max_images`."""
+# The size an image must be decoded at, from its original (width, height).
+NeededSize = Callable[[int, int], tuple[int, int]]
+
+
+def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> list[InspectedImage]:
+    """Every image of an image request with its header, its cost estimated for decoding at
+    `needed(width, height)` (see `inspect_image` for the errors). BadRequest when there is
+    none, PayloadTooLarge when there are more than `max_images`."""
     payloads = _image_bytes(upload)
     if not payloads:
         raise BadRequest("the request holds no image")
     if len(payloads) > max_images:
         raise PayloadTooLarge(f"{len(payloads)} images in one request is over the limit of {max_images}")
-    return [decode_image(data, max_pixels) for data in payloads]
+    inspected = []
+    for data in payloads:
+        header = inspect_image(data, max_pixels)
+        inspected.append(InspectedImage(data, inspect_image(data, max_pixels, needed(header.width, header.height))))
+    return inspected
+
+
+def decode_images(
+    images: Sequence[InspectedImage], max_pixels: int, needed: NeededSize, deadline: Deadline
+) -> list[DecodedImage]:
+    """Each image decoded to RGB, no smaller than `needed(width, height)` (see `decode_image`),
+    checking the deadline before each."""
+    decoded = []
+    for image in images:
+        deadline.check("decoding images")
+        decoded.append(decode_image(image.data, max_pixels, needed(image.header.width, image.header.height)))
+    return decoded
 
 
 def decode_points(upload: Upload, max_points: int) -> np.ndarray:
@@ -140,7 +177,8 @@ IMAGE_BODY_OPENAPI = {
     "requestBody": {
         "required": True,
         "content": {
-            MULTIPART: {"schema": {"type": "object", "properties": {"files": {"type": "array", "items": _binary()}}}},
+            # Any field names; every file part is an image (other parts are ignored).
+            MULTIPART: {"schema": {"type": "object", "additionalProperties": _binary(), "minProperties": 1}},
             "image/png": {"schema": _binary()},
             "image/jpeg": {"schema": _binary()},
             JSON: {"schema": Base64Images.model_json_schema()},
@@ -160,7 +198,9 @@ POINTS_BODY_OPENAPI = {
                     "required": ["points"],
                 }
             },
-            MULTIPART: {"schema": {"type": "object", "properties": {"file": _binary()}}},
+            MULTIPART: {
+                "schema": {"type": "object", "additionalProperties": _binary(), "minProperties": 1, "maxProperties": 1}
+            },
             OCTET_STREAM: {"schema": _binary()},
         },
     }

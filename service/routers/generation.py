@@ -6,12 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from easerve.service.dependencies import State, require_api_key, task_inference
+from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
 from easerve.service.errors import PayloadTooLarge
 from easerve.service.inference import InferenceContext
-from easerve.service.tasks.generation import GenerateRequest, GenerateResponse, label_index, latent_inputs, to_pngs
+from easerve.service.openapi import INFERENCE_ERRORS
+from easerve.service.tasks.generation import (
+    GenerateRequest,
+    GenerateResponse,
+    generated_bytes,
+    label_index,
+    latent_inputs,
+    to_pngs,
+)
 
-router = APIRouter(prefix="/v1", tags=["generation"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["generation"], dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS)
 
 GenerateContext = Annotated[InferenceContext, Depends(task_inference("generation"))]
 
@@ -24,6 +32,7 @@ async def generate_images(body: GenerateRequest, state: State, context: Generate
         raise PayloadTooLarge(f"n = {body.n} images is over the limit of {limit} per request")
     manifest = context.model.manifest
     label = label_index(body.label, manifest.labels)
+    context.admit(generated_bytes(manifest, body.n), f"{body.n} generated image(s)")
     outcome = await context.infer(await context.offload(latent_inputs, manifest, label, body.seed, body.n))
     images = await context.offload(to_pngs, outcome.outputs, manifest)
     return GenerateResponse(

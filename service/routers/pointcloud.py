@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
 from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
-from easerve.service.dependencies import State, require_api_key, task_inference
+from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
 from easerve.service.inference import InferenceContext
+from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.pointcloud import (
     PointCloudClassifyResponse,
     PointCloudSegmentResponse,
@@ -20,7 +21,14 @@ from easerve.service.tasks.pointcloud import (
     segment_cloud,
 )
 
-router = APIRouter(prefix="/v1/pointcloud", tags=["point clouds"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1/pointcloud", tags=["point clouds"], dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS
+)
+
+# Working memory per byte of body: JSON numbers become Python lists of floats before the array;
+# a file is read into one array and copied once as float32.
+_JSON_BYTES_PER_BODY_BYTE = 24
+_FILE_BYTES_PER_BODY_BYTE = 4
 
 ClassifyContext = Annotated[InferenceContext, Depends(task_inference("pointcloud-classification"))]
 SegmentContext = Annotated[InferenceContext, Depends(task_inference("pointcloud-segmentation"))]
@@ -32,8 +40,11 @@ def _decode_and_sample(upload: Upload, max_points: int, manifest: Manifest) -> t
 
 
 async def _prepared_cloud(request: Request, state: State, context: InferenceContext) -> tuple[np.ndarray, SampledCloud]:
-    """The request's points and the model's input made from them, in one worker call."""
-    upload = await read_points_upload(request)
+    """The request's points and the model's input made from them, in one worker call, once the
+    body's estimated working memory is admitted."""
+    upload = await context.read(read_points_upload(request))
+    per_byte = _JSON_BYTES_PER_BODY_BYTE if upload.json_body is not None else _FILE_BYTES_PER_BODY_BYTE
+    context.admit(per_byte * upload.size, "the point cloud")
     return await context.offload(_decode_and_sample, upload, state.settings.max_points, context.model.manifest)
 
 

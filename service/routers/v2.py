@@ -12,18 +12,19 @@ The timeout of a request is `parameters.timeout` in microseconds, as Triton's cl
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 import easerve
 from easerve.artifacts.manifest import TensorInfo
-from easerve.service.dependencies import State, require_api_key, start_inference
+from easerve.service.contract import InputLimits
+from easerve.service.dependencies import API_KEY_SECURITY, State, start_inference
 from easerve.service.errors import BadRequest, describe_validation_errors
+from easerve.service.openapi import INFERENCE_ERRORS, MODEL_ERRORS, READINESS_503
 from easerve.service.repository import ServedModel
 from easerve.service.schemas import InferenceResponse
 from easerve.service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
@@ -34,6 +35,10 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 _MICROSECONDS = 1e-6
+# Working memory per byte of body: JSON `data` becomes Python lists before the arrays; binary
+# tensors are read into arrays and converted once.
+_JSON_BYTES_PER_BODY_BYTE = 24
+_BINARY_BYTES_PER_BODY_BYTE = 3
 
 
 @router.get("", response_model=ServerMetadata)
@@ -46,12 +51,12 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: READINESS_503})
 async def ready(state: State) -> JSONResponse:
     return JSONResponse({"ready": state.lifecycle.ready}, status_code=200 if state.lifecycle.ready else 503)
 
 
-@router.get("/models/{model_name}", response_model=ModelMetadata)
+@router.get("/models/{model_name}", response_model=ModelMetadata, responses=MODEL_ERRORS)
 @router.get("/models/{model_name}/versions/{version}", response_model=ModelMetadata, include_in_schema=False)
 async def model_metadata(model_name: str, state: State) -> ModelMetadata:
     manifest = state.repository.get(model_name).manifest
@@ -62,7 +67,7 @@ async def model_metadata(model_name: str, state: State) -> ModelMetadata:
     )
 
 
-@router.get("/models/{model_name}/ready")
+@router.get("/models/{model_name}/ready", responses={**MODEL_ERRORS, 503: READINESS_503})
 @router.get("/models/{model_name}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(model_name: str, state: State) -> JSONResponse:
     model = state.repository.get(model_name)
@@ -75,7 +80,7 @@ def _triton_tensor(tensor: TensorInfo) -> dict[str, Any]:
     return {"name": tensor.name, "data_type": f"TYPE_{metadata.datatype}", "dims": metadata.shape[1:]}
 
 
-@router.get("/models/{model_name}/config")
+@router.get("/models/{model_name}/config", responses=MODEL_ERRORS)
 @router.get("/models/{model_name}/versions/{version}/config", include_in_schema=False)
 async def model_config(model_name: str, state: State) -> dict[str, Any]:
     """The model as a Triton model configuration (what perf_analyzer and tritonclient read)."""
@@ -92,14 +97,14 @@ async def model_config(model_name: str, state: State) -> dict[str, Any]:
 
 
 def _parse_request(
-    body: bytes, header_length: str | None, model: ServedModel
+    body: bytes, header_length: str | None, model: ServedModel, limits: InputLimits
 ) -> tuple[InferRequest, dict[str, np.ndarray]]:
     header, rest = split_body(body, header_length)
     try:
         document = InferRequest.model_validate_json(header)
     except ValidationError as error:
         raise BadRequest(f"malformed v2 inference request: {describe_validation_errors(error.errors())}") from None
-    arrays = decode_inputs(document, binary_inputs(document, rest), model.manifest, model.max_batch_size)
+    arrays = decode_inputs(document, binary_inputs(document, rest), model.manifest, limits)
     return document, arrays
 
 
@@ -122,20 +127,29 @@ def _encode(
     return encode_response(response, [blob for _, blob in encoded], any(binary.values()))
 
 
-@router.post("/models/{model_name}/infer", dependencies=[Depends(require_api_key)])
+@router.post("/models/{model_name}/infer", dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS)
 @router.post(
-    "/models/{model_name}/versions/{version}/infer", dependencies=[Depends(require_api_key)], include_in_schema=False
+    "/models/{model_name}/versions/{version}/infer",
+    dependencies=API_KEY_SECURITY,
+    responses=INFERENCE_ERRORS,
+    include_in_schema=False,
 )
 async def infer(model_name: str, request: Request, state: State) -> Response:
     """Run the model on the request's tensors (JSON `data`, or binary after the JSON header)."""
     model = state.repository.get(model_name)
-    context = start_inference(request, state, model, None)
-    body = await request.body()
-    document, arrays = await context.offload(_parse_request, body, request.headers.get(HEADER_LENGTH), model)
-    timeout_us = document.parameters.get("timeout")
-    if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
-        context = dataclasses.replace(context, deadline=context.started + timeout_us * _MICROSECONDS)
-    outcome = await context.infer(arrays)
-    summary = InferenceResponse(**context.response_fields(outcome))
-    parameters = summary.model_dump(include={"attention", "backend", "batch_size"}) | summary.timings.model_dump()
-    return await context.offload(_encode, document, model, outcome.outputs, parameters)
+    context = start_inference(request, state, model, None, model.max_batch_size)
+    try:
+        body = await context.read(request.body())
+        header_length = request.headers.get(HEADER_LENGTH)
+        per_byte = _JSON_BYTES_PER_BODY_BYTE if header_length is None else _BINARY_BYTES_PER_BODY_BYTE
+        context.admit(per_byte * len(body), "the request's tensors")
+        document, arrays = await context.offload(_parse_request, body, header_length, model, context.limits)
+        timeout_us = document.parameters.get("timeout")
+        if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
+            context.with_timeout(timeout_us * _MICROSECONDS)
+        outcome = await context.infer(arrays)
+        summary = InferenceResponse(**context.response_fields(outcome))
+        parameters = summary.model_dump(include={"attention", "backend", "batch_size"}) | summary.timings.model_dump()
+        return await context.offload(_encode, document, model, outcome.outputs, parameters)
+    finally:
+        context.finish()

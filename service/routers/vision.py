@@ -1,41 +1,79 @@
-"""`/v1/classify`, `/v1/detect`, `/v1/segment`: images in, answers in the original image's terms."""
+"""`/v1/classify`, `/v1/detect`, `/v1/segment`: images in, answers in the original image's terms.
+
+Each request: the body is read (by its deadline), the images' headers are inspected, the
+request's working memory is admitted against the budgets, then the images are decoded no larger
+than the model (or an overlay) needs, batched, and the answers mapped back to each original.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from PIL import Image
 
-from easerve.artifacts.manifest import Manifest
-from easerve.service.batcher import Tensors
-from easerve.service.codecs.uploads import IMAGE_BODY_OPENAPI, Upload, decode_images, read_image_upload
-from easerve.service.dependencies import State, require_api_key, task_inference
+from easerve.service.batcher import BatchOutcome
+from easerve.service.codecs.images import DecodedImage
+from easerve.service.codecs.uploads import (
+    IMAGE_BODY_OPENAPI,
+    InspectedImage,
+    NeededSize,
+    decode_images,
+    inspect_images,
+    read_image_upload,
+)
+from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
 from easerve.service.inference import InferenceContext
-from easerve.service.settings import Settings
+from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, classify
 from easerve.service.tasks.detection import DetectResponse, detect
-from easerve.service.tasks.image_input import image_batch
-from easerve.service.tasks.segmentation import SegmentResponse, segment
+from easerve.service.tasks.image_input import image_batch, model_image_size
+from easerve.service.tasks.segmentation import SegmentResponse, overlay_size, segment, segmentation_bytes
 
-router = APIRouter(prefix="/v1", tags=["images"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["images"], dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS)
 
 ClassifyContext = Annotated[InferenceContext, Depends(task_inference("classification"))]
 DetectContext = Annotated[InferenceContext, Depends(task_inference("detection"))]
 SegmentContext = Annotated[InferenceContext, Depends(task_inference("segmentation"))]
 
+# The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
+_BODY_COPIES = 2
 
-def _decode_and_batch(upload: Upload, settings: Settings, manifest: Manifest) -> tuple[list[Image.Image], Tensors]:
-    images = decode_images(upload, settings.max_images_per_request, settings.max_image_pixels)
-    return images, image_batch(images, manifest)
+# The estimated working memory of the answers to a request's images.
+OutputBytes = Callable[[list[InspectedImage]], int]
 
 
-async def _prepared_images(
-    request: Request, state: State, context: InferenceContext
-) -> tuple[list[Image.Image], Tensors]:
-    """The request's decoded images and the model's input batch, made in one worker call."""
-    upload = await read_image_upload(request)
-    return await context.offload(_decode_and_batch, upload, state.settings, context.model.manifest)
+def _model_size(context: InferenceContext) -> NeededSize:
+    height, width = model_image_size(context.model.manifest)
+    return lambda _width, _height: (width, height)
+
+
+async def _admitted_images(
+    request: Request, state: State, context: InferenceContext, needed: NeededSize, output_bytes: OutputBytes
+) -> list[InspectedImage]:
+    """The request's images, read and inspected by the deadline, their cost admitted: the body,
+    decoding each at `needed(width, height)`, and `output_bytes(images)` for the answers."""
+    upload = await context.read(read_image_upload(request))
+    settings = state.settings
+    images = await context.offload(
+        inspect_images, upload, settings.max_images_per_request, settings.max_image_pixels, needed
+    )
+    decoding = sum(image.header.working_bytes for image in images)
+    context.admit(_BODY_COPIES * upload.size + decoding + output_bytes(images), f"{len(images)} image(s)")
+    return images
+
+
+async def _computed(
+    context: InferenceContext, state: State, images: list[InspectedImage], needed: NeededSize
+) -> tuple[list[DecodedImage], BatchOutcome]:
+    """Decode, batch and compute the admitted images."""
+    decoded = await context.offload(decode_images, images, state.settings.max_image_pixels, needed, context.deadline)
+    inputs = await context.offload(image_batch, [image.image for image in decoded], context.model.manifest)
+    return decoded, await context.infer(inputs)
+
+
+def _no_output_bytes(images: list[InspectedImage]) -> int:
+    return 0
 
 
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_BODY_OPENAPI)
@@ -46,10 +84,10 @@ async def classify_images(
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels per image")] = 5,
 ) -> ClassifyResponse:
     """Top-k labels with probabilities for each image."""
-    _, inputs = await _prepared_images(request, state, context)
-    manifest = context.model.manifest
-    outcome = await context.infer(inputs)
-    results = await context.offload(classify, outcome.outputs, manifest, top_k)
+    needed = _model_size(context)
+    images = await _admitted_images(request, state, context, needed, _no_output_bytes)
+    _, outcome = await _computed(context, state, images, needed)
+    results = await context.offload(classify, outcome.outputs, context.model.manifest, top_k)
     return ClassifyResponse(**context.response_fields(outcome), results=results)
 
 
@@ -62,11 +100,11 @@ async def detect_objects(
     top_k: Annotated[int, Query(ge=1, le=1000, description="detections per image, best first")] = 100,
 ) -> DetectResponse:
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
-    images, inputs = await _prepared_images(request, state, context)
-    manifest = context.model.manifest
-    outcome = await context.infer(inputs)
-    sizes = [image.size for image in images]
-    results = await context.offload(detect, outcome.outputs, manifest, sizes, score_threshold, top_k)
+    needed = _model_size(context)
+    images = await _admitted_images(request, state, context, needed, _no_output_bytes)
+    decoded, outcome = await _computed(context, state, images, needed)
+    sizes = [image.original_size for image in decoded]
+    results = await context.offload(detect, outcome.outputs, context.model.manifest, sizes, score_threshold, top_k)
     return DetectResponse(**context.response_fields(outcome), results=results)
 
 
@@ -79,8 +117,28 @@ async def segment_images(
     alpha: Annotated[float, Query(ge=0, le=1, description="overlay opacity")] = 0.5,
 ) -> SegmentResponse:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
-    images, inputs = await _prepared_images(request, state, context)
     manifest = context.model.manifest
-    outcome = await context.infer(inputs)
-    results = await context.offload(segment, outcome.outputs, manifest, images, overlay, alpha)
+    max_overlay_pixels = state.settings.max_overlay_pixels
+    model_height, model_width = model_image_size(manifest)
+
+    def needed(width: int, height: int) -> tuple[int, int]:
+        if not overlay:
+            return model_width, model_height
+        overlay_width, overlay_height = overlay_size(width, height, max_overlay_pixels)
+        return max(overlay_width, model_width), max(overlay_height, model_height)
+
+    def output_bytes(images: list[InspectedImage]) -> int:
+        total = 0
+        for image in images:
+            width, height = image.header.width, image.header.height
+            overlay_pixels = overlay_size(width, height, max_overlay_pixels) if overlay else (0, 0)
+            pixels = overlay_pixels[0] * overlay_pixels[1]
+            total += segmentation_bytes(width, height, len(manifest.labels), model_height, pixels)
+        return total
+
+    images = await _admitted_images(request, state, context, needed, output_bytes)
+    decoded, outcome = await _computed(context, state, images, needed)
+    results = await context.offload(
+        segment, outcome.outputs, manifest, decoded, overlay, alpha, max_overlay_pixels, context.deadline
+    )
     return SegmentResponse(**context.response_fields(outcome), results=results)

@@ -30,3 +30,8 @@ class Runner(Protocol):
 
 # Builds the runner of one model for a max batch size; tests pass their own to `create_app`.
 RunnerFactory = Callable[[ModelFiles, int], Runner]
+
+
+class InputRejected(Exception):
+    """Raised by `Runner.run` when the backend refuses the values or shapes it was given (not a
+    fault of the model or the machine): the batcher answers the request that caused it 422."""

@@ -12,9 +12,10 @@ import logging
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from easerve.service.model_files import ModelFiles
-from easerve.service.runners.base import Tensors
+from easerve.service.runners.base import InputRejected, Tensors
 from easerve.service.settings import Settings
 from easerve.service.tensor_shapes import concrete_shape
 
@@ -77,10 +78,8 @@ def session_options(settings: Settings) -> ort.SessionOptions:
     options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = settings.inter_op_threads
     options.log_severity_level = 3
-    # Off by default: one process hosts many sessions and the request path's Python threads, and
-    # idle threads spinning for work take the cores those need. A batch-1 run alone is quicker
-    # with spinning (eamlp-ea-tiny, 3 ms idle between runs: 1.5 against 2.2 ms), but the service
-    # on 2 cores gained nothing at one client and lost 22% of its throughput at 32 (2026-12-01).
+    # Off by default: spinning idle threads take the cores the request path's Python threads need
+    # (see docs/benchmarks.md#the-one-client-target-and-onnxruntimes-spinning-threads).
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
     return options
 
@@ -105,9 +104,13 @@ class OrtRunner:
         return self._backend
 
     def run(self, inputs: Tensors) -> Tensors:
-        if self._on_gpu:
-            return self._run_bound(inputs)
-        return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+        """The outputs for `inputs`; InputRejected when onnxruntime calls an input invalid."""
+        try:
+            if self._on_gpu:
+                return self._run_bound(inputs)
+            return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+        except InvalidArgument as error:
+            raise InputRejected(str(error)) from error
 
     def _run_bound(self, inputs: Tensors) -> Tensors:
         binding = self._session.io_binding()

@@ -59,6 +59,15 @@ def latent_inputs(manifest: Manifest, label: int, seed: int, n: int) -> dict[str
     }
 
 
+def generated_bytes(manifest: Manifest, n: int) -> int:
+    """Estimated working memory of `n` generated images: the float output, its uint8 copy and
+    the PNGs, per pixel of the model's output."""
+    pixels = 1
+    for dim in manifest.outputs[0].shape[1:]:
+        pixels *= dim if isinstance(dim, int) else 1
+    return n * pixels * 12
+
+
 def to_pngs(outputs: dict[str, np.ndarray], manifest: Manifest) -> list[str]:
     """Base64 PNGs of the generated (n, 3, H, W) images in [-1, 1]."""
     images = outputs[manifest.outputs[0].name]

@@ -3,19 +3,23 @@ optionally a colour overlay.
 
 The logits (n, C, h, w) are resized bilinearly to the original image size before the argmax,
 so edges follow the logits rather than blocky upsampled labels. The mask PNG's pixel values
-are class indices (0 = first label, usually background).
+are class indices (0 = first label, usually background). An overlay of an image larger than
+`max_overlay_pixels` is drawn at a scaled-down size (aspect ratio kept): the decoder then never
+has to keep a huge image for a picture nobody reads at full size.
 """
 
 from __future__ import annotations
 
 import colorsys
+import math
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.codecs.images import encode_png_base64
+from easerve.service.codecs.images import DecodedImage, encode_png_base64
+from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 
 # Values of the resized logits held at once (a band of rows x classes x width).
@@ -27,7 +31,9 @@ class ImageSegmentation(BaseModel):
     height: int
     mask_png: str = Field(description="base64 greyscale PNG; pixel value = class index")
     class_fractions: dict[str, float] = Field(description="fraction of the image's pixels per class")
-    overlay_png: str | None = Field(default=None, description="base64 RGB PNG: the image with classes coloured")
+    overlay_png: str | None = Field(
+        default=None, description="base64 RGB PNG: the image with classes coloured (scaled down if very large)"
+    )
 
 
 class SegmentResponse(InferenceResponse):
@@ -70,32 +76,65 @@ def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
     return mask
 
 
-def _overlay(image: Image.Image, mask: np.ndarray, colours: np.ndarray, alpha: float) -> str:
+def overlay_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """(width, height) of the overlay of a `width` x `height` image: its own size, or scaled
+    down (aspect ratio kept) to at most `max_pixels`."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def segmentation_bytes(width: int, height: int, classes: int, logits_height: int, overlay_pixels: int) -> int:
+    """Estimated peak working memory of `segment` for one image: the resized logits (in bands),
+    the mask and its PNG, and the overlay's images."""
+    resize = 4 * classes * logits_height * width + 8 * min(_BAND_VALUES, classes * width * height)
+    return resize + 3 * width * height + 16 * overlay_pixels
+
+
+def _overlay(image: Image.Image, logits: np.ndarray, colours: np.ndarray, alpha: float, max_pixels: int) -> str:
+    size = overlay_size(*image.size, max_pixels)
+    picture = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
+    mask = mask_at(logits, *size)
     coloured = Image.fromarray(colours[mask])
-    blended = Image.blend(image, coloured, alpha)
+    blended = Image.blend(picture, coloured, alpha)
     foreground = Image.fromarray(((mask > 0) * 255).astype(np.uint8))
-    return encode_png_base64(np.asarray(Image.composite(blended, image, foreground)))
+    return encode_png_base64(np.asarray(Image.composite(blended, picture, foreground)))
 
 
 def segment(
-    outputs: dict[str, np.ndarray], manifest: Manifest, images: list[Image.Image], overlay: bool, alpha: float
+    outputs: dict[str, np.ndarray],
+    manifest: Manifest,
+    images: list[DecodedImage],
+    overlay: bool,
+    alpha: float,
+    max_overlay_pixels: int,
+    deadline: Deadline,
 ) -> list[ImageSegmentation]:
-    """One result per image (`images` are the decoded originals, for their sizes and overlays)."""
+    """One result per image: the mask at the image's original size, and with `overlay` the
+    image (decoded at least at its overlay size) with classes coloured. Checks the deadline
+    before each image."""
     logits = outputs[manifest.outputs[0].name]
     labels = manifest.labels
     colours = class_colours(len(labels))
     results = []
     for image_logits, image in zip(logits, images, strict=True):
-        width, height = image.size
+        deadline.check("drawing segmentation masks")
+        width, height = image.original_size
         mask = mask_at(image_logits, width, height)
         counts = np.bincount(mask.ravel(), minlength=len(labels))
+        fractions = {label: float(counts[i]) / mask.size for i, label in enumerate(labels)}
+        mask_png = encode_png_base64(mask)
+        del mask
         results.append(
             ImageSegmentation(
                 width=width,
                 height=height,
-                mask_png=encode_png_base64(mask),
-                class_fractions={label: float(counts[i]) / mask.size for i, label in enumerate(labels)},
-                overlay_png=_overlay(image, mask, colours, alpha) if overlay else None,
+                mask_png=mask_png,
+                class_fractions=fractions,
+                overlay_png=_overlay(image.image, image_logits, colours, alpha, max_overlay_pixels)
+                if overlay
+                else None,
             )
         )
     return results

@@ -1,16 +1,20 @@
 """v2 tensors <-> numpy arrays, every malformed input refused with a message naming it.
 
 An input is checked against the manifest: known name, the model's datatype exactly (no silent
-casts), the model's rank and fixed dimensions, one batch size shared by all inputs and within
-the model's max batch, and data (JSON values or raw little-endian bytes) that fills the shape.
+casts), a shape the model's contract accepts (`service.contract`: rank, fixed dimensions,
+batch within the model's max, sizes within the server's limits), one batch size shared by all
+inputs, and data (JSON values or raw little-endian bytes) that fills the shape.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest, TensorInfo
-from easerve.service.errors import BadRequest
+from easerve.service.contract import InputLimits, check_shape
+from easerve.service.errors import BadRequest, InvalidInput
 from easerve.service.v2.schemas import InferRequest, RequestInput, ResponseOutput, TensorMetadata
 
 DATATYPES: dict[str, np.dtype] = {
@@ -44,16 +48,6 @@ def tensor_metadata(tensor: TensorInfo) -> TensorMetadata:
     )
 
 
-def _check_shape(given: RequestInput, expected: TensorInfo) -> None:
-    if len(given.shape) != len(expected.shape) or any(dim < 0 for dim in given.shape):
-        raise BadRequest(
-            f"input {given.name!r}: shape {given.shape} does not match the model's {tensor_metadata(expected).shape}"
-        )
-    for axis, (dim, want) in enumerate(zip(given.shape, expected.shape, strict=True)):
-        if isinstance(want, int) and dim != want:
-            raise BadRequest(f"input {given.name!r}: dimension {axis} is {dim}, the model needs {want}")
-
-
 def _from_json(given: RequestInput, dtype: np.dtype) -> np.ndarray:
     if given.data is None:
         raise BadRequest(f"input {given.name!r} has neither 'data' nor parameters.{BINARY_DATA_SIZE}")
@@ -61,7 +55,7 @@ def _from_json(given: RequestInput, dtype: np.dtype) -> np.ndarray:
         values = np.asarray(given.data)
     except ValueError:
         raise BadRequest(f"input {given.name!r}: 'data' is ragged (nested lists of different lengths)") from None
-    wanted = int(np.prod(given.shape))
+    wanted = math.prod(given.shape)
     if values.size != wanted:
         raise BadRequest(f"input {given.name!r}: shape {given.shape} needs {wanted} values, 'data' has {values.size}")
     allowed = "b" if dtype.kind == "b" else ("biu" if dtype.kind in "iu" else "biuf")
@@ -71,7 +65,7 @@ def _from_json(given: RequestInput, dtype: np.dtype) -> np.ndarray:
 
 
 def _from_bytes(given: RequestInput, blob: bytes, dtype: np.dtype) -> np.ndarray:
-    wanted = int(np.prod(given.shape)) * dtype.itemsize
+    wanted = math.prod(given.shape) * dtype.itemsize
     if len(blob) != wanted:
         raise BadRequest(
             f"input {given.name!r}: shape {given.shape} of {datatype_of(dtype)} needs {wanted} bytes, got {len(blob)}"
@@ -80,9 +74,12 @@ def _from_bytes(given: RequestInput, blob: bytes, dtype: np.dtype) -> np.ndarray
 
 
 def decode_inputs(
-    request: InferRequest, blobs: dict[str, bytes], manifest: Manifest, max_batch_size: int
+    request: InferRequest, blobs: dict[str, bytes], manifest: Manifest, limits: InputLimits
 ) -> dict[str, np.ndarray]:
-    """The model's inputs from a v2 request (`blobs`: binary data by input name)."""
+    """The model's inputs from a v2 request (`blobs`: binary data by input name). Shapes are
+    checked against the model's contract (`contract.check_shape`) before any data is converted;
+    every malformed input is a BadRequest (400, as the protocol has it), sizes over a limit a
+    PayloadTooLarge."""
     expected = {tensor.name: tensor for tensor in manifest.inputs}
     given = {}
     for tensor in request.inputs:
@@ -101,14 +98,14 @@ def decode_inputs(
             raise BadRequest(
                 f"input {name!r} has datatype {tensor.datatype}; {manifest.name} expects {datatype_of(dtype)}"
             )
-        _check_shape(tensor, expected[name])
+        try:
+            check_shape(tensor.shape, expected[name], manifest, limits)
+        except InvalidInput as error:
+            raise BadRequest(error.message) from None
         arrays[name] = _from_bytes(tensor, blobs[name], dtype) if name in blobs else _from_json(tensor, dtype)
     batches = {array.shape[0] for array in arrays.values()}
     if len(batches) != 1:
         raise BadRequest(f"inputs disagree on the batch size: {sorted(batches)}")
-    batch = batches.pop()
-    if not 1 <= batch <= max_batch_size:
-        raise BadRequest(f"batch size {batch} is outside 1..{max_batch_size} (the model's max batch size)")
     return arrays
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from easerve.service.batcher import BatchingConfig, DynamicBatcher
-from easerve.service.errors import DeadlineExceeded, InferenceFailed, QueueFull, Unavailable
+from easerve.service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueFull, Unavailable
+from easerve.service.runners.base import InputRejected
 
 
 class RecordingModel:
@@ -231,20 +232,55 @@ def test_a_drain_that_times_out_still_answers_every_queued_request():
     assert all(isinstance(result, Unavailable) for result in results[1:])
 
 
-def test_a_failing_batch_fails_each_of_its_requests_and_the_next_batch_runs():
+def test_a_lone_failing_request_gets_the_error_and_the_next_batch_runs():
     async def scenario():
         model = RecordingModel(fail_first=True)
         batcher = await started_batcher(model)
-        failed = await asyncio.gather(
-            *(batcher.submit(rows(i), far_deadline()) for i in range(3)), return_exceptions=True
-        )
+        failed = await asyncio.gather(batcher.submit(rows(1), far_deadline()), return_exceptions=True)
         recovered = await batcher.submit(rows(5), far_deadline())
         await batcher.drain(5)
         return failed, recovered
 
     failed, recovered = run(scenario())
-    assert len(failed) == 3 and all(isinstance(result, InferenceFailed) for result in failed)
+    assert isinstance(failed[0], InferenceFailed)
     np.testing.assert_array_equal(recovered.outputs["y"], [[10, 10]])
+
+
+class PoisonedModel(RecordingModel):
+    """Fails any batch holding the value 99 (as a backend fails on one bad row), with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(delay_s=0.05)
+        self.error = error
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = super().__call__(inputs)
+        if (inputs["x"] == 99).any():
+            raise self.error
+        return outputs
+
+
+@pytest.mark.parametrize(
+    "error,expected",
+    [(RuntimeError("index out of range"), InferenceFailed), (InputRejected("bad label"), InvalidInput)],
+    ids=["runner-error", "input-rejected"],
+)
+def test_a_failing_batch_is_rerun_request_by_request_so_only_the_culprit_fails(error, expected):
+    async def scenario():
+        model = PoisonedModel(error)
+        batcher = await started_batcher(model)
+        # The first request runs alone; the rest queue behind it and form one batch.
+        submitted = [batcher.submit(rows(value), far_deadline()) for value in (1, 2, 99, 3, 4)]
+        results = await asyncio.gather(*submitted, return_exceptions=True)
+        await batcher.drain(5)
+        return model, results
+
+    model, results = run(scenario())
+    assert any(len(batch) > 2 and 99 in batch for batch in model.batches), "the poisoned batch never formed"
+    assert isinstance(results[2], expected)
+    for value, result in zip((1, 2, 3, 4), results[:2] + results[3:]):
+        assert not isinstance(result, Exception), result
+        np.testing.assert_array_equal(result.outputs["y"], [[2 * value, 2 * value]])
 
 
 def test_a_request_larger_than_max_batch_size_runs_in_chunks():

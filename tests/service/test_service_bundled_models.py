@@ -21,8 +21,8 @@ from easerve.service.app import create_app
 BUNDLED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 SERVED = {(manifest.task, manifest.attention) for manifest in map(load_manifest, discover_manifests(BUNDLED_WEIGHTS))}
 # The quality targets are set for the EA models (the default of every endpoint); the SA twins are
-# baselines reported beside them (e.g. SA classification: 89% test accuracy against EA's 94.6%),
-# so on these few samples they are only held to a majority.
+# baselines reported beside them (their test metrics: docs/training.md#the-bundled-weights), so on
+# these few samples they are only held to a majority.
 MIN_FRACTION_RIGHT = {"ea": 0.8, "sa": 0.6}
 LOAD_TIMEOUT_S = 180.0
 

@@ -1,0 +1,111 @@
+"""What a model accepts, checked for every request before it joins a batch.
+
+A batch is shared by many clients, so one request's bad value must be refused on its own
+instead of failing the batch (and everybody in it). The manifest says what each input is;
+the limits bound what the server computes for one client. v1 routes build inputs that conform
+by construction and pass through the same check; v2 requests check their shapes before any
+data is converted, so a shape whose size overflows or exceeds a limit never allocates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from easerve.artifacts.manifest import Manifest, TensorInfo
+from easerve.service.errors import InvalidInput, PayloadTooLarge
+from easerve.service.model_files import BATCH_DIM
+
+SPATIAL_DIMS = ("height", "width")
+POINTS_DIM = "points"
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one request may ask a model to compute."""
+
+    max_batch_items: int  # rows of one request (images of a v1 request, or a v2 batch)
+    max_model_pixels: int  # height x width of one image tensor
+    max_model_points: int  # points of one cloud tensor
+
+    def pixels_allowed(self, manifest: Manifest) -> int:
+        """The model's own input size is always allowed, whatever the setting."""
+        size = manifest.preprocessing.image_size
+        return max(self.max_model_pixels, size[0] * size[1] if size else 0)
+
+    def points_allowed(self, manifest: Manifest) -> int:
+        return max(self.max_model_points, manifest.preprocessing.num_points or 0)
+
+
+def check_shape(shape: Sequence[int], tensor: TensorInfo, manifest: Manifest, limits: InputLimits) -> None:
+    """`shape` fits input `tensor` of `manifest` within `limits`: the model's rank, its fixed
+    dimensions, a batch of 1..max_batch_items, spatial sizes that are positive multiples of the
+    model's `input_multiple` within the pixel limit, 1..limit points. InvalidInput for what the
+    model cannot take, PayloadTooLarge for sizes over a limit."""
+    named = f"input {tensor.name!r} of {manifest.name}"
+    if len(shape) != len(tensor.shape):
+        raise InvalidInput(f"{named}: shape {list(shape)} has rank {len(shape)}, the model needs {tensor.shape}")
+    sizes: dict[str, int] = {}
+    for axis, (dim, want) in enumerate(zip(shape, tensor.shape, strict=True)):
+        if isinstance(want, int):
+            if dim != want:
+                raise InvalidInput(f"{named}: dimension {axis} is {dim}, the model needs {want}")
+        elif dim < 1:
+            raise InvalidInput(f"{named}: shape {list(shape)} has {want} = {dim} (dimension {axis}); it must be >= 1")
+        else:
+            sizes[want] = dim
+    batch = sizes.get(BATCH_DIM, 1)
+    if batch > limits.max_batch_items:
+        raise InvalidInput(f"{named}: batch size {batch} is outside 1..{limits.max_batch_items}")
+    _check_spatial(sizes, manifest, limits, named)
+    points = sizes.get(POINTS_DIM)
+    if points is not None and points > limits.points_allowed(manifest):
+        raise PayloadTooLarge(f"{named}: {points} points is over the limit of {limits.points_allowed(manifest)}")
+
+
+def _check_spatial(sizes: dict[str, int], manifest: Manifest, limits: InputLimits, named: str) -> None:
+    spatial = [sizes[name] for name in SPATIAL_DIMS if name in sizes]
+    if not spatial:
+        return
+    multiple = manifest.preprocessing.input_multiple
+    if multiple is not None and any(side % multiple for side in spatial):
+        raise InvalidInput(f"{named}: height and width must be multiples of {multiple}, got {spatial}")
+    pixels = math.prod(spatial)
+    if pixels > limits.pixels_allowed(manifest):
+        raise PayloadTooLarge(
+            f"{named}: {pixels} pixels per image is over the limit of {limits.pixels_allowed(manifest)}"
+        )
+
+
+def check_inputs(inputs: dict[str, np.ndarray], manifest: Manifest, limits: InputLimits) -> None:
+    """Every input of `manifest` present (no others), with its dtype and a shape `check_shape`
+    accepts, one batch size for all, finite floats, and class labels within the model's
+    classes (generators). Raises InvalidInput / PayloadTooLarge naming the input."""
+    expected = {tensor.name: tensor for tensor in manifest.inputs}
+    if set(inputs) != set(expected):
+        raise InvalidInput(f"{manifest.name} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+    batches = set()
+    for name, array in inputs.items():
+        tensor = expected[name]
+        if array.dtype != np.dtype(tensor.dtype):
+            raise InvalidInput(f"input {name!r} of {manifest.name} must be {tensor.dtype}, got {array.dtype}")
+        check_shape(array.shape, tensor, manifest, limits)
+        batches.add(array.shape[0])  # every served input is batch first (`ModelFiles.verify`)
+        _check_values(name, array, manifest)
+    if len(batches) > 1:
+        raise InvalidInput(f"the inputs of {manifest.name} disagree on the batch size: {sorted(batches)}")
+
+
+def _check_values(name: str, array: np.ndarray, manifest: Manifest) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInput(f"input {name!r} of {manifest.name} holds NaN or infinite values")
+    if manifest.task == "generation" and array.dtype.kind in "iu":
+        classes = len(manifest.labels)
+        if array.size and (array.min() < 0 or array.max() >= classes):
+            raise InvalidInput(
+                f"input {name!r} of {manifest.name}: class labels must be in 0..{classes - 1}, "
+                f"got {int(array.min())}..{int(array.max())}"
+            )
