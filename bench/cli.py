@@ -23,6 +23,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "easerve.bench.serve",
         "the service on loopback: dynamic batching against max batch 1, a naive server and the offline ceiling",
     ),
+    "robustness": (
+        "easerve.bench.robustness",
+        "attack scenarios against a live server: valid requests lost, attack statuses, RSS, bystander latency",
+    ),
 }
 
 

@@ -1,0 +1,882 @@
+"""The attack scenarios of `easerve bench robustness`, each against a fresh `easerve serve`.
+
+Every scenario but shutdown runs under `run_attack`: the server is started, a bystander request
+is sent every 0.5 s while the attack runs, then the server idles and its memory is read again.
+The attack fills in its `ScenarioResult` as it goes, so what was measured before a failure (the
+server died, the scenario ran out of time) is still reported. Shutdown starts a fresh server per
+run and sends it SIGTERM in the middle of closed-loop load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import signal
+import struct
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from easerve.bench.robustness_probes import (
+    HOST,
+    REFUSED,
+    RESET,
+    TIMEOUT,
+    TRANSPORT_OUTCOMES,
+    Bystander,
+    ConnectionClosed,
+    RawConnection,
+    ServerHandle,
+    ServerStartError,
+    Tally,
+    closed_loop,
+    launched_server,
+    raw_request,
+    send,
+    session,
+    succeeded,
+)
+from easerve.bench.robustness_report import ScenarioResult, ShutdownRun, format_statuses
+from easerve.loadtest.samples import load_samples, resized_png
+
+CLASSIFIER = "eamlp-ea-tiny"  # also the bystanders' model
+SEGMENTER = "eanet-ea-tiny"
+DETECTOR = "eadet-ea-tiny"
+GENERATOR = "eagan-ea-tiny"
+CLOUD_CLASSIFIER = "pct-ea-tiny"
+CLOUD_CLASSIFIER_SA = "pct-sa-tiny"
+MODELS = (CLASSIFIER, SEGMENTER, DETECTOR, GENERATOR, CLOUD_CLASSIFIER, CLOUD_CLASSIFIER_SA)
+
+PNG = {"content-type": "image/png"}
+OCTET_STREAM = {"content-type": "application/octet-stream"}
+V2_HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How much of each attack: the issue's figures (FULL), or a few requests each (QUICK)."""
+
+    # batch-poisoning: valid /v1/generate clients x requests, v2 label-99 clients x requests; for
+    # each other poisoned model, valid v1 clients x requests and one poisoning client's requests.
+    generate_clients: int = 16
+    generate_requests: int = 20
+    poison_clients: int = 2
+    poison_requests: int = 20
+    companion_clients: int = 2
+    companion_requests: int = 10
+    companion_poison_requests: int = 10
+    # heavy-images: concurrent requests of `heavy_images` all-black side x side PNGs.
+    heavy_concurrency: int = 4
+    heavy_images: int = 16
+    heavy_side: int = 5000
+    # v2-huge-tensor: points of the one pct-sa-tiny cloud.
+    huge_points: int = 32768
+    # deadline: heavy requests and closed-loop 512x512 /v1/segment clients as background work,
+    # then `deadline_probes` classify requests with ?timeout=deadline_s, one a second.
+    deadline_heavy: int = 2
+    deadline_load_clients: int = 8
+    deadline_probes: int = 3
+    deadline_s: float = 2.0
+    deadline_margin_s: float = 0.5
+    deadline_lead_s: float = 1.0
+    # slow-connections
+    slowloris: int = 50
+    idle_connections: int = 50
+    slow_window_s: float = 15.0
+    healthz_interval_s: float = 0.5
+    # shutdown: closed-loop keep-alive clients, runs, SIGTERM after, longest wait for the exit.
+    shutdown_clients: int = 64
+    shutdown_runs: int = 3
+    sigterm_after_s: float = 2.0
+    exit_bound_s: float = 45.0
+    shutdown_requests_per_client: int = 2000
+    # every scenario
+    idle_after_s: float = 5.0
+    bystander_interval_s: float = 0.5
+    bystander_timeout_s: float = 30.0
+    request_timeout_s: float = 60.0
+    scenario_timeout_s: float = 120.0
+
+
+FULL = Counts()
+QUICK = replace(
+    FULL,
+    generate_clients=4,
+    generate_requests=3,
+    poison_clients=1,
+    poison_requests=3,
+    companion_clients=1,
+    companion_requests=2,
+    companion_poison_requests=2,
+    heavy_concurrency=1,
+    heavy_images=2,
+    huge_points=8193,
+    deadline_heavy=1,
+    deadline_load_clients=2,
+    deadline_probes=1,
+    slowloris=5,
+    idle_connections=5,
+    slow_window_s=3.0,
+    shutdown_clients=8,
+    shutdown_runs=1,
+    sigterm_after_s=1.0,
+    exit_bound_s=20.0,
+    idle_after_s=1.0,
+    bystander_timeout_s=10.0,
+    request_timeout_s=20.0,
+    scenario_timeout_s=45.0,
+)
+
+
+@dataclass(frozen=True)
+class Env:
+    """What every scenario needs: how to start the server, where its logs go, the counts."""
+
+    command: list[str]  # `easerve serve ...` without --port
+    log_dir: Path
+    ready_timeout_s: float
+    rss_cap_mb: float  # 0: no cap
+    counts: Counts
+
+    def launch(self, name: str):
+        return launched_server(self.command, self.log_dir / f"{name}.log", self.ready_timeout_s, self.rss_cap_mb)
+
+
+# --- payloads -----------------------------------------------------------------------------------
+
+
+@cache
+def black_png(side: int) -> bytes:
+    """An all-black side x side greyscale PNG (5000: 24 KB that decode to 75 MB of RGB)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (side, side)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def multipart(files: list[bytes], content_type: str = "image/png") -> tuple[bytes, str]:
+    """A multipart/form-data body with one `files` part per file: (body, content type)."""
+    boundary = "easerve-robustness-boundary"
+    parts = []
+    for index, data in enumerate(files):
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="image{index}.png"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n"
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def v2_input(name: str, shape: list[int], datatype: str, data: list) -> dict:
+    return {"name": name, "shape": shape, "datatype": datatype, "data": data}
+
+
+def v2_binary(name: str, shape: list[int], datatype: str, blob: bytes) -> tuple[bytes, dict[str, str]]:
+    """A v2 request in the binary tensor extension: (body, headers)."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": name, "shape": shape, "datatype": datatype, "parameters": {"binary_data_size": len(blob)}}
+            ]
+        }
+    ).encode()
+    return header + blob, {**OCTET_STREAM, V2_HEADER_LENGTH: str(len(header))}
+
+
+def ply_repeated_property() -> bytes:
+    """A binary PLY whose vertex element names `x` twice (x, y, z, x): 4 vertices."""
+    header = (
+        "ply\nformat binary_little_endian 1.0\nelement vertex 4\n"
+        "property float x\nproperty float y\nproperty float z\nproperty float x\nend_header\n"
+    )
+    return header.encode() + np.zeros((4, 4), np.float32).tobytes()
+
+
+def npy_huge_shape() -> bytes:
+    """A 152-byte .npy (v1.0): a 128-byte header claiming float32 shape (10**10, 3), then 24
+    bytes of data (two points)."""
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (10000000000, 3), }"
+    header = header.ljust(128 - 10 - 1) + "\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(24)
+
+
+# Poisoned v2 requests: model -> (what, inputs).
+POISONS: dict[str, tuple[str, list[dict]]] = {
+    GENERATOR: (
+        "eagan label=99",
+        [v2_input("z", [1, 64], "FP32", [0.0] * 64), v2_input("label", [1], "INT64", [99])],
+    ),
+    SEGMENTER: ("eanet H=0", [v2_input("image", [1, 3, 0, 64], "FP32", [])]),
+    CLOUD_CLASSIFIER: ("pct points [1,0,3]", [v2_input("points", [1, 0, 3], "FP32", [])]),
+    DETECTOR: ("eadet [1,3,1,1]", [v2_input("image", [1, 3, 1, 1], "FP32", [0.0, 0.0, 0.0])]),
+}
+
+
+def _valid_requests() -> dict[str, tuple[str, dict]]:
+    """Model -> (route, request keywords) of a valid v1 request to it."""
+    samples = load_samples()
+    scene = samples.scenes[0].png
+    return {
+        SEGMENTER: ("/v1/segment", {"params": {"model": SEGMENTER}, "data": scene, "headers": PNG}),
+        DETECTOR: ("/v1/detect", {"params": {"model": DETECTOR}, "data": scene, "headers": PNG}),
+        CLOUD_CLASSIFIER: (
+            "/v1/pointcloud/classify",
+            {"params": {"model": CLOUD_CLASSIFIER}, "data": samples.clouds[0].npy, "headers": OCTET_STREAM},
+        ),
+    }
+
+
+def small_png() -> bytes:
+    """The bystanders' image: a 64x64 shape from the load test's samples."""
+    return load_samples().images[0].png
+
+
+# --- the frame of an attack scenario ------------------------------------------------------------
+
+Attack = Callable[[ServerHandle, Env, ScenarioResult], Awaitable[None]]
+
+
+def add_valid(result: ScenarioResult, tally: Tally) -> None:
+    result.valid_sent += tally.sent
+    result.valid_lost += tally.lost
+
+
+def _is_4xx(outcome: str) -> bool:
+    return outcome.isdigit() and 400 <= int(outcome) < 500
+
+
+async def _attack_with_bystanders(server: ServerHandle, env: Env, attack: Attack, result: ScenarioResult) -> Tally:
+    counts = env.counts
+    bystander = Bystander(
+        server.url,
+        small_png(),
+        CLASSIFIER,
+        counts.bystander_interval_s,
+        counts.bystander_timeout_s,
+        max_count=int(counts.scenario_timeout_s / counts.bystander_interval_s) + 1,
+    )
+    stop = asyncio.Event()
+    watching = asyncio.create_task(bystander.run(stop))
+    try:
+        await asyncio.wait_for(attack(server, env, result), counts.scenario_timeout_s)
+    except TimeoutError:
+        result.outcome = f"did not finish within {counts.scenario_timeout_s:.0f} s"
+    except Exception as error:  # noqa: BLE001 - reported; a dead server is told apart afterwards
+        result.outcome = f"attack failed: {type(error).__name__}: {error}"
+    finally:
+        stop.set()
+        await watching
+    return bystander.tally
+
+
+def _server_fate(server: ServerHandle, result: ScenarioResult, cap_mb: float) -> None:
+    """Marks the result not completed when the server died (or was killed at the RSS cap)."""
+    if server.sampler.killed_at_mb is not None:
+        result.outcome = (
+            f"server killed by the bench: RSS {server.sampler.killed_at_mb:,.0f} MB over the {cap_mb:,.0f} MB cap"
+        )
+    elif (code := server.exit_code()) is not None:
+        result.outcome = f"server died during the scenario (exit code {code})"
+    else:
+        return
+    result.server_log_tail = server.log_tail()
+
+
+def _idle_return(server: ServerHandle, seconds: float) -> float | None:
+    """The server tree's RSS after `seconds` without traffic (MB); None if it is gone."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end and server.exit_code() is None:
+        time.sleep(0.1)
+    return None if server.exit_code() is not None else server.sampler.current_mb()
+
+
+def run_attack(
+    name: str, description: str, env: Env, attack: Attack, judge: Callable[[ScenarioResult], bool]
+) -> ScenarioResult:
+    """One attack scenario against a fresh server; never raises."""
+    result = ScenarioResult(name, description)
+    started = time.perf_counter()
+    try:
+        with env.launch(name) as server:
+            result.rss_before_mb = server.sampler.current_mb()
+            bystanders = asyncio.run(_attack_with_bystanders(server, env, attack, result))
+            result.bystander_sent, result.bystander_lost = bystanders.sent, bystanders.lost
+            result.worst_bystander_ms = bystanders.worst_ms
+            add_valid(result, bystanders)
+            result.details["bystanders"] = dict(bystanders.outcomes)
+            result.rss_after_mb = _idle_return(server, env.counts.idle_after_s)
+            result.peak_rss_mb = server.sampler.peak_mb
+            _server_fate(server, result, env.rss_cap_mb)
+            result.target_met = judge(result) and result.completed
+    except ServerStartError as error:
+        result.outcome = f"could not start the server: {error}"
+    except Exception as error:  # noqa: BLE001 - a scenario that breaks is reported, not raised
+        result.outcome = f"bench error: {type(error).__name__}: {error}"
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+# --- 1. batch-poisoning -------------------------------------------------------------------------
+
+
+async def _batch_poisoning(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    deadline = time.perf_counter() + counts.scenario_timeout_s
+    valid = {"generate": Tally(), **{model: Tally() for model in _valid_requests()}}
+    poisoned = {what: Tally() for what, _ in POISONS.values()}
+    async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:
+        jobs = [
+            closed_loop(
+                http,
+                counts.generate_requests,
+                deadline,
+                valid["generate"],
+                "POST",
+                "/v1/generate",
+                params={"model": GENERATOR},
+                json={"label": 1},
+            )
+            for _ in range(counts.generate_clients)
+        ]
+        for model, (route, request) in _valid_requests().items():
+            jobs += [
+                closed_loop(http, counts.companion_requests, deadline, valid[model], "POST", route, **request)
+                for _ in range(counts.companion_clients)
+            ]
+        for model, (what, inputs) in POISONS.items():
+            clients, requests = (
+                (counts.poison_clients, counts.poison_requests)
+                if model == GENERATOR
+                else (1, counts.companion_poison_requests)
+            )
+            path = f"/v2/models/{model}/infer"
+            jobs += [
+                closed_loop(http, requests, deadline, poisoned[what], "POST", path, json={"inputs": inputs})
+                for _ in range(clients)
+            ]
+        try:
+            await asyncio.gather(*jobs)
+        finally:
+            for tally in valid.values():
+                add_valid(result, tally)
+            result.attack_statuses = dict(sum((tally.outcomes for tally in poisoned.values()), Counter()))
+            result.details["valid"] = {name: dict(tally.outcomes) for name, tally in valid.items()}
+            result.details["poisoned"] = {what: dict(tally.outcomes) for what, tally in poisoned.items()}
+            result.findings = [
+                "valid lost: " + ", ".join(f"{name} {tally.lost}/{tally.sent}" for name, tally in valid.items()),
+                "poisoned: " + ", ".join(f"{what} {format_statuses(t.outcomes)}" for what, t in poisoned.items()),
+            ]
+
+
+def _judge_batch_poisoning(result: ScenarioResult) -> bool:
+    return result.valid_lost == 0 and all(_is_4xx(outcome) for outcome in result.attack_statuses)
+
+
+# --- 2. heavy-images ----------------------------------------------------------------------------
+
+
+async def _heavy_images(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    body, content_type = multipart([black_png(counts.heavy_side)] * counts.heavy_images)
+    statuses: Counter = Counter()
+    result.details["body_bytes"] = len(body)
+    async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:
+        for route, model in (("classify", CLASSIFIER), ("segment", SEGMENTER)):
+            answers = await asyncio.gather(
+                *(
+                    send(
+                        http,
+                        "POST",
+                        f"/v1/{route}",
+                        params={"model": model},
+                        data=body,
+                        headers={"content-type": content_type},
+                    )
+                    for _ in range(counts.heavy_concurrency)
+                )
+            )
+            for outcome, _ in answers:
+                statuses[f"{route} {outcome}"] += 1
+            result.attack_statuses = dict(statuses)
+            result.details[route] = {
+                "statuses": dict(Counter(outcome for outcome, _ in answers)),
+                "latencies_s": [round(latency, 3) for _, latency in answers],
+            }
+            slowest = max(latency for _, latency in answers)
+            result.findings.append(
+                f"{route}: {format_statuses(Counter(o for o, _ in answers))}, slowest answer {slowest:.1f} s"
+            )
+
+
+def _judge_heavy_images(result: ScenarioResult) -> bool:
+    return result.valid_lost == 0 and all(key.endswith(" 413") for key in result.attack_statuses)
+
+
+# --- 3. v2-huge-tensor --------------------------------------------------------------------------
+
+
+async def _v2_huge_tensor(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    points = env.counts.huge_points
+    cloud = np.random.default_rng(0).standard_normal((1, points, 3), dtype=np.float32)
+    body, headers = v2_binary("points", [1, points, 3], "FP32", cloud.tobytes())
+    async with session(server.url, connections=1, timeout_s=env.counts.request_timeout_s) as http:
+        outcome, latency = await send(
+            http, "POST", f"/v2/models/{CLOUD_CLASSIFIER_SA}/infer", data=body, headers=headers
+        )
+    result.attack_statuses = {outcome: 1}
+    result.details.update(points=points, status=outcome, latency_s=round(latency, 3), body_bytes=len(body))
+    result.findings.append(f"{CLOUD_CLASSIFIER_SA} [1, {points}, 3]: {outcome} after {latency:.2f} s")
+
+
+def _judge_v2_huge_tensor(result: ScenarioResult) -> bool:
+    return result.valid_lost == 0 and all(_is_4xx(outcome) for outcome in result.attack_statuses)
+
+
+# --- 4. deadline --------------------------------------------------------------------------------
+
+
+async def _deadline(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    heavy_body, heavy_type = multipart([black_png(counts.heavy_side)] * counts.heavy_images)
+    scene = resized_png(load_samples().scenes[0].png, 512)
+    load, probes, heavy = Tally(), Tally(), Tally()
+    stop = asyncio.Event()
+    end = time.perf_counter() + counts.scenario_timeout_s
+
+    async def load_client(http) -> None:
+        for _ in range(1000):
+            if stop.is_set() or time.perf_counter() >= end:
+                return
+            load.add(*await send(http, "POST", "/v1/segment", params={"model": SEGMENTER}, data=scene, headers=PNG))
+
+    limit_s = counts.deadline_s + counts.deadline_margin_s
+    async with (
+        session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http,
+        session(server.url, connections=1, timeout_s=30.0) as probe_http,
+    ):
+        heavy_tasks = [
+            asyncio.create_task(
+                send(
+                    http,
+                    "POST",
+                    "/v1/classify",
+                    params={"model": CLASSIFIER},
+                    data=heavy_body,
+                    headers={"content-type": heavy_type},
+                )
+            )
+            for _ in range(counts.deadline_heavy)
+        ]
+        loaders = [asyncio.create_task(load_client(http)) for _ in range(counts.deadline_load_clients)]
+        try:
+            await asyncio.sleep(counts.deadline_lead_s)
+            for index in range(counts.deadline_probes):
+                if index:
+                    await asyncio.sleep(1.0)
+                params = {"model": CLASSIFIER, "timeout": f"{counts.deadline_s:g}"}
+                outcome, latency = await send(
+                    probe_http, "POST", "/v1/classify", params=params, data=small_png(), headers=PNG
+                )
+                probes.add(outcome, latency)
+                result.attack_statuses = dict(probes.outcomes)
+                result.findings.append(
+                    f"?timeout={counts.deadline_s:g} request: {outcome} after {latency:.2f} s "
+                    f"({'within' if latency <= limit_s else 'PAST'} {limit_s:g} s)"
+                )
+        finally:
+            stop.set()
+            await asyncio.gather(*loaders, return_exceptions=True)
+            for outcome, latency in await asyncio.gather(*heavy_tasks):
+                heavy.add(outcome, latency)
+            add_valid(result, load)
+            result.details.update(
+                probe_latencies_s=[round(latency, 3) for latency in probes.latencies_s],
+                probe_statuses=dict(probes.outcomes),
+                limit_s=limit_s,
+                heavy_statuses=dict(heavy.outcomes),
+                load_statuses=dict(load.outcomes),
+            )
+            result.findings.append(
+                f"background: heavy classify {format_statuses(heavy.outcomes)}, "
+                f"512x512 segment {load.lost}/{load.sent} lost"
+            )
+
+
+def _judge_deadline(result: ScenarioResult) -> bool:
+    latencies = result.details.get("probe_latencies_s", [])
+    statuses = result.details.get("probe_statuses", {})
+    return (
+        bool(latencies)
+        and max(latencies) <= result.details["limit_s"]
+        and all(outcome not in TRANSPORT_OUTCOMES for outcome in statuses)
+    )
+
+
+# --- 5. slow-connections ------------------------------------------------------------------------
+
+
+def _answer_status(received: bytes) -> str | None:
+    if received.startswith(b"HTTP/1."):
+        parts = received.split(maxsplit=2)
+        if len(parts) >= 2 and parts[1].isdigit():
+            return parts[1].decode()
+    return None
+
+
+async def _slow_connections(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    started = time.perf_counter()
+    window_end = started + counts.slow_window_s
+    partial = (
+        f"POST /v1/classify?model={CLASSIFIER} HTTP/1.1\r\nHost: {HOST}:{server.port}\r\nContent-Type: image/png\r\n"
+    ).encode()
+
+    async def hold(first_bytes: bytes) -> tuple[str, float | None]:
+        """(what became of the connection, seconds from its opening to the server closing it)."""
+        try:
+            connection = await RawConnection.open(server.port)
+        except (OSError, TimeoutError):
+            return REFUSED, None
+        opened = time.perf_counter()
+        try:
+            if first_bytes:
+                await connection.write(first_bytes)
+            closed, received = await connection.wait_closed_by_server(window_end - time.perf_counter())
+        except ConnectionClosed:
+            closed, received = True, b""
+        finally:
+            connection.close()
+        status = _answer_status(received)
+        if not closed:
+            return (f"{status} kept open" if status else "open"), None
+        return (status or "closed, no answer"), time.perf_counter() - opened
+
+    healthz = Tally()
+
+    async def probe_health() -> None:
+        while time.perf_counter() < window_end:
+            sent = time.perf_counter()
+            try:
+                connection = await RawConnection.open(server.port, timeout_s=2.0)
+                try:
+                    answer = await connection.exchange(raw_request("GET", "/healthz", server.port), 2.0)
+                    outcome = str(answer.status)
+                finally:
+                    connection.close()
+            except ConnectionClosed:
+                outcome = RESET
+            except TimeoutError:
+                outcome = TIMEOUT
+            except OSError:
+                outcome = REFUSED
+            healthz.add(outcome, time.perf_counter() - sent)
+            await asyncio.sleep(max(0.0, counts.healthz_interval_s - (time.perf_counter() - sent)))
+
+    slow = [hold(partial) for _ in range(counts.slowloris)]
+    idle = [hold(b"") for _ in range(counts.idle_connections)]
+    try:
+        *held, _ = await asyncio.gather(*slow, *idle, probe_health())
+    finally:
+        add_valid(result, healthz)
+    statuses: Counter = Counter()
+    closed_after: dict[str, list[float]] = {"slow": [], "idle": []}
+    for index, (what, seconds) in enumerate(held):
+        kind = "slow" if index < counts.slowloris else "idle"
+        statuses[f"{kind} {what}"] += 1
+        if seconds is not None:
+            closed_after[kind].append(round(seconds, 2))
+    result.attack_statuses = dict(statuses)
+    result.details.update(
+        slowloris=counts.slowloris,
+        idle=counts.idle_connections,
+        window_s=counts.slow_window_s,
+        closed_after_s=closed_after,
+        healthz=dict(healthz.outcomes),
+        worst_healthz_ms=healthz.worst_ms,
+    )
+    for kind, total in (("slow", counts.slowloris), ("idle", counts.idle_connections)):
+        times = closed_after[kind]
+        span = f" after {min(times):.1f}-{max(times):.1f} s" if times else ""
+        result.findings.append(
+            f"{kind}: {len(times)}/{total} closed by the server within {counts.slow_window_s:g} s{span}"
+        )
+    result.findings.append(f"/healthz: {healthz.sent - healthz.lost}/{healthz.sent} answered 2xx")
+
+
+def _judge_slow_connections(result: ScenarioResult) -> bool:
+    details = result.details
+    return (
+        result.valid_lost == 0
+        and result.attack_statuses.get("slow 408", 0) == details.get("slowloris")
+        and len(details.get("closed_after_s", {}).get("idle", [])) == details.get("idle")
+    )
+
+
+# --- 6. malformed-500s --------------------------------------------------------------------------
+
+
+def _malformed_cases() -> list[tuple[str, str, dict[str, str], bytes]]:
+    """(short name, target, headers, body) of each malformed request."""
+    # Shapes whose element count overflows int64 (it wraps to 0, which 0 values then "fill"):
+    # 2**62 x 4 x 3 = 3 * 2**64 in the batch dimension, and 1 x 3 x 2**32 x 2**32 at batch 1.
+    batch_overflow = json.dumps({"inputs": [v2_input("points", [2**62, 4, 3], "FP32", [])]}).encode()
+    image_overflow = [1, 3, 2**32, 2**32]
+    image_json = json.dumps({"inputs": [v2_input("image", image_overflow, "FP32", [])]}).encode()
+    image_binary, binary_headers = v2_binary("image", image_overflow, "FP32", b"")
+    cloud_route = f"/v1/pointcloud/classify?model={CLOUD_CLASSIFIER}"
+    json_type = {"content-type": "application/json"}
+    return [
+        ("ply", cloud_route, OCTET_STREAM, ply_repeated_property()),
+        ("npy", cloud_route, OCTET_STREAM, npy_huge_shape()),
+        ("v2-overflow-batch", f"/v2/models/{CLOUD_CLASSIFIER}/infer", json_type, batch_overflow),
+        ("v2-overflow-hw", f"/v2/models/{SEGMENTER}/infer", json_type, image_json),
+        ("v2-overflow-hw-bin", f"/v2/models/{SEGMENTER}/infer", binary_headers, image_binary),
+    ]
+
+
+async def _exchange_outcome(connection: RawConnection, request: bytes, timeout_s: float) -> tuple[str, bool, str]:
+    """(status or transport outcome, whether the server announced it closes the connection, the
+    start of its answer)."""
+    try:
+        answer = await connection.exchange(request, timeout_s)
+    except ConnectionClosed:
+        return RESET, True, ""
+    except TimeoutError:
+        return TIMEOUT, True, ""
+    return str(answer.status), answer.closes, answer.body[:200].decode("utf-8", errors="replace")
+
+
+async def _malformed(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    timeout_s = env.counts.request_timeout_s
+    follow_ups = Tally()
+    valid = raw_request("POST", f"/v1/classify?model={CLASSIFIER}", server.port, PNG, small_png())
+    statuses: dict[str, int] = {}
+    cases: dict[str, dict[str, str]] = {}
+    try:
+        for name, target, headers, body in _malformed_cases():
+            connection = await RawConnection.open(server.port)
+            try:
+                request = raw_request("POST", target, server.port, headers, body)
+                outcome, closes, answer = await _exchange_outcome(connection, request, timeout_s)
+                if outcome in TRANSPORT_OUTCOMES:
+                    follow_up = "not sent: connection gone"
+                elif closes:
+                    follow_up = "not sent: the server announced Connection: close"
+                else:
+                    sent = time.perf_counter()
+                    follow_up, _, _ = await _exchange_outcome(connection, valid, timeout_s)
+                    follow_ups.add(follow_up, time.perf_counter() - sent)
+            finally:
+                connection.close()
+            statuses[f"{name} {outcome}"] = statuses.get(f"{name} {outcome}", 0) + 1
+            result.attack_statuses = dict(statuses)
+            cases[name] = {"status": outcome, "answer": answer, "next request on the connection": follow_up}
+            result.findings.append(f"{name}: {outcome}, next request on the connection: {follow_up}")
+    finally:
+        add_valid(result, follow_ups)
+        result.details["cases"] = cases
+
+
+def _judge_malformed(result: ScenarioResult) -> bool:
+    cases = result.details.get("cases", {})
+    announced = "not sent: the server announced"
+    return (
+        result.valid_lost == 0
+        and bool(cases)
+        and all(
+            _is_4xx(case["status"])
+            and (
+                succeeded(case["next request on the connection"])
+                or case["next request on the connection"].startswith(announced)
+            )
+            for case in cases.values()
+        )
+    )
+
+
+# --- 7. shutdown --------------------------------------------------------------------------------
+
+
+async def _shutdown_run(server: ServerHandle, counts: Counts, run: ShutdownRun) -> None:
+    answered: Counter = Counter()
+    after: Counter = Counter()
+    sigterm_at: float | None = None
+    exited = asyncio.Event()
+    png = small_png()
+
+    async def client(http) -> None:
+        for _ in range(counts.shutdown_requests_per_client):
+            if exited.is_set():
+                return
+            started = time.perf_counter()
+            outcome, _ = await send(http, "POST", "/v1/classify", params={"model": CLASSIFIER}, data=png, headers=PNG)
+            run.sent += 1
+            if outcome == REFUSED:
+                run.refused += 1
+                if sigterm_at is not None:  # turned away by a stopping server: this client is done
+                    if run.first_refusal_after_sigterm_s is None:
+                        run.first_refusal_after_sigterm_s = round(time.perf_counter() - sigterm_at, 3)
+                    return
+                await asyncio.sleep(0.1)
+            elif outcome in (RESET, TIMEOUT):
+                run.lost += 1
+            else:
+                answered[outcome] += 1
+                if sigterm_at is not None and started >= sigterm_at:
+                    after[outcome] += 1
+
+    async def terminate() -> None:
+        nonlocal sigterm_at
+        try:
+            await asyncio.sleep(counts.sigterm_after_s)
+            if server.exit_code() is not None:
+                run.error = f"the server exited (code {server.exit_code()}) before SIGTERM"
+                return
+            sigterm_at = time.perf_counter()
+            server.process.send_signal(signal.SIGTERM)
+            while time.perf_counter() - sigterm_at < counts.exit_bound_s:
+                if server.exit_code() is not None:
+                    run.exit_code = server.exit_code()
+                    run.sigterm_to_exit_s = round(time.perf_counter() - sigterm_at, 3)
+                    return
+                await asyncio.sleep(0.02)
+            run.error = f"still running {counts.exit_bound_s:g} s after SIGTERM: killed"
+            server.process.kill()
+        finally:
+            exited.set()
+
+    async with session(server.url, connections=counts.shutdown_clients, timeout_s=counts.request_timeout_s) as http:
+        await asyncio.gather(terminate(), *(client(http) for _ in range(counts.shutdown_clients)))
+    run.answered = dict(answered)
+    run.answered_after_sigterm = dict(after)
+
+
+def run_shutdown(name: str, description: str, env: Env) -> ScenarioResult:
+    """`shutdown_runs` runs, each against a fresh server; never raises."""
+    counts = env.counts
+    result = ScenarioResult(name, description, shutdown_runs=[])
+    started = time.perf_counter()
+    answered: Counter = Counter()
+    for index in range(counts.shutdown_runs):
+        run = ShutdownRun(counts.shutdown_clients)
+        result.shutdown_runs.append(run)
+        try:
+            with env.launch(f"{name}-{index + 1}") as server:
+                if result.rss_before_mb is None:
+                    result.rss_before_mb = server.sampler.current_mb()
+                asyncio.run(asyncio.wait_for(_shutdown_run(server, counts, run), counts.scenario_timeout_s))
+                result.peak_rss_mb = max(result.peak_rss_mb or 0.0, server.sampler.peak_mb)
+                if server.sampler.killed_at_mb is not None:
+                    run.error = f"killed by the bench: RSS {server.sampler.killed_at_mb:,.0f} MB over the cap"
+                if run.error:
+                    result.server_log_tail = server.log_tail()
+        except ServerStartError as error:
+            run.error = f"could not start the server: {error}"
+        except TimeoutError:
+            run.error = f"did not finish within {counts.scenario_timeout_s:.0f} s"
+        except Exception as error:  # noqa: BLE001 - a run that breaks is reported, not raised
+            run.error = f"bench error: {type(error).__name__}: {error}"
+        answered.update(run.answered)
+        answered[REFUSED] += run.refused
+        answered[RESET + "/" + TIMEOUT] += run.lost
+        exit_text = "no exit" if run.exit_code is None else f"exit {run.exit_code} after {run.sigterm_to_exit_s:.1f} s"
+        first_refusal = run.first_refusal_after_sigterm_s
+        refused_text = f"{run.refused} refused" + (
+            f" (first {first_refusal:.1f} s after SIGTERM)" if first_refusal else ""
+        )
+        result.findings.append(
+            f"run {index + 1}: {run.sent} sent, answered {format_statuses(run.answered)} "
+            f"(sent after SIGTERM: {format_statuses(run.answered_after_sigterm)}), {run.lost} lost, "
+            f"{refused_text}, {exit_text}" + (f" ({run.error})" if run.error else "")
+        )
+    result.attack_statuses = {key: count for key, count in answered.items() if count}
+    errors = [f"run {i + 1}: {run.error}" for i, run in enumerate(result.shutdown_runs) if run.error]
+    if errors:
+        result.outcome = "; ".join(errors)
+    result.target_met = (
+        None
+        if any("could not start" in e or "bench error" in e for e in errors)
+        else all(run.lost == 0 and run.exit_code == 0 for run in result.shutdown_runs)
+    )
+    result.duration_s = time.perf_counter() - started
+    return result
+
+
+# --- the registry -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scenario:
+    description: str
+    target: str
+    attack: Attack | None  # None: shutdown, which runs its own servers
+    judge: Callable[[ScenarioResult], bool] | None = None
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "batch-poisoning": Scenario(
+        "valid /v1/generate (and v1 segment, detect, point cloud) traffic beside poisoned v2 requests to the "
+        "same models: eagan label 99, eanet H=0, pct 0 points, eadet 1x1",
+        "no valid request lost; every poisoned request answered 4xx",
+        _batch_poisoning,
+        _judge_batch_poisoning,
+    ),
+    "heavy-images": Scenario(
+        "concurrent multipart requests of all-black 5000x5000 PNGs to /v1/classify, then /v1/segment",
+        "every heavy request refused 413; no bystander lost",
+        _heavy_images,
+        _judge_heavy_images,
+    ),
+    "v2-huge-tensor": Scenario(
+        "one pct-sa-tiny v2 request (binary tensor) of [1, 32768, 3] points",
+        "answered 4xx (over --max-model-points); no bystander lost",
+        _v2_huge_tensor,
+        _judge_v2_huge_tensor,
+    ),
+    "deadline": Scenario(
+        "classify requests with ?timeout=2 while heavy requests and 512x512 segment load run",
+        "every ?timeout=2 request answered (200 or 504) within 2.5 s",
+        _deadline,
+        _judge_deadline,
+    ),
+    "slow-connections": Scenario(
+        "slowloris connections (part of the headers, then nothing) and idle connections, with /healthz probes",
+        "every slow connection answered 408 and closed, every idle one closed; probes and bystanders answered",
+        _slow_connections,
+        _judge_slow_connections,
+    ),
+    "malformed-500s": Scenario(
+        "a PLY with a repeated property, a .npy claiming (10**10, 3), v2 shapes whose element count overflows "
+        "int64 (pct [2**62, 4, 3]; eanet [1, 3, 2**32, 2**32], JSON and binary); then a valid request on the same "
+        "connection",
+        "every malformed request answered 4xx; the connection still serves the next request",
+        _malformed,
+        _judge_malformed,
+    ),
+    "shutdown": Scenario(
+        "closed-loop keep-alive /v1/classify clients, SIGTERM to the server mid-load; a fresh server per run",
+        "no request lost in any run; exit code 0",
+        None,
+    ),
+}
+
+
+def run_scenario(name: str, env: Env) -> ScenarioResult:
+    scenario = SCENARIOS[name]
+    if scenario.attack is None:
+        result = run_shutdown(name, scenario.description, env)
+    else:
+        result = run_attack(name, scenario.description, env, scenario.attack, scenario.judge or (lambda _: True))
+    result.target = scenario.target
+    if not result.completed and result.target_met is True:
+        result.target_met = None
+    if result.outcome.startswith(("could not start", "bench error")):
+        result.target_met = None
+    return result
