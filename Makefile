@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
 
-.PHONY: help serve test lint bench models docker-smoke clean
+.PHONY: help serve test browser lint bench models docker-smoke clean
 
 help:
 	@echo "make serve   - serve the bundled models on $(HOST):$(PORT) (serving dependencies only)"
@@ -28,14 +28,23 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[train,loadtest,dev]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[train,loadtest,dev,browser]" "$(TORCH_SPEC)"
 	touch $(VENV)/.runtime $@
 
 serve: $(VENV)/.runtime
 	$(BIN)/easerve serve --host $(HOST) --port $(PORT)
 
-test: $(VENV)/.dev
+# The web console's tests drive Debian's headless Chromium (no browser download); as root (CI,
+# the dev machines) it is installed here when missing, elsewhere those tests skip and say why.
+BROWSER_PACKAGES := chromium chromium-driver
+
+test: $(VENV)/.dev browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(BROWSER_PACKAGES); } || \
+	  echo "no chromium here: the browser tests will skip"
 
 # import-linter reads packages from disk, so it is pointed at the installed layout: a tree where
 # each top-level folder is linked in as a subpackage of easerve, as the wheel lays them out.

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from easerve.artifacts.accuracy_gate import DEFAULT_MAX_DROP_POINTS, drop_in_points
+
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
 
@@ -21,6 +23,9 @@ Task = Literal[
 ]
 AttentionKind = Literal["ea", "sa"]
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+# The graphs export can write for one model: the FP32 graph and its reduced-precision variants.
+VariantName = Literal["fp32", "fp16", "int8"]
+_VARIANT_OF_KIND: dict[str, VariantName] = {"int8-static": "int8", "fp16": "fp16"}
 
 
 class TensorInfo(BaseModel):
@@ -77,8 +82,34 @@ class Quantization(BaseModel):
     metric_fp32: float
     metric_quantized: float
     speedup_batch8: float | None = None
+    # The CPU the speed-up was measured on (its vector extensions decide INT8's speed).
+    measured_on: str | None = None
+    # The accuracy gate it passed: at most this many points below the FP32 graph's metric.
+    max_drop_points: float = DEFAULT_MAX_DROP_POINTS
     # FP16: the nodes left in FP32 (the attention normalisation).
     fp32_nodes: list[str] = []
+
+
+class Variant(BaseModel):
+    """One graph of the model the service can serve, with its accuracy against the FP32 graph."""
+
+    name: VariantName
+    file: FileInfo
+    metric_name: str | None = None
+    metric: float | None = None
+    metric_fp32: float | None = None
+    max_drop_points: float | None = None
+    speedup_batch8: float | None = None
+    measured_on: str | None = None
+
+    @property
+    def within_gate(self) -> bool:
+        """The FP32 graph, or a variant whose recorded metric is within its accuracy gate."""
+        if self.name == "fp32":
+            return True
+        if self.metric is None or self.metric_fp32 is None or self.max_drop_points is None:
+            return False
+        return drop_in_points(self.metric_fp32, self.metric) <= self.max_drop_points
 
 
 class Manifest(BaseModel):
@@ -100,6 +131,26 @@ class Manifest(BaseModel):
     source_checkpoint: FileInfo | None = None
     metrics: dict[str, float] = {}
     exporter_versions: dict[str, str] = {}
+
+    def variants(self) -> list[Variant]:
+        """Every graph export wrote: FP32 first, then the reduced-precision ones it kept."""
+        fp32 = Variant(name="fp32", file=self.onnx)
+        return [fp32] + [
+            Variant(
+                name=_VARIANT_OF_KIND[entry.kind],
+                file=entry.file,
+                metric_name=entry.metric_name,
+                metric=entry.metric_quantized,
+                metric_fp32=entry.metric_fp32,
+                max_drop_points=entry.max_drop_points,
+                speedup_batch8=entry.speedup_batch8,
+                measured_on=entry.measured_on,
+            )
+            for entry in self.quantized
+        ]
+
+    def variant(self, name: VariantName) -> Variant | None:
+        return next((variant for variant in self.variants() if variant.name == name), None)
 
 
 def sha256_file(path: Path) -> str:

@@ -16,7 +16,7 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from easerve.loadtest.machine import cpu_model, load_average
+from easerve.artifacts.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
     from easerve.bench.attention_cases import Case, Measurement

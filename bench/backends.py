@@ -4,7 +4,7 @@ For every bundled model exported under --weights-dir: latency (median, p95) at b
 throughput at batch 8 and 32 on this CPU, a table with ratios, the speed targets (docs/benchmarks.md), and
 OUT/bench_backends.md + OUT/bench_backends.png.
 
-Only the standard library is imported at module level (`loadtest.machine` is stdlib-only; see
+Only the standard library is imported at module level (`artifacts.machine` is stdlib-only; see
 easerve/cli.py).
 """
 
@@ -15,7 +15,7 @@ import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from easerve.loadtest.machine import cpu_model, load_average
+from easerve.artifacts.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
     from easerve.bench.backends_cases import ModelFigures

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from easerve.artifacts.accuracy_gate import drop_in_points
 from easerve.artifacts.manifest import Manifest, load_manifest
+from easerve.artifacts.shapes import concrete_shape
 from easerve.export.latency import Timing, time_calls
-from easerve.export.metric_guard import drop_in_points
 from easerve.export.ort_model import OrtModel
-from easerve.service.tensor_shapes import concrete_shape
 from easerve.training.checkpoint import load_checkpoint
 
 BACKENDS = {"eager": "PyTorch eager", "fp32": "ORT FP32", "int8": "ORT INT8"}

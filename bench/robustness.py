@@ -129,10 +129,10 @@ def _missing_models(weights_dirs: list[Path], models: tuple[str, ...]) -> list[s
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 the report was written (whatever the scenarios found), 1 no server could be
     started, 2 bad input."""
+    from easerve.artifacts.machine import cpu_model, load_average
     from easerve.bench import robustness_report as report
     from easerve.bench.report import print_table, to_markdown, write_report
     from easerve.bench.robustness_scenarios import FULL, MODELS, QUICK, Env, run_scenario
-    from easerve.loadtest.machine import cpu_model, load_average
 
     weights_dirs = args.weights_dirs or [Path("weights")]
     missing = _missing_models(weights_dirs, MODELS)

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from easerve.loadtest.machine import cpu_model, load_average
+from easerve.artifacts.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
     from easerve.bench.serve_report import ModelResults

@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine-cache",
         type=Path,
-        help="TensorRT engine cache folder (default: $EASERVE_ENGINE_CACHE or ~/.cache/easerve/engines/tensorrt)",
+        help="engine cache root, engines under <root>/tensorrt/; the service's --engine-cache-dir "
+        "(default: $EASERVE_ENGINE_CACHE_DIR or ~/.cache/easerve/engines)",
     )
     parser.add_argument(
         "--triton-repo",
@@ -134,10 +135,10 @@ def _model_dirs(args: argparse.Namespace) -> list[Path] | str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from easerve.artifacts.tensorrt import tensorrt_unavailable_reason
     from easerve.export.onnx_graph import ExportError
     from easerve.export.parity import ParityError, ParityThresholds
     from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
-    from easerve.export.tensorrt import tensorrt_unavailable_reason
 
     model_dirs = _model_dirs(args)
     if isinstance(model_dirs, str):
@@ -203,11 +204,11 @@ def _triton(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: 
 
 
 def _tensorrt(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log: Log) -> int:
-    from easerve.export.tensorrt import (
+    from easerve.artifacts.tensorrt import (
         EngineBuildError,
         TensorRTUnavailable,
         build_engine,
-        default_cache_dir,
+        default_cache_root,
     )
 
     files = {"fp32": model_dir / manifest.onnx.path}
@@ -218,7 +219,7 @@ def _tensorrt(args: argparse.Namespace, model_dir: Path, manifest: Manifest, log
         log(f"error: no checked {args.trt_precision} graph (it was refused); no engine built")
         return EXIT_NOT_PRODUCED
     try:
-        engine = build_engine(files, manifest, args.trt_precision, args.engine_cache or default_cache_dir(), log)
+        engine = build_engine(files, manifest, args.trt_precision, args.engine_cache or default_cache_root(), log)
     except (EngineBuildError, TensorRTUnavailable) as error:
         log(f"error: {error}")
         return EXIT_NOT_PRODUCED

@@ -8,15 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from easerve.artifacts.ort_session import session_options
+
 
 def open_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     """A CPU session on `path` with full graph optimisation; `threads` intra-op threads (None:
     onnxruntime's default, one per core)."""
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+    options = session_options(intra_op_threads=threads or 0)
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -19,6 +19,12 @@ from pathlib import Path
 
 from torch import nn
 
+from easerve.artifacts.accuracy_gate import (
+    DEFAULT_MAX_DROP_POINTS,
+    PrecisionRefused,
+    check_metric_drop,
+)
+from easerve.artifacts.machine import cpu_model
 from easerve.artifacts.manifest import (
     Manifest,
     Parity,
@@ -32,11 +38,6 @@ from easerve.export.fp16 import convert_to_fp16
 from easerve.export.held_out import input_batches
 from easerve.export.latency import time_calls
 from easerve.export.manifest_writer import build_manifest, parity_record
-from easerve.export.metric_guard import (
-    DEFAULT_MAX_DROP_POINTS,
-    PrecisionRefused,
-    check_metric_drop,
-)
 from easerve.export.onnx_graph import export_onnx, graph_tensors, signature_of
 from easerve.export.ort_model import OrtModel
 from easerve.export.parity import ParityThresholds, check_parity, measure_parity, random_inputs
@@ -223,6 +224,8 @@ def _int8_variant(context: _Context, fp32: Path, metric: str, reference: float) 
         metric_fp32=reference,
         metric_quantized=value,
         speedup_batch8=_speedup(context, fp32, int8),
+        measured_on=cpu_model(),
+        max_drop_points=context.options.max_drop_points,
     )
 
 
@@ -240,6 +243,7 @@ def _fp16_variant(context: _Context, fp32: Path, metric: str, reference: float) 
         metric_name=metric,
         metric_fp32=reference,
         metric_quantized=value,
+        max_drop_points=context.options.max_drop_points,
         fp32_nodes=kept,
     )
 

@@ -12,7 +12,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-from easerve.loadtest.machine import cpu_model
+from easerve.artifacts.machine import cpu_model
 from easerve.loadtest.stats import RunStats, save_runs
 
 REPORT_FILE = "report.md"

@@ -6,6 +6,7 @@ all are ready); at shutdown every queue is drained, then runners and threads are
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,10 +21,12 @@ from easerve.service.errors import install_error_handlers
 from easerve.service.lifecycle import ServiceLifecycle
 from easerve.service.memory import keep_large_blocks_mapped, release_free_memory
 from easerve.service.metrics import RequestMetricsMiddleware, ServiceMetrics
+from easerve.service.model_config import ModelConfigError, parse_overrides, serving_config
+from easerve.service.model_control import ModelControl
 from easerve.service.model_files import ModelFiles, ModelFilesError, discover_models
 from easerve.service.openapi import COMMON_ERRORS
 from easerve.service.repository import ModelRepository, ServedModel
-from easerve.service.routers import generation, health, metrics, pointcloud, v2, vision
+from easerve.service.routers import console, generation, health, metrics, pointcloud, repository, v2, vision
 from easerve.service.runners.base import Runner, RunnerFactory
 from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
 from easerve.service.settings import Settings
@@ -31,7 +34,16 @@ from easerve.service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 
-ROUTERS = (health.router, vision.router, generation.router, pointcloud.router, v2.router, metrics.router)
+ROUTERS = (
+    health.router,
+    vision.router,
+    generation.router,
+    pointcloud.router,
+    v2.router,
+    repository.router,
+    metrics.router,
+    console.router,
+)
 
 
 def _default_runner_factory(settings: Settings, choice: BackendChoice) -> RunnerFactory:
@@ -46,7 +58,8 @@ def create_app(
     runner_factory: RunnerFactory | None = None,
     on_load_failure: Callable[[str], None] | None = None,
 ) -> FastAPI:
-    """The service for `settings`. ModelFilesError when no model (or a named one) is found.
+    """The service for `settings`. ModelFilesError when no model (or a named one) is found,
+    ModelConfigError for an invalid per-model setting.
 
     `runner_factory` replaces the backend's runners (tests use slow fakes); `on_load_failure`
     is called with the reason if a model fails to load (the CLI stops the server).
@@ -62,13 +75,26 @@ def create_app(
         runner_factory = _default_runner_factory(settings, choice)
     else:
         choice = BackendChoice("custom", "a runner factory was passed to create_app")
+    overrides = parse_overrides(settings.model_overrides)
+    unknown = sorted(set(overrides) - {files.name for files in found})
+    if unknown:
+        raise ModelConfigError(f"--model-config names model(s) not served: {', '.join(unknown)}")
     repository = ModelRepository(
-        [ServedModel(files, settings.effective_max_batch_size(files.manifest.max_batch_size)) for files in found]
+        [
+            ServedModel(
+                files,
+                serving_config(
+                    files.name, files.directory, files.manifest.max_batch_size, settings, overrides.get(files.name, {})
+                ),
+            )
+            for files in found
+        ]
     )
     service_metrics = ServiceMetrics()
     lifecycle = ServiceLifecycle(repository, runner_factory, settings, service_metrics, on_load_failure)
     pools = WorkerPools.from_settings(settings)
     budget = memory_budget(settings, pools, release_free_memory)
+    control = ModelControl(repository, settings, runner_factory, service_metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -76,9 +102,14 @@ def create_app(
         logger.info("serving %s", ", ".join(model.name for model in repository))
         keep_large_blocks_mapped()
         lifecycle.start_loading()
+        polling = (
+            asyncio.get_running_loop().create_task(control.poll_forever()) if settings.model_control == "poll" else None
+        )
         try:
             yield
         finally:
+            if polling is not None:
+                polling.cancel()
             await lifecycle.close()
             pools.shutdown()
 
@@ -89,9 +120,11 @@ def create_app(
         lifespan=lifespan,
         responses=COMMON_ERRORS,
     )
-    app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, pools, budget, choice)
+    app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, pools, budget, choice, control)
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
+    )
     if settings.api_key is not None:
         # Added after the body limit, so it runs before it: a request without the key is
         # refused before a byte of its body is read.

@@ -1,8 +1,9 @@
 """The API key, checked before anything else of a request is read (its body included).
 
 With `api_key` set, every inference route (each POST) needs it; with `protect_metadata` too,
-so do the metadata routes (`/metrics`, `/v1/models`, `/v2...`, `/docs`, `/openapi.json`). The
-health probes stay open, so an orchestrator needs no secret. The key may come as
+so do the metadata routes (`/metrics`, `/v1/models`, `/v2...`, `/docs`, `/openapi.json`, the
+console's samples). The health probes stay open, so an orchestrator needs no secret, and so do
+the console's page and static files, which hold no data. The key may come as
 `Authorization: Bearer <key>` or `X-API-Key: <key>` and is compared in constant time.
 """
 
@@ -18,6 +19,10 @@ from easerve.service.errors import Unauthorized, error_response
 
 API_KEY_HEADER = "x-api-key"
 HEALTH_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
+# The console's page and its static files hold no data (a browser cannot send a key when it
+# navigates); everything the page shows comes from API calls that carry the key.
+CONSOLE_SHELL = frozenset({"/", "/ui", "/ui/"})
+CONSOLE_ASSETS = "/ui/assets/"
 
 # What the OpenAPI document shows as the routes' security schemes; the check is the middleware.
 DOCUMENTED_SCHEMES = (
@@ -28,7 +33,7 @@ DOCUMENTED_SCHEMES = (
 
 def needs_key(method: str, path: str, protect_metadata: bool) -> bool:
     """Whether a request to `path` must carry the key (given that a key is set)."""
-    if path in HEALTH_PATHS:
+    if path in HEALTH_PATHS or (method != "POST" and (path in CONSOLE_SHELL or path.startswith(CONSOLE_ASSETS))):
         return False
     return method == "POST" or protect_metadata
 

@@ -64,6 +64,8 @@ class BatchingConfig:
     max_batch_size: int
     max_queue_delay_s: float = 0.0
     max_queue_size: int = 256
+    # Batch sizes to cut a batch at when more is queued (sorted); empty: fill to max_batch_size.
+    preferred_batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -297,9 +299,29 @@ class DynamicBatcher:
             items += entry.items
             if items >= self.config.max_batch_size:
                 break
+        batch = self._preferred_prefix(batch)
         for entry in batch:
             entry.computing = True
             self._withdraw(entry)
+        return batch
+
+    def _preferred_prefix(self, batch: list[_Pending]) -> list[_Pending]:
+        """The longest prefix of `batch` whose items make the largest preferred size it can
+        reach (Triton's preferred_batch_size); `batch` itself when none is reached exactly."""
+        preferred = self.config.preferred_batch_sizes
+        total = sum(entry.items for entry in batch)
+        if not preferred or total in preferred:
+            return batch
+        for size in sorted(preferred, reverse=True):
+            if size > total:
+                continue
+            items = 0
+            for count, entry in enumerate(batch, start=1):
+                items += entry.items
+                if items == size:
+                    return batch[:count]
+                if items > size:
+                    break
         return batch
 
     async def _execute(self, batch: list[_Pending], instance: _Instance) -> None:

@@ -22,12 +22,12 @@ def run(args: argparse.Namespace) -> int:
     """Build the settings from the environment and flags, load the models, serve until SIGTERM."""
     import logging
 
-    import uvicorn
     from pydantic import ValidationError
 
     from easerve.service.app import create_app
+    from easerve.service.model_config import ModelConfigError
     from easerve.service.model_files import ModelFilesError
-    from easerve.service.server import DrainingServer
+    from easerve.service.server import DrainingServer, create_server
     from easerve.service.settings import Settings
     from easerve.service.settings_cli import settings_overrides
 
@@ -45,19 +45,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         app = create_app(settings, on_load_failure=stop_on_load_failure)
-    except ModelFilesError as error:
+    except (ModelFilesError, ModelConfigError) as error:
         logging.getLogger("easerve").error("%s", error)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) + 5,
-    )
     lifecycle = app.state.service.lifecycle
-    server = DrainingServer(config, drain=lifecycle.drain)
+    server = create_server(app, settings)
     server.run()
     if not server.started or lifecycle.error:
         return 1

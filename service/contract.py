@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest, TensorInfo
+from easerve.artifacts.shapes import BATCH_DIM
 from easerve.service.errors import InvalidInput, PayloadTooLarge
-from easerve.service.model_files import BATCH_DIM
 
 SPATIAL_DIMS = ("height", "width")
 POINTS_DIM = "points"

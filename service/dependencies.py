@@ -35,19 +35,29 @@ def start_inference(
     request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None, max_batch_items: int
 ) -> InferenceContext:
     """The context of an inference request on `model` (Unavailable while draining). Marks the
-    request with the model for the metrics middleware. The caller calls `finish()` at the end."""
+    request with the model for the metrics middleware. The caller calls `finish()` at the end:
+    a drain waits for every started request to finish before its batchers stop accepting."""
     if state.lifecycle.phase == "draining":
         raise Unavailable("the server is shutting down")
     setattr(request.state, MODEL_STATE_KEY, model.name)
     now = time.perf_counter()
     settings = state.settings
-    timeout = timeout_s if timeout_s is not None else settings.default_timeout_s
+    timeout = timeout_s if timeout_s is not None else model.serving.default_timeout_s
     limits = InputLimits(
         max_batch_items=max_batch_items,
         max_model_pixels=settings.max_model_pixels,
         max_model_points=settings.max_model_points,
     )
-    return InferenceContext(model, now, Deadline(now + timeout), state.pools, state.budget, limits)
+    state.lifecycle.request_started()
+    return InferenceContext(
+        model,
+        now,
+        Deadline(now + timeout),
+        state.pools,
+        state.budget,
+        limits,
+        on_finish=state.lifecycle.request_finished,
+    )
 
 
 TimeoutQuery = Annotated[

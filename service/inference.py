@@ -38,6 +38,7 @@ class InferenceContext:
     pools: WorkerPools
     budget: MemoryBudget
     limits: InputLimits
+    on_finish: Callable[[], None] | None = None
     ticket: Ticket | None = None
 
     def with_timeout(self, timeout_s: float) -> None:
@@ -50,10 +51,14 @@ class InferenceContext:
         self.ticket = self.budget.admit(cost, what)
 
     def finish(self) -> None:
-        """The handler is done: the request's cost goes back once its worker jobs are done too."""
+        """The handler is done: the request's cost goes back once its worker jobs are done too.
+        Idempotent."""
         if self.ticket is not None:
             self.ticket.release()
             self.ticket = None
+        if self.on_finish is not None:
+            self.on_finish()
+            self.on_finish = None
 
     async def read(self, body: Awaitable[R], what: str = "reading the request body") -> R:
         """Await `body` (I/O on the event loop), no later than the deadline."""

@@ -3,24 +3,30 @@
 Loading runs in the background after the server starts, so `/healthz` answers at once and
 `/readyz` turns 200 only when every model is loaded and warmed up. The first model that fails
 to load fails the service: readiness never comes and `on_failure` is called (the CLI exits).
+
+Shutdown has two steps (the server calls them, see `service.server`): `begin_shutdown` (phase
+"stopping": `/readyz` 503 so load balancers stop sending, but inference still runs normally and
+every response says `Connection: close`), then after the grace period `drain` (phase
+"draining": new inference requests 503, everything queued is computed and answered).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Literal
 
-from easerve.service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
+from easerve.service.batcher import BatchObserver
+from easerve.service.model_loading import new_batcher, prepare_runners
 from easerve.service.repository import ModelRepository, ServedModel
-from easerve.service.runners.base import Runner, RunnerFactory
-from easerve.service.runners.selection import warm_up
+from easerve.service.runners.base import RunnerFactory
 from easerve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-Phase = Literal["loading", "ready", "failed", "draining", "stopped"]
+Phase = Literal["loading", "ready", "failed", "stopping", "draining", "stopped"]
 
 
 class ServiceLifecycle:
@@ -41,10 +47,19 @@ class ServiceLifecycle:
         self._on_failure = on_failure
         self._loading: asyncio.Task[None] | None = None
         self._draining: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._shutting_down = False
 
     @property
     def ready(self) -> bool:
         return self.phase == "ready"
+
+    @property
+    def shutting_down(self) -> bool:
+        """True from `begin_shutdown` (or `drain`) on: responses close their connection."""
+        return self._shutting_down
 
     def start_loading(self) -> None:
         """Load every model in the background (on the running loop)."""
@@ -53,46 +68,15 @@ class ServiceLifecycle:
     async def _load_all(self) -> None:
         for model in self.repository:
             try:
-                await asyncio.to_thread(self._prepare_runners, model)
+                await asyncio.to_thread(prepare_runners, model, self._runner_factory)
             except Exception as error:
                 self._fail(model, error)
                 return
-            model.batcher = DynamicBatcher(
-                model.name,
-                [runner.run for runner in model.runners],
-                BatchingConfig(
-                    max_batch_size=model.max_batch_size,
-                    max_queue_delay_s=self._settings.max_queue_delay_ms / 1000.0,
-                    max_queue_size=self._settings.max_queue_size,
-                ),
-                self._observer,
-            )
-            model.batcher.start()
+            model.batcher = new_batcher(model, self._observer)
             model.state = "ready"
         if self.phase == "loading":
             self.phase = "ready"
             logger.info("ready: %d model(s) loaded and warmed up", len(self.repository))
-
-    def _prepare_runners(self, model: ServedModel) -> None:
-        """One warmed-up runner per instance in `model.runners`; on a failure none is kept."""
-        model.files.verify()
-        runners: list[Runner] = []
-        try:
-            for _ in range(self._settings.instances):
-                runners.append(self._runner_factory(model.files, model.max_batch_size))
-                warm_up(runners[-1], model.files, model.max_batch_size)
-        except Exception:
-            for runner in runners:
-                runner.close()
-            raise
-        model.runners = runners
-        logger.info(
-            "%s: %d instance(s) loaded on %s, warmed up at batch 1 and %d",
-            model.name,
-            len(runners),
-            runners[0].backend,
-            model.max_batch_size,
-        )
 
     def _fail(self, model: ServedModel, error: Exception) -> None:
         model.state = "failed"
@@ -103,16 +87,37 @@ class ServiceLifecycle:
         if self._on_failure is not None:
             self._on_failure(self.error)
 
+    def begin_shutdown(self) -> None:
+        """Not ready any more (`/readyz` 503), still serving: the grace period before `drain`,
+        while load balancers notice. Idempotent; a failed service stays "failed"."""
+        self._shutting_down = True
+        if self.phase in ("loading", "ready"):
+            self.phase = "stopping"
+
     async def drain(self) -> None:
         """Stop accepting (not ready any more) and finish everything queued; idempotent."""
+        self._shutting_down = True
         if self._draining is None:
             self._draining = asyncio.get_running_loop().create_task(self._drain_all(), name="drain")
         await self._draining
 
+    def request_started(self) -> None:
+        """An inference request began (it will be answered even if a drain starts meanwhile)."""
+        self._in_flight += 1
+        self._idle.clear()
+
+    def request_finished(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._idle.set()
+
     async def _drain_all(self) -> None:
         if self.phase != "failed":
             self.phase = "draining"
-        logger.info("draining: no new requests; finishing what is queued")
+        logger.info("draining: no new requests; finishing the %d in flight and what is queued", self._in_flight)
+        # Requests already past admission (reading or decoding) still reach their batcher.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), self._settings.drain_timeout_s)
         models = [model for model in self.repository if model.batcher is not None]
         for model in models:
             model.state = "draining"

@@ -8,24 +8,34 @@ from typing import Literal
 from easerve.artifacts.manifest import AttentionKind, Manifest, Task
 from easerve.service.batcher import DynamicBatcher
 from easerve.service.errors import InvalidInput, NotFound, Unavailable
+from easerve.service.model_config import ServingConfig
 from easerve.service.model_files import ModelFiles
 from easerve.service.runners.base import Runner
 
-ModelState = Literal["loading", "ready", "failed", "draining", "stopped"]
+ModelState = Literal["loading", "ready", "failed", "draining", "stopped", "unloaded"]
 DEFAULT_ATTENTION: AttentionKind = "ea"
 
 
 @dataclass(eq=False)
 class ServedModel:
     """One model of the repository; `runners` (one per instance) and `batcher` exist once it
-    has loaded."""
+    has loaded, and `files` then points at the variant they were built from."""
 
     files: ModelFiles
-    max_batch_size: int
+    serving: ServingConfig
     state: ModelState = "loading"
     runners: list[Runner] = field(default_factory=list)
     batcher: DynamicBatcher | None = None
     error: str | None = None
+    variant_reason: str = ""  # why this variant is served (the precision setting, or auto's timings)
+    backend_name: str | None = None  # set when the runners are built
+    # The version that took over while this one drains: requests prepared for this one go there
+    # when it takes the same inputs.
+    replaced_by: ServedModel | None = None
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.serving.max_batch_size
 
     @property
     def name(self) -> str:
@@ -37,10 +47,26 @@ class ServedModel:
 
     @property
     def backend(self) -> str | None:
-        return self.runners[0].backend if self.runners else None
+        """The runner and the variant it serves, e.g. "onnxruntime-cpu/int8" (kept after the
+        runners are released, for the answers of requests it computed)."""
+        return self.backend_name
+
+    @property
+    def version(self) -> int:
+        return self.files.version
+
+    def takes_the_inputs_of(self, other: ServedModel) -> bool:
+        return (
+            self.manifest.inputs == other.manifest.inputs
+            and self.manifest.preprocessing == other.manifest.preprocessing
+        )
 
     def ready_batcher(self) -> DynamicBatcher:
-        """The batcher of a ready model; Unavailable while loading, failed or shutting down."""
+        """The batcher of a ready model (or of the version that replaced it, when that takes the
+        same inputs); Unavailable while loading, failed, unloaded or shutting down."""
+        successor = self.replaced_by
+        if self.state != "ready" and successor is not None and successor.takes_the_inputs_of(self):
+            return successor.ready_batcher()
         if self.state != "ready" or self.batcher is None:
             detail = f": {self.error}" if self.error else ""
             raise Unavailable(f"model {self.name} is {self.state}{detail}")
@@ -54,7 +80,16 @@ class ModelRepository:
         self._models = {model.name: model for model in sorted(models, key=lambda m: m.name)}
 
     def __iter__(self):
-        return iter(self._models.values())
+        return iter(list(self._models.values()))
+
+    def install(self, model: ServedModel) -> ServedModel | None:
+        """Serve `model` under its name from now on; the model it replaces, if any."""
+        previous = self._models.get(model.name)
+        self._models = dict(sorted({**self._models, model.name: model}.items()))
+        return previous
+
+    def names(self) -> list[str]:
+        return list(self._models)
 
     def __len__(self) -> int:
         return len(self._models)

@@ -19,8 +19,11 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from easerve.artifacts.tensorrt import default_cache_root
+
 Backend = Literal["auto", "onnxruntime", "tensorrt", "torch"]
-BACKENDS: tuple[Backend, ...] = ("auto", "onnxruntime", "tensorrt", "torch")
+Precision = Literal["auto", "fp32", "fp16", "int8"]
+ModelControlMode = Literal["none", "explicit", "poll"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,8 @@ class Flag:
     metavar: str | None = None
     shown_default: str | None = None
     env_only: bool = False
+    # A list whose flags add to the environment's entries instead of replacing them.
+    accumulates: bool = False
 
 
 class Settings(BaseSettings):
@@ -55,10 +60,22 @@ class Settings(BaseSettings):
         default="auto", description="runner backend; `auto` picks the best available and logs why"
     )
     engine_cache_dir: Annotated[Path, Flag("models", metavar="DIR", shown_default="~/.cache/easerve/engines")] = Field(
-        default=Path.home() / ".cache" / "easerve" / "engines",
-        description="TensorRT engines and timing caches, keyed by content",
+        default_factory=default_cache_root,
+        description="TensorRT engines and timing caches, keyed by content; shared with `easerve export --format trt`",
     )
-    tensorrt_fp16: Annotated[bool, Flag("models")] = Field(default=False, description="build TensorRT engines in FP16")
+    model_control: Annotated[ModelControlMode, Flag("models")] = Field(
+        default="none",
+        description="`none`: the models found at start, fixed; `explicit`: also loaded, unloaded and reloaded "
+        "through `/v2/repository`; `poll`: changed model folders picked up every `repository_poll_s`",
+    )
+    repository_poll_s: Annotated[float, Flag("models", metavar="S")] = Field(
+        default=5.0, gt=0, description="with `model_control=poll`, how often the weights folders are scanned"
+    )
+    precision: Annotated[Precision, Flag("models")] = Field(
+        default="fp32",
+        description="the variant served: `fp32`, `fp16` or `int8` (exported and within its accuracy gate), or "
+        "`auto`: the fastest such variant measured at warm-up on this machine",
+    )
     intra_op_threads: Annotated[int, Flag("models", metavar="N", shown_default="0 (runtime default)")] = Field(
         default=0, ge=0, description="threads inside one operator"
     )
@@ -68,6 +85,14 @@ class Settings(BaseSettings):
     intra_op_spinning: Annotated[bool, Flag("models")] = Field(
         default=False,
         description="idle onnxruntime threads spin for work: quicker lone requests, CPU taken from everything else",
+    )
+
+    model_overrides: Annotated[
+        list[str], NoDecode, Flag("models", "--model-config", "NAME:KEY=VALUE", "none", accumulates=True)
+    ] = Field(
+        default=[],
+        description="one model's serving setting over its `serving.json` (repeatable; environment: comma-separated, "
+        "flags after it), e.g. `eamlp-ea-tiny:max_batch_size=8`",
     )
 
     # Where to listen.
@@ -200,8 +225,9 @@ class Settings(BaseSettings):
             return value.replace(",", " ").split()
         return value
 
-    def effective_max_batch_size(self, manifest_max_batch_size: int) -> int:
-        """The batch size a model runs with: its manifest's, capped by `max_batch_size`."""
-        if self.max_batch_size is None:
-            return manifest_max_batch_size
-        return min(self.max_batch_size, manifest_max_batch_size)
+    @field_validator("model_overrides", mode="before")
+    @classmethod
+    def _split_entries(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [entry.strip() for entry in value.split(",") if entry.strip()]
+        return value

@@ -57,8 +57,8 @@ def _argument_options(field: FieldInfo, flag: Flag) -> dict[str, Any]:
         return options | {"choices": get_args(value_type)}
     if get_origin(value_type) is list:
         item_type = get_args(value_type)[0]
-        if item_type is Path:
-            return options | {"action": "append", "type": Path, "metavar": flag.metavar}
+        if item_type is Path or flag.accumulates:
+            return options | {"action": "append", "type": item_type, "metavar": flag.metavar}
         return options | {"nargs": "+", "metavar": flag.metavar}
     return options | {"type": value_type, "metavar": flag.metavar}
 
@@ -78,8 +78,13 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given as flags, for `Settings(**overrides)`."""
-    return {key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None}
+    """The settings given as flags, for `Settings(**overrides)`; an accumulating list's flags come
+    after its environment entries."""
+    given = {key: value for key, value in vars(args).items() if key in Settings.model_fields and value is not None}
+    for name, field in Settings.model_fields.items():
+        if name in given and flag_of(field).accumulates:
+            given[name] = [*getattr(Settings(), name), *given[name]]
+    return given
 
 
 def settings_table() -> str:

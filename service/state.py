@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from easerve.service.admission import MemoryBudget, WorkerPools
 from easerve.service.lifecycle import ServiceLifecycle
 from easerve.service.metrics import ServiceMetrics
+from easerve.service.model_control import ModelControl
 from easerve.service.repository import ModelRepository
 from easerve.service.runners.selection import BackendChoice
 from easerve.service.settings import Settings
@@ -21,3 +22,4 @@ class ServiceState:
     pools: WorkerPools  # decoding, pre- and post-processing, off the event loop
     budget: MemoryBudget  # estimated working memory of the requests in flight
     backend: BackendChoice
+    control: ModelControl  # loading, reloading and unloading models at run time

@@ -11,6 +11,7 @@ import onnx
 import pytest
 import torch
 
+from easerve.artifacts.accuracy_gate import PrecisionRefused, check_metric_drop, drop_in_points
 from easerve.artifacts.manifest import (
     Manifest,
     Preprocessing,
@@ -18,9 +19,15 @@ from easerve.artifacts.manifest import (
     load_manifest,
     sha256_file,
 )
+from easerve.artifacts.tensorrt import (
+    ShapeRange,
+    engine_key,
+    engine_profile,
+    tensorrt_unavailable_reason,
+)
+from easerve.artifacts.triton import config_pbtxt, model_configuration
 from easerve.cli import main
 from easerve.export.held_out import input_batches
-from easerve.export.metric_guard import PrecisionRefused, check_metric_drop, drop_in_points
 from easerve.export.onnx_graph import STANDARD_DOMAINS
 from easerve.export.ort_model import OrtModel
 from easerve.export.parity import (
@@ -32,13 +39,7 @@ from easerve.export.parity import (
 )
 from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
 from easerve.export.quantize import weighted_nodes
-from easerve.export.tensorrt import (
-    ShapeRange,
-    engine_key,
-    engine_profile,
-    tensorrt_unavailable_reason,
-)
-from easerve.export.triton import triton_config, write_triton_model
+from easerve.export.triton import write_triton_model
 from easerve.model_defs.labels import PRIMITIVE_CLASSES
 from easerve.model_defs.registry import get_model_entry, list_models
 from easerve.training import checkpoint
@@ -282,7 +283,7 @@ def test_triton_entry_holds_the_config_and_the_same_onnx(exported, tmp_path):
     config = (folder / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 32" in config
     assert "dims: [ -1, 3 ]" in config and "dims: [ 6 ]" in config
-    assert "dynamic_batching { }" in config and "instance_group [ { count: 1" in config
+    assert "dynamic_batching { }" in config and "instance_group [\n  {\n    count: 1\n    kind: KIND_AUTO" in config
     assert sha256_file(folder / "1" / "model.onnx") == manifest.onnx.sha256
 
 
@@ -303,7 +304,7 @@ def _segmenter_manifest(onnx_sha256: str = "0" * 64) -> Manifest:
 
 
 def test_triton_dims_leave_out_the_batch_and_mark_symbolic_dims():
-    config = triton_config(_segmenter_manifest(), instances=2)
+    config = config_pbtxt(model_configuration(_segmenter_manifest(), instances=2))
     assert config.count("dims: [ 3, -1, -1 ]") == 1 and config.count("dims: [ 7, -1, -1 ]") == 1
     assert "count: 2" in config
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from easerve.loadtest.machine import describe_cpu
+from easerve.artifacts.machine import describe_cpu
 
 AVX512_VNNI = """processor\t: 0
 model name\t: AMD EPYC

@@ -50,7 +50,8 @@ def test_the_wheel_holds_every_module_and_sample_of_the_source_tree(wheel):
         for folder in LAYOUT_FOLDERS
         for path in (REPO / folder).rglob("*.py")
     }
-    expected |= {f"easerve/{path.relative_to(REPO).as_posix()}" for path in (REPO / "loadtest" / "samples").iterdir()}
+    for data in (REPO / "loadtest" / "samples", REPO / "service" / "console"):
+        expected |= {f"easerve/{path.relative_to(REPO).as_posix()}" for path in data.rglob("*") if path.is_file()}
     assert expected <= names, sorted(expected - names)
 
 

@@ -2,8 +2,9 @@
 
 In: the bytes of one still image. `inspect_image` reads its header only and tells the upright size
 and the memory decoding it will take; `decode_image` returns it as an upright RGB `PIL.Image`,
-decoded no larger than the caller needs (JPEG/MPO by DCT scaling, the others by `Image.reduce`
-right after decoding). Out: `encode_png_base64` turns a mask or picture array into base64 PNG.
+decoded no larger than the caller needs (JPEG/MPO by DCT scaling, then all formats by a box filter,
+`Image.reduce`'s averaging over the picture's exact extent, right after decoding, which frees the
+full-size copy). Out: `encode_png_base64` turns a mask or picture array into base64 PNG.
 
 The pixel limit is checked from the header, before a single pixel is decoded, and does not
 depend on Pillow's process-wide `Image.MAX_IMAGE_PIXELS` (Pillow's own bomb error, raised
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -39,8 +41,9 @@ _COLOUR_MODES = ("P", "PA", "RGB", "RGBA", "CMYK", "YCbCr")
 _WIDE_GREY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # Bytes per pixel of Pillow's in-memory storage of each accepted mode (RGB is stored as 4 bytes).
 _STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
-# Copies of the full frame the decoder holds at once (libwebp's canvas, the bytes it returns, the image).
-_DECODER_COPIES = {"WEBP": 3}
+# Bytes a pixel the decoder holds besides Pillow's image: libwebp's two RGBA canvases (the animation
+# decoder that Pillow uses for stills too), its YUV planes and the RGBA bytes it hands over.
+_DECODER_BYTES = {"WEBP": 4 + 4 + 2 + 4}
 # 16-bit greyscale is scaled to 8 bits in bands of at most this many pixels.
 _BAND_PIXELS = 1 << 20
 _BAND_BYTES = _BAND_PIXELS * (4 + 4 + 4 + 1)  # the band's pixels, as uint32, the rounded sum, uint8
@@ -117,6 +120,7 @@ def inspect_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None =
     pixel mode that has no faithful RGB form such as float), PayloadTooLarge (more than
     `max_pixels` pixels). Corrupt pixel data is only found by `decode_image`.
     """
+    _check_needed(needed)
     image = _open(data)
     try:
         return _plan(image, max_pixels, needed).header
@@ -139,8 +143,10 @@ def decode_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = 
     BadRequest: empty, not an image, corrupt or truncated. UnsupportedMediaType: a format outside
     SUPPORTED_FORMATS, an animated PNG or WebP (more than one frame), a pixel mode without a
     faithful RGB form (float, 32-bit integers outside 0..65535). PayloadTooLarge: more than
-    `max_pixels` pixels (checked from the header, before decoding).
+    `max_pixels` pixels (checked from the header, before decoding). ValueError: `needed` has a
+    side under 1 (a caller's bug, not the client's).
     """
+    _check_needed(needed)
     image = _open(data)
     try:
         plan = _plan(image, max_pixels, needed)
@@ -154,12 +160,23 @@ def decode_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = 
             image.close()  # frees the decoded frame before the smaller copies are made
         if plan.upright is not None:
             working = working.transpose(plan.upright)
-        rgb = working.convert("RGB") if working.mode != "RGB" or working is image else working
-        return DecodedImage(rgb, (plan.header.width, plan.header.height))
+        if working.mode != "RGB":
+            working = working.convert("RGB")
     except _MALFORMED as error:
-        raise BadRequest(f"corrupt or truncated {image.format} image: {error}") from None
-    finally:
         image.close()
+        raise BadRequest(f"corrupt or truncated {image.format} image: {error}") from None
+    except BaseException:
+        image.close()
+        raise
+    if working is not image:
+        image.close()
+    # else: a full-size, upright RGB image, handed over as decoded (its pixels are read already)
+    return DecodedImage(working, (plan.header.width, plan.header.height))
+
+
+def _check_needed(needed: tuple[int, int] | None) -> None:
+    if needed is not None and (len(needed) != 2 or min(needed) < 1):
+        raise ValueError(f"needed must be a (width, height) of positive sides, got {needed}")
 
 
 def _open(data: bytes) -> Image.Image:
@@ -212,8 +229,6 @@ def _plan(image: Image.Image, max_pixels: int, needed: tuple[int, int] | None) -
     content_box = (0.0, 0.0, float(stored_width), float(stored_height))
     shrink_to = None
     if needed is not None:
-        if min(needed) < 1:
-            raise ValueError(f"needed size must be positive, got {needed}")
         need_width, need_height = (needed[1], needed[0]) if swapped else needed
         target = (_QUALITY_MARGIN * need_width, _QUALITY_MARGIN * need_height)
         if image.format in _DCT_FORMATS:
@@ -230,10 +245,10 @@ def _plan(image: Image.Image, max_pixels: int, needed: tuple[int, int] | None) -
 
     working_mode_bytes = 1 if stored_mode in _GREY_MODES + _WIDE_GREY_MODES else 4
     decoded_bytes = decoded_pixels * _STORED_BYTES.get(image.mode, 4)
-    decoding = decoded_bytes * _DECODER_COPIES.get(image.format, 1)
+    decoding = decoded_bytes + decoded_pixels * _DECODER_BYTES.get(image.format, 0)
     if image.format in _DCT_FORMATS and image.info.get("progressive"):
-        # a progressive JPEG holds its DCT coefficients (2 bytes a sample) at full size while decoding
-        decoding += stored_width * stored_height * len(Image.getmodebands(stored_mode)) * 2
+        # a progressive JPEG holds all its DCT coefficients (2 bytes a sample) at full size while decoding
+        decoding += stored_width * stored_height * 2 * _samples_per_pixel(image)
     held = [decoding]
     alive = decoded_bytes
     if image.mode not in ("L", "RGB"):
@@ -243,11 +258,21 @@ def _plan(image: Image.Image, max_pixels: int, needed: tuple[int, int] | None) -
         # the box filter's horizontal pass (output width x decoded height), then the output
         held.append(alive + (output_width * image.size[1] + output_width * output_height) * working_mode_bytes)
     # after the decoded frame is freed: the working copy and its upright copy, or it and its RGB copy
-    converts = working_mode_bytes == 1 or (upright is None and shrink_to is None and image.mode == "RGB")
+    converts = working_mode_bytes == 1
     tail = max(working_mode_bytes if upright is not None else 0, 4 if converts else 0)
     held.append(output_width * output_height * (working_mode_bytes + tail))
-    header = ImageHeader(image.format, width, height, max(held))
+    header = ImageHeader(image.format, width, height, math.ceil(max(held)))
     return _Plan(header, upright, content_box, shrink_to)
+
+
+def _samples_per_pixel(image: Image.Image) -> float:
+    """Samples a pixel of a JPEG holds, its chroma subsampling counted (3 for 4:4:4, 1.5 for 4:2:0)."""
+    layers = getattr(image, "layer", None) or []
+    factors = [(h, v) for _, h, v, _ in layers if h > 0 and v > 0]
+    if not factors:
+        return float(Image.getmodebands(image.mode))
+    largest = max(h for h, _ in factors) * max(v for _, v in factors)
+    return sum(h * v for h, v in factors) / largest
 
 
 def _orientation(image: Image.Image) -> int:

@@ -20,15 +20,15 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 import easerve
-from easerve.artifacts.manifest import TensorInfo
+from easerve.artifacts.triton import model_configuration
 from easerve.service.contract import InputLimits
 from easerve.service.dependencies import API_KEY_SECURITY, State, start_inference
-from easerve.service.errors import BadRequest, describe_validation_errors
+from easerve.service.errors import BadRequest, NotFound, describe_validation_errors
 from easerve.service.openapi import INFERENCE_ERRORS, MODEL_ERRORS, READINESS_503
 from easerve.service.repository import ServedModel
 from easerve.service.schemas import InferenceResponse
 from easerve.service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
-from easerve.service.v2.schemas import PLATFORM, InferRequest, InferResponse, ModelMetadata, ServerMetadata
+from easerve.service.v2.schemas import InferRequest, InferResponse, ModelMetadata, ServerMetadata
 from easerve.service.v2.tensors import decode_inputs, encode_output, tensor_metadata
 
 router = APIRouter(prefix="/v2", tags=["v2"])
@@ -58,10 +58,12 @@ async def ready(state: State) -> JSONResponse:
 
 @router.get("/models/{model_name}", response_model=ModelMetadata, responses=MODEL_ERRORS)
 @router.get("/models/{model_name}/versions/{version}", response_model=ModelMetadata, include_in_schema=False)
-async def model_metadata(model_name: str, state: State) -> ModelMetadata:
-    manifest = state.repository.get(model_name).manifest
+async def model_metadata(model_name: str, state: State, version: str | None = None) -> ModelMetadata:
+    model = served_version(state, model_name, version)
+    manifest = model.manifest
     return ModelMetadata(
         name=manifest.name,
+        versions=[str(model.version)],
         inputs=[tensor_metadata(tensor) for tensor in manifest.inputs],
         outputs=[tensor_metadata(tensor) for tensor in manifest.outputs],
     )
@@ -69,31 +71,34 @@ async def model_metadata(model_name: str, state: State) -> ModelMetadata:
 
 @router.get("/models/{model_name}/ready", responses={**MODEL_ERRORS, 503: READINESS_503})
 @router.get("/models/{model_name}/versions/{version}/ready", include_in_schema=False)
-async def model_ready(model_name: str, state: State) -> JSONResponse:
-    model = state.repository.get(model_name)
+async def model_ready(model_name: str, state: State, version: str | None = None) -> JSONResponse:
+    model = served_version(state, model_name, version)
     is_ready = model.state == "ready"
     return JSONResponse({"name": model.name, "ready": is_ready}, status_code=200 if is_ready else 503)
 
 
-def _triton_tensor(tensor: TensorInfo) -> dict[str, Any]:
-    metadata = tensor_metadata(tensor)
-    return {"name": tensor.name, "data_type": f"TYPE_{metadata.datatype}", "dims": metadata.shape[1:]}
-
-
 @router.get("/models/{model_name}/config", responses=MODEL_ERRORS)
 @router.get("/models/{model_name}/versions/{version}/config", include_in_schema=False)
-async def model_config(model_name: str, state: State) -> dict[str, Any]:
+async def model_config(model_name: str, state: State, version: str | None = None) -> dict[str, Any]:
     """The model as a Triton model configuration (what perf_analyzer and tritonclient read)."""
+    model = served_version(state, model_name, version)
+    serving = model.serving
+    return model_configuration(
+        model.manifest,
+        max_batch_size=serving.max_batch_size,
+        instances=serving.instances,
+        max_queue_delay_us=int(serving.max_queue_delay_ms * 1000),
+        preferred_batch_sizes=serving.preferred_batch_sizes,
+    )
+
+
+def served_version(state: State, model_name: str, version: str | None) -> ServedModel:
+    """The model served as `model_name`; NotFound when a version is named that is not the one
+    served (the newest loaded)."""
     model = state.repository.get(model_name)
-    manifest = model.manifest
-    return {
-        "name": model.name,
-        "platform": PLATFORM,
-        "max_batch_size": model.max_batch_size,
-        "input": [_triton_tensor(tensor) for tensor in manifest.inputs],
-        "output": [_triton_tensor(tensor) for tensor in manifest.outputs],
-        "dynamic_batching": {"max_queue_delay_microseconds": int(state.settings.max_queue_delay_ms * 1000)},
-    }
+    if version is not None and version != str(model.version):
+        raise NotFound(f"version {version} of {model_name} is not served; version {model.version} is")
+    return model
 
 
 def _parse_request(
@@ -122,7 +127,11 @@ def _encode(
     }
     encoded = [encode_output(name, outputs[name], as_bytes) for name, as_bytes in binary.items()]
     response = InferResponse(
-        model_name=model.name, id=document.id, parameters=parameters, outputs=[entry for entry, _ in encoded]
+        model_name=model.name,
+        model_version=str(model.version),
+        id=document.id,
+        parameters=parameters,
+        outputs=[entry for entry, _ in encoded],
     )
     return encode_response(response, [blob for _, blob in encoded], any(binary.values()))
 
@@ -134,9 +143,9 @@ def _encode(
     responses=INFERENCE_ERRORS,
     include_in_schema=False,
 )
-async def infer(model_name: str, request: Request, state: State) -> Response:
+async def infer(model_name: str, request: Request, state: State, version: str | None = None) -> Response:
     """Run the model on the request's tensors (JSON `data`, or binary after the JSON header)."""
-    model = state.repository.get(model_name)
+    model = served_version(state, model_name, version)
     context = start_inference(request, state, model, None, model.max_batch_size)
     try:
         body = await context.read(request.body())

@@ -14,10 +14,11 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
+from easerve.artifacts.ort_session import session_options
+from easerve.artifacts.shapes import concrete_shape
 from easerve.service.model_files import ModelFiles
 from easerve.service.runners.base import InputRejected, Tensors
 from easerve.service.settings import Settings
-from easerve.service.tensor_shapes import concrete_shape
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ def tensorrt_provider_options(files: ModelFiles, settings: Settings, max_batch_s
         "trt_engine_cache_path": str(cache),
         "trt_timing_cache_enable": "True",
         "trt_timing_cache_path": str(cache),
-        "trt_fp16_enable": str(settings.tensorrt_fp16),
+        # Precision lives in the graph served (an FP16 variant keeps the EA normalisation in
+        # FP32); TensorRT's own FP16 flag could move it to FP16.
+        "trt_fp16_enable": "False",
         "trt_profile_min_shapes": _profile_shapes(files, 1),
         "trt_profile_opt_shapes": _profile_shapes(files, max_batch_size),
         "trt_profile_max_shapes": _profile_shapes(files, max_batch_size),
@@ -71,17 +74,10 @@ def provider_list(files: ModelFiles, settings: Settings, max_batch_size: int) ->
     return providers
 
 
-def session_options(settings: Settings) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
-    options.log_severity_level = 3
-    # Off by default: spinning idle threads take the cores the request path's Python threads need
-    # (see docs/benchmarks.md#the-one-client-target-and-onnxruntimes-spinning-threads).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.intra_op_spinning else "0")
-    return options
+def runner_session_options(settings: Settings) -> ort.SessionOptions:
+    # Spinning off by default: idle threads would take the cores the request path's Python
+    # threads need (see docs/benchmarks.md#the-one-client-target-and-onnxruntimes-spinning-threads).
+    return session_options(settings.intra_op_threads, settings.inter_op_threads, settings.intra_op_spinning)
 
 
 class OrtRunner:
@@ -90,7 +86,7 @@ class OrtRunner:
     def __init__(self, files: ModelFiles, settings: Settings, max_batch_size: int) -> None:
         self._session = ort.InferenceSession(
             str(files.onnx_path),
-            sess_options=session_options(settings),
+            sess_options=runner_session_options(settings),
             providers=provider_list(files, settings, max_batch_size),
         )
         self._output_names = [output.name for output in self._session.get_outputs()]

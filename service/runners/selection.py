@@ -11,12 +11,9 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 
-import numpy as np
-
 from easerve.service.model_files import ModelFiles
 from easerve.service.runners.base import Runner
 from easerve.service.settings import Backend, Settings
-from easerve.service.tensor_shapes import concrete_shape
 
 logger = logging.getLogger(__name__)
 
@@ -56,14 +53,3 @@ def create_runner(files: ModelFiles, settings: Settings, backend: Backend, max_b
     from easerve.service.runners.ort import OrtRunner
 
     return OrtRunner(files, settings, max_batch_size)
-
-
-def warm_up(runner: Runner, files: ModelFiles, max_batch_size: int) -> None:
-    """Run zeros at batch 1 and at `max_batch_size`, so allocations, kernel choices and engine
-    profiles are settled before the model reports ready."""
-    for batch in sorted({1, max_batch_size}):
-        inputs = {
-            tensor.name: np.zeros(concrete_shape(tensor, files.manifest.preprocessing, batch), dtype=tensor.dtype)
-            for tensor in files.manifest.inputs
-        }
-        runner.run(inputs)

@@ -8,8 +8,6 @@ it) and runs it on CUDA when available, else on the CPU.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from typing import Any
 
 import numpy as np
@@ -17,27 +15,19 @@ import numpy as np
 from easerve.service.model_files import ModelFiles, ModelFilesError
 from easerve.service.runners.base import Tensors
 
-CHECKPOINT_INFO_FILE = "checkpoint.json"
-
 
 class TorchRunner:
     """The model's PyTorch module in eval mode under `torch.inference_mode`."""
 
     def __init__(self, files: ModelFiles) -> None:
         import torch
-        from safetensors.torch import load_model
 
-        from easerve.model_defs.registry import get_model_entry
+        from easerve.training.checkpoint import load_checkpoint
 
         checkpoint = files.manifest.source_checkpoint
         if checkpoint is None:
             raise ModelFilesError(f"{files.name}: the manifest names no source checkpoint for the torch backend")
-        weights = files.directory / checkpoint.path
-        info = json.loads((weights.parent / CHECKPOINT_INFO_FILE).read_text())
-        entry = get_model_entry(info["model"])
-        known = {f.name for f in dataclasses.fields(entry.config)}
-        module = entry.create(**{k: v for k, v in info["config"].items() if k in known})
-        load_model(module, str(weights), strict=True)
+        module, _ = load_checkpoint((files.directory / checkpoint.path).parent)
         self._torch = torch
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self._module = module.eval().to(self._device)

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-PLATFORM = "onnxruntime_onnx"
+from easerve.artifacts.triton import PLATFORM
+
 MODEL_VERSION = "1"
 
 
@@ -54,7 +55,7 @@ class TensorMetadata(BaseModel):
 
 class ModelMetadata(BaseModel):
     name: str
-    versions: list[str] = [MODEL_VERSION]
+    versions: list[str]
     platform: str = PLATFORM
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]

@@ -366,3 +366,15 @@ def test_drain_waits_for_every_instance_in_flight():
 
     tasks = run(scenario())
     assert all(task.done() and not task.exception() for task in tasks)
+
+
+def test_a_batch_is_cut_at_the_largest_preferred_size_it_can_reach():
+    async def scenario():
+        model = RecordingModel(delay_s=0.05)
+        batcher = await started_batcher(model, max_batch_size=8, preferred_batch_sizes=(2, 4))
+        # Seven queued at once: a batch of 4, then of 2 (not 3), then the last one.
+        await asyncio.gather(*(batcher.submit(rows(value), far_deadline()) for value in range(7)))
+        await batcher.drain(5)
+        return [len(batch) for batch in model.batches]
+
+    assert run(scenario()) == [4, 2, 1]

@@ -50,14 +50,14 @@ def test_images_are_turned_upright_by_their_exif_orientation():
     exif[0x0112] = 6  # rotate 90 degrees on display
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", exif=exif)
-    assert decode_image(buffer.getvalue(), 10_000).size == (20, 40)
+    assert decode_image(buffer.getvalue(), 10_000).image.size == (20, 40)
 
 
 def test_greyscale_and_alpha_images_become_rgb():
     for mode in ("L", "RGBA", "P"):
         buffer = io.BytesIO()
         Image.new(mode, (5, 5)).save(buffer, format="PNG")
-        assert decode_image(buffer.getvalue(), 100).mode == "RGB"
+        assert decode_image(buffer.getvalue(), 100).image.mode == "RGB"
 
 
 def manifest_with_points(num_points: int) -> Manifest:

@@ -14,7 +14,7 @@ from service_helpers import TestClient, image_bytes, make_settings, wait_until
 from easerve.service import cli
 from easerve.service.app import create_app
 from easerve.service.model_files import ModelFilesError
-from easerve.service.runners.ort import session_options
+from easerve.service.runners.ort import runner_session_options
 from easerve.service.runners.selection import choose_backend
 from easerve.service.settings import Settings
 
@@ -57,10 +57,12 @@ def test_invalid_settings_are_refused(monkeypatch):
         Settings()
 
 
-def test_max_batch_size_caps_the_manifests():
-    assert Settings(max_batch_size=4).effective_max_batch_size(8) == 4
-    assert Settings(max_batch_size=16).effective_max_batch_size(8) == 8
-    assert Settings().effective_max_batch_size(8) == 8
+def test_max_batch_size_caps_the_manifests(tmp_path):
+    from easerve.service.model_config import serving_config
+
+    assert serving_config("m", tmp_path, 8, Settings(max_batch_size=4), {}).max_batch_size == 4
+    assert serving_config("m", tmp_path, 8, Settings(max_batch_size=16), {}).max_batch_size == 8
+    assert serving_config("m", tmp_path, 8, Settings(), {}).max_batch_size == 8
 
 
 def test_serve_exits_2_for_missing_models_and_invalid_settings(weights_dir):
@@ -221,7 +223,7 @@ def test_onnxruntime_threads_spin_only_when_asked(monkeypatch, environment, flag
         for key, value in vars(parser.parse_args(flags)).items()
         if key in Settings.model_fields and value is not None
     }
-    options = session_options(Settings(**overrides))
+    options = runner_session_options(Settings(**overrides))
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == spinning
 
 

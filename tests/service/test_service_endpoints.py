@@ -61,7 +61,7 @@ def line_along_z(count: int = 200) -> np.ndarray:
 def assert_common_fields(answer: dict, model: str, batch_size: int = 1) -> None:
     assert answer["model"] == model
     assert answer["attention"] == model.split("-")[1]
-    assert answer["backend"] == "onnxruntime-cpu"
+    assert answer["backend"] == "onnxruntime-cpu/fp32"
     assert answer["batch_size"] >= batch_size
     timings = answer["timings"]
     assert 0 <= timings["queue_ms"] <= timings["total_ms"]
@@ -293,7 +293,7 @@ def test_models_lists_every_model_with_its_task_backend_and_batching(client):
     assert len(models) == 12
     classifier = models[model_name("fixcls")]
     assert (classifier["task"], classifier["attention"], classifier["state"]) == ("classification", "ea", "ready")
-    assert classifier["backend"] == "onnxruntime-cpu"
+    assert classifier["backend"] == "onnxruntime-cpu/fp32"
     assert classifier["inputs"][0] == {"name": "image", "dtype": "float32", "shape": ["batch", 3, 16, 16]}
     assert classifier["batching"]["max_batch_size"] == 8
     assert answer["backend"] == "onnxruntime" and "CPU" in answer["backend_reason"]

@@ -50,6 +50,8 @@ def test_sigterm_answers_everything_in_flight_and_exits_zero(weights_dir, tmp_pa
             "2",
             "--intra-op-threads",
             "1",
+            "--shutdown-grace",
+            "1",
         ],
         cwd=REPO,
         env=clean_env(),

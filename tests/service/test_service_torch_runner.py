@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -24,7 +23,25 @@ def test_torch_runner_matches_the_module_it_was_saved_from(tmp_path):
     torch.manual_seed(0)
     module = entry.create().eval()
     safetensors_torch.save_model(module, str(tmp_path / "model.safetensors"))
-    (tmp_path / "checkpoint.json").write_text(json.dumps({"model": MODEL, "config": dataclasses.asdict(entry.config)}))
+    checkpoint = pytest.importorskip("easerve.training.checkpoint")
+    info = checkpoint.CheckpointInfo(
+        model=MODEL,
+        task="classification",
+        attention="ea",
+        config=dataclasses.asdict(entry.config),
+        class_names=list("abcdef"),
+        preprocessing={"kind": "image", "image_size": [64, 64]},
+        metrics={},
+        dataset="none",
+        seed=0,
+        steps=0,
+        batch_size=1,
+        learning_rate=0.0,
+        training_seconds=0.0,
+        code_version="test",
+        torch_version=torch.__version__,
+    )
+    checkpoint.save_info(tmp_path, info)
     manifest = Manifest(
         name=MODEL,
         task="classification",

@@ -91,7 +91,11 @@ def test_json_infer_with_flat_data(client):
     answer = response.json()
     assert (answer["model_name"], answer["id"]) == (CLASSIFIER, "req-7")
     parameters = answer["parameters"]
-    assert (parameters["attention"], parameters["backend"], parameters["batch_size"]) == ("ea", "onnxruntime-cpu", 2)
+    assert (parameters["attention"], parameters["backend"], parameters["batch_size"]) == (
+        "ea",
+        "onnxruntime-cpu/fp32",
+        2,
+    )
     assert 0 <= parameters["queue_ms"] <= parameters["total_ms"]
     (output,) = answer["outputs"]
     assert (output["name"], output["shape"], output["datatype"]) == ("logits", [2, 6], "FP32")

@@ -1,13 +1,15 @@
 """Concrete shapes for a manifest's symbolic dimensions.
 
 The service feeds image models at the manifest's `image_size` and point models at its
-`num_points`, so those are the shapes to warm up at and to build engine profiles for.
+`num_points`, so those are the shapes to warm up at and to build engine profiles for (by the
+service and by export alike).
 """
 
 from __future__ import annotations
 
 from easerve.artifacts.manifest import Preprocessing, TensorInfo
-from easerve.service.model_files import BATCH_DIM
+
+BATCH_DIM = "batch"
 
 
 def symbolic_dims(preprocessing: Preprocessing) -> dict[str, int]:

@@ -1,5 +1,6 @@
 """Native TensorRT engines from the exported ONNX, built on the GPU that will run them and cached
-by content.
+by content: the one builder and the one cache layout of `easerve export --format trt` and of
+`easerve serve --backend tensorrt`, so an engine either builds is found and used by the other.
 
 UNVERIFIED on hardware: this project's machines have no TensorRT; only the cache key, the
 profile and the "not installed" path are tested. Follows the TensorRT 10 and 11 Python APIs
@@ -12,9 +13,11 @@ profile and the "not installed" path are tested. Follows the TensorRT 10 and 11 
   never move the EA softmax to FP16.
 - Optimisation profile: batch from 1 to the manifest's max batch (opt = max, where a loaded
   batcher runs), other dims at the manifest's preprocessing sizes.
-- Cache: `<cache>/<key>.plan`, the key a hash of the ONNX file's sha256, the TensorRT version,
-  the GPU's compute capability, the precision and the profile; never a path. One timing cache
-  per TensorRT version and GPU makes rebuilds of other models faster.
+- Cache: `<cache root>/tensorrt/<key>.plan`, the key a hash of the ONNX file's sha256, the
+  TensorRT version, the GPU's compute capability, the precision and the profile; never a path.
+  One timing cache per TensorRT version and GPU makes rebuilds of other models faster. The cache
+  root is the service's `engine_cache_dir` setting (`$EASERVE_ENGINE_CACHE_DIR`), whose default
+  is `default_cache_root()`.
 
 Torch-free, so the service can import it.
 """
@@ -31,12 +34,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Literal
 
-from easerve.artifacts.manifest import Manifest, Preprocessing, sha256_file
+from easerve.artifacts.manifest import Manifest, sha256_file
+from easerve.artifacts.shapes import concrete_shape
 
 Precision = Literal["fp32", "fp16"]
 MIN_MAJOR_VERSION = 10
 WORKSPACE_BYTES = 2 << 30
-CACHE_ENV = "EASERVE_ENGINE_CACHE"
+CACHE_ENV = "EASERVE_ENGINE_CACHE_DIR"
+ENGINE_FOLDER = "tensorrt"
 # FP16 arithmetic needs compute capability 5.3 or newer.
 FP16_MIN_CAPABILITY = (5, 3)
 
@@ -86,23 +91,15 @@ class ShapeRange:
     maximum: tuple[int, ...]
 
 
-def _concrete(shape: list[int | str], batch: int, preprocessing: Preprocessing) -> tuple[int, ...]:
-    sizes: dict[str, int] = {"batch": batch}
-    if preprocessing.image_size is not None:
-        sizes["height"], sizes["width"] = preprocessing.image_size
-    if preprocessing.num_points is not None:
-        sizes["points"] = preprocessing.num_points
-    return tuple(d if isinstance(d, int) else sizes[d] for d in shape)
-
-
 def engine_profile(manifest: Manifest) -> dict[str, ShapeRange]:
-    """Batch 1 to max batch (optimised for max batch); spatial / point dims as preprocessed."""
+    """Batch 1 to the manifest's max batch (optimised for it; a service that caps the batch
+    lower still fits); spatial / point dims as preprocessed."""
     largest = manifest.max_batch_size
     return {
         t.name: ShapeRange(
-            _concrete(t.shape, 1, manifest.preprocessing),
-            _concrete(t.shape, largest, manifest.preprocessing),
-            _concrete(t.shape, largest, manifest.preprocessing),
+            concrete_shape(t, manifest.preprocessing, 1),
+            concrete_shape(t, manifest.preprocessing, largest),
+            concrete_shape(t, manifest.preprocessing, largest),
         )
         for t in manifest.inputs
     }
@@ -151,10 +148,15 @@ def gpu_compute_capability(device: int = 0) -> str:
     return result.stdout.strip().splitlines()[0].strip()
 
 
-def default_cache_dir() -> Path:
-    """$EASERVE_ENGINE_CACHE, else ~/.cache/easerve/engines/tensorrt (outside the repository)."""
+def default_cache_root() -> Path:
+    """$EASERVE_ENGINE_CACHE_DIR, else ~/.cache/easerve/engines (outside the repository)."""
     configured = os.environ.get(CACHE_ENV)
-    return Path(configured) if configured else Path.home() / ".cache" / "easerve" / "engines" / "tensorrt"
+    return Path(configured) if configured else Path.home() / ".cache" / "easerve" / "engines"
+
+
+def engine_path(cache_root: Path, key: EngineKey) -> Path:
+    """Where the engine of `key` is cached under `cache_root`."""
+    return cache_root / ENGINE_FOLDER / f"{key.digest()}.plan"
 
 
 def _fp16_supported(capability: str) -> bool:
@@ -172,7 +174,7 @@ def build_engine(
     onnx_files: dict[Precision, Path],
     manifest: Manifest,
     precision: Precision,
-    cache_dir: Path,
+    cache_root: Path,
     log: Callable[[str], None] = print,
 ) -> Path:
     """The cached engine for `manifest`'s model at `precision`, built if not cached yet.
@@ -188,22 +190,23 @@ def build_engine(
     onnx_path = onnx_files[precision]
     profile = engine_profile(manifest)
     key = engine_key(onnx_path, trt.__version__, capability, precision, profile)
+    engine = engine_path(cache_root, key)
+    cache_dir = engine.parent
     cache_dir.mkdir(parents=True, exist_ok=True)
-    engine_path = cache_dir / f"{key.digest()}.plan"
-    if engine_path.is_file():
-        log(f"engine cached: {engine_path}")
-        return engine_path
+    if engine.is_file():
+        log(f"engine cached: {engine}")
+        return engine
     timing_cache = cache_dir / f"timing-trt{trt.__version__}-sm{capability}.cache"
     log(f"building a TensorRT {trt.__version__} {precision} engine (minutes, once per GPU)")
     serialized, timing = _build(trt, onnx_path, profile, timing_cache)
-    partial = engine_path.with_suffix(".partial")
+    partial = engine.with_suffix(".partial")
     partial.write_bytes(serialized)
-    partial.replace(engine_path)
+    partial.replace(engine)
     timing_cache.write_bytes(timing)
     (cache_dir / f"{key.digest()}.json").write_text(
         json.dumps({"model": manifest.name, **asdict(key)}, indent=2) + "\n"
     )
-    return engine_path
+    return engine
 
 
 def _build(trt: ModuleType, onnx_path: Path, profile: dict[str, ShapeRange], timing_cache: Path) -> tuple[bytes, bytes]:

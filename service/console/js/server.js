@@ -1,0 +1,139 @@
+// "Server": the models with their state, backend and batching settings, and live charts of
+// /metrics (requests/s, p50/p95 latency, mean batch size, queue depth per model).
+
+import { getJson, loadModels, request } from "./api.js";
+import { drawLineChart } from "./charts.js";
+import { clear, formatMs, h } from "./dom.js";
+import { css, labelColours } from "./palette.js";
+import { parseExposition, perModel, windowStats } from "./prometheus.js";
+import { renderError } from "./render.js";
+
+const METRICS_EVERY_MS = 1500;
+const MODELS_EVERY_MS = 3000;
+const WINDOW_S = 5;
+const HISTORY_S = 60;
+const METRICS = ["rate", "p50", "p95", "batch", "queue"];
+
+function modelRow(model) {
+  const b = model.batching;
+  return h("tr", { "data-model": model.name },
+    h("td", {}, model.name), h("td", {}, model.task), h("td", {}, model.attention.toUpperCase()),
+    h("td", {}, h("span", { class: "badge", "data-phase": model.state }, model.state), model.error ? h("div", { class: "error-text" }, model.error) : null),
+    h("td", {}, model.backend || "–"), h("td", {}, model.arch),
+    h("td", {}, b.max_batch_size), h("td", {}, `${b.max_queue_delay_ms} ms`), h("td", {}, b.max_queue_size),
+    h("td", {}, b.instances), h("td", { "data-queue": b.queue_depth }, b.queue_depth));
+}
+
+function showModels(listing) {
+  document.getElementById("server-backend").textContent = `backend ${listing.backend}: ${listing.backend_reason}`;
+  clear(document.getElementById("models-table"),
+    h("tr", {}, ["model", "task", "attention", "state", "backend", "arch", "max batch", "queue delay", "max queue",
+      "instances", "queue depth"].map((name) => h("th", {}, name))),
+    listing.models.map(modelRow));
+}
+
+function showPhase(body) {
+  const badge = document.getElementById("server-phase");
+  badge.dataset.phase = body.ready ? "ready" : body.phase || "unknown";
+  badge.textContent = body.ready ? "ready" : body.phase || "not ready";
+  badge.title = body.error || "";
+}
+
+/** Repeats `task` every `ms` (after it finishes), forever. */
+function every(ms, task) {
+  const loop = async () => {
+    await task();
+    setTimeout(loop, ms);
+  };
+  loop();
+}
+
+export function setupServer() {
+  const errors = document.getElementById("server-error");
+  const pause = document.getElementById("live-pause");
+  const scrapes = [];
+  const history = new Map(); // model -> [{time, rate, p50, ...}]
+  const colours = new Map();
+  const palette = labelColours(16);
+
+  every(MODELS_EVERY_MS, async () => {
+    try {
+      const [listing, ready] = await Promise.all([loadModels(true), readiness()]);
+      showModels(listing);
+      showPhase(ready);
+      listing.models.forEach((model, index) => colours.set(model.name, css(palette[index % palette.length])));
+      clear(errors);
+    } catch (error) {
+      clear(errors, renderError(error));
+    }
+  });
+
+  every(METRICS_EVERY_MS, async () => {
+    if (pause.checked || document.hidden) return; // no scraping for a page nobody sees
+    try {
+      const text = await (await request("metrics")).text();
+      scrapes.push({ time: performance.now() / 1000, models: perModel(parseExposition(text)) });
+      while (scrapes.length > 2 && scrapes[1].time < scrapes.at(-1).time - HISTORY_S) scrapes.shift();
+      record(scrapes, history);
+      drawLive(history, colours);
+    } catch (error) {
+      clear(errors, renderError(error));
+    }
+  });
+}
+
+async function readiness() {
+  // /readyz answers 503 with a body while loading: both are an answer here.
+  try {
+    return await getJson("readyz");
+  } catch (error) {
+    return { ready: false, phase: error.status === 503 ? "loading" : `error ${error.status}` };
+  }
+}
+
+function record(scrapes, history) {
+  const now = scrapes.at(-1);
+  if (scrapes.length < 2) return;
+  const before = [...scrapes].reverse().find((s) => s.time <= now.time - WINDOW_S) || scrapes[0];
+  const stats = windowStats(now, before);
+  for (const [model, values] of Object.entries(stats)) {
+    if (!history.has(model)) history.set(model, []);
+    const points = history.get(model);
+    points.push({ time: now.time, ...values });
+    while (points.length && points[0].time < now.time - HISTORY_S) points.shift();
+  }
+}
+
+function drawLive(history, colours) {
+  const active = [...history].filter(([, points]) => points.at(-1)?.total > 0).sort(([a], [b]) => a.localeCompare(b));
+  const now = Math.max(...active.map(([, points]) => points.at(-1).time), performance.now() / 1000);
+  for (const canvas of document.querySelectorAll("canvas[data-metric]")) {
+    const metric = canvas.dataset.metric;
+    const series = active.map(([model, points]) => ({
+      name: model,
+      colour: colours.get(model) || "#64748b",
+      points: points.map((p) => [p.time - now, p[metric]]),
+    }));
+    drawLineChart(canvas, series, {
+      xMin: -HISTORY_S, xMax: 0, xLabel: (x) => (x === 0 ? "now" : `${Math.round(x)} s`),
+      yMinRange: metric === "batch" ? 2 : 1,
+    });
+  }
+  showLiveTable(active);
+  clear(document.getElementById("live-legend"), active.map(([model]) =>
+    h("span", { class: "legend-item" }, h("span", { class: "chip", style: { background: colours.get(model) || "#64748b" } }), model)));
+}
+
+function showLiveTable(active) {
+  const value = (v, unit = "") => (v === null || v === undefined ? "–" : `${+v.toFixed(2)}${unit}`);
+  clear(document.getElementById("live-table"),
+    h("tr", {}, ["model", "requests", "req/s", "p50", "p95", "mean batch", "queue"].map((name) => h("th", {}, name))),
+    active.length === 0 ? h("tr", {}, h("td", { colspan: 7, class: "muted" }, "no inference requests yet")) : null,
+    active.map(([model, points]) => {
+      const last = points.at(-1);
+      return h("tr", { "data-model": model, "data-total": last.total },
+        h("td", {}, model), h("td", {}, last.total), h("td", {}, value(last.rate)),
+        h("td", {}, last.p50 === null ? "–" : `${formatMs(last.p50)} ms`), h("td", {}, last.p95 === null ? "–" : `${formatMs(last.p95)} ms`),
+        h("td", {}, value(last.batch)), h("td", {}, last.queue));
+    }));
+}

@@ -1,0 +1,148 @@
+"""Loading one model: choose the variant to serve, build and warm up its instances, and give it a
+batcher configured from its serving configuration.
+
+Precision: `fp32`, `fp16` or `int8` serve that graph when export wrote it within its accuracy
+gate, else FP32 (with the reason logged and shown in `/v1/models`). `auto` measures each allowed
+variant here, at warm-up (a few calls at the model's typical batch), and serves the fastest:
+speed-ups recorded at export time were measured on another machine, and INT8 in particular is
+slower than FP32 on CPUs without fast integer dot products.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from easerve.artifacts.manifest import VariantName
+from easerve.artifacts.shapes import concrete_shape
+from easerve.service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
+from easerve.service.model_files import ModelFiles
+from easerve.service.repository import ServedModel
+from easerve.service.runners.base import Runner, RunnerFactory
+
+logger = logging.getLogger(__name__)
+
+# How `auto` times a variant: calls after the warm-up, at this batch (or the max batch if less).
+TIMED_CALLS = 5
+TYPICAL_BATCH = 8
+
+
+def zero_inputs(files: ModelFiles, batch: int) -> dict[str, np.ndarray]:
+    """Zeros of every input at `batch` and the manifest's sizes."""
+    manifest = files.manifest
+    return {
+        tensor.name: np.zeros(concrete_shape(tensor, manifest.preprocessing, batch), dtype=tensor.dtype)
+        for tensor in manifest.inputs
+    }
+
+
+def warm_up(runner: Runner, files: ModelFiles, max_batch_size: int) -> None:
+    """Run zeros at batch 1 and at `max_batch_size`, so allocations, kernel choices and engine
+    profiles are settled before the model reports ready."""
+    for batch in sorted({1, max_batch_size}):
+        runner.run(zero_inputs(files, batch))
+
+
+def allowed_variants(files: ModelFiles, precision: str) -> tuple[list[VariantName], str]:
+    """The variants `precision` allows for this model (best first for a fixed precision), and
+    why: only graphs export wrote and whose recorded metric is within their accuracy gate."""
+    usable = [variant.name for variant in files.manifest.variants() if variant.within_gate]
+    if precision == "auto":
+        return usable, f"auto: measured {', '.join(usable)} here"
+    if precision in usable:
+        return [precision], f"precision {precision} asked for"
+    return ["fp32"], f"precision {precision} asked for, but export kept no {precision} graph within its gate: fp32"
+
+
+def seconds_per_call(runner: Runner, files: ModelFiles, batch: int) -> float:
+    """The median time of `TIMED_CALLS` calls at `batch` (after one untimed call)."""
+    inputs = zero_inputs(files, batch)
+    runner.run(inputs)
+    times = []
+    for _ in range(TIMED_CALLS):
+        started = time.perf_counter()
+        runner.run(inputs)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def choose_variant(
+    model: ServedModel, factory: RunnerFactory, timer: Callable[[Runner, ModelFiles, int], float] = seconds_per_call
+) -> Runner:
+    """Point `model.files` at the variant to serve (recording why) and return its first runner,
+    warmed up. With several candidates each is built and timed, and all but the fastest closed."""
+    candidates, reason = allowed_variants(model.files, model.serving.precision)
+    batch = min(TYPICAL_BATCH, model.max_batch_size)
+    if len(candidates) == 1:
+        files = model.files.with_variant(candidates[0])
+        files.verify()
+        runner = factory(files, model.max_batch_size)
+        warm_up(runner, files, model.max_batch_size)
+        model.files, model.variant_reason = files, reason
+        return runner
+    timed: list[tuple[float, VariantName, Runner]] = []
+    try:
+        for name in candidates:
+            files = model.files.with_variant(name)
+            files.verify()
+            runner = factory(files, model.max_batch_size)
+            timed.append((timer(runner, files, batch), name, runner))
+    except Exception:
+        for _, _, runner in timed:
+            runner.close()
+        raise
+    timed.sort(key=lambda entry: entry[0])
+    for _, _, runner in timed[1:]:
+        runner.close()
+    seconds, name, runner = timed[0]
+    figures = ", ".join(f"{variant} {1000 * s:.2f} ms" for s, variant, _ in timed)
+    model.files = model.files.with_variant(name)
+    model.variant_reason = f"auto: {name} was fastest at batch {batch} here ({figures})"
+    warm_up(runner, model.files, model.max_batch_size)
+    return runner
+
+
+def prepare_runners(model: ServedModel, factory: RunnerFactory) -> None:
+    """`model.runners`: one warmed-up runner per instance of the chosen variant; on a failure
+    none is kept."""
+    runners = [choose_variant(model, factory)]
+    try:
+        for _ in range(model.serving.instances - 1):
+            runners.append(factory(model.files, model.max_batch_size))
+            warm_up(runners[-1], model.files, model.max_batch_size)
+    except Exception:
+        for runner in runners:
+            runner.close()
+        raise
+    model.runners = runners
+    model.backend_name = f"{runners[0].backend}/{model.files.variant_name}"
+    logger.info(
+        "%s: %d instance(s) of %s loaded, warmed up at batch 1 and %d (%s)",
+        model.name,
+        len(runners),
+        model.backend,
+        model.max_batch_size,
+        model.variant_reason,
+    )
+
+
+def new_batcher(model: ServedModel, observer: BatchObserver) -> DynamicBatcher:
+    """A started batcher over `model.runners`, configured from the model's serving settings."""
+    serving = model.serving
+    batcher = DynamicBatcher(
+        model.name,
+        [runner.run for runner in model.runners],
+        BatchingConfig(
+            max_batch_size=serving.max_batch_size,
+            max_queue_delay_s=serving.max_queue_delay_ms / 1000.0,
+            max_queue_size=serving.max_queue_size,
+            preferred_batch_sizes=serving.preferred_batch_sizes,
+        ),
+        observer,
+    )
+    batcher.start()
+    return batcher
