@@ -44,6 +44,7 @@ from easerve.bench.robustness_probes import (
 )
 from easerve.bench.robustness_report import ScenarioResult, ShutdownRun, format_statuses
 from easerve.loadtest.samples import load_samples, resized_png
+from easerve.service.settings import Settings
 
 CLASSIFIER = "eamlp-ea-tiny"  # also the bystanders' model
 SEGMENTER = "eanet-ea-tiny"
@@ -415,8 +416,21 @@ async def _heavy_images(server: ServerHandle, env: Env, result: ScenarioResult) 
             )
 
 
+# The server's default budget of work in flight (the bench's servers run with the defaults
+# unless --serve-arg changes them), and how close to its starting RSS the server must return.
+HEAVY_BUDGET_MB = Settings().server_memory_mb
+IDLE_RETURN_MB = 150.0
+
+
 def _judge_heavy_images(result: ScenarioResult) -> bool:
-    return result.valid_lost == 0 and all(key.endswith(" 413") for key in result.attack_statuses)
+    """Each heavy request admitted within the budgets (200), refused as too large (413) or for
+    now (503); memory bounded by the budget and given back; no bystander lost."""
+    clean = all(key.rsplit(" ", 1)[-1] in ("200", "413", "503") for key in result.attack_statuses)
+    before, peak, after = result.rss_before_mb, result.peak_rss_mb, result.rss_after_mb
+    bounded = (
+        None not in (before, peak, after) and peak - before <= HEAVY_BUDGET_MB and after - before <= IDLE_RETURN_MB
+    )
+    return result.valid_lost == 0 and clean and bounded
 
 
 # --- 3. v2-huge-tensor --------------------------------------------------------------------------
@@ -830,7 +844,8 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "heavy-images": Scenario(
         "concurrent multipart requests of all-black 5000x5000 PNGs to /v1/classify, then /v1/segment",
-        "every heavy request refused 413; no bystander lost",
+        "each heavy request 200 within the budgets, 413 or 503; peak RSS over the start within the server's "
+        "memory budget, back within 150 MB of it after; no bystander lost",
         _heavy_images,
         _judge_heavy_images,
     ),

@@ -338,3 +338,37 @@ def _http_requests(server: LiveServer, model: str, code: str) -> float:
     text = httpx.get(f"{server.url}/metrics").text
     prefix = f'easerve_http_requests_total{{code="{code}",model="{model}"}} '
     return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+# -- decoding that tells the truth, through the endpoint ------------------------------------------
+
+
+def test_a_16_bit_greyscale_png_segments_like_its_8_bit_version(bundled_server):
+    scene = Image.open(io.BytesIO(load_samples().scenes[0].png)).convert("L")
+    sixteen = Image.fromarray(np.asarray(scene, np.uint16) * 257)  # I;16: the same picture, 16 bits
+    fractions = []
+    for picture in (scene, sixteen):
+        answer = httpx.post(f"{bundled_server.url}/v1/segment", content=png_bytes(picture), headers=PNG, timeout=30)
+        assert answer.status_code == 200, answer.text
+        fractions.append(answer.json()["results"][0]["class_fractions"])
+    assert fractions[0]["background"] < 0.99
+    for label, value in fractions[0].items():
+        assert abs(fractions[1][label] - value) < 0.01, (label, fractions)
+
+
+def test_an_mpo_jpeg_from_a_phone_camera_answers_as_its_primary_frame(bundled_server):
+    primary = Image.open(io.BytesIO(load_samples().images[0].png)).convert("RGB")
+    mpo, jpeg = io.BytesIO(), io.BytesIO()
+    primary.save(mpo, "MPO", save_all=True, append_images=[primary.rotate(90)], quality=95)
+    primary.save(jpeg, "JPEG", quality=95)
+    answers = []
+    for body in (mpo.getvalue(), jpeg.getvalue()):
+        answer = httpx.post(
+            f"{bundled_server.url}/v1/classify?model={CLASSIFIER}",
+            content=body,
+            headers={"content-type": "image/jpeg"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json()["results"][0]["top_k"])
+    assert answers[0] == answers[1]
