@@ -34,7 +34,10 @@ in each round a backend gets one untimed call, then timed calls until a fifth of
 seconds is spent (at least one per round). Latency: median and p95 of the batch-1 calls.
 Throughput: batch size over the median call time. INT8 metric drop: the points the INT8 graph's
 task metric lost against the FP32 graph on the held-out split at export (from the manifest;
-negative is a gain)."""
+negative is a gain). Served path (--served): each variant the export kept within its accuracy
+gate, served alone by `easerve serve --precision <variant>` with the same intra-op threads, and
+loaded on its task endpoint with a bundled sample by closed-loop aiohttp clients on the same
+machine (1 s warm-up, then the timed window); mean batch from the server's counters."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +71,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"writes DIR/{REPORT_NAME}.md and DIR/{REPORT_NAME}.png (default: %(default)s)",
     )
+    parser.add_argument(
+        "--served",
+        action="store_true",
+        help="also serve each kept variant (easerve serve --precision V) and load it with closed-loop clients",
+    )
+    parser.add_argument("--served-clients", type=int, default=32, metavar="N", help="(default: %(default)s)")
+    parser.add_argument(
+        "--served-seconds", type=float, default=5.0, metavar="S", help="timed window per variant (default: %(default)s)"
+    )
     parser.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
 
 
@@ -95,8 +107,22 @@ def run(args: argparse.Namespace) -> int:
     table = report.results_table(all_figures, args.threads)
     checks = report.target_checks(all_figures)
     print_table(table)
+    tables = [table]
+    if args.served:
+        from easerve.bench.backends_served import measure_served, served_table
+
+        served = measure_served(
+            model_dirs,
+            args.threads,
+            args.served_clients,
+            1.0,
+            args.served_seconds,
+            lambda line: print(line, flush=True),
+        )
+        tables.append(served_table(served, args.served_clients))
+        print_table(tables[-1])
     print("\n".join([*target_lines(checks), environment]))
-    _save(args, all_figures, table, target_lines(checks), environment)
+    _save(args, all_figures, tables, target_lines(checks), environment)
     missed = any(check.met is False for check in checks)
     return 1 if args.strict and missed else 0
 
@@ -104,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
 def _save(
     args: argparse.Namespace,
     all_figures: list[ModelFigures],
-    table: TableData,
+    tables: list[TableData],
     targets: list[str],
     environment: str,
 ) -> None:
@@ -116,7 +142,7 @@ def _save(
     markdown_path = args.out / f"{REPORT_NAME}.md"
     plot_path = args.out / f"{REPORT_NAME}.png"
     plot(all_figures, plot_path, f"Throughput per backend on CPU, {args.threads or 'default'} thread(s)")
-    write_report(markdown_path, "backends", environment, [table], targets, METHOD, figure=plot_path.name)
+    write_report(markdown_path, "backends", environment, tables, targets, METHOD, figure=plot_path.name)
     print(f"wrote {markdown_path} and {plot_path}")
 
 

@@ -355,7 +355,7 @@ def test_trt_engine_builds_from_the_exported_graph(exported, tmp_path):
             str(tmp_path),
         ]
     )
-    assert code == 0 and len(list(tmp_path.glob("*.plan"))) == 1
+    assert code == 0 and len(list(tmp_path.glob("tensorrt/*.plan"))) == 1
 
 
 def test_bench_backends_measures_every_backend_and_writes_the_report(exported, tmp_path, capsys):
@@ -380,3 +380,32 @@ def test_bench_backends_measures_every_backend_and_writes_the_report(exported, t
         assert f"| {CLASSIFIER} | {backend} |" in page
     assert "onnxruntime FP32 / PyTorch eager throughput at batch 8" in output
     assert (tmp_path / "bench_backends.png").stat().st_size > 0
+
+
+def test_bench_backends_serves_every_kept_variant_beside_the_offline_figures(exported, tmp_path, capsys):
+    code = main(
+        [
+            "bench",
+            "backends",
+            "--weights-dir",
+            str(exported.parent),
+            "--models",
+            CLASSIFIER,
+            "--time-budget",
+            "0.01",
+            "--served",
+            "--served-clients",
+            "2",
+            "--served-seconds",
+            "0.5",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    page = (tmp_path / "bench_backends.md").read_text()
+    assert "Served path" in page
+    for variant in ("fp32", "int8"):
+        row = next(line for line in page.splitlines() if line.startswith(f"| {CLASSIFIER} | {variant} |"))
+        requests_per_s = float(row.split("|")[3].replace(",", ""))
+        assert requests_per_s > 0 and row.split("|")[-2].strip() == "0"  # answered, none failed
