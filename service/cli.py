@@ -3,12 +3,17 @@
 Every flag overrides the matching `EASERVE_*` environment variable (see `service.settings`);
 the API key is only read from `EASERVE_API_KEY`, so it never shows in the process list.
 Exit status: 0 after a clean (drained) shutdown, 1 if a model failed to load or the server
-could not start, 2 for invalid settings or missing models.
+could not start, 2 for invalid settings or missing models (or `--engine ray` without Ray).
+`--engine ray` runs the same API as a Ray Serve application (`service.ray_serve.launch`).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from easerve.service.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"easerve serve: invalid settings:\n{error}")
         return 2
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.engine == "ray":
+        return _serve_on_ray(settings)
     server: DrainingServer | None = None
 
     def stop_on_load_failure(reason: str) -> None:
@@ -54,3 +61,16 @@ def run(args: argparse.Namespace) -> int:
     if not server.started or lifecycle.error:
         return 1
     return 0
+
+
+def _serve_on_ray(settings: Settings) -> int:
+    """`--engine ray`: the Ray Serve application (`service.ray_serve`), imported only now, so
+    that `easerve serve` needs no Ray."""
+    try:
+        from easerve.service.ray_serve.launch import serve_on_ray
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "ray":
+            raise
+        print("easerve serve --engine ray: Ray Serve is not installed; pip install 'easerve[ray]'")
+        return 2
+    return serve_on_ray(settings)

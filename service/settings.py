@@ -24,6 +24,7 @@ from easerve.artifacts.tensorrt import default_cache_root
 Backend = Literal["auto", "onnxruntime", "tensorrt", "torch"]
 Precision = Literal["auto", "fp32", "fp16", "int8"]
 ModelControlMode = Literal["none", "explicit", "poll"]
+Engine = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,22 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: Annotated[float, Flag("server", "--drain-timeout", "S")] = Field(
         default=30.0, ge=0, description="after the grace period, how long queued work may take (the rest: 503)"
+    )
+
+    # How the service runs: this one process, or a Ray Serve application (service/ray_serve).
+    engine: Annotated[Engine, Flag("engine")] = Field(
+        default="local",
+        description="`local`: this process; `ray`: a Ray Serve application, one deployment per model, on a new local "
+        "cluster or the one at `ray_address` (needs `pip install easerve[ray]`; docs/scale-out.md)",
+    )
+    ray_address: Annotated[str | None, Flag("engine", "--address", "ADDR", "a new local cluster")] = Field(
+        default=None, description="with `engine=ray`: the cluster to join (`auto`: the one running on this machine)"
+    )
+    replicas: Annotated[int, Flag("engine", metavar="N")] = Field(
+        default=1,
+        ge=1,
+        description="with `engine=ray`: replicas of each model deployment, unless its `ray.json` or "
+        "`--model-config NAME:num_replicas=N` (or min/max_replicas) says otherwise",
     )
 
     # Connections.

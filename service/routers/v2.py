@@ -64,6 +64,7 @@ async def model_metadata(model_name: str, state: State, version: str | None = No
     return ModelMetadata(
         name=manifest.name,
         versions=[str(model.version)],
+        backend=model.backend,
         inputs=[tensor_metadata(tensor) for tensor in manifest.inputs],
         outputs=[tensor_metadata(tensor) for tensor in manifest.outputs],
     )

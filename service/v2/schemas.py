@@ -57,6 +57,8 @@ class ModelMetadata(BaseModel):
     name: str
     versions: list[str]
     platform: str = PLATFORM
+    # An extension field: the runner and the variant served, as in every inference answer.
+    backend: str | None = None
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
 

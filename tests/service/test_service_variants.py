@@ -53,6 +53,7 @@ def test_the_int8_variant_is_served_and_agrees_with_fp32_on_the_samples():
             wait_until(lambda client=client: client.get("/readyz").status_code == 200, 60, "readiness")
             model = client.get("/v1/models").json()["models"][0]
             assert model["variant"] == precision and model["backend"] == f"onnxruntime-cpu/{precision}"
+            assert client.get(f"/v2/models/{INT8_CLASSIFIER}").json()["backend"] == f"onnxruntime-cpu/{precision}"
             labels = []
             for sample in samples:
                 answer = client.post("/v1/classify", content=sample.png, headers={"content-type": "image/png"})

@@ -1,0 +1,227 @@
+"""What the Ray Serve application is built from: the service's settings, the arguments of the
+application builder, and each model deployment's Ray options.
+
+A model deployment's Ray options (`RayModelOptions`: replicas or autoscaling bounds, CPUs, GPU
+fractions, custom resources) come from, in rising priority: the `replicas` setting and the
+builder's `model_num_cpus` / `model_num_gpus`, the model folder's `ray.json`, then
+`--model-config NAME:KEY=VALUE` entries (`EASERVE_MODEL_OVERRIDES`) whose KEY is one of these
+options. Those entries are taken out before the service sees the rest, so `serving.json` and the
+other `--model-config` keys keep their meaning (batching, instances, precision, timeout).
+
+    weights/eamlp-ea-tiny/ray.json:  {"min_replicas": 1, "max_replicas": 4, "num_cpus": 1}
+    easerve serve --engine ray --model-config eamlp-ea-tiny:num_replicas=2 --model-config eamlp-ea-tiny:num_gpus=0.25
+
+Settings travel to every replica as the builder's arguments (a JSON object of every field), so
+each replica runs with exactly the settings the application was built with, wherever it lands;
+the API key among them (the key is part of the application's config in the cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from easerve.service.model_config import ModelConfigError, ServingConfig, parse_overrides
+from easerve.service.settings import Settings
+
+RAY_FILE = "ray.json"
+# Names of the deployments: the ingress, and each model's own name.
+INGRESS_NAME = "easerve"
+APP_NAME = "easerve"
+
+
+class RayModelOptions(BaseModel):
+    """One model deployment's Ray options; a key left out takes the default below."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_replicas: int | None = Field(default=None, ge=1, description="fixed replica count (default: `replicas`)")
+    min_replicas: int | None = Field(default=None, ge=0, description="autoscaling: fewest replicas")
+    max_replicas: int | None = Field(default=None, ge=1, description="autoscaling: most replicas (turns it on)")
+    target_ongoing_requests: float | None = Field(
+        default=None, gt=0, description="autoscaling: requests queued or computing per replica (default: max batch)"
+    )
+    num_cpus: float | None = Field(default=None, ge=0, description="logical CPUs each replica reserves")
+    num_gpus: float | None = Field(default=None, ge=0, description="GPUs (or a fraction of one) each replica reserves")
+    resources: dict[str, float] = Field(default={}, description="custom Ray resources each replica reserves")
+    max_ongoing_requests: int | None = Field(
+        default=None, ge=1, description="requests one replica holds (default: its queue + what its instances compute)"
+    )
+    health_check_period_s: float | None = Field(
+        default=None, gt=0, description="how often Ray checks each replica (Ray's default: 10 s)"
+    )
+    max_queued_requests: int | None = Field(
+        default=None, ge=1, description="requests each caller queues when every replica is full; more: 429"
+    )
+
+    @property
+    def autoscaling(self) -> bool:
+        return self.max_replicas is not None or self.min_replicas is not None
+
+
+RAY_KEYS = frozenset(RayModelOptions.model_fields)
+
+
+class RayAppArgs(BaseModel):
+    """The application builder's arguments that are not service settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ingress_replicas: int = Field(default=1, ge=1, description="replicas of the ingress (HTTP routes, decoding)")
+    ingress_num_cpus: float = Field(default=1.0, ge=0, description="logical CPUs each ingress replica reserves")
+    model_num_cpus: float = Field(default=1.0, ge=0, description="default logical CPUs of a model replica")
+    model_num_gpus: float = Field(default=0.0, ge=0, description="default GPUs of a model replica")
+
+
+def split_builder_args(args: dict[str, Any] | None) -> tuple[Settings, RayAppArgs]:
+    """The service settings and the Ray arguments in a builder's `args` (keys of either; the
+    settings also read `EASERVE_*` as usual). ValidationError for a bad value or unknown key."""
+    values = dict(args or {})
+    ray_args = RayAppArgs(**{key: values.pop(key) for key in list(values) if key in RayAppArgs.model_fields})
+    return Settings(**values), ray_args
+
+
+def settings_args(settings: Settings) -> dict[str, Any]:
+    """Every setting as JSON values (the API key in clear), for the deployments' arguments.
+    Weights folders are made absolute: a replica's working folder is not the builder's."""
+    values = settings.model_dump(mode="json")
+    values["weights_dirs"] = [str(Path(folder).resolve()) for folder in settings.weights_dirs]
+    values["api_key"] = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    return values
+
+
+def settings_from_args(values: dict[str, Any]) -> Settings:
+    return Settings(**values)
+
+
+def split_overrides(entries: list[str]) -> tuple[list[str], dict[str, dict[str, object]]]:
+    """`--model-config` entries split into those the service reads (kept as they are, in order)
+    and the Ray options by model name."""
+    service: list[str] = []
+    ray: dict[str, dict[str, object]] = {}
+    for entry in entries:
+        parsed = parse_overrides([entry])  # ModelConfigError for a malformed entry
+        ((name, values),) = parsed.items()
+        ((key, value),) = values.items()
+        if key in RAY_KEYS:
+            ray.setdefault(name, {})[key] = value
+        else:
+            service.append(entry)
+    return service, ray
+
+
+def service_settings(settings: Settings) -> Settings:
+    """`settings` without the Ray option entries of `model_overrides` (what the service reads)."""
+    service, _ = split_overrides(settings.model_overrides)
+    return settings.model_copy(update={"model_overrides": service})
+
+
+def read_ray_file(directory: Path, name: str) -> dict[str, object]:
+    path = directory / RAY_FILE
+    if not path.is_file():
+        return {}
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelConfigError(f"{name}: {path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise ModelConfigError(f"{name}: {path} must hold a JSON object")
+    return values
+
+
+def ray_options(name: str, directory: Path, overrides: dict[str, object]) -> RayModelOptions:
+    """Model `name`'s own Ray options: its `ray.json` under `overrides`; ModelConfigError names
+    the model and the key of an invalid value."""
+    values = read_ray_file(directory, name) | overrides
+    try:
+        options = RayModelOptions.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "?"
+        raise ModelConfigError(
+            f"model {name}: invalid Ray option {key!r}: {first['msg']} (got {values.get(key)!r})"
+        ) from None
+    if options.autoscaling and options.num_replicas is not None:
+        raise ModelConfigError(f"model {name}: give either num_replicas or min/max_replicas (autoscaling), not both")
+    low, high = options.min_replicas or 0, options.max_replicas
+    if high is not None and low > high:
+        raise ModelConfigError(f"model {name}: min_replicas {low} is over max_replicas {high}")
+    return options
+
+
+def replica_capacity(serving: ServingConfig) -> int:
+    """Items one replica computes at once: a batch on each of its instances."""
+    return serving.instances * serving.max_batch_size
+
+
+def model_deployment_options(
+    name: str, serving: ServingConfig, options: RayModelOptions, settings: Settings, args: RayAppArgs
+) -> dict[str, Any]:
+    """`Deployment.options(...)` of model `name`.
+
+    Each replica holds easerve's own batcher, which must see the requests to batch them, so a
+    replica takes up to its queue plus what its instances compute (`max_ongoing_requests`); its
+    own full queue answers 429 first. Past that, each caller queues at most `max_queue_size`
+    more (Ray's `max_queued_requests`, also 429)."""
+    actor: dict[str, Any] = {"num_cpus": options.num_cpus if options.num_cpus is not None else args.model_num_cpus}
+    num_gpus = options.num_gpus if options.num_gpus is not None else args.model_num_gpus
+    if num_gpus:
+        actor["num_gpus"] = num_gpus
+    if options.resources:
+        actor["resources"] = dict(options.resources)
+    deployment: dict[str, Any] = {
+        "name": name,
+        "ray_actor_options": actor,
+        "max_ongoing_requests": options.max_ongoing_requests or serving.max_queue_size + replica_capacity(serving),
+        "max_queued_requests": options.max_queued_requests or serving.max_queue_size,
+        # Ray waits this long for a stopping replica's requests: its queue drains first.
+        "graceful_shutdown_timeout_s": settings.drain_timeout_s + 5.0,
+        "logging_config": logging_config(settings),
+    }
+    if options.health_check_period_s is not None:
+        deployment["health_check_period_s"] = options.health_check_period_s
+    if options.autoscaling:
+        deployment["autoscaling_config"] = {
+            "min_replicas": options.min_replicas if options.min_replicas is not None else 1,
+            "max_replicas": options.max_replicas if options.max_replicas is not None else max(1, options.min_replicas),
+            "target_ongoing_requests": options.target_ongoing_requests or float(serving.max_batch_size),
+        }
+    else:
+        deployment["num_replicas"] = options.num_replicas or settings.replicas
+    return deployment
+
+
+def ingress_deployment_options(settings: Settings, args: RayAppArgs) -> dict[str, Any]:
+    return {
+        "name": INGRESS_NAME,
+        "num_replicas": args.ingress_replicas,
+        "ray_actor_options": {"num_cpus": args.ingress_num_cpus},
+        # Requests in one ingress replica at once (reading, decoding, waiting for a model): the
+        # service's own admission (memory budget, queues) bounds them further.
+        "max_ongoing_requests": settings.max_connections,
+        "graceful_shutdown_timeout_s": settings.drain_timeout_s + 5.0,
+        "logging_config": logging_config(settings),
+    }
+
+
+def logging_config(settings: Settings) -> dict[str, Any]:
+    """Ray Serve's logging of a deployment: the service's level; a line per request only with
+    `access_log`, as in the single-process server."""
+    return {"log_level": settings.log_level.upper(), "enable_access_log": settings.access_log}
+
+
+def cpus_needed(deployments: list[dict[str, Any]]) -> float:
+    """Logical CPUs the deployments reserve at their most replicas."""
+    total = 0.0
+    for options in deployments:
+        replicas = options.get("num_replicas") or options.get("autoscaling_config", {}).get("max_replicas", 1)
+        total += replicas * options["ray_actor_options"].get("num_cpus", 0.0)
+    return total
+
+
+def whole_cpus(amount: float) -> int:
+    return max(1, math.ceil(amount - 1e-9))

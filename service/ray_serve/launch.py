@@ -1,0 +1,73 @@
+"""`easerve serve --engine ray`: run the Ray Serve application from the command line.
+
+Without `--address` a local cluster is started in this process (Ray's head: GCS, raylet,
+Serve's controller and HTTP proxy, one process per replica) with at least as many logical CPUs
+as the deployments reserve, so the application fits on one machine whatever its core count
+(the replicas then share the cores, as the threads of `easerve serve` do); with `--address auto`
+(or `ray://...`, `host:port`) the application is deployed on that cluster. Serve's HTTP proxy
+listens on `--host` and `--port`. SIGTERM or Ctrl-C deletes the application (every replica
+answers what it holds first) and, for a cluster started here, stops the cluster.
+
+Exit status: 0 after a clean shutdown, 1 if the application failed to deploy, 2 for invalid
+settings or missing models.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+
+from easerve.service.model_config import ModelConfigError
+from easerve.service.model_files import ModelFilesError
+from easerve.service.settings import Settings
+
+from .config import APP_NAME, cpus_needed, whole_cpus
+
+logger = logging.getLogger("easerve.ray")
+
+
+def serve_on_ray(settings: Settings) -> int:
+    import ray
+    from ray import serve
+
+    from .app import bind_plan, plan_app
+
+    try:
+        plan = plan_app(settings)
+    except (ModelFilesError, ModelConfigError) as error:
+        logger.error("%s", error)
+        return 2
+    joining = settings.ray_address is not None
+    if joining:
+        ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+    else:
+        num_cpus = max(os.cpu_count() or 1, whole_cpus(cpus_needed(plan.deployments)))
+        logger.info("starting a local Ray cluster with %d logical CPUs", num_cpus)
+        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: stop.set())
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        try:
+            serve.run(bind_plan(plan), name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as error:
+            logger.error("the application failed to deploy: %s", error)
+            return 1
+        logger.info(
+            "serving %s on http://%s:%d (Ray Serve, %s)",
+            ", ".join(plan.models),
+            settings.host,
+            settings.port,
+            f"cluster {settings.ray_address}" if joining else "local cluster",
+        )
+        stop.wait()
+        logger.info("shutting down: deleting the application (its replicas answer what they hold)")
+        serve.delete(APP_NAME)
+        return 0
+    finally:
+        if not joining:
+            serve.shutdown()
+        ray.shutdown()
