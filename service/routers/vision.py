@@ -12,7 +12,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from easerve.service.batcher import BatchOutcome
+from easerve.artifacts.manifest import Manifest
+from easerve.service.batcher import BatchOutcome, Tensors
 from easerve.service.codecs.images import DecodedImage
 from easerve.service.codecs.uploads import (
     IMAGE_BODY_OPENAPI,
@@ -22,6 +23,7 @@ from easerve.service.codecs.uploads import (
     inspect_images,
     read_image_upload,
 )
+from easerve.service.deadline import Deadline
 from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
 from easerve.service.inference import InferenceContext
 from easerve.service.openapi import INFERENCE_ERRORS
@@ -63,12 +65,20 @@ async def _admitted_images(
     return images
 
 
+def _decoded_batch(
+    images: list[InspectedImage], max_pixels: int, needed: NeededSize, manifest: Manifest, deadline: Deadline
+) -> tuple[list[DecodedImage], Tensors]:
+    decoded = decode_images(images, max_pixels, needed, deadline)
+    return decoded, image_batch([image.image for image in decoded], manifest)
+
+
 async def _computed(
     context: InferenceContext, state: State, images: list[InspectedImage], needed: NeededSize
 ) -> tuple[list[DecodedImage], BatchOutcome]:
-    """Decode, batch and compute the admitted images."""
-    decoded = await context.offload(decode_images, images, state.settings.max_image_pixels, needed, context.deadline)
-    inputs = await context.offload(image_batch, [image.image for image in decoded], context.model.manifest)
+    """Decode and batch the admitted images (one worker call), then compute."""
+    decoded, inputs = await context.offload(
+        _decoded_batch, images, state.settings.max_image_pixels, needed, context.model.manifest, context.deadline
+    )
     return decoded, await context.infer(inputs)
 
 
