@@ -28,7 +28,7 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 
 $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[train,loadtest,dev,browser]" "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[train,loadtest,dev,browser,ray]" "$(TORCH_SPEC)"
 	touch $(VENV)/.runtime $@
 
 serve: $(VENV)/.runtime

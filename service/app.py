@@ -24,6 +24,7 @@ from easerve.service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from easerve.service.model_config import ModelConfigError, parse_overrides, serving_config
 from easerve.service.model_control import ModelControl
 from easerve.service.model_files import ModelFiles, ModelFilesError, discover_models
+from easerve.service.model_loading import ModelLoader, local_loader
 from easerve.service.openapi import COMMON_ERRORS
 from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.routers import console, generation, health, metrics, pointcloud, repository, v2, vision
@@ -57,12 +58,15 @@ def create_app(
     settings: Settings,
     runner_factory: RunnerFactory | None = None,
     on_load_failure: Callable[[str], None] | None = None,
+    model_loader: Callable[[ModelRepository, ServiceMetrics], ModelLoader] | None = None,
 ) -> FastAPI:
     """The service for `settings`. ModelFilesError when no model (or a named one) is found,
     ModelConfigError for an invalid per-model setting.
 
     `runner_factory` replaces the backend's runners (tests use slow fakes); `on_load_failure`
-    is called with the reason if a model fails to load (the CLI stops the server).
+    is called with the reason if a model fails to load (the CLI stops the server);
+    `model_loader` makes the loader of the models' batchers (default: runners built in this
+    process, `model_loading.local_loader`; the Ray Serve ingress connects to its deployments).
     """
     found = discover_models(settings.weights_dirs, settings.models)
     if not found:
@@ -91,10 +95,14 @@ def create_app(
         ]
     )
     service_metrics = ServiceMetrics()
-    lifecycle = ServiceLifecycle(repository, runner_factory, settings, service_metrics, on_load_failure)
+    if model_loader is None:
+        loader = local_loader(runner_factory, service_metrics)
+    else:
+        loader = model_loader(repository, service_metrics)
+    lifecycle = ServiceLifecycle(repository, loader, settings, on_load_failure)
     pools = WorkerPools.from_settings(settings)
     budget = memory_budget(settings, pools, release_free_memory)
-    control = ModelControl(repository, settings, runner_factory, service_metrics)
+    control = ModelControl(repository, settings, loader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -90,6 +90,23 @@ class BatchObserver(Protocol):
     def request_failed(self, model: str, reason: str) -> None: ...
 
 
+class Batcher(Protocol):
+    """What the service asks of a model's batcher: `DynamicBatcher` here, or a stand-in that
+    sends the tensors to the model computed elsewhere (the Ray Serve ingress's)."""
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    @property
+    def accepting(self) -> bool: ...
+
+    async def submit(self, inputs: Tensors, deadline: float) -> BatchOutcome: ...
+
+    async def drain(self, timeout_s: float) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class NullObserver:
     """A `BatchObserver` that records nothing."""
 

@@ -18,10 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import Literal
 
-from easerve.service.batcher import BatchObserver
-from easerve.service.model_loading import new_batcher, prepare_runners
+from easerve.service.model_loading import ModelLoader
 from easerve.service.repository import ModelRepository, ServedModel
-from easerve.service.runners.base import RunnerFactory
 from easerve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -33,17 +31,15 @@ class ServiceLifecycle:
     def __init__(
         self,
         repository: ModelRepository,
-        runner_factory: RunnerFactory,
+        loader: ModelLoader,
         settings: Settings,
-        observer: BatchObserver,
         on_failure: Callable[[str], None] | None = None,
     ) -> None:
         self.repository = repository
         self.phase: Phase = "loading"
         self.error: str | None = None
-        self._runner_factory = runner_factory
+        self._loader = loader
         self._settings = settings
-        self._observer = observer
         self._on_failure = on_failure
         self._loading: asyncio.Task[None] | None = None
         self._draining: asyncio.Task[None] | None = None
@@ -68,11 +64,10 @@ class ServiceLifecycle:
     async def _load_all(self) -> None:
         for model in self.repository:
             try:
-                await asyncio.to_thread(prepare_runners, model, self._runner_factory)
+                await self._loader(model)
             except Exception as error:
                 self._fail(model, error)
                 return
-            model.batcher = new_batcher(model, self._observer)
             model.state = "ready"
         if self.phase == "loading":
             self.phase = "ready"

@@ -23,6 +23,7 @@ from easerve.service.settings import Precision, Settings
 
 SERVING_FILE = "serving.json"
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ModelConfigError(ValueError):
@@ -75,8 +76,8 @@ def parse_overrides(entries: list[str]) -> dict[str, dict[str, object]]:
     return overrides
 
 
-def read_serving_file(directory: Path, name: str) -> dict[str, object]:
-    path = directory / SERVING_FILE
+def read_config_file(path: Path, name: str) -> dict[str, object]:
+    """The JSON object in model `name`'s configuration file `path` ({} when there is none)."""
     if not path.is_file():
         return {}
     try:
@@ -88,18 +89,24 @@ def read_serving_file(directory: Path, name: str) -> dict[str, object]:
     return values
 
 
+def validated(schema: type[M], values: dict[str, object], name: str, what: str = "") -> M:
+    """`values` as `schema`; ModelConfigError names the model and the first invalid key."""
+    try:
+        return schema.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        key = ".".join(str(part) for part in first["loc"]) or "?"
+        raise ModelConfigError(
+            f"model {name}: invalid {what}{key!r}: {first['msg']} (got {values.get(key)!r})"
+        ) from None
+
+
 def serving_config(
     name: str, directory: Path, manifest_max_batch_size: int, settings: Settings, overrides: dict[str, object]
 ) -> ServingConfig:
     """The configuration model `name` (in `directory`) is served with; ModelConfigError names the
     model and the key of an invalid value."""
-    values = read_serving_file(directory, name) | overrides
-    try:
-        own = ModelServing.model_validate(values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "?"
-        raise ModelConfigError(f"model {name}: invalid {key!r}: {first['msg']} (got {values.get(key)!r})") from None
+    own = validated(ModelServing, read_config_file(directory / SERVING_FILE, name) | overrides, name)
     cap = own.max_batch_size if own.max_batch_size is not None else settings.max_batch_size
     max_batch = min(cap, manifest_max_batch_size) if cap is not None else manifest_max_batch_size
     preferred = tuple(sorted(size for size in set(own.preferred_batch_sizes)))

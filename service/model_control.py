@@ -19,13 +19,11 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from easerve.service.batcher import BatchObserver
 from easerve.service.errors import BadRequest, NotFound, ServiceError
 from easerve.service.model_config import parse_overrides, serving_config
 from easerve.service.model_files import ModelFiles, scan_models
-from easerve.service.model_loading import new_batcher, prepare_runners
+from easerve.service.model_loading import ModelLoader
 from easerve.service.repository import ModelRepository, ServedModel
-from easerve.service.runners.base import RunnerFactory
 from easerve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,13 +53,10 @@ def _fingerprint(files: ModelFiles) -> tuple[int, str, float]:
 
 
 class ModelControl:
-    def __init__(
-        self, repository: ModelRepository, settings: Settings, factory: RunnerFactory, observer: BatchObserver
-    ) -> None:
+    def __init__(self, repository: ModelRepository, settings: Settings, loader: ModelLoader) -> None:
         self._repository = repository
         self._settings = settings
-        self._factory = factory
-        self._observer = observer
+        self._loader = loader
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, str] = {}
         self._loading: set[str] = set()
@@ -131,8 +126,7 @@ class ModelControl:
         overrides = parse_overrides(self._settings.model_overrides).get(files.name, {})
         serving = serving_config(files.name, files.directory, files.manifest.max_batch_size, self._settings, overrides)
         model = ServedModel(files, serving)
-        await asyncio.to_thread(prepare_runners, model, self._factory)
-        model.batcher = new_batcher(model, self._observer)
+        await self._loader(model)
         model.state = "ready"
         return model
 

@@ -10,10 +10,11 @@ slower than FP32 on CPUs without fast integer dot products.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import numpy as np
 
@@ -128,6 +129,21 @@ def prepare_runners(model: ServedModel, factory: RunnerFactory) -> None:
         model.max_batch_size,
         model.variant_reason,
     )
+
+
+# Makes a model ready to compute: sets its runners (if any) and its batcher; the caller marks it
+# ready. `local_loader` is the service's own; a deployment elsewhere (Ray Serve) passes another.
+ModelLoader = Callable[[ServedModel], Awaitable[None]]
+
+
+def local_loader(factory: RunnerFactory, observer: BatchObserver) -> ModelLoader:
+    """Runners built here (on a thread: loading takes seconds) and a batcher over them."""
+
+    async def load(model: ServedModel) -> None:
+        await asyncio.to_thread(prepare_runners, model, factory)
+        model.batcher = new_batcher(model, observer)
+
+    return load
 
 
 def new_batcher(model: ServedModel, observer: BatchObserver) -> DynamicBatcher:

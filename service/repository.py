@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from easerve.artifacts.manifest import AttentionKind, Manifest, Task
-from easerve.service.batcher import DynamicBatcher
+from easerve.service.batcher import Batcher
 from easerve.service.errors import InvalidInput, NotFound, Unavailable
 from easerve.service.model_config import ServingConfig
 from easerve.service.model_files import ModelFiles
@@ -25,7 +25,7 @@ class ServedModel:
     serving: ServingConfig
     state: ModelState = "loading"
     runners: list[Runner] = field(default_factory=list)
-    batcher: DynamicBatcher | None = None
+    batcher: Batcher | None = None
     error: str | None = None
     variant_reason: str = ""  # why this variant is served (the precision setting, or auto's timings)
     backend_name: str | None = None  # set when the runners are built
@@ -61,7 +61,7 @@ class ServedModel:
             and self.manifest.preprocessing == other.manifest.preprocessing
         )
 
-    def ready_batcher(self) -> DynamicBatcher:
+    def ready_batcher(self) -> Batcher:
         """The batcher of a ready model (or of the version that replaced it, when that takes the
         same inputs); Unavailable while loading, failed, unloaded or shutting down."""
         successor = self.replaced_by

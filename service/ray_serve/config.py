@@ -18,14 +18,13 @@ the API key among them (the key is part of the application's config in the clust
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from easerve.service.model_config import ModelConfigError, ServingConfig, parse_overrides
+from easerve.service.model_config import ModelConfigError, ServingConfig, parse_overrides, read_config_file, validated
 from easerve.service.settings import Settings
 
 RAY_FILE = "ray.json"
@@ -45,6 +44,9 @@ class RayModelOptions(BaseModel):
     target_ongoing_requests: float | None = Field(
         default=None, gt=0, description="autoscaling: requests queued or computing per replica (default: max batch)"
     )
+    autoscaling_config: dict[str, Any] = Field(
+        default={}, description="autoscaling: any other key of Ray's autoscaling_config (upscale_delay_s, ...)"
+    )
     num_cpus: float | None = Field(default=None, ge=0, description="logical CPUs each replica reserves")
     num_gpus: float | None = Field(default=None, ge=0, description="GPUs (or a fraction of one) each replica reserves")
     resources: dict[str, float] = Field(default={}, description="custom Ray resources each replica reserves")
@@ -60,7 +62,7 @@ class RayModelOptions(BaseModel):
 
     @property
     def autoscaling(self) -> bool:
-        return self.max_replicas is not None or self.min_replicas is not None
+        return self.max_replicas is not None or self.min_replicas is not None or bool(self.autoscaling_config)
 
 
 RAY_KEYS = frozenset(RayModelOptions.model_fields)
@@ -120,31 +122,11 @@ def service_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"model_overrides": service})
 
 
-def read_ray_file(directory: Path, name: str) -> dict[str, object]:
-    path = directory / RAY_FILE
-    if not path.is_file():
-        return {}
-    try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ModelConfigError(f"{name}: {path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict):
-        raise ModelConfigError(f"{name}: {path} must hold a JSON object")
-    return values
-
-
 def ray_options(name: str, directory: Path, overrides: dict[str, object]) -> RayModelOptions:
     """Model `name`'s own Ray options: its `ray.json` under `overrides`; ModelConfigError names
     the model and the key of an invalid value."""
-    values = read_ray_file(directory, name) | overrides
-    try:
-        options = RayModelOptions.model_validate(values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        key = ".".join(str(part) for part in first["loc"]) or "?"
-        raise ModelConfigError(
-            f"model {name}: invalid Ray option {key!r}: {first['msg']} (got {values.get(key)!r})"
-        ) from None
+    values = read_config_file(directory / RAY_FILE, name) | overrides
+    options = validated(RayModelOptions, values, name, what="Ray option ")
     if options.autoscaling and options.num_replicas is not None:
         raise ModelConfigError(f"model {name}: give either num_replicas or min/max_replicas (autoscaling), not both")
     low, high = options.min_replicas or 0, options.max_replicas
@@ -186,8 +168,11 @@ def model_deployment_options(
         deployment["health_check_period_s"] = options.health_check_period_s
     if options.autoscaling:
         deployment["autoscaling_config"] = {
+            **options.autoscaling_config,
             "min_replicas": options.min_replicas if options.min_replicas is not None else 1,
-            "max_replicas": options.max_replicas if options.max_replicas is not None else max(1, options.min_replicas),
+            "max_replicas": options.max_replicas
+            if options.max_replicas is not None
+            else max(1, options.min_replicas or 1),
             "target_ongoing_requests": options.target_ongoing_requests or float(serving.max_batch_size),
         }
     else:

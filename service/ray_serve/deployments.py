@@ -54,16 +54,14 @@ from easerve.service.errors import (
     ServiceError,
     Unavailable,
 )
-from easerve.service.lifecycle import ServiceLifecycle
 from easerve.service.metrics import ServiceMetrics
 from easerve.service.model_config import parse_overrides, serving_config
 from easerve.service.model_files import ModelFiles, discover_models
-from easerve.service.model_loading import new_batcher, prepare_runners
-from easerve.service.repository import ServedModel
+from easerve.service.model_loading import ModelLoader, new_batcher, prepare_runners
+from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.runners.base import Runner
 from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
 from easerve.service.settings import Settings
-from easerve.service.state import ServiceState
 
 from .config import service_settings, settings_from_args
 
@@ -231,12 +229,13 @@ class ModelReplica:
 
     async def __del__(self) -> None:
         """Ray stops this replica (scale-down, update, shutdown): answer everything queued."""
-        model = getattr(self, "_model", None)
+        model, batcher = getattr(self, "_model", None), getattr(self, "_batcher", None)
         if model is None:
             return
         model.state = "draining"
-        await self._batcher.drain(self._settings.drain_timeout_s)
-        self._batcher.close()
+        if batcher is not None:
+            await batcher.drain(self._settings.drain_timeout_s)
+            batcher.close()
         for runner in model.runners:
             runner.close()
         model.state = "stopped"
@@ -450,65 +449,40 @@ def _no_local_runners(files: ModelFiles, max_batch_size: int) -> Runner:
 
 def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) -> FastAPI:
     """easerve's app (`create_app`) whose models are computed by their deployments (`handles`,
-    by model name): each model's batcher is a `RemoteBatcher`."""
-    app = create_app(service_settings(settings), runner_factory=_no_local_runners)
-    state: ServiceState = app.state.service
+    by model name): loading a model connects it to its deployment, its batcher a `RemoteBatcher`."""
     replica, node = _replica_identity()
-    registry = state.metrics.registry
-    replicas = IngressMetrics.register(registry)
-    state.metrics.registry = ReplicaLabelledRegistry(registry, replica)
+    app: FastAPI | None = None
 
-    async def connect_models() -> None:
-        await _connect_models(app, state.lifecycle, handles, state.metrics, replicas)
+    def connecting_loader(repository: ModelRepository, metrics: ServiceMetrics) -> ModelLoader:
+        replicas = IngressMetrics.register(metrics.registry)
+        metrics.registry = ReplicaLabelledRegistry(metrics.registry, replica)
 
-    # Until create_app takes a model loader: the lifecycle's loading step replaced by connecting
-    # each model to its deployment (the rest of the lifespan, drain and close are the service's).
-    state.lifecycle._load_all = connect_models  # type: ignore[method-assign]
+        async def connect(model: ServedModel) -> None:
+            """Wait for a replica of the model's deployment and take what it serves (variant,
+            backend) for `/v1/models` and the answers."""
+            info = await handles[model.name].describe.remote()
+            if info["version"] != model.version:
+                logger.warning(
+                    "%s: the replicas serve version %s, this ingress read %s",
+                    model.name,
+                    info["version"],
+                    model.version,
+                )
+            model.files = model.files.with_variant(info["variant"])
+            model.variant_reason = info["variant_reason"]
+            model.backend_name = info["backend"]
+            model.batcher = RemoteBatcher(model.name, handles[model.name], metrics, replicas)
+            backend, reason = info["backend_choice"]
+            if app is not None and app.state.service.backend.backend == "custom":
+                choice = BackendChoice(backend, f"Ray Serve model replicas: {reason}")
+                app.state.service = dataclasses.replace(app.state.service, backend=choice)
+
+        return connect
+
+    app = create_app(service_settings(settings), runner_factory=_no_local_runners, model_loader=connecting_loader)
     app.add_middleware(AnsweredByMiddleware)
     logger.info("ingress replica %s on node %s: %d model deployment(s)", replica, node, len(handles))
     return app
-
-
-async def _connect_models(
-    app: FastAPI,
-    lifecycle: ServiceLifecycle,
-    handles: dict[str, DeploymentHandle],
-    metrics: ServiceMetrics,
-    replicas: IngressMetrics,
-) -> None:
-    """The ingress's loading step: wait for a replica of every model deployment and take what it
-    serves (variant, backend) for `/v1/models` and the answers; ready when all have answered."""
-    choice: BackendChoice | None = None
-    for model in lifecycle.repository:
-        try:
-            info = await handles[model.name].describe.remote()
-        except Exception as error:
-            _fail(lifecycle, model, error)
-            return
-        if info["version"] != model.version:
-            logger.warning(
-                "%s: the replicas serve version %s, this ingress read %s", model.name, info["version"], model.version
-            )
-        model.files = model.files.with_variant(info["variant"])
-        model.variant_reason = info["variant_reason"]
-        model.backend_name = info["backend"]
-        model.batcher = RemoteBatcher(model.name, handles[model.name], metrics, replicas)  # type: ignore[assignment]
-        model.state = "ready"
-        backend, reason = info["backend_choice"]
-        choice = choice or BackendChoice(backend, f"Ray Serve model replicas: {reason}")
-    if choice is not None:
-        app.state.service = dataclasses.replace(app.state.service, backend=choice)
-    if lifecycle.phase == "loading":
-        lifecycle.phase = "ready"
-        logger.info("ready: %d model deployment(s) connected", len(lifecycle.repository))
-
-
-def _fail(lifecycle: ServiceLifecycle, model: ServedModel, error: Exception) -> None:
-    model.state = "failed"
-    model.error = str(error) or type(error).__name__
-    lifecycle.phase = "failed"
-    lifecycle.error = f"{model.name} failed to load: {model.error}"
-    logger.error("%s", lifecycle.error, exc_info=error)
 
 
 @serve.ingress()

@@ -19,33 +19,38 @@ import os
 import signal
 import threading
 
+import ray
+from ray import serve
+
 from easerve.service.model_config import ModelConfigError
 from easerve.service.model_files import ModelFilesError
 from easerve.service.settings import Settings
 
+from .app import bind_plan, plan_app
 from .config import APP_NAME, cpus_needed, whole_cpus
 
 logger = logging.getLogger("easerve.ray")
 
 
 def serve_on_ray(settings: Settings) -> int:
-    import ray
-    from ray import serve
-
-    from .app import bind_plan, plan_app
-
     try:
         plan = plan_app(settings)
     except (ModelFilesError, ModelConfigError) as error:
         logger.error("%s", error)
         return 2
     joining = settings.ray_address is not None
-    if joining:
-        ray.init(address=settings.ray_address, logging_level=logging.WARNING)
-    else:
-        num_cpus = max(os.cpu_count() or 1, whole_cpus(cpus_needed(plan.deployments)))
-        logger.info("starting a local Ray cluster with %d logical CPUs", num_cpus)
-        ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)
+    try:
+        if joining:
+            ray.init(address=settings.ray_address, logging_level=logging.WARNING)
+        else:
+            num_cpus = max(os.cpu_count() or 1, whole_cpus(cpus_needed(plan.deployments)))
+            logger.info("starting a local Ray cluster with %d logical CPUs", num_cpus)
+            ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as error:
+        logger.error(
+            "could not %s: %s", f"join the Ray cluster at {settings.ray_address}" if joining else "start Ray", error
+        )
+        return 1
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda number, frame: stop.set())

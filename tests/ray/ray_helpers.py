@@ -1,0 +1,68 @@
+"""Helpers of the Ray Serve tests: the bundled models, a local Serve application, HTTP waits."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+BUNDLED_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+SAMPLES = Path(__file__).resolve().parents[2] / "loadtest" / "samples"
+READY_TIMEOUT_S = 120.0
+# Few threads everywhere: the test machine has 2 cores shared by every replica.
+SMALL = {"workers": 2, "intra_op_threads": 1, "inter_op_threads": 1, "log_level": "warning"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, pause_s: float = 0.2) -> Any:
+    """The first truthy value of `predicate()`, polled until `timeout_s`; AssertionError after."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(pause_s)
+    raise AssertionError(f"{what} not reached within {timeout_s} s")
+
+
+def is_ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=5.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def run_app(args: dict[str, Any], port: int, proxy_location: str = "EveryNode") -> str:
+    """easerve's Ray Serve application built from `args` (`build_app`), served by Serve's HTTP
+    proxy on 127.0.0.1:`port` of the connected cluster; its URL once `/readyz` is 200."""
+    from ray import serve
+
+    from easerve.service.ray_serve.app import build_app
+    from easerve.service.ray_serve.config import APP_NAME
+
+    serve.start(proxy_location=proxy_location, http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: is_ready(url), READY_TIMEOUT_S, "the Ray application's readiness")
+    return url
+
+
+TIMING_KEYS = frozenset({"timings", "queue_ms", "compute_ms", "total_ms"})  # v1's, and v2's parameters
+
+
+def without_timings(body: Any) -> Any:
+    """A JSON answer without what differs from run to run (the timings)."""
+    if isinstance(body, dict):
+        return {key: without_timings(value) for key, value in body.items() if key not in TIMING_KEYS}
+    if isinstance(body, list):
+        return [without_timings(item) for item in body]
+    return body

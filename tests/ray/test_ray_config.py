@@ -1,0 +1,209 @@
+"""The Ray application's configuration, without a cluster: which `--model-config` keys are Ray
+options, `ray.json`, the deployments' options, settings across processes, errors across the wire;
+and that the plain service neither needs nor imports Ray."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from ray_helpers import BUNDLED_WEIGHTS
+
+pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
+
+from easerve.service.errors import DeadlineExceeded, QueueFull, Unavailable  # noqa: E402
+from easerve.service.model_config import ModelConfigError  # noqa: E402
+from easerve.service.ray_serve.app import plan_app  # noqa: E402
+from easerve.service.ray_serve.config import (  # noqa: E402
+    RAY_FILE,
+    RayAppArgs,
+    cpus_needed,
+    service_settings,
+    settings_args,
+    settings_from_args,
+    split_builder_args,
+    split_overrides,
+)
+from easerve.service.ray_serve.deployments import error_from_wire, error_to_wire  # noqa: E402
+from easerve.service.settings import Settings  # noqa: E402
+
+pytestmark = pytest.mark.ray
+MODEL = "eamlp-ea-tiny"
+
+
+@pytest.fixture()
+def weights(tmp_path):
+    """A weights folder with one bundled model (its ray.json is the test's to write)."""
+    shutil.copytree(BUNDLED_WEIGHTS / MODEL, tmp_path / MODEL)
+    return tmp_path
+
+
+def test_ray_options_are_taken_out_of_the_model_config_entries():
+    entries = [f"{MODEL}:max_batch_size=8", f"{MODEL}:num_replicas=3", "other:num_gpus=0.5", f"{MODEL}:instances=2"]
+    service, ray = split_overrides(entries)
+    assert service == [f"{MODEL}:max_batch_size=8", f"{MODEL}:instances=2"]
+    assert ray == {MODEL: {"num_replicas": 3}, "other": {"num_gpus": 0.5}}
+    settings = Settings(model_overrides=entries)
+    assert service_settings(settings).model_overrides == service
+    assert service_settings(settings).replicas == settings.replicas
+
+
+def test_a_model_deployment_takes_its_serving_config_and_ray_options(weights):
+    (weights / MODEL / "serving.json").write_text(json.dumps({"max_batch_size": 8, "max_queue_size": 20}))
+    (weights / MODEL / RAY_FILE).write_text(json.dumps({"num_cpus": 2, "num_gpus": 0.25}))
+    settings = Settings(weights_dirs=[weights], replicas=3, model_overrides=[f"{MODEL}:instances=2"])
+    plan = plan_app(settings, RayAppArgs(ingress_replicas=2, ingress_num_cpus=0.5))
+    options = plan.models[MODEL]
+    assert options["name"] == MODEL and options["num_replicas"] == 3
+    assert options["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.25}
+    # The replica holds its whole queue plus a batch per instance; callers queue at most as much.
+    assert options["max_ongoing_requests"] == 20 + 2 * 8
+    assert options["max_queued_requests"] == 20
+    assert options["logging_config"] == {"log_level": "INFO", "enable_access_log": False}
+    assert plan.ingress["num_replicas"] == 2 and plan.ingress["ray_actor_options"] == {"num_cpus": 0.5}
+    assert cpus_needed(plan.deployments) == 2 * 0.5 + 3 * 2
+
+
+def test_autoscaling_bounds_and_resources_from_the_command_line_win_over_ray_json(weights):
+    (weights / MODEL / RAY_FILE).write_text(json.dumps({"num_replicas": 2, "num_cpus": 1}))
+    overrides = [
+        f"{MODEL}:num_replicas=null",
+        f"{MODEL}:min_replicas=1",
+        f"{MODEL}:max_replicas=4",
+        f'{MODEL}:resources={{"accelerator": 1}}',
+        f'{MODEL}:autoscaling_config={{"upscale_delay_s": 5}}',
+    ]
+    options = plan_app(Settings(weights_dirs=[weights], model_overrides=overrides)).models[MODEL]
+    assert "num_replicas" not in options
+    assert options["autoscaling_config"] == {
+        "upscale_delay_s": 5,
+        "min_replicas": 1,
+        "max_replicas": 4,
+        "target_ongoing_requests": 32.0,
+    }
+    assert options["ray_actor_options"] == {"num_cpus": 1, "resources": {"accelerator": 1}}
+
+
+@pytest.mark.parametrize(
+    ("entries", "ray_json", "message"),
+    [
+        ([f"{MODEL}:num_replicas=2", f"{MODEL}:max_replicas=3"], None, "not both"),
+        ([f"{MODEL}:min_replicas=5", f"{MODEL}:max_replicas=3"], None, "over max_replicas"),
+        ([f"{MODEL}:num_gpus=-1"], None, "'num_gpus'"),
+        ([], "[1, 2]", "JSON object"),
+        (["nosuchmodel:num_replicas=2"], None, "not served"),
+    ],
+)
+def test_invalid_ray_options_name_the_model_and_the_key(weights, entries, ray_json, message):
+    if ray_json is not None:
+        (weights / MODEL / RAY_FILE).write_text(ray_json)
+    with pytest.raises(ModelConfigError, match=message):
+        plan_app(Settings(weights_dirs=[weights], model_overrides=entries))
+
+
+def test_model_control_other_than_none_is_refused(weights):
+    with pytest.raises(ModelConfigError, match="not available on Ray"):
+        plan_app(Settings(weights_dirs=[weights], model_control="explicit"))
+
+
+def test_settings_travel_to_the_replicas_whole(weights, monkeypatch):
+    monkeypatch.chdir(weights)
+    settings = Settings(weights_dirs=["."], api_key="secret", max_queue_size=7, models=[MODEL])
+    args = json.loads(json.dumps(settings_args(settings)))  # as JSON, like a serve config
+    again = settings_from_args(args)
+    assert again.api_key.get_secret_value() == "secret"
+    assert again.weights_dirs == [weights.resolve()]
+    assert again.model_dump(exclude={"api_key", "weights_dirs"}) == settings.model_dump(
+        exclude={"api_key", "weights_dirs"}
+    )
+
+
+def test_builder_arguments_are_settings_or_ray_arguments():
+    settings, ray_args = split_builder_args({"models": "a,b", "max_queue_size": "9", "ingress_replicas": 3})
+    assert settings.models == ["a", "b"] and settings.max_queue_size == 9
+    assert ray_args.ingress_replicas == 3
+    with pytest.raises(ValueError, match="no_such_setting"):
+        split_builder_args({"no_such_setting": 1})
+
+
+def test_the_service_errors_cross_the_wire_with_their_status_and_headers():
+    full = error_from_wire(json.loads(json.dumps(error_to_wire(QueueFull("the queue is full", 2.5)))))
+    assert isinstance(full, QueueFull) and full.status_code == 429 and full.headers() == {"Retry-After": "3"}
+    late = error_from_wire(error_to_wire(DeadlineExceeded("too late")))
+    assert isinstance(late, DeadlineExceeded) and late.message == "too late"
+    gone = error_from_wire(error_to_wire(Unavailable("draining")))
+    assert gone.status_code == 503 and gone.headers() == {"Retry-After": "1"}
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_the_plain_service_never_imports_ray():
+    result = _run_python(
+        """
+        import sys
+        from easerve.cli import build_parser
+        from easerve.service.app import create_app
+        from easerve.service.cli import run
+        build_parser().parse_args(["serve", "--engine", "ray", "--address", "auto", "--replicas", "2"])
+        prefixes = ("ray.", "easerve.service.ray_serve")
+        print(sorted(name for name in sys.modules if name == "ray" or name.startswith(prefixes)))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_engine_ray_without_ray_installed_says_how_to_get_it():
+    result = _run_python(
+        f"""
+        import sys
+
+        class NoRay:
+            def find_spec(self, name, path=None, target=None):
+                if name == "ray" or name.startswith("ray."):
+                    raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+                return None
+
+        sys.meta_path.insert(0, NoRay())
+        from easerve.cli import main
+        sys.exit(main(["serve", "--engine", "ray", "--weights-dir", {str(BUNDLED_WEIGHTS)!r}]))
+        """
+    )
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'easerve[ray]'" in result.stdout
+
+
+def _serve_configs() -> dict[str, dict]:
+    """The repository's Ray Serve configs: the example and the RayService's serveConfigV2."""
+    import yaml
+
+    deploy = BUNDLED_WEIGHTS.parent / "deploy"
+    rayservice = yaml.safe_load((deploy / "kubernetes" / "rayservice.yaml").read_text())
+    return {
+        "serve-config.yaml": yaml.safe_load((deploy / "ray" / "serve-config.yaml").read_text()),
+        "rayservice.yaml": yaml.safe_load(rayservice["spec"]["serveConfigV2"]),
+    }
+
+
+@pytest.mark.parametrize("name", ["serve-config.yaml", "rayservice.yaml"])
+def test_the_serve_configs_follow_ray_serves_schema_and_easerves_arguments(name, monkeypatch):
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(_serve_configs()[name])
+    (application,) = config.applications
+    assert application.import_path == "easerve.service.ray_serve.app:build_app"
+    settings, ray_args = split_builder_args(application.args)
+    if name == "serve-config.yaml":  # its models are the repository's: the whole plan holds
+        monkeypatch.chdir(BUNDLED_WEIGHTS.parent)
+        plan = plan_app(settings, ray_args)
+        assert set(plan.models) == set(settings.models)
+        overridden = {deployment.name for deployment in application.deployments}
+        assert overridden <= set(plan.models) | {plan.ingress["name"]}
