@@ -1,5 +1,7 @@
-"""The trainer on a few steps for every task: loss goes down, checkpoints round-trip, resume, DDP."""
+"""The trainer on a few steps for every task: loss goes down, checkpoints round-trip, resume, each
+process's batches, DDP."""
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -13,8 +15,11 @@ from safetensors.torch import load_file
 from easerve.model_defs.registry import list_models
 from easerve.training import checkpoint
 from easerve.training.datasets import open_dataset
+from easerve.training.datasets.imagefolder import ImageFileDataset
+from easerve.training.distributed import Distributed
+from easerve.training.loader import MAX_DEFAULT_WORKERS, batches, default_workers, train_loader
 from easerve.training.tasks import task_for
-from easerve.training.trainer import Distributed, TrainConfig, _fetch, global_batches, train
+from easerve.training.trainer import TrainConfig, train
 
 REPO = Path(__file__).resolve().parents[1]
 EA_MODELS = [e.name for e in list_models(attention="ea", bundled=True)]
@@ -40,8 +45,10 @@ def _first_batch(config: TrainConfig, task_name: str):
         num_samples=config.train_samples,
         **_data_size(entry, None),
     )
-    indices = next(global_batches(len(dataset), config.batch_size, config.seed, 0, Distributed()))
-    return entry, dataset, _fetch(dataset, indices, task_name)
+    loader = train_loader(
+        dataset, task_name, config.batch_size, config.seed, Distributed(), workers=0, pin_memory=False
+    )
+    return entry, dataset, next(batches(loader, 0))
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +163,69 @@ def test_a_resume_with_no_further_step_only_re_evaluates(tmp_path):
     assert again.metrics == first.metrics
 
 
+class _Indices(torch.utils.data.Dataset):
+    """Sample i is the number i; remembers the samples read."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.read: list[int] = []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> int:
+        self.read.append(index)
+        return index
+
+
+def _loader(data, batch_size: int, ddp: Distributed | None = None, workers: int = 0):
+    return train_loader(data, "classification", batch_size, 3, ddp or Distributed(), workers, pin_memory=False)
+
+
+def _steps(loader, start_step: int, count: int) -> list[list[int]]:
+    return [batch.tolist() for batch in itertools.islice(batches(loader, start_step), count)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_each_process_trains_on_its_share_of_every_global_batch(workers):
+    """Global batch s is run s % P of the permutation seeded by seed + s // P (P steps an epoch,
+    a part batch dropped); of N processes, rank r gets the batch's samples r, r + N, ..."""
+    expected = []
+    for step in range(7):  # across two epoch boundaries (3 steps an epoch)
+        epoch, offset = divmod(step, 3)
+        order = torch.randperm(20, generator=torch.Generator().manual_seed(3 + epoch))
+        expected.append(order[offset * 6 : (offset + 1) * 6].tolist())
+    assert _steps(_loader(_Indices(20), 6, workers=workers), 0, 7) == expected
+    for rank in range(2):
+        share = _steps(_loader(_Indices(20), 6, Distributed(rank, 2), workers), 0, 7)
+        assert share == [batch[rank::2] for batch in expected]
+
+
+def test_a_resumed_run_reads_only_the_batches_from_its_step_on():
+    data = _Indices(20)
+    loader = _loader(data, 6)
+    fresh = _steps(loader, 0, 7)
+    data.read.clear()
+    assert _steps(loader, 4, 3) == fresh[4:]  # from the middle of the second epoch
+    assert data.read == [index for batch in fresh[4:] for index in batch]
+
+
+def test_a_split_smaller_than_the_batch_is_the_batch_of_every_step():
+    assert [sorted(batch) for batch in _steps(_loader(_Indices(5), 8), 0, 3)] == [list(range(5))] * 3
+
+
+def test_the_global_batch_must_split_evenly_across_the_processes():
+    with pytest.raises(ValueError, match="7 does not split evenly across 2 processes"):
+        _loader(_Indices(20), 7, Distributed(0, 2))
+
+
+def test_loader_workers_by_default_only_for_data_read_from_files(tmp_path):
+    generated = open_dataset("shapes-2d", "classification", "train", num_samples=4)
+    assert default_workers(generated, 1) == 0
+    files = ImageFileDataset([tmp_path / "a.png"], [0], ["a"], 8)
+    assert 1 <= default_workers(files, 2) <= MAX_DEFAULT_WORKERS
+
+
 def test_two_process_torchrun_matches_one_process(tmp_path):
     common = [
         "train",
@@ -207,6 +277,75 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     assert checkpoint.read_checkpoint_info(tmp_path / "two").world_size == 2
     for key in one:
         torch.testing.assert_close(two[key], one[key], atol=1e-5, rtol=1e-4)
+
+
+# Under torchrun: the detector (its entry point a method other than forward) and the GAN (two
+# sub-modules, both phases from step 1) train, and every process ends with the same parameters.
+IN_SYNC_SCRIPT = """
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from easerve.model_defs.registry import get_model_entry
+from easerve.training import checkpoint, tasks
+from easerve.training.trainer import TrainConfig, train
+
+tasks.GENERATOR_FIRST_STEP = 1
+final = {}
+round_to_storage_precision = checkpoint.round_to_storage_precision
+
+
+def keep_final(model):
+    final.update({k: v.detach().clone() for k, v in model.named_parameters()})
+    round_to_storage_precision(model)
+
+
+checkpoint.round_to_storage_precision = keep_final
+for name in ("eadet-ea-tiny", "eagan-ea-tiny"):
+    out = Path(sys.argv[1]) / name
+    config = TrainConfig(name, out, steps=3, batch_size=4, lr=2e-3, train_samples=8, test_samples=4,
+                         progress=False, judge=out / "no-judge")
+    final.clear()
+    train(config)
+    torch.manual_seed(config.seed)
+    initial = dict(get_model_entry(name).create().named_parameters())
+    moved = sorted({key.split(".")[0] for key, value in final.items() if not torch.equal(value, initial[key])})
+    ranks = [None] * dist.get_world_size()
+    dist.all_gather_object(ranks, (final, moved))
+    assert all(all(torch.equal(r[0][k], v) for k, v in final.items()) for r in ranks), name
+    if dist.get_rank() == 0:
+        print(name, "in sync, moved:", *moved)
+"""
+
+
+def test_two_processes_stay_in_sync_for_a_method_entry_point_and_both_gan_phases(tmp_path):
+    script = tmp_path / "in_sync.py"
+    script.write_text(IN_SYNC_SCRIPT)
+    launched = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29532",
+            str(script),
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert launched.returncode == 0, launched.stderr[-2000:]
+    assert "eadet-ea-tiny in sync, moved: backbone" in launched.stdout
+    assert "eagan-ea-tiny in sync, moved: discriminator generator" in launched.stdout
+    for name in ("eadet-ea-tiny", "eagan-ea-tiny"):
+        assert checkpoint.read_checkpoint_info(tmp_path / name).world_size == 2
 
 
 def test_input_size_overrides_only_variable_size_models():

@@ -39,9 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "clouds) of the generated training and test data; default: the "
         "registry's example size",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="data-loading processes per training process (default: none for generated and other "
+        "in-memory data; for data read from files, the spare CPUs, at most 4)",
+    )
     parser.epilog = (
         "Multi-process: torchrun --nproc_per_node N -m easerve.cli train MODEL ... "
-        "(gloo on CPU, nccl on GPU; --batch-size stays the global batch)."
+        "(gloo on CPU, nccl on GPU; --batch-size stays the global batch, a multiple of N)."
     )
 
 
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         judge=args.judge,
         progress=not args.no_progress,
         input_size=args.input_size,
+        workers=args.workers,
     )
     info = train(config)
     if info.metrics:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,7 +35,10 @@ LossFn = Callable[[nn.Module, Batch], torch.Tensor]
 
 @dataclass
 class Phase:
-    """One optimiser and the loss it minimises; phases run in order on every batch."""
+    """One optimiser and the loss it minimises; phases run in order on every batch.
+
+    `loss` gets the model, or under torchrun its `training.distributed.TrainingView`: the same
+    attributes, with the task's `entry_points` running through DistributedDataParallel."""
 
     name: str
     parameters: Callable[[nn.Module], Iterable[nn.Parameter]]
@@ -68,6 +71,10 @@ class Task:
     options: dict[str, Any] = field(default_factory=dict)
 
     primary_metric: str = "accuracy"
+    # The model attributes the losses call (`forward`, another method, or a sub-module). Under
+    # torchrun each gets its own DDP wrapper, which averages the gradients that reach the
+    # parameters through it: a loss must reach every trained parameter through one of these.
+    entry_points: ClassVar[tuple[str, ...]] = ("forward",)
 
     def phases(self) -> list[Phase]:
         return [Phase("model", _all_parameters, self.loss)]
@@ -114,6 +121,7 @@ class SegmentationTask(Task):
 @dataclass
 class DetectionTask(Task):
     primary_metric: str = "map50"
+    entry_points = ("forward_raw",)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, targets = batch
@@ -151,6 +159,9 @@ class GenerationTask(Task):
     """(K + 1)-class conditional GAN; judged by a trained shapes classifier (see `evaluate`)."""
 
     primary_metric: str = "class_accuracy"
+    # A DDP wrapper each rather than one for the whole GAN: the discriminator phase gives the
+    # generator no gradient, which one wrapper would have to search for (find_unused_parameters).
+    entry_points = ("generator", "discriminator")
 
     def phases(self) -> list[Phase]:
         gan_betas = (0.5, 0.999)

@@ -1,20 +1,20 @@
 """The one training loop, for every task.
 
-Data parallel under `torchrun`: every process sees its slice of the same global batch (drawn
-from one seeded permutation), gradients are averaged with torch.distributed (gloo on CPU,
-nccl on GPU) and BatchNorm buffers follow rank 0, so N processes train the same model as one
-process with the same global batch.
+Data parallel under `torchrun`: a DistributedSampler gives every process its share of the same
+global batch (drawn from one seeded permutation, `training.loader`), and DistributedDataParallel
+averages the gradients (gloo on CPU, nccl on GPU) and makes BatchNorm buffers follow rank 0
+(`training.distributed`), so N processes train the same model as one process with the same
+global batch (BatchNorm aside: it normalises each process's share with its own statistics).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from tqdm import tqdm
 from easerve.model_defs.registry import ModelEntry, get_model_entry
 from easerve.training import checkpoint
 from easerve.training.datasets import detection_collate, open_dataset
+from easerve.training.distributed import Distributed, TrainingView, distributed_view, init_distributed
+from easerve.training.loader import batches, default_workers, train_loader
 from easerve.training.tasks import Phase, Task, task_for
 
 DEFAULT_DATA = {
@@ -61,38 +63,8 @@ class TrainConfig:
     judge: Path | None = None
     progress: bool = True
     input_size: int | None = None
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> Distributed:
-    """Join the torchrun process group when launched by torchrun; single process otherwise."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size == 1:
-        return Distributed()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return Distributed(dist.get_rank(), world_size)
-
-
-def global_batches(length: int, batch_size: int, seed: int, start_step: int, ddp: Distributed) -> Iterator[list[int]]:
-    """This process's share of each global batch, epoch after epoch of seeded permutations."""
-    per_epoch = max(length // batch_size, 1)
-    step = start_step
-    while True:
-        epoch, offset = divmod(step, per_epoch)
-        order = torch.randperm(length, generator=torch.Generator().manual_seed(seed + epoch))
-        batch = order[offset * batch_size : (offset + 1) * batch_size].tolist()
-        yield batch[ddp.rank :: ddp.world_size]
-        step += 1
+    # Data-loading worker processes per training process; None: `loader.default_workers`.
+    workers: int | None = None
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -110,17 +82,9 @@ def _output_size_override(entry: ModelEntry, num_classes: int) -> dict[str, int]
     return {}
 
 
-def _loader(dataset: Dataset, indices: list[int] | None, batch_size: int, task: str) -> DataLoader:
+def _evaluation_loader(dataset: Dataset, batch_size: int, task: str) -> DataLoader:
     collate = detection_collate if task == "detection" else None
-    subset = dataset if indices is None else torch.utils.data.Subset(dataset, indices)
-    return DataLoader(subset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-
-
-def _fetch(dataset: Dataset, indices: list[int], task: str) -> Any:
-    samples = [dataset[i] for i in indices]
-    if task == "detection":
-        return detection_collate(samples)
-    return torch.utils.data.default_collate(samples)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
 
 
 def _to_device(batch: Any, device: str) -> Any:
@@ -133,24 +97,12 @@ def _to_device(batch: Any, device: str) -> Any:
     return batch
 
 
-def _average_gradients(parameters: list[nn.Parameter], ddp: Distributed) -> None:
-    for parameter in parameters:
-        if parameter.grad is not None:
-            dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
-            parameter.grad /= ddp.world_size
-
-
-def _sync_buffers(model: nn.Module) -> None:
-    for buffer in model.buffers():
-        dist.broadcast(buffer, src=0)
-
-
 def evaluate(task: Task, model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, float]:
     """The task's metrics on a held-out data set, in eval mode without gradients."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        result = task.evaluate(model, _loader(dataset, None, batch_size, task.entry.task))
+        result = task.evaluate(model, _evaluation_loader(dataset, batch_size, task.entry.task))
     model.train(was_training)
     return result
 
@@ -164,6 +116,9 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     size = _data_size(entry, config.input_size)
     train_set = open_dataset(data, entry.task, "train", seed=config.seed, num_samples=config.train_samples, **size)
     test_set = open_dataset(data, entry.task, "test", seed=config.seed, num_samples=config.test_samples, **size)
+    workers = default_workers(train_set, ddp.world_size) if config.workers is None else config.workers
+    pin_memory = config.device.startswith("cuda")
+    loader = train_loader(train_set, entry.task, config.batch_size, config.seed, ddp, workers, pin_memory)
     class_names = list(train_set.class_names)
     model = entry.create(**_output_size_override(entry, len(class_names))).to(config.device)
     task = task_for(entry, class_names, {"judge": config.judge})
@@ -180,10 +135,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         checkpoint_model, earlier = checkpoint.load_checkpoint(config.out)
         model.load_state_dict(checkpoint_model.state_dict())
         start_step = checkpoint.load_train_state(config.out, model, optimizers)
-    if ddp.world_size > 1:
-        _sync_buffers(model)
-        for parameter in model.parameters():
-            dist.broadcast(parameter.data, src=0)
+    training_model = _training_model(model, task, phases, config.compile, ddp)
 
     steps_per_epoch = max(len(train_set) // config.batch_size, 1)
     total_steps = config.steps or max(int(round((config.epochs or 1) * steps_per_epoch)), 1)
@@ -192,9 +144,7 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         torch.optim.lr_scheduler.LambdaLR(o, lambda s: cosine_with_warmup(s + start_step, total_steps, warmup))
         for o in optimizers.values()
     ]
-    training_model = torch.compile(model) if config.compile else model
     started = time.perf_counter()
-    batches = global_batches(len(train_set), config.batch_size, config.seed, start_step, ddp)
     bar = tqdm(
         range(start_step, total_steps),
         desc=config.model,
@@ -204,13 +154,10 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
         dynamic_ncols=True,
     )
     model.train()
-    for step in bar:
-        batch = _to_device(_fetch(train_set, next(batches), entry.task), config.device)
-        losses = _train_step(training_model, batch, step, phases, optimizers, config, ddp)
+    for step, batch in zip(bar, batches(loader, start_step)):
+        losses = _train_step(training_model, _to_device(batch, config.device), step, phases, optimizers, config.amp)
         for scheduler in schedulers:
             scheduler.step()
-        if ddp.world_size > 1:
-            _sync_buffers(model)
         elapsed = time.perf_counter() - started
         bar.set_postfix(
             **{k: f"{v:.3f}" for k, v in losses.items()},
@@ -273,24 +220,42 @@ def _data_size(entry: ModelEntry, input_size: int | None) -> dict[str, int]:
     return {"size": input_size or image[-1]}
 
 
+def _training_model(
+    model: nn.Module, task: Task, phases: list[Phase], compile: bool, ddp: Distributed
+) -> nn.Module | TrainingView:
+    """What the phases' losses are called with: the model itself (`torch.compile`d if `compile`)
+    in a single process; under torchrun, its view whose entry points run through DDP."""
+    if ddp.world_size == 1:
+        return torch.compile(model) if compile else model
+    trained = [p for phase in phases for p in phase.parameters(model)]
+    return distributed_view(model, task.entry_points, trained, compile)
+
+
+def _gradient_sync(model: nn.Module | TrainingView, optimizer: torch.optim.Optimizer) -> AbstractContextManager:
+    """Where the backward pass averages gradients over the processes: for the parameters of
+    `optimizer` only (nothing to do in a single process)."""
+    if isinstance(model, TrainingView):
+        return model.syncing_only(p for group in optimizer.param_groups for p in group["params"])
+    return nullcontext()
+
+
 def _train_step(
-    model: nn.Module,
+    model: nn.Module | TrainingView,
     batch: Any,
     step: int,
     phases: list[Phase],
     optimizers: dict[str, torch.optim.Optimizer],
-    config: TrainConfig,
-    ddp: Distributed,
+    amp: bool,
 ) -> dict[str, float]:
+    """One optimiser step of every phase due at (0-based) `step` on `batch`; their losses."""
     losses = {}
     for phase in (p for p in phases if step >= p.first_step):
         optimizer = optimizers[phase.name]
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=config.amp):
-            loss = phase.loss(model, batch)
-        loss.backward()
-        if ddp.world_size > 1:
-            _average_gradients([p for g in optimizer.param_groups for p in g["params"]], ddp)
+        with _gradient_sync(model, optimizer):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                loss = phase.loss(model, batch)
+            loss.backward()
         optimizer.step()
         losses[phase.name] = float(loss.detach())
     return losses
