@@ -20,6 +20,7 @@ import io
 import math
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,10 @@ _SWAPS_SIDES = (
 )
 
 
+# The size the caller will resize to: fixed, or chosen from the upright original (width, height).
+Needed = tuple[int, int] | Callable[[int, int], tuple[int, int]] | None
+
+
 @dataclass(frozen=True)
 class ImageHeader:
     """What the header of an image says, before any pixel is decoded."""
@@ -111,7 +116,7 @@ class _Plan:
     shrink_to: tuple[int, int] | None
 
 
-def inspect_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = None) -> ImageHeader:
+def inspect_image(data: bytes, max_pixels: int, needed: Needed = None) -> ImageHeader:
     """The format, upright size and decoding memory of the image in `data`, from its header only.
 
     `needed` is as for `decode_image`, and `working_bytes` is the peak memory of that decoding.
@@ -120,7 +125,8 @@ def inspect_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None =
     pixel mode that has no faithful RGB form such as float), PayloadTooLarge (more than
     `max_pixels` pixels). Corrupt pixel data is only found by `decode_image`.
     """
-    _check_needed(needed)
+    if not callable(needed):
+        _check_needed(needed)
     image = _open(data)
     try:
         return _plan(image, max_pixels, needed).header
@@ -130,14 +136,15 @@ def inspect_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None =
         image.close()
 
 
-def decode_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = None) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int, needed: Needed = None) -> DecodedImage:
     """The image in `data` as RGB, upright (EXIF orientation applied), decoded no larger than needed.
 
     `needed` is the (width, height), upright, of the smallest size the caller will resize the image
     to; each side of the returned image is then at least min(needed side, original side), about
     twice the needed size where the original is larger (aspect ratio kept), so that a bilinear
-    resize to `needed` gives nearly the pixels a resize of the full image would. Without `needed`
-    the image is decoded at full size. 16-bit greyscale is mapped to 8 bits by value / 257; an MPO
+    resize to `needed` gives nearly the pixels a resize of the full image would; `needed` may also
+    be a function of the upright (width, height), read from the header. Without `needed` the
+    image is decoded at full size. 16-bit greyscale is mapped to 8 bits by value / 257; an MPO
     (phone camera JPEG) gives its first, primary, frame.
 
     BadRequest: empty, not an image, corrupt or truncated. UnsupportedMediaType: a format outside
@@ -146,7 +153,8 @@ def decode_image(data: bytes, max_pixels: int, needed: tuple[int, int] | None = 
     `max_pixels` pixels (checked from the header, before decoding). ValueError: `needed` has a
     side under 1 (a caller's bug, not the client's).
     """
-    _check_needed(needed)
+    if not callable(needed):
+        _check_needed(needed)
     image = _open(data)
     try:
         plan = _plan(image, max_pixels, needed)
@@ -214,7 +222,7 @@ def _check_kind(image: Image.Image) -> None:
         raise UnsupportedMediaType(f"{image.format} images of pixel mode {image.mode} are not supported")
 
 
-def _plan(image: Image.Image, max_pixels: int, needed: tuple[int, int] | None) -> _Plan:
+def _plan(image: Image.Image, max_pixels: int, needed: Needed) -> _Plan:
     """Checks the size, sets up the DCT scaling of a JPEG and works out what decoding will hold."""
     stored_width, stored_height = image.size
     if stored_width * stored_height > max_pixels:
@@ -225,6 +233,8 @@ def _plan(image: Image.Image, max_pixels: int, needed: tuple[int, int] | None) -
     upright = _UPRIGHT.get(_orientation(image))
     swapped = upright in _SWAPS_SIDES
     width, height = (stored_height, stored_width) if swapped else (stored_width, stored_height)
+    if callable(needed):
+        needed = needed(width, height)
     stored_mode = image.mode
     content_box = (0.0, 0.0, float(stored_width), float(stored_height))
     shrink_to = None

@@ -140,11 +140,7 @@ def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: Nee
         raise BadRequest("the request holds no image")
     if len(payloads) > max_images:
         raise PayloadTooLarge(f"{len(payloads)} images in one request is over the limit of {max_images}")
-    inspected = []
-    for data in payloads:
-        header = inspect_image(data, max_pixels)
-        inspected.append(InspectedImage(data, inspect_image(data, max_pixels, needed(header.width, header.height))))
-    return inspected
+    return [InspectedImage(data, inspect_image(data, max_pixels, needed)) for data in payloads]
 
 
 def decode_images(
@@ -155,7 +151,7 @@ def decode_images(
     decoded = []
     for image in images:
         deadline.check("decoding images")
-        decoded.append(decode_image(image.data, max_pixels, needed(image.header.width, image.header.height)))
+        decoded.append(decode_image(image.data, max_pixels, needed))
     return decoded
 
 
