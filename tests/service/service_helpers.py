@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import threading
 import time
 import warnings
@@ -128,3 +130,16 @@ class LiveServer:
             if line.startswith(prefix):
                 return float(line[len(prefix) :])
         return 0.0
+
+
+def clean_env() -> dict[str, str]:
+    """This process's environment without EASERVE_* settings (a served process reads only its flags)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("EASERVE_")}
+
+
+def serve_command(weights_dir: Path, model: str, port: int, *flags: str) -> list[str]:
+    """`easerve serve` of one fixture model on `port`, with few threads, as a real process."""
+    return [
+        sys.executable, "-m", "easerve.cli", "serve", "--weights-dir", str(weights_dir), "--models", model,
+        "--port", str(port), "--workers", "2", "--intra-op-threads", "1", *flags,
+    ]  # fmt: skip

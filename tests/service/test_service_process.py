@@ -3,9 +3,7 @@ torch, training or export."""
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,20 +12,12 @@ from pathlib import Path
 
 import httpx
 from onnx_fixtures import model_name
-from service_helpers import image_bytes, wait_until
+from service_helpers import clean_env, image_bytes, serve_command, wait_until
+
+from easerve.loadtest.server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSIFIER = model_name("fixcls")
-
-
-def clean_env() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("EASERVE_")}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_sigterm_answers_everything_in_flight_and_exits_zero(weights_dir, tmp_path):
@@ -35,24 +25,7 @@ def test_sigterm_answers_everything_in_flight_and_exits_zero(weights_dir, tmp_pa
     url = f"http://127.0.0.1:{port}"
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "easerve.cli",
-            "serve",
-            "--weights-dir",
-            str(weights_dir),
-            "--models",
-            CLASSIFIER,
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--intra-op-threads",
-            "1",
-            "--shutdown-grace",
-            "1",
-        ],
+        serve_command(weights_dir, CLASSIFIER, port, "--shutdown-grace", "1"),
         cwd=REPO,
         env=clean_env(),
         stdout=log,

@@ -10,11 +10,8 @@ a refused new connection after the listener closed is not lost, and is counted a
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -23,8 +20,9 @@ from pathlib import Path
 import aiohttp
 import httpx
 from onnx_fixtures import model_name
-from service_helpers import SlowRunnerFactory, image_bytes, make_settings, wait_until
+from service_helpers import SlowRunnerFactory, clean_env, image_bytes, make_settings, serve_command, wait_until
 
+from easerve.loadtest.server import free_port
 from easerve.service.app import create_app
 from easerve.service.server import create_server
 
@@ -143,37 +141,14 @@ CLIENTS = 64
 RUNS = 3
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 async def _sigterm_under_load(weights_dir: Path, log_path: Path) -> tuple[int | None, Counter, float | None]:
     """One run: `easerve serve`, 64 keep-alive clients posting as fast as they can (on a 503
     too, to press on the listener as it closes), SIGTERM. Returns the exit status, the outcomes
     and how long after the signal `/readyz` was first seen 503."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [
-        sys.executable,
-        "-m",
-        "easerve.cli",
-        "serve",
-        "--weights-dir",
-        str(weights_dir),
-        "--models",
-        CLASSIFIER,
-        "--port",
-        str(port),
-        "--workers",
-        "2",
-        "--intra-op-threads",
-        "1",
-        "--shutdown-grace",
-        "1",
-    ]
-    environment = {name: value for name, value in os.environ.items() if not name.startswith("EASERVE_")}
+    command = serve_command(weights_dir, CLASSIFIER, port, "--shutdown-grace", "1")
+    environment = clean_env()
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
     outcomes: Counter = Counter()
