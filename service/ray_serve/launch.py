@@ -45,7 +45,8 @@ def serve_on_ray(settings: Settings) -> int:
         else:
             num_cpus = max(os.cpu_count() or 1, whole_cpus(cpus_needed(plan.deployments)))
             logger.info("starting a local Ray cluster with %d logical CPUs", num_cpus)
-            ray.init(num_cpus=num_cpus, logging_level=logging.WARNING)
+            # "local": a new cluster of our own, never one that `ray start` left on this machine.
+            ray.init(address="local", num_cpus=num_cpus, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as error:
         logger.error(
             "could not %s: %s", f"join the Ray cluster at {settings.ray_address}" if joining else "start Ray", error
@@ -75,4 +76,4 @@ def serve_on_ray(settings: Settings) -> int:
     finally:
         if not joining:
             serve.shutdown()
-        ray.shutdown()
+        ray.shutdown(wait_for_processes=not joining)

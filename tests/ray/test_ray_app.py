@@ -69,12 +69,12 @@ CLOUD = {"points": [[0.1 * i, 0.05 * i, -0.02 * i] for i in range(64)]}
 
 @pytest.fixture(scope="module")
 def ray_url():
-    ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
     try:
         yield run_app({**SETTINGS, **RAY_ARGS}, free_port())
     finally:
         serve.shutdown()
-        ray.shutdown()
+        ray.shutdown(wait_for_processes=True)
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ FAST_AUTOSCALING = {
 
 @pytest.fixture(scope="module")
 def url():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     args = {
         "weights_dirs": [str(BUNDLED_WEIGHTS)],
         "models": [MODEL],
@@ -60,7 +60,7 @@ def url():
         yield run_app(args, free_port())
     finally:
         serve.shutdown()
-        ray.shutdown()
+        ray.shutdown(wait_for_processes=True)
 
 
 def _running_replicas() -> int:
