@@ -3,9 +3,11 @@
 For a classification and a segmentation model (default: the EA ones found), three servers are
 started on 127.0.0.1 in turn and loaded by closed-loop clients at each --concurrency: easerve
 with dynamic batching, easerve with max batch 1 (the same server, batching off), and a naive
-FastAPI + onnxruntime server (`bench.serve_naive`). Beside them, measured in this process before
-any server starts (`bench.serve_offline`): the offline ceiling, the bare model and the bare
-pipeline of one request. Writes OUT/bench_serve.md and OUT/bench_serve.png.
+FastAPI + onnxruntime server (`bench.serve_naive`), in each --transports (how the image is sent:
+raw body, multipart/form-data, JSON base64); each run also reads the server's CPU time per request.
+Beside them, measured in this process before any server starts (`bench.serve_offline`): the
+offline ceiling, the bare model and the bare pipeline of one request. Writes OUT/bench_serve.md
+and OUT/bench_serve.png.
 
 Only the standard library is imported at module level (see easerve/cli.py).
 """
@@ -26,29 +28,44 @@ from easerve.artifacts.machine import cpu_model, load_average
 
 if TYPE_CHECKING:
     from easerve.bench.serve_report import ModelResults
+    from easerve.loadtest.server import RunningServer
     from easerve.service.model_files import ModelFiles
 
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
 DEFAULT_TASKS = ("classification", "segmentation")
+# Kept here (not imported from bench.serve_load, which needs aiohttp) for the argument parser;
+# tests/service/test_service_bench.py checks they match serve_load.TRANSPORTS.
+TRANSPORT_CHOICES = ("raw", "multipart", "json")
+DEFAULT_TRANSPORTS = ("raw",)
 REPORT_NAME = "bench_serve"
 
 METHOD = """\
 Every server runs in its own process on 127.0.0.1 with the same models and onnxruntime thread
 settings; the load comes from this process (asyncio + aiohttp, one keep-alive connection per
 client), on the same machine. Each client sends a real image from the generated data sets (the
-load test's samples: a 64x64 shape for classification, a 128x128 scene for segmentation) as a
-raw PNG body and sends the next request as soon as the answer arrives. After --warmup seconds,
-the requests answered inside the next --duration seconds count: throughput is those answered
-200 per second, latency is send to answer. Mean batch: images per executed batch over the
-window, from the service's `nv_inference_count` / `nv_inference_exec_count`. Servers: easerve
-(dynamic batching, max queue delay 0, --instances model instances), easerve with
-`--max-batch-size 1` (the same instances), and a naive FastAPI server running each request on
-the thread pool, at batch 1, on one shared onnxruntime session (`bench/serve_naive.py`); all
-three do the service's own decoding, pre- and post-processing. Offline ceiling: as many runners
-as easerve has model instances, each on full batches (the manifest's max batch size) on its own
-thread, images per second; bare model: median runner call at batch 1; bare pipeline: median of
-decode, preprocess, run and postprocess of one image in process; overhead: the service's p50
-with one client minus the bare pipeline (HTTP, routing, queueing and thread hand-offs)."""
+load test's samples: a 64x64 shape for classification, a 128x128 scene for segmentation) and
+sends the next request as soon as the answer arrives. Transports (--transports): "raw", the PNG
+as the body (image/png); "multipart", a multipart/form-data body with the PNG as its one file
+part (fixed boundary); "json", application/json {"image": "<base64 of the PNG>"}. Each body is
+built once per model and transport, before its runs, so every request costs the client the same.
+After --warmup seconds, the requests answered inside the next --duration seconds count:
+throughput is those answered 200 per second, latency is send to answer. Mean batch: images per
+executed batch over the window, from the service's `nv_inference_count` /
+`nv_inference_exec_count`. Server CPU ms/req: the CPU time (user + system) of the server's
+process tree (the server process, its live descendants and those it has waited for), read from
+the OS at the start and the end of the same window, over the requests answered 200 in that
+window: the server's whole cost per request, its idle threads and the two /metrics reads per
+window included, independent of how many cores the machine has (not of their speed); the
+clients' CPU is not in it. Servers: easerve (dynamic
+batching, max queue delay 0, --instances model instances), easerve with `--max-batch-size 1`
+(the same instances), and a naive FastAPI server running each request on the thread pool, at
+batch 1, on one shared onnxruntime session (`bench/serve_naive.py`); all three read the same
+three transports with the service's own code and do the service's own decoding, pre- and
+post-processing. Offline ceiling: as many runners as easerve has model instances, each on full
+batches (the manifest's max batch size) on its own thread, images per second; bare model: median
+runner call at batch 1; bare pipeline: median of decode, preprocess, run and postprocess of one
+image in process; overhead: the service's p50 with one client minus the bare pipeline (HTTP,
+body parsing, routing, queueing and thread hand-offs)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +90,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(DEFAULT_CONCURRENCY),
         metavar="N",
         help="concurrent clients, one run each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        choices=TRANSPORT_CHOICES,
+        default=list(DEFAULT_TRANSPORTS),
+        metavar="KIND",
+        help="how the image is sent, one set of runs each: raw (the PNG as the body), multipart "
+        '(a multipart/form-data file), json ({"image": base64}) (default: %(default)s)',
     )
     parser.add_argument(
         "--duration",
@@ -183,7 +209,7 @@ def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[Mo
 
 
 def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelResults]:
-    from easerve.bench.serve_load import LoadRun, Workload, run_load
+    from easerve.bench.serve_load import LoadRun, image_workload, run_load
     from easerve.bench.serve_offline import measure_offline
     from easerve.bench.serve_pipeline import IMAGE_TASKS
     from easerve.bench.serve_report import SERVER_LABELS, ModelResults
@@ -195,20 +221,39 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
     for files in models:
         print(f"offline: {files.name}", flush=True)
         offline[files.name] = measure_offline(files, settings, pngs[files.name], args.duration / 4, args.instances)
-    runs: dict[str, dict[str, list[LoadRun]]] = {files.name: {} for files in models}
+    transports = list(dict.fromkeys(args.transports))
+    # Every body built once, here, before any run: the clients only send these bytes.
+    workloads = {
+        (files.name, transport): image_workload(
+            IMAGE_TASKS[files.manifest.task].route, files.name, pngs[files.name], transport
+        )
+        for files in models
+        for transport in transports
+    }
+    runs: dict[str, dict[tuple[str, str], list[LoadRun]]] = {files.name: {} for files in models}
     for server, label in SERVER_LABELS.items():
-        with _running_server(server, args, [files.name for files in models]) as url:
+        with _running_server(server, args, [files.name for files in models]) as running:
             for files in models:
-                workload = Workload(IMAGE_TASKS[files.manifest.task].route, files.name, pngs[files.name])
-                runs[files.name][server] = []
-                for concurrency in args.concurrency:
-                    run = run_load(url, workload, concurrency, args.warmup, args.duration)
-                    runs[files.name][server].append(run)
-                    print(
-                        f"{label}: {files.name}, {concurrency} clients: {run.throughput:,.1f} req/s, "
-                        f"p50 {run.percentile_ms(50) or 0:.1f} ms, {run.failures} failed",
-                        flush=True,
-                    )
+                for transport in transports:
+                    key = (server, transport)
+                    runs[files.name][key] = []
+                    for concurrency in args.concurrency:
+                        run = run_load(
+                            running.url,
+                            workloads[files.name, transport],
+                            concurrency,
+                            args.warmup,
+                            args.duration,
+                            server_pid=running.pid,
+                        )
+                        runs[files.name][key].append(run)
+                        cpu = run.server_cpu_ms_per_request
+                        print(
+                            f"{label}: {files.name}, {transport}, {concurrency} clients: "
+                            f"{run.throughput:,.1f} req/s, p50 {run.percentile_ms(50) or 0:.1f} ms, "
+                            f"server CPU {'-' if cpu is None else f'{cpu:.2f}'} ms/req, {run.failures} failed",
+                            flush=True,
+                        )
     return [ModelResults(f.name, f.manifest.task, offline[f.name], runs[f.name]) for f in models]
 
 
@@ -255,17 +300,17 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
 
 
 @contextmanager
-def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> Iterator[str]:
-    """`server` on a free loopback port (`loadtest.server.running_server`), its output in a log
-    file under the temp folder; yields its URL once ready."""
-    from easerve.loadtest.server import free_port, running_server
+def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> Iterator[RunningServer]:
+    """`server` on a free loopback port (`loadtest.server.running_server_process`), its output in
+    a log file under the temp folder; yields its URL and process once ready."""
+    from easerve.loadtest.server import free_port, running_server_process
 
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="easerve-bench-serve-")) / f"{server}.log"
-    with running_server(
+    with running_server_process(
         _server_command(server, args, names, port), f"http://127.0.0.1:{port}", log_path, args.ready_timeout
-    ) as url:
-        yield url
+    ) as running:
+        yield running
 
 
 def _environment(threads: int, instances: int, spinning: bool) -> str:

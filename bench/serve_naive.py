@@ -4,9 +4,10 @@
 
 What a first server usually looks like: each request is decoded, preprocessed, run at batch 1
 and postprocessed on FastAPI's thread pool, on one shared onnxruntime session (its `run` may be
-called from several threads at once). It takes the service's image routes with a raw image body
-and `?model=`, and does the service's own pre- and post-processing (`bench.serve_pipeline`), so
-the two differ only in scheduling.
+called from several threads at once). It takes the service's image routes with `?model=` and one
+image in any of the service's transports (a raw image body, one multipart/form-data file, or JSON
+`{"image": "<base64>"}`, read by the service's own `codecs.uploads`), and does the service's own
+decoding, pre- and post-processing (`bench.serve_pipeline`), so the two differ only in scheduling.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from easerve.artifacts.manifest import Manifest
-from easerve.bench.serve_pipeline import IMAGE_TASKS, answer_one
+from easerve.bench.serve_pipeline import IMAGE_TASKS, answer_upload
+from easerve.service.codecs.uploads import read_image_upload
+from easerve.service.errors import install_error_handlers
 from easerve.service.model_files import discover_models
 from easerve.service.runners.base import Runner
 from easerve.service.runners.ort import OrtRunner
@@ -30,6 +33,7 @@ from easerve.service.settings import Settings
 def create_naive_app(runners: dict[str, tuple[Runner, Manifest]]) -> FastAPI:
     """The naive server of `runners` ({model name: (runner, manifest)})."""
     app = FastAPI(title="naive per-request server")
+    install_error_handlers(app)  # the service's errors (bad body, unknown type) as its JSON answers
 
     @app.get("/readyz")
     async def ready() -> dict[str, bool]:
@@ -40,7 +44,8 @@ def create_naive_app(runners: dict[str, tuple[Runner, Manifest]]) -> FastAPI:
         if name not in runners:
             raise HTTPException(404, f"unknown model {name!r}")
         runner, manifest = runners[name]
-        results = await run_in_threadpool(answer_one, runner, manifest, await request.body())
+        upload = await read_image_upload(request)
+        results = await run_in_threadpool(answer_upload, runner, manifest, upload)
         return {"model": name, "results": [result.model_dump() for result in results]}
 
     for task in IMAGE_TASKS.values():

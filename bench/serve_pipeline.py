@@ -2,7 +2,9 @@
 
 `answer_one` is what a request to `/v1/classify` or `/v1/segment` costs apart from HTTP and
 scheduling: decode, preprocess, one runner call at batch 1, postprocess. It uses the service's
-own task code, so the naive server and the offline figures do exactly the service's work.
+own task code, so the naive server and the offline figures do exactly the service's work;
+`answer_upload` is the same from a request body as the service reads it (any of its image
+transports: the naive server's path).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pydantic import BaseModel
 from easerve.artifacts.manifest import Manifest
 from easerve.loadtest.samples import load_samples
 from easerve.service.codecs.images import DecodedImage, decode_image
+from easerve.service.codecs.uploads import Upload, decode_images, inspect_images
 from easerve.service.deadline import Deadline
 from easerve.service.runners.base import Runner
 from easerve.service.tasks.classification import classify
@@ -56,8 +59,24 @@ IMAGE_TASKS: dict[str, ImageTask] = {
 }
 
 
-def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> list[BaseModel]:
-    """The task's answer for one encoded image, computed at batch 1."""
-    images = [decode_for(manifest, png)]
+def _answer(runner: Runner, manifest: Manifest, images: list[DecodedImage]) -> list[BaseModel]:
     outputs = runner.run(image_batch([image.image for image in images], manifest))
     return IMAGE_TASKS[manifest.task].postprocess(outputs, manifest, images)
+
+
+def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> list[BaseModel]:
+    """The task's answer for one encoded image, computed at batch 1."""
+    return _answer(runner, manifest, [decode_for(manifest, png)])
+
+
+def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> list[BaseModel]:
+    """The task's answer for the one image of a request body (`codecs.uploads.read_image_upload`),
+    inspected and decoded as the service does, computed at batch 1; the service's errors
+    (BadRequest, PayloadTooLarge, UnsupportedMediaType) for a body it would refuse."""
+    height, width = model_image_size(manifest)
+
+    def needed(_width: int, _height: int) -> tuple[int, int]:
+        return width, height
+
+    inspected = inspect_images(upload, 1, MAX_IMAGE_PIXELS, needed)
+    return _answer(runner, manifest, decode_images(inspected, MAX_IMAGE_PIXELS, needed, NO_DEADLINE))

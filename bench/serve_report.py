@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from easerve.bench.report import TableData, print_table
-from easerve.bench.serve_load import LoadRun
+from easerve.bench.serve_load import RAW, TRANSPORTS, LoadRun
 from easerve.bench.serve_offline import OfflineFigures
 
 # The servers compared, in table order: key -> label.
@@ -15,10 +15,17 @@ SERVER_LABELS = {
     "batch1": "easerve, max batch 1",
     "naive": "naive FastAPI + onnxruntime",
 }
-MIN_CEILING_RATIO = 0.85
+# The service / offline ceiling at saturation, by task; other tasks: DEFAULT_MIN_CEILING_RATIO.
+MIN_CEILING_RATIO = {"classification": 0.7, "segmentation": 0.85}
+DEFAULT_MIN_CEILING_RATIO = 0.85
 MIN_SPEEDUP_OVER_NAIVE = 2.0
-SPEEDUP_CONCURRENCY = 32
-MAX_OVERHEAD_MS = 2.0
+SPEEDUP_CONCURRENCIES = (32, 64)
+MAX_OVERHEAD_MS = 1.0
+# Server CPU per request of easerve (dynamic batching), checked at one concurrency for the models
+# of these tasks, in every transport (one not measured shows as such).
+MAX_SERVER_CPU_MS = 1.0
+CPU_CONCURRENCY = 32
+CPU_TARGET_TASKS = ("classification",)
 PERCENTILES = (50, 95, 99)
 
 
@@ -34,55 +41,87 @@ class ModelResults:
     name: str
     task: str
     offline: OfflineFigures
-    runs: dict[str, list[LoadRun]]  # server key -> one run per concurrency, in the same order
+    # (server key, transport) -> one run per concurrency, in the same order
+    runs: dict[tuple[str, str], list[LoadRun]]
 
-    def at(self, server: str, concurrency: int) -> LoadRun | None:
-        return next((run for run in self.runs[server] if run.concurrency == concurrency), None)
+    @property
+    def transports(self) -> list[str]:
+        """The transports measured, in the order they ran."""
+        return list(dict.fromkeys(transport for _, transport in self.runs))
 
-    def saturation(self) -> LoadRun:
-        """The dynamic-batching run with the highest throughput."""
-        return max(self.runs["dynamic"], key=lambda run: run.throughput)
+    @property
+    def concurrencies(self) -> list[int]:
+        """The concurrencies measured, in the order they ran."""
+        return list(dict.fromkeys(run.concurrency for runs in self.runs.values() for run in runs))
 
-    def speedup_over_naive(self, concurrency: int, server: str = "dynamic") -> float | None:
-        """`server`'s throughput over the naive server's at `concurrency`."""
-        ours, naive = self.at(server, concurrency), self.at("naive", concurrency)
+    def at(self, server: str, concurrency: int, transport: str = RAW) -> LoadRun | None:
+        runs = self.runs.get((server, transport), [])
+        return next((run for run in runs if run.concurrency == concurrency), None)
+
+    def saturation(self, transport: str = RAW) -> LoadRun | None:
+        """The dynamic-batching run with the highest throughput in `transport`; None if none ran."""
+        return max(self.runs.get(("dynamic", transport), []), key=lambda run: run.throughput, default=None)
+
+    def ceiling_ratio(self, transport: str = RAW) -> float | None:
+        """The throughput at saturation over the offline ceiling."""
+        best = self.saturation(transport)
+        if best is None or self.offline.ceiling_per_s <= 0:
+            return None
+        return best.throughput / self.offline.ceiling_per_s
+
+    def speedup_over_naive(self, concurrency: int, server: str = "dynamic", transport: str = RAW) -> float | None:
+        """`server`'s throughput over the naive server's at `concurrency`, both in `transport`."""
+        ours, naive = self.at(server, concurrency, transport), self.at("naive", concurrency, transport)
         if ours is None or naive is None or naive.throughput == 0:
             return None
         return ours.throughput / naive.throughput
 
-    def overhead_ms(self) -> float | None:
+    def overhead_ms(self, transport: str = RAW) -> float | None:
         """Median latency of a lone client minus the bare pipeline's."""
-        lone = self.at("dynamic", 1)
+        lone = self.at("dynamic", 1, transport)
         p50 = lone.percentile_ms(50) if lone is not None else None
         return None if p50 is None else p50 - self.offline.pipeline_ms
 
+    def server_cpu_ms(self, concurrency: int, server: str = "dynamic", transport: str = RAW) -> float | None:
+        """`server`'s CPU ms per request answered at `concurrency` in `transport`."""
+        run = self.at(server, concurrency, transport)
+        return None if run is None else run.server_cpu_ms_per_request
+
 
 def load_table(results: ModelResults) -> TableData:
-    """Per concurrency and server: throughput, latency percentiles, mean batch size, the
-    throughput over the naive server's at the same concurrency, and the failed requests."""
+    """Per concurrency, transport (a column when more than one was measured) and server:
+    throughput, latency percentiles, mean batch size, the server's CPU per request, the
+    throughput over the naive server's at the same concurrency and transport, and the failed
+    requests."""
+    several = len(results.transports) > 1
     rows = []
-    for concurrency in [run.concurrency for run in results.runs["dynamic"]]:
-        for server, label in SERVER_LABELS.items():
-            run = results.at(server, concurrency)
-            if run is None:
-                continue
-            rows.append(
-                (
-                    str(concurrency),
-                    label,
-                    f"{run.throughput:,.1f}",
-                    *(_number(run.percentile_ms(percent), ".1f") for percent in PERCENTILES),
-                    _number(run.mean_batch_size, ".2f"),
-                    _times(results.speedup_over_naive(concurrency, server)),
-                    str(run.failures),
+    for concurrency in results.concurrencies:
+        for transport in results.transports:
+            for server, label in SERVER_LABELS.items():
+                run = results.at(server, concurrency, transport)
+                if run is None:
+                    continue
+                rows.append(
+                    (
+                        str(concurrency),
+                        label,
+                        *((transport,) if several else ()),
+                        f"{run.throughput:,.1f}",
+                        *(_number(run.percentile_ms(percent), ".1f") for percent in PERCENTILES),
+                        _number(run.mean_batch_size, ".2f"),
+                        _number(run.server_cpu_ms_per_request, ".2f"),
+                        _times(results.speedup_over_naive(concurrency, server, transport)),
+                        str(run.failures),
+                    )
                 )
-            )
     headers = (
         "clients",
         "server",
+        *(("transport",) if several else ()),
         "req/s",
         *(f"p{percent} ms" for percent in PERCENTILES),
         "mean batch",
+        "server CPU ms/req",
         "req/s over naive",
         "failed",
     )
@@ -91,7 +130,8 @@ def load_table(results: ModelResults) -> TableData:
 
 
 def yardstick_table(all_results: list[ModelResults]) -> TableData:
-    """Per model (a column each): the service against the offline ceiling and the bare request."""
+    """Per model and transport (a column each): the service against the offline ceiling and the
+    bare request."""
     measures: dict[str, list[str]] = {
         "offline ceiling, img/s": [],
         "service at saturation, req/s": [],
@@ -101,49 +141,76 @@ def yardstick_table(all_results: list[ModelResults]) -> TableData:
         "service p50 with 1 client, ms": [],
         "overhead over the bare pipeline, ms": [],
     }
+    columns = []
     for results in all_results:
-        offline, best, lone = results.offline, results.saturation(), results.at("dynamic", 1)
-        values = (
-            f"{offline.ceiling_per_s:,.0f} (batch {offline.max_batch_size})",
-            f"{best.throughput:,.1f} ({best.concurrency} clients)",
-            f"{best.throughput / offline.ceiling_per_s:.2f}",
-            f"{offline.model_ms:.2f}",
-            f"{offline.pipeline_ms:.2f}",
-            _number(lone.percentile_ms(50) if lone else None, ".2f"),
-            _number(results.overhead_ms(), "+.2f"),
-        )
-        for column, value in zip(measures.values(), values, strict=True):
-            column.append(value)
+        for transport in results.transports:
+            several = len(results.transports) > 1
+            columns.append(f"{results.name} ({transport})" if several else results.name)
+            offline, best = results.offline, results.saturation(transport)
+            lone = results.at("dynamic", 1, transport)
+            values = (
+                f"{offline.ceiling_per_s:,.0f} (batch {offline.max_batch_size})",
+                "-" if best is None else f"{best.throughput:,.1f} ({best.concurrency} clients)",
+                _number(results.ceiling_ratio(transport), ".2f"),
+                f"{offline.model_ms:.2f}",
+                f"{offline.pipeline_ms:.2f}",
+                _number(lone.percentile_ms(50) if lone else None, ".2f"),
+                _number(results.overhead_ms(transport), "+.2f"),
+            )
+            for column, value in zip(measures.values(), values, strict=True):
+                column.append(value)
     rows = tuple((measure, *values) for measure, values in measures.items())
-    headers = ("", *(results.name for results in all_results))
-    return TableData("Against the offline ceiling and the bare single request", headers, rows)
+    return TableData("Against the offline ceiling and the bare single request", ("", *columns), rows)
 
 
 def target_checks(all_results: list[ModelResults]) -> list[Target]:
-    """The three serving targets (ceiling ratio, speedup over naive, one-client overhead), per model."""
+    """Per model, in each transport measured: service / offline ceiling at saturation (by task),
+    the speedup over the naive server at each of SPEEDUP_CONCURRENCIES clients, the one-client
+    overhead over the bare pipeline; and for the models of CPU_TARGET_TASKS, easerve's server CPU
+    per request at CPU_CONCURRENCY clients in every transport. A target whose inputs were not
+    measured has `met` None ("not measured")."""
     targets = []
     for results in all_results:
-        ratio = results.saturation().throughput / results.offline.ceiling_per_s
-        speedup = results.speedup_over_naive(SPEEDUP_CONCURRENCY)
-        overhead = results.overhead_ms()
-        targets += [
-            Target(
-                f"{results.name}: service / offline ceiling at saturation (target >= {MIN_CEILING_RATIO})",
-                f"{ratio:.2f}",
-                ratio >= MIN_CEILING_RATIO,
-            ),
-            Target(
-                f"{results.name}: dynamic batching / naive server at {SPEEDUP_CONCURRENCY} clients "
-                f"(target >= {MIN_SPEEDUP_OVER_NAIVE:.0f}x)",
-                _times(speedup),
-                None if speedup is None else speedup >= MIN_SPEEDUP_OVER_NAIVE,
-            ),
-            Target(
-                f"{results.name}: p50 of a lone client over the bare pipeline (target <= {MAX_OVERHEAD_MS} ms)",
-                _number(overhead, "+.2f") + " ms",
-                None if overhead is None else overhead <= MAX_OVERHEAD_MS,
-            ),
-        ]
+        min_ratio = MIN_CEILING_RATIO.get(results.task, DEFAULT_MIN_CEILING_RATIO)
+        for transport in results.transports:
+            subject = f"{results.name} [{transport}]"
+            ratio = results.ceiling_ratio(transport)
+            overhead = results.overhead_ms(transport)
+            targets.append(
+                Target(
+                    f"{subject}: service / offline ceiling at saturation (target >= {min_ratio})",
+                    _number(ratio, ".2f"),
+                    None if ratio is None else ratio >= min_ratio,
+                )
+            )
+            for concurrency in SPEEDUP_CONCURRENCIES:
+                speedup = results.speedup_over_naive(concurrency, transport=transport)
+                targets.append(
+                    Target(
+                        f"{subject}: dynamic batching / naive server at {concurrency} clients "
+                        f"(target >= {MIN_SPEEDUP_OVER_NAIVE:.0f}x)",
+                        _times(speedup),
+                        None if speedup is None else speedup >= MIN_SPEEDUP_OVER_NAIVE,
+                    )
+                )
+            targets.append(
+                Target(
+                    f"{subject}: p50 of a lone client over the bare pipeline (target <= {MAX_OVERHEAD_MS} ms)",
+                    _ms(overhead, "+.2f"),
+                    None if overhead is None else overhead <= MAX_OVERHEAD_MS,
+                )
+            )
+        if results.task in CPU_TARGET_TASKS:
+            for transport in TRANSPORTS:
+                cpu_ms = results.server_cpu_ms(CPU_CONCURRENCY, transport=transport)
+                targets.append(
+                    Target(
+                        f"{results.name} [{transport}]: easerve server CPU per request at {CPU_CONCURRENCY} "
+                        f"clients (target <= {MAX_SERVER_CPU_MS} ms)",
+                        _ms(cpu_ms, ".2f"),
+                        None if cpu_ms is None else cpu_ms <= MAX_SERVER_CPU_MS,
+                    )
+                )
     return targets
 
 
@@ -159,36 +226,46 @@ def show(tables: list[TableData], targets: list[Target]) -> None:
 
 
 def plot(all_results: list[ModelResults], path: Path) -> None:
-    """Per model: throughput (with the offline ceiling) and p50 / p99 latency against clients."""
+    """Per model: throughput (with the offline ceiling), p50 / p99 latency and the server's CPU
+    per request against clients, a line per server (and transport, when more than one ran)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(all_results), 2, figsize=(11, 4 * len(all_results)), squeeze=False)
-    for (throughput_axis, latency_axis), results in zip(axes, all_results, strict=True):
-        for server, label in SERVER_LABELS.items():
-            runs = results.runs[server]
+    figure, axes = plt.subplots(len(all_results), 3, figsize=(16, 4 * len(all_results)), squeeze=False)
+    for (throughput_axis, latency_axis, cpu_axis), results in zip(axes, all_results, strict=True):
+        several = len(results.transports) > 1
+        for (server, transport), runs in results.runs.items():
+            label = f"{SERVER_LABELS[server]}, {transport}" if several else SERVER_LABELS[server]
             clients = [run.concurrency for run in runs]
             line = throughput_axis.plot(clients, [run.throughput for run in runs], "o-", label=label)[0]
+            colour = line.get_color()
             latency_axis.plot(
-                clients, [run.percentile_ms(50) for run in runs], "o-", color=line.get_color(), label=f"{label}, p50"
+                clients, [run.percentile_ms(50) for run in runs], "o-", color=colour, label=f"{label}, p50"
             )
             latency_axis.plot(
-                clients, [run.percentile_ms(99) for run in runs], "x--", color=line.get_color(), label=f"{label}, p99"
+                clients, [run.percentile_ms(99) for run in runs], "x--", color=colour, label=f"{label}, p99"
             )
+            cpu = [(run.concurrency, run.server_cpu_ms_per_request) for run in runs]
+            cpu = [(clients_, ms) for clients_, ms in cpu if ms is not None]
+            if cpu:
+                cpu_axis.plot(*zip(*cpu, strict=True), "o-", color=colour, label=label)
         throughput_axis.axhline(
             results.offline.ceiling_per_s, color="grey", linestyle=":", label="offline ceiling (batched onnxruntime)"
         )
         throughput_axis.set_ylabel("requests / s")
         latency_axis.set_ylabel("latency (ms)")
         latency_axis.set_yscale("log")
-        for axis in (throughput_axis, latency_axis):
+        cpu_axis.set_ylabel("server CPU ms / request")
+        cpu_axis.set_ylim(bottom=0)
+        for axis in (throughput_axis, latency_axis, cpu_axis):
             axis.set_xscale("log", base=2)
             axis.set_xlabel("concurrent clients")
             axis.set_title(results.name)
             axis.grid(True, which="both", alpha=0.3)
-            axis.legend(fontsize=7)
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
@@ -196,6 +273,10 @@ def plot(all_results: list[ModelResults], path: Path) -> None:
 
 def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _ms(value: float | None, spec: str) -> str:
+    return "-" if value is None else f"{format(value, spec)} ms"
 
 
 def _times(value: float | None) -> str:

@@ -66,6 +66,49 @@ def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = No
     raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s")
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    """A server started by `running_server_process`: where it listens and its process."""
+
+    url: str
+    process: subprocess.Popen
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def running_server_process(
+    command: list[str],
+    url: str,
+    log_path: Path,
+    ready_timeout_s: float,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[RunningServer]:
+    """Run `command` (in `cwd`, with `env`: default this process's), a server that listens at
+    `url`, its output in `log_path`; yields its URL and process once ready and stops the server
+    (SIGTERM, then SIGKILL) on exit. RuntimeError naming the log if it exits or is not ready
+    within `ready_timeout_s`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        try:
+            try:
+                wait_ready(url, ready_timeout_s, process)
+            except RuntimeError as error:
+                raise RuntimeError(f"{error}; see {log_path}") from None
+            yield RunningServer(url, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @contextmanager
 def running_server(
     command: list[str],
@@ -75,26 +118,29 @@ def running_server(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> Iterator[str]:
-    """Run `command` (in `cwd`, with `env`: default this process's), a server that listens at
-    `url`, its output in `log_path`; yields `url` once ready and stops the server (SIGTERM, then
-    SIGKILL) on exit. RuntimeError naming the log if it exits or is not ready within
-    `ready_timeout_s`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    """`running_server_process` yielding only the URL."""
+    with running_server_process(command, url, log_path, ready_timeout_s, env, cwd) as server:
+        yield server.url
+
+
+def process_tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) spent so far by process `pid` and all its descendants: those
+    alive now, and those that have exited and been waited for by a process of the tree (counted
+    in their parent's children times, so a helper process that comes and goes is not lost).
+    psutil.NoSuchProcess if `pid` is gone; a descendant that exits while being read is skipped."""
+    import psutil  # the loadtest extra; imported here so that the rest of this module needs none
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
         try:
-            try:
-                wait_ready(url, ready_timeout_s, process)
-            except RuntimeError as error:
-                raise RuntimeError(f"{error}; see {log_path}") from None
-            yield url
-        finally:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            if process is root:
+                raise
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 @contextmanager

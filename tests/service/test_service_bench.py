@@ -1,37 +1,147 @@
-"""`easerve bench serve` on the fixture models: its naive baseline answers like the service, and
-a short run of the whole benchmark writes its report."""
+"""`easerve bench serve` on the fixture models: each transport's prebuilt body is answered by the
+service and its naive baseline as the raw body is, the report shows the server's CPU per request
+and what was not measured, and a short run of the whole benchmark writes its report."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from onnx_fixtures import model_name
 from service_helpers import TestClient, image_bytes, make_settings
 
+from easerve.bench import serve as bench_serve
+from easerve.bench import serve_report
+from easerve.bench.serve_load import MULTIPART_BOUNDARY, RAW, TRANSPORTS, LoadRun, image_workload, transport_body
 from easerve.bench.serve_naive import create_naive_app
+from easerve.bench.serve_offline import OfflineFigures
 from easerve.service.model_files import discover_models
 from easerve.service.runners.ort import OrtRunner
 
 REPO = Path(__file__).resolve().parents[2]
 CLASSIFIER = model_name("fixcls")
 SEGMENTER = model_name("fixseg")
+ROUTES = (("/v1/classify", CLASSIFIER), ("/v1/segment", SEGMENTER))
 
 
-def test_the_naive_server_answers_as_the_service_does(client, weights_dir):
+@pytest.fixture(scope="module")
+def naive(weights_dir):
     settings = make_settings(weights_dir)
     runners = {
         files.name: (OrtRunner(files, settings, 1), files.manifest)
         for files in discover_models([weights_dir], [CLASSIFIER, SEGMENTER])
     }
+    with TestClient(create_naive_app(runners)) as naive_client:
+        yield naive_client
+    for runner, _ in runners.values():
+        runner.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_each_transport_is_answered_as_the_raw_body_by_the_service_and_the_naive_server(client, naive, transport):
     png = image_bytes((255, 0, 0))
-    with TestClient(create_naive_app(runners)) as naive:
-        for route, model in (("/v1/classify", CLASSIFIER), ("/v1/segment", SEGMENTER)):
-            ours = client.post(route, params={"model": model}, content=png, headers={"content-type": "image/png"})
-            theirs = naive.post(route, params={"model": model}, content=png)
-            assert theirs.status_code == 200
-            assert theirs.json()["results"] == ours.json()["results"]
+    for route, model in ROUTES:
+        raw = client.post(route, params={"model": model}, content=png, headers={"content-type": "image/png"})
+        assert raw.status_code == 200, raw.text
+        workload = image_workload(route, model, png, transport)
+        headers = {"content-type": workload.content_type}
+        for server in (client, naive):
+            answer = server.post(route, params={"model": model}, content=workload.body, headers=headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["results"] == raw.json()["results"]
+
+
+def test_the_naive_server_refuses_what_the_service_refuses(naive):
+    answer = naive.post(
+        "/v1/classify", params={"model": CLASSIFIER}, content=b"{}", headers={"content-type": "text/csv"}
+    )
+    assert answer.status_code == 415
+    assert "error" in answer.json()
+
+
+def test_the_transport_bodies_carry_the_image_unchanged():
+    png = image_bytes((0, 0, 255))
+    assert transport_body(png, RAW) == (png, "image/png")
+    body, content_type = transport_body(png, "multipart")
+    assert content_type == f"multipart/form-data; boundary={MULTIPART_BOUNDARY}"
+    assert png in body and body.endswith(f"--{MULTIPART_BOUNDARY}--\r\n".encode())
+    body, content_type = transport_body(png, "json")
+    assert content_type == "application/json" and list(json.loads(body)) == ["image"]
+    with pytest.raises(ValueError, match="unknown transport"):
+        transport_body(png, "carrier-pigeon")
+    with pytest.raises(ValueError, match="boundary"):
+        transport_body(png + MULTIPART_BOUNDARY.encode(), "multipart")
+
+
+def test_the_cli_offers_exactly_the_transports_the_load_can_send():
+    assert bench_serve.TRANSPORT_CHOICES == TRANSPORTS
+    assert set(bench_serve.DEFAULT_TRANSPORTS) <= set(TRANSPORTS)
+
+
+def _run(concurrency: int, throughput: float, cpu_ms: float | None) -> LoadRun:
+    """A one-second run answering `throughput` requests (p50 2 ms), `cpu_ms` of server CPU each."""
+    answered = int(throughput)
+    cpu_s = None if cpu_ms is None else cpu_ms * answered / 1000
+    return LoadRun(concurrency, 1.0, (2.0,) * answered, 0, 1.0, cpu_s)
+
+
+def _results(task: str, transports: tuple[str, ...], cpu_ms: float | None) -> serve_report.ModelResults:
+    offline = OfflineFigures(max_batch_size=8, ceiling_per_s=100.0, model_ms=0.5, pipeline_ms=1.5)
+    runs = {
+        (server, transport): [_run(1, 50, cpu_ms), _run(32, 90 if server == "dynamic" else 30, cpu_ms)]
+        for transport in transports
+        for server in serve_report.SERVER_LABELS
+    }
+    return serve_report.ModelResults(CLASSIFIER if task == "classification" else SEGMENTER, task, offline, runs)
+
+
+def test_the_load_table_shows_the_server_cpu_per_request_and_the_transport_when_several():
+    one = serve_report.load_table(_results("classification", (RAW,), 0.75))
+    assert "server CPU ms/req" in one.headers and "transport" not in one.headers
+    column = one.headers.index("server CPU ms/req")
+    assert {row[column] for row in one.rows} == {"0.75"}
+    assert len(one.rows) == 2 * len(serve_report.SERVER_LABELS)
+
+    several = serve_report.load_table(_results("classification", ("multipart", "json"), None))
+    transport = several.headers.index("transport")
+    assert {row[transport] for row in several.rows} == {"multipart", "json"}
+    assert {row[several.headers.index("server CPU ms/req")] for row in several.rows} == {"-"}
+    assert len(several.rows) == 2 * 2 * len(serve_report.SERVER_LABELS)
+    assert len(serve_report.yardstick_table([_results("segmentation", ("raw", "json"), 1.0)]).headers) == 3
+
+
+def test_targets_not_measured_are_said_so_and_never_met():
+    targets = serve_report.target_checks([_results("classification", (RAW,), 0.75)])
+    lines = serve_report.target_lines(targets)
+    by_text = dict(zip(lines, targets, strict=True))
+
+    def verdict(*words: str) -> bool | None:
+        (target,) = [target for line, target in by_text.items() if all(word in line for word in words)]
+        return target.met
+
+    assert verdict("[raw]", "server CPU") is True  # 0.75 ms <= 1.0 ms
+    assert verdict("[multipart]", "server CPU") is None
+    assert verdict("[json]", "server CPU") is None
+    assert verdict("[raw]", "naive server at 32 clients") is True  # 90 / 30 = 3x
+    assert verdict("[raw]", "naive server at 64 clients") is None  # 64 clients did not run
+    assert verdict("[raw]", "offline ceiling") is True  # 90 / 100 >= 0.7 for classification
+    assert verdict("[raw]", "lone client") is True  # 2.0 - 1.5 ms <= 1.0 ms
+    assert sum(line.endswith("- not measured") for line in lines) == 3
+    assert all(line.endswith("- not measured") == (target.met is None) for line, target in by_text.items())
+
+    segmentation = serve_report.target_checks([_results("segmentation", (RAW,), 5.0)])
+    assert not any("server CPU" in target.description for target in segmentation)
+    (ceiling,) = [target for target in segmentation if "offline ceiling" in target.description]
+    assert ceiling.met is True and ">= 0.85" in ceiling.description  # 0.90
+
+
+def test_the_plot_draws_runs_with_and_without_cpu_figures(tmp_path):
+    path = tmp_path / "plot.png"
+    serve_report.plot([_results("classification", ("raw", "json"), None), _results("segmentation", (RAW,), 1.0)], path)
+    assert path.stat().st_size > 0
 
 
 def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tmp_path):
@@ -46,6 +156,9 @@ def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tm
         "--concurrency",
         "1",
         "4",
+        "--transports",
+        "raw",
+        "json",
         "--duration",
         "0.4",
         "--warmup",
@@ -62,7 +175,15 @@ def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tm
     assert (tmp_path / "bench_serve.png").stat().st_size > 0
     for model in (CLASSIFIER, SEGMENTER):
         assert f"### {model} (" in report
+    header = next(line for line in report.splitlines() if line.startswith("| clients |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert "transport" in columns and "server CPU ms/req" in columns
     rows = [line for line in report.splitlines() if line.startswith(("| 1 |", "| 4 |"))]
-    assert len(rows) == 2 * 2 * 3  # models x concurrencies x servers
-    assert all(row.split("|")[-2].strip() == "0" for row in rows), "some requests failed"
+    assert len(rows) == 2 * 2 * 2 * 3  # models x concurrencies x transports x servers
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in rows]
+    assert all(row[-1] == "0" for row in cells), "some requests failed"
+    assert all(float(row[columns.index("server CPU ms/req")]) >= 0 for row in cells)
+    assert {row[columns.index("transport")] for row in cells} == {"raw", "json"}
     assert "service / ceiling" in report and "### Targets" in report
+    assert "[multipart]: easerve server CPU per request at 32 clients (target <= 1.0 ms): - - not measured" in report
+    assert "server CPU" in result.stdout
