@@ -4,7 +4,8 @@ Every flag overrides the matching `EASERVE_*` environment variable (see `service
 the API key is only read from `EASERVE_API_KEY`, so it never shows in the process list.
 Exit status: 0 after a clean (drained) shutdown, 1 if a model failed to load or the server
 could not start, 2 for invalid settings or missing models (or `--engine ray` without Ray).
-`--engine ray` runs the same API as a Ray Serve application (`service.ray_serve.launch`).
+`--engine ray` runs the same API as a Ray Serve application (`service.ray_serve.launch`);
+`--http-workers N` runs it in N HTTP worker processes in front of this one (`service.frontend`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from easerve.service.settings import Settings
+
+# The process id tells the HTTP workers of `--http-workers` (and the model process) apart.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +45,11 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as error:
         print(f"easerve serve: invalid settings:\n{error}")
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT)
+    if settings.http_workers > 1:
+        from easerve.service.frontend.supervisor import serve_with_workers
+
+        return serve_with_workers(settings, LOG_FORMAT)
     if settings.engine == "ray":
         return _serve_on_ray(settings)
     server: DrainingServer | None = None

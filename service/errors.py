@@ -141,6 +141,32 @@ class DeadlineExceeded(ServiceError):
     reason = "deadline_exceeded"
 
 
+# The errors a model's batcher answers, by name: another process (a Ray replica, the model
+# process of `--http-workers`) sends them as values, the caller raises them again.
+_WIRE_ERRORS: dict[str, type[ServiceError]] = {
+    cls.__name__: cls
+    for cls in (BadRequest, InvalidInput, NotFound, PayloadTooLarge, InferenceFailed, Unavailable, DeadlineExceeded)
+}
+_RETRY_AFTER_ERRORS: dict[str, type[QueueFull] | type[Overloaded]] = {"QueueFull": QueueFull, "Overloaded": Overloaded}
+
+
+def error_to_wire(error: ServiceError) -> dict[str, Any]:
+    """`error` as plain data (JSON-safe): its class name, message and Retry-After."""
+    return {
+        "type": type(error).__name__,
+        "message": error.message,
+        "retry_after_s": getattr(error, "retry_after_s", None),
+    }
+
+
+def error_from_wire(wire: dict[str, Any]) -> ServiceError:
+    """The error `error_to_wire` described (an unknown name: InferenceFailed)."""
+    name, message = wire["type"], wire["message"]
+    if name in _RETRY_AFTER_ERRORS:
+        return _RETRY_AFTER_ERRORS[name](message, wire.get("retry_after_s") or 1.0)
+    return _WIRE_ERRORS.get(name, InferenceFailed)(message)
+
+
 def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """The service's one error body: `{"error": message}`."""
     return JSONResponse({"error": message}, status_code=status_code, headers=headers)

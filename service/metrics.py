@@ -45,8 +45,14 @@ class ServiceMetrics:
         self.compute_us = Counter(
             "nv_inference_compute_infer_duration_us", "Cumulative compute time per request (us)", ["model"], registry=r
         )
+        # livesum: under `--http-workers` (prometheus_client's multiprocess mode) the live
+        # processes' values add up; ignored in one process.
         self.pending = Gauge(
-            "nv_inference_pending_request_count", "Requests waiting in the queue", ["model"], registry=r
+            "nv_inference_pending_request_count",
+            "Requests waiting in the queue",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.http_requests = Counter(
             "easerve_http_requests", "Inference HTTP requests by model and status code", ["model", "code"], registry=r

@@ -118,6 +118,15 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="after the grace period, how long queued work may take (the rest: 503)"
     )
 
+    http_workers: Annotated[int, Flag("server", metavar="N")] = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="HTTP worker processes accepting on one port (decoding, pre- and post-processing); they hand "
+        "the tensors to this process's one batcher per model through shared memory, so batches form across them "
+        "(1: everything in this process; docs/scale-out.md)",
+    )
+
     # How the service runs: this one process, or a Ray Serve application (service/ray_serve).
     engine: Annotated[Engine, Flag("engine")] = Field(
         default="local",

@@ -43,16 +43,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from easerve.service.app import create_app
 from easerve.service.batcher import BatchOutcome, DynamicBatcher, Tensors, batch_items
 from easerve.service.errors import (
-    BadRequest,
     DeadlineExceeded,
     InferenceFailed,
     InvalidInput,
-    NotFound,
-    Overloaded,
-    PayloadTooLarge,
     QueueFull,
     ServiceError,
     Unavailable,
+    error_from_wire,
+    error_to_wire,
 )
 from easerve.service.metrics import ServiceMetrics
 from easerve.service.model_config import parse_overrides, serving_config
@@ -78,28 +76,6 @@ NODE_HEADER = "x-easerve-node"  # and on which Ray node
 _ANSWERED_BY: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
     "easerve_answered_by", default=None
 )
-
-# The service's errors by name, to rebuild them on the ingress side of the wire.
-_ERRORS: dict[str, type[ServiceError]] = {
-    cls.__name__: cls
-    for cls in (BadRequest, InvalidInput, NotFound, PayloadTooLarge, InferenceFailed, Unavailable, DeadlineExceeded)
-}
-_RETRY_AFTER_ERRORS: dict[str, type[QueueFull] | type[Overloaded]] = {"QueueFull": QueueFull, "Overloaded": Overloaded}
-
-
-def error_to_wire(error: ServiceError) -> dict[str, Any]:
-    return {
-        "type": type(error).__name__,
-        "message": error.message,
-        "retry_after_s": getattr(error, "retry_after_s", None),
-    }
-
-
-def error_from_wire(wire: dict[str, Any]) -> ServiceError:
-    name, message = wire["type"], wire["message"]
-    if name in _RETRY_AFTER_ERRORS:
-        return _RETRY_AFTER_ERRORS[name](message, wire.get("retry_after_s") or 1.0)
-    return _ERRORS.get(name, InferenceFailed)(message)
 
 
 def _replica_identity() -> tuple[str, str]:

@@ -1,0 +1,119 @@
+"""The batcher an HTTP worker's models have: a stand-in that queues each request on the model's
+one `DynamicBatcher` in the model process (`channel`), and the loader that connects them.
+
+Everything before and after the batcher (API key, body limits, decoding, the checks against the
+model's contract, memory budget, deadlines, answers) is the worker's own `create_app`, the same
+code as in one process. The model process answers what its batcher answers: outputs, 429 +
+Retry-After, 504, 422 / 500 for a request that fails alone, 503 while it drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from easerve.artifacts.manifest import Manifest
+from easerve.service.batcher import BatchOutcome, Tensors
+from easerve.service.errors import Unavailable
+from easerve.service.frontend.channel import ModelChannel
+from easerve.service.frontend.shared_metrics import shared_registry
+from easerve.service.frontend.wire import aligned
+from easerve.service.metrics import ServiceMetrics
+from easerve.service.model_loading import ModelLoader
+from easerve.service.repository import ModelRepository, ServedModel
+
+if TYPE_CHECKING:
+    from easerve.service.batcher import Finish
+
+logger = logging.getLogger(__name__)
+
+
+def output_bytes(manifest: Manifest, inputs: Tensors) -> int:
+    """The bytes of the outputs of `inputs`, their symbolic dimensions taken from the inputs'
+    shapes; 0 when an output has a dimension no input gives (its outputs then come in the
+    answer's frame)."""
+    sizes: dict[str, int] = {}
+    for tensor in manifest.inputs:
+        array = inputs.get(tensor.name)
+        if array is not None:
+            sizes |= {dim: size for dim, size in zip(tensor.shape, array.shape) if isinstance(dim, str)}
+    total = 0
+    for tensor in manifest.outputs:
+        if any(isinstance(dim, str) and dim not in sizes for dim in tensor.shape):
+            return 0
+        shape = [dim if isinstance(dim, int) else sizes[dim] for dim in tensor.shape]
+        total += aligned(int(np.prod(shape)) * np.dtype(tensor.dtype).itemsize)
+    return total
+
+
+class SharedMemoryBatcher:
+    """Stands in for a model's `DynamicBatcher` in an HTTP worker."""
+
+    def __init__(self, model: ServedModel, channel: ModelChannel) -> None:
+        self.model = model.name
+        self._manifest = model.manifest
+        self._channel = channel
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests this worker has sent to the model process and not had answered yet."""
+        return self._outstanding
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
+        """The model process's answer to `inputs`; `finish` (a closure over this worker's
+        request) makes its answer here, on a thread, off the event loop."""
+        if self._closing:
+            raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
+        self._outstanding += 1
+        self._idle.clear()
+        try:
+            outcome = await self._channel.infer(self.model, inputs, deadline, output_bytes(self._manifest, inputs))
+            return outcome if finish is None else await asyncio.to_thread(finish.applied, outcome)
+        finally:
+            self._outstanding -= 1
+            if self._outstanding == 0:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting; wait (at most `timeout_s`) for the answers still outstanding."""
+        self._closing = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self._outstanding:
+            logger.warning("%s: %d request(s) still outstanding after the drain", self.model, self._outstanding)
+
+    def close(self) -> None:
+        pass
+
+
+def shared_memory_loader(channel: ModelChannel) -> Callable[[ModelRepository, ServiceMetrics], ModelLoader]:
+    """`create_app`'s `model_loader` for a worker: loading a model waits for the model process to
+    have it ready and gives it a `SharedMemoryBatcher`. The batch metrics are the model process's:
+    the worker's `/metrics` shows every process's samples (`shared_metrics`)."""
+
+    def loader(repository: ModelRepository, metrics: ServiceMetrics) -> ModelLoader:
+        metrics.registry = shared_registry()
+
+        async def connect(model: ServedModel) -> None:
+            info = await channel.describe(model.name)
+            model.files = model.files.with_variant(info["variant"])
+            model.variant_reason = info["variant_reason"]
+            model.backend_name = info["backend"]
+            model.batcher = SharedMemoryBatcher(model, channel)
+
+        return connect
+
+    return loader
