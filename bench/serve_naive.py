@@ -46,7 +46,7 @@ def create_naive_app(runners: dict[str, tuple[Runner, Manifest]]) -> FastAPI:
         runner, manifest = runners[name]
         upload = await read_image_upload(request)
         results = await run_in_threadpool(answer_upload, runner, manifest, upload)
-        return {"model": name, "results": [result.model_dump() for result in results]}
+        return {"model": name, "results": results}
 
     for task in IMAGE_TASKS.values():
         app.add_api_route(task.route, infer, methods=["POST"])

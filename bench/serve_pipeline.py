@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel
 
 from easerve.artifacts.manifest import Manifest
 from easerve.loadtest.samples import load_samples
@@ -29,14 +28,16 @@ MAX_IMAGE_PIXELS = 25_000_000
 TOP_K = 5
 NO_DEADLINE = Deadline(float("inf"))
 
-Postprocess = Callable[[dict[str, np.ndarray], Manifest, list[DecodedImage]], list[BaseModel]]
+# An answer's results as JSON-ready dicts, one per image (the service's own task code).
+Results = list[dict[str, object]]
+Postprocess = Callable[[dict[str, np.ndarray], Manifest, list[DecodedImage]], Results]
 
 
-def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> list[BaseModel]:
+def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
     return list(classify(outputs, manifest, TOP_K))
 
 
-def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> list[BaseModel]:
+def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
     return list(segment(outputs, manifest, images, False, 0.0, MAX_IMAGE_PIXELS, NO_DEADLINE))
 
 
@@ -59,17 +60,17 @@ IMAGE_TASKS: dict[str, ImageTask] = {
 }
 
 
-def _answer(runner: Runner, manifest: Manifest, images: list[DecodedImage]) -> list[BaseModel]:
+def _answer(runner: Runner, manifest: Manifest, images: list[DecodedImage]) -> Results:
     outputs = runner.run(image_batch([image.image for image in images], manifest))
     return IMAGE_TASKS[manifest.task].postprocess(outputs, manifest, images)
 
 
-def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> list[BaseModel]:
+def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> Results:
     """The task's answer for one encoded image, computed at batch 1."""
     return _answer(runner, manifest, [decode_for(manifest, png)])
 
 
-def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> list[BaseModel]:
+def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> Results:
     """The task's answer for the one image of a request body (`codecs.uploads.read_image_upload`),
     inspected and decoded as the service does, computed at batch 1; the service's errors
     (BadRequest, PayloadTooLarge, UnsupportedMediaType) for a body it would refuse."""

@@ -15,6 +15,11 @@ How a batch is formed (after Triton's dynamic batcher):
 - A full queue answers `QueueFull` with a Retry-After estimate. Every accepted request gets
   exactly one answer: its outputs, or an error.
 - `drain` stops accepting, runs everything queued, then returns.
+- A request may bring a `Finish`: what its answer is made of its outputs. It runs on the
+  runner's thread right after the batch (its batch-wide step once for every request of the batch
+  that shares it, vectorised), so a request's answer is ready when its future resolves: no
+  further thread hop, and no post-processing on the event loop. A request whose finishing fails
+  fails alone.
 
 A model runs as one or more instances (Triton's `instance_group` count): each instance is a
 runner of its own called on its own dedicated thread, so the event loop keeps accepting requests
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -70,12 +76,33 @@ class BatchingConfig:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """One request's answer: its rows of every output, and how it went."""
+    """One request's answer: its rows of every output, how it went, and what its `Finish`
+    made of them (`answer`; None without one)."""
 
     outputs: Tensors
     queue_s: float
     compute_s: float
     batch_size: int
+    answer: object = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """What a request's answer is made of its outputs, computed where its batch was.
+
+    `prepare` (optional; equal objects for requests that can share it, e.g. a frozen dataclass)
+    turns a batch's outputs into what the answers need, for every row at once; `answer` then
+    makes one request's answer of its rows of the prepared tensors and its `BatchOutcome`.
+    """
+
+    answer: Callable[[BatchOutcome], object]
+    prepare: Callable[[Tensors], Tensors] | None = None
+
+    def applied(self, outcome: BatchOutcome) -> BatchOutcome:
+        """`outcome` with its answer, for one request on its own (a batcher computed elsewhere)."""
+        if self.prepare is not None:
+            outcome = dataclasses.replace(outcome, outputs=self.prepare(outcome.outputs))
+        return dataclasses.replace(outcome, answer=self.answer(outcome))
 
 
 class BatchObserver(Protocol):
@@ -100,7 +127,7 @@ class Batcher(Protocol):
     @property
     def accepting(self) -> bool: ...
 
-    async def submit(self, inputs: Tensors, deadline: float) -> BatchOutcome: ...
+    async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome: ...
 
     async def drain(self, timeout_s: float) -> None: ...
 
@@ -143,6 +170,41 @@ def _concatenate(parts: list[Tensors]) -> Tensors:
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
+def _finished(
+    batch: list[_Pending], outputs: Tensors, started: float, compute_s: float
+) -> list[BatchOutcome | Exception]:
+    """Each request's outcome: its rows of `outputs`, answered by its `Finish` (the exception in
+    its place when that fails). A `prepare` that every request of the batch shares runs once on
+    the whole batch; otherwise each request's runs on its own rows."""
+    items = sum(entry.items for entry in batch)
+    prepares = {entry.finish.prepare if entry.finish else None for entry in batch}
+    shared = prepares.pop() if len(prepares) == 1 else None
+    prepared = shared(outputs) if shared is not None else outputs
+    results: list[BatchOutcome | Exception] = []
+    offset = 0
+    for entry in batch:
+        rows = slice(offset, offset + entry.items)
+        offset += entry.items
+        queue_s = started - entry.enqueued_at
+        if entry.finish is None or entry.future.done():  # no answer to make (or answered meanwhile)
+            results.append(
+                BatchOutcome({name: array[rows] for name, array in outputs.items()}, queue_s, compute_s, items)
+            )
+            continue
+        try:
+            if shared is not None:
+                own = {name: array[rows] for name, array in prepared.items()}
+            else:
+                own = {name: array[rows] for name, array in outputs.items()}
+                if entry.finish.prepare is not None:
+                    own = entry.finish.prepare(own)
+            outcome = BatchOutcome(own, queue_s, compute_s, items)
+            results.append(dataclasses.replace(outcome, answer=entry.finish.answer(outcome)))
+        except Exception as error:  # noqa: BLE001 - this request alone fails, with its reason
+            results.append(error)
+    return results
+
+
 @dataclass(eq=False)
 class _Pending:
     inputs: Tensors
@@ -150,6 +212,7 @@ class _Pending:
     signature: Signature
     enqueued_at: float  # time.perf_counter()
     future: asyncio.Future[BatchOutcome]
+    finish: Finish | None = None
     expiry: asyncio.TimerHandle | None = field(default=None)
     computing: bool = False
 
@@ -209,8 +272,9 @@ class DynamicBatcher:
             self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.model}")
             self._scheduler.add_done_callback(self._scheduler_finished)
 
-    async def submit(self, inputs: Tensors, deadline: float) -> BatchOutcome:
-        """Queue one request (inputs with a leading batch dim) and wait for its outputs.
+    async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
+        """Queue one request (inputs with a leading batch dim) and wait for its outputs (and
+        the answer `finish` makes of them).
 
         `deadline` is on the `time.perf_counter()` clock (as every time here: uvloop's
         `loop.time()` only ticks in whole milliseconds). Raises `QueueFull`,
@@ -230,7 +294,7 @@ class DynamicBatcher:
         if deadline <= now:
             self._observer.request_failed(self.model, DeadlineExceeded.reason)
             raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
-        entry = _Pending(inputs, items, signature_of(inputs), now, loop.create_future())
+        entry = _Pending(inputs, items, signature_of(inputs), now, loop.create_future(), finish)
         entry.expiry = loop.call_later(deadline - now, self._expire, entry)
         self._queue.append(entry)
         self._queue_changed()
@@ -345,8 +409,8 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            outputs, compute_s = await loop.run_in_executor(
-                instance.executor, self._compute, instance.run_batch, [entry.inputs for entry in batch]
+            outcomes, compute_s = await loop.run_in_executor(
+                instance.executor, self._compute, instance.run_batch, batch, started
             )
         except Exception as error:
             await self._isolate_failure(batch, instance, error)
@@ -355,15 +419,18 @@ class DynamicBatcher:
         self._mean_batch_s += _COMPUTE_TIME_SMOOTHING * (compute_s - self._mean_batch_s)
         self._observer.batch_executed(self.model, items, compute_s)
         logger.debug("%s: batch of %d items (%d requests) in %.1f ms", self.model, items, len(batch), compute_s * 1000)
-        offset = 0
-        for entry in batch:
-            rows = {name: array[offset : offset + entry.items] for name, array in outputs.items()}
-            offset += entry.items
+        for entry, outcome in zip(batch, outcomes, strict=True):
             self._cancel_expiry(entry)
-            if not entry.future.done():
-                queue_s = started - entry.enqueued_at
-                entry.future.set_result(BatchOutcome(rows, queue_s, compute_s, items))
-                self._observer.request_succeeded(self.model, queue_s, compute_s)
+            if entry.future.done():
+                continue
+            if isinstance(outcome, BatchOutcome):
+                entry.future.set_result(outcome)
+                self._observer.request_succeeded(self.model, outcome.queue_s, outcome.compute_s)
+            elif isinstance(outcome, ServiceError):  # the request's own fault, found making its answer
+                self._answer_error(entry, outcome)
+            else:
+                logger.error("%s: making a request's answer failed", self.model, exc_info=outcome)
+                self._answer_error(entry, InferenceFailed(f"answering a request of {self.model} failed: {outcome}"))
 
     async def _isolate_failure(self, batch: list[_Pending], instance: _Instance, error: Exception) -> None:
         """A failed batch of several requests runs again one request at a time, so that only a
@@ -385,17 +452,21 @@ class DynamicBatcher:
             logger.error("%s: inference failed", self.model, exc_info=error)
             self._answer_error(entry, InferenceFailed(f"inference failed on {self.model}: {error}"))
 
-    def _compute(self, run_batch: RunBatch, requests: list[Tensors]) -> tuple[Tensors, float]:
+    def _compute(
+        self, run_batch: RunBatch, batch: list[_Pending], started: float
+    ) -> tuple[list[BatchOutcome | Exception], float]:
         """Runs on an instance's thread: concatenate, run in chunks of at most max_batch_size
-        (a single request may be larger), concatenate the outputs."""
-        started = time.perf_counter()
-        inputs = _concatenate(requests)
+        (a single request may be larger), concatenate the outputs, then each request's outcome
+        with its answer (`_finished`)."""
+        inputs = _concatenate([entry.inputs for entry in batch])
         step = self.config.max_batch_size
         chunks = [
             run_batch({name: array[i : i + step] for name, array in inputs.items()})
             for i in range(0, batch_items(inputs), step)
         ]
-        return _concatenate(chunks), time.perf_counter() - started
+        outputs = _concatenate(chunks)
+        compute_s = time.perf_counter() - started
+        return _finished(batch, outputs, started, compute_s), compute_s
 
     # -- bookkeeping ----------------------------------------------------------------------
 

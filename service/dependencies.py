@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, ParamSpec, TypeVar
 
 from fastapi import Depends, Query, Request
 
@@ -31,12 +32,13 @@ async def service_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(service_state)]
 
 
-def start_inference(
+def inference_context(
     request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None, max_batch_items: int
 ) -> InferenceContext:
     """The context of an inference request on `model` (Unavailable while draining). Marks the
-    request with the model for the metrics middleware. The caller calls `finish()` at the end:
-    a drain waits for every started request to finish before its batchers stop accepting."""
+    request with the model for the metrics middleware. The caller calls `begin()`, and
+    `finish()` at the end: a drain waits for every begun request to finish before its batchers
+    stop accepting."""
     if state.lifecycle.phase == "draining":
         raise Unavailable("the server is shutting down")
     setattr(request.state, MODEL_STATE_KEY, model.name)
@@ -48,7 +50,6 @@ def start_inference(
         max_model_pixels=settings.max_model_pixels,
         max_model_points=settings.max_model_points,
     )
-    state.lifecycle.request_started()
     return InferenceContext(
         model,
         now,
@@ -56,6 +57,7 @@ def start_inference(
         state.pools,
         state.budget,
         limits,
+        on_begin=state.lifecycle.request_started,
         on_finish=state.lifecycle.request_finished,
     )
 
@@ -68,9 +70,12 @@ TimeoutQuery = Annotated[
 ]
 
 
-def task_inference(task: Task) -> Callable[..., AsyncIterator[InferenceContext]]:
-    """The dependency of a task endpoint: picks the model from `model=` or `attention=`, and
-    returns the request's cost to the budget when the handler is done."""
+def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
+    """The dependency of a task endpoint: picks the model from `model=` or `attention=` and
+    makes the request's context; the handler is wrapped in `finishes_inference`, which begins
+    and finishes it, so a request refused for its other parameters never holds a drain up. (A
+    plain dependency: FastAPI's generator dependencies cost an exit stack and a cancel scope
+    per request.)"""
 
     async def dependency(
         request: Request,
@@ -80,12 +85,28 @@ def task_inference(task: Task) -> Callable[..., AsyncIterator[InferenceContext]]
         ] = None,
         attention: Annotated[AttentionKind | None, Query(description="ea or sa (default ea)")] = None,
         timeout: TimeoutQuery = None,
-    ) -> AsyncIterator[InferenceContext]:
+    ) -> InferenceContext:
         served = state.repository.for_task(task, model, attention)
-        context = start_inference(request, state, served, timeout, state.settings.max_images_per_request)
-        try:
-            yield context
-        finally:
-            context.finish()
+        return inference_context(request, state, served, timeout, state.settings.max_images_per_request)
 
     return dependency
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def finishes_inference(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """`handler` (which takes its `InferenceContext` as `context=`) between the context's
+    `begin()` and `finish()`: when it returns or raises, the request's cost goes back to the
+    budget and a drain may go on."""
+
+    @functools.wraps(handler)
+    async def finishing(*args: P.args, **kwargs: P.kwargs) -> R:
+        kwargs["context"].begin()
+        try:
+            return await handler(*args, **kwargs)
+        finally:
+            kwargs["context"].finish()
+
+    return finishing

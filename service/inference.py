@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from easerve.service.admission import MemoryBudget, Ticket, WorkerPools
-from easerve.service.batcher import BatchOutcome, Tensors
+from easerve.service.batcher import BatchOutcome, Finish, Tensors
 from easerve.service.contract import InputLimits, check_inputs
 from easerve.service.deadline import Deadline
 from easerve.service.errors import DeadlineExceeded
+from easerve.service.json_answers import json_bytes
 from easerve.service.repository import ServedModel
-from easerve.service.schemas import Timings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -38,12 +38,19 @@ class InferenceContext:
     pools: WorkerPools
     budget: MemoryBudget
     limits: InputLimits
+    on_begin: Callable[[], None] | None = None
     on_finish: Callable[[], None] | None = None
     ticket: Ticket | None = None
 
     def with_timeout(self, timeout_s: float) -> None:
         """Replace the deadline with `timeout_s` from the start (a protocol's own timeout field)."""
         self.deadline = Deadline(self.started + timeout_s)
+
+    def begin(self) -> None:
+        """The handler starts: counted as in flight until `finish`."""
+        if self.on_begin is not None:
+            self.on_begin()
+            self.on_begin = None
 
     def admit(self, cost: int, what: str) -> None:
         """Hold `cost` bytes of the memory budget for this request (PayloadTooLarge /
@@ -56,7 +63,7 @@ class InferenceContext:
         if self.ticket is not None:
             self.ticket.release()
             self.ticket = None
-        if self.on_finish is not None:
+        if self.on_finish is not None and self.on_begin is None:  # begun, not yet finished
             self.on_finish()
             self.on_finish = None
 
@@ -76,11 +83,21 @@ class InferenceContext:
             future.add_done_callback(lambda _: ticket.release())
         return await self._by_deadline(future, "decoding or post-processing")
 
-    async def infer(self, inputs: Tensors) -> BatchOutcome:
+    async def infer(self, inputs: Tensors, finish: Finish | None = None) -> BatchOutcome:
         """Check `inputs` (batch first) against the model's contract, queue them on the model's
-        batcher and wait for the outputs."""
+        batcher and wait for the outputs (and the answer `finish` makes of them)."""
         check_inputs(inputs, self.model.manifest, self.limits)
-        return await self.model.ready_batcher().submit(inputs, self.deadline.at)
+        return await self.model.ready_batcher().submit(inputs, self.deadline.at, finish)
+
+    def answer_with(self, fields: Callable[[Tensors], dict[str, object]], prepare=None) -> Finish:
+        """A `Finish` whose answer is this request's whole JSON body (bytes): the common fields
+        (`response_fields`) and `fields(outputs)`, made and encoded where the batch ran.
+        `prepare`: the batch-wide step the outputs go through first (see `Finish`)."""
+
+        def answer(outcome: BatchOutcome) -> bytes:
+            return json_bytes({**self.response_fields(outcome), **fields(outcome.outputs)})
+
+        return Finish(answer, prepare)
 
     async def _by_deadline(self, future: asyncio.Future[R], what: str) -> R:
         remaining = self.deadline.remaining_s()
@@ -99,9 +116,11 @@ class InferenceContext:
             "attention": self.model.manifest.attention,
             "backend": self.model.backend,
             "batch_size": outcome.batch_size,
-            "timings": Timings(
-                queue_ms=outcome.queue_s * 1000, compute_ms=outcome.compute_s * 1000, total_ms=total_s * 1000
-            ),
+            "timings": {
+                "queue_ms": outcome.queue_s * 1000,
+                "compute_ms": outcome.compute_s * 1000,
+                "total_ms": total_s * 1000,
+            },
         }
 
 

@@ -41,7 +41,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easerve.service.app import create_app
-from easerve.service.batcher import BatchOutcome, DynamicBatcher, Tensors, batch_items
+from easerve.service.batcher import BatchOutcome, DynamicBatcher, Finish, Tensors, batch_items
 from easerve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -252,14 +252,16 @@ class RemoteBatcher:
     def accepting(self) -> bool:
         return not self._closing
 
-    async def submit(self, inputs: Tensors, deadline: float) -> BatchOutcome:
+    async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
+        """The outputs computed by the model's deployment; `finish` makes the answer here."""
         if self._closing:
             raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
         self._outstanding += 1
         self._idle.clear()
         self._metrics.queue_depth_changed(self.model, self._outstanding)
         try:
-            return await self._submit(inputs, deadline)
+            outcome = await self._submit(inputs, deadline)
+            return finish.applied(outcome) if finish is not None else outcome
         except ServiceError as error:
             self._metrics.request_failed(self.model, error.reason)
             raise

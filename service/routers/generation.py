@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
+from easerve.service.dependencies import API_KEY_SECURITY, State, finishes_inference, task_inference
 from easerve.service.errors import PayloadTooLarge
 from easerve.service.inference import InferenceContext
+from easerve.service.json_answers import JSONBytes, json_bytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.generation import (
     GenerateRequest,
@@ -25,7 +26,8 @@ GenerateContext = Annotated[InferenceContext, Depends(task_inference("generation
 
 
 @router.post("/generate", response_model=GenerateResponse)
-async def generate_images(body: GenerateRequest, state: State, context: GenerateContext) -> GenerateResponse:
+@finishes_inference
+async def generate_images(body: GenerateRequest, state: State, context: GenerateContext) -> JSONBytes:
     """PNG images (base64) of the requested class; the same label and seed give the same images."""
     limit = state.settings.max_images_per_request
     if body.n > limit:
@@ -34,7 +36,11 @@ async def generate_images(body: GenerateRequest, state: State, context: Generate
     label = label_index(body.label, manifest.labels)
     context.admit(generated_bytes(manifest, body.n), f"{body.n} generated image(s)")
     outcome = await context.infer(await context.offload(latent_inputs, manifest, label, body.seed, body.n))
-    images = await context.offload(to_pngs, outcome.outputs, manifest)
-    return GenerateResponse(
-        **context.response_fields(outcome), label=manifest.labels[label], seed=body.seed, images=images
-    )
+
+    def answer() -> bytes:
+        images = to_pngs(outcome.outputs, manifest)
+        return json_bytes(
+            {**context.response_fields(outcome), "label": manifest.labels[label], "seed": body.seed, "images": images}
+        )
+
+    return JSONBytes(await context.offload(answer))

@@ -9,14 +9,15 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
 from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
-from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
+from easerve.service.dependencies import API_KEY_SECURITY, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
+from easerve.service.json_answers import JSONBytes, json_bytes
 from easerve.service.openapi import INFERENCE_ERRORS
+from easerve.service.tasks.classification import ClassProbabilities, ranked
 from easerve.service.tasks.pointcloud import (
     PointCloudClassifyResponse,
     PointCloudSegmentResponse,
     SampledCloud,
-    classify_cloud,
     sample_cloud,
     segment_cloud,
 )
@@ -49,25 +50,34 @@ async def _prepared_cloud(request: Request, state: State, context: InferenceCont
 
 
 @router.post("/classify", response_model=PointCloudClassifyResponse, openapi_extra=POINTS_BODY_OPENAPI)
+@finishes_inference
 async def classify_point_cloud(
     request: Request,
     state: State,
     context: ClassifyContext,
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels to return")] = 5,
-) -> PointCloudClassifyResponse:
-    """Top-k object classes of the cloud."""
+) -> JSONBytes:
+    """Top-k object classes of the cloud (made on the runner's thread, as image classes are)."""
     points, cloud = await _prepared_cloud(request, state, context)
     manifest = context.model.manifest
-    outcome = await context.infer(cloud.inputs)
-    ranked = await context.offload(classify_cloud, outcome.outputs, manifest, top_k)
-    return PointCloudClassifyResponse(**context.response_fields(outcome), num_points=len(points), top_k=ranked)
+    finish = context.answer_with(
+        lambda prepared: {"num_points": len(points), **ranked(prepared, manifest.labels, top_k)[0]},
+        ClassProbabilities(manifest.outputs[0].name),
+    )
+    return JSONBytes((await context.infer(cloud.inputs, finish)).answer)
 
 
 @router.post("/segment", response_model=PointCloudSegmentResponse, openapi_extra=POINTS_BODY_OPENAPI)
-async def segment_point_cloud(request: Request, state: State, context: SegmentContext) -> PointCloudSegmentResponse:
-    """One part label per input point, in input order."""
+@finishes_inference
+async def segment_point_cloud(request: Request, state: State, context: SegmentContext) -> JSONBytes:
+    """One part label per input point, in input order (mapped back on a worker: a cloud may be
+    large)."""
     points, cloud = await _prepared_cloud(request, state, context)
     manifest = context.model.manifest
     outcome = await context.infer(cloud.inputs)
-    parts = await context.offload(segment_cloud, outcome.outputs, manifest, points, cloud)
-    return PointCloudSegmentResponse(**context.response_fields(outcome), num_points=len(points), parts=parts)
+
+    def answer() -> bytes:
+        parts = segment_cloud(outcome.outputs, manifest, points, cloud)
+        return json_bytes({**context.response_fields(outcome), "num_points": len(points), "parts": parts})
+
+    return JSONBytes(await context.offload(answer))

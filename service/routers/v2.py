@@ -21,12 +21,13 @@ from pydantic import ValidationError
 
 import easerve
 from easerve.artifacts.triton import model_configuration
+from easerve.service.batcher import BatchOutcome, Finish
 from easerve.service.contract import InputLimits
-from easerve.service.dependencies import API_KEY_SECURITY, State, start_inference
+from easerve.service.dependencies import API_KEY_SECURITY, State, inference_context
 from easerve.service.errors import BadRequest, NotFound, describe_validation_errors
+from easerve.service.inference import InferenceContext
 from easerve.service.openapi import INFERENCE_ERRORS, MODEL_ERRORS, READINESS_503
 from easerve.service.repository import ServedModel
-from easerve.service.schemas import InferenceResponse
 from easerve.service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
 from easerve.service.v2.schemas import InferRequest, InferResponse, ModelMetadata, ServerMetadata
 from easerve.service.v2.tensors import decode_inputs, encode_output, tensor_metadata
@@ -114,13 +115,25 @@ def _parse_request(
     return document, arrays
 
 
+def _check_wanted_outputs(document: InferRequest, model: ServedModel) -> None:
+    """BadRequest when the request asks for an output the model does not have."""
+    names = [tensor.name for tensor in model.manifest.outputs]
+    unknown = sorted({output.name for output in document.outputs or []} - set(names))
+    if unknown:
+        raise BadRequest(f"unknown output(s) {unknown}; {model.name} has {sorted(names)}")
+
+
+def _parameters(context: InferenceContext, outcome: BatchOutcome) -> dict[str, Any]:
+    """The response's parameters: what answered the request and how long it took."""
+    fields = context.response_fields(outcome)
+    return {name: fields[name] for name in ("attention", "backend", "batch_size")} | fields["timings"]
+
+
 def _encode(
     document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
 ) -> Response:
+    """The response (made on the runner's thread right after the batch, see `Finish`)."""
     wanted = {output.name: output for output in document.outputs or []}
-    unknown = sorted(set(wanted) - set(outputs))
-    if unknown:
-        raise BadRequest(f"unknown output(s) {unknown}; {model.name} has {sorted(outputs)}")
     binary = {
         tensor.name: wants_binary(document, wanted.get(tensor.name))
         for tensor in model.manifest.outputs
@@ -147,7 +160,8 @@ def _encode(
 async def infer(model_name: str, request: Request, state: State, version: str | None = None) -> Response:
     """Run the model on the request's tensors (JSON `data`, or binary after the JSON header)."""
     model = served_version(state, model_name, version)
-    context = start_inference(request, state, model, None, model.max_batch_size)
+    context = inference_context(request, state, model, None, model.max_batch_size)
+    context.begin()
     try:
         body = await context.read(request.body())
         header_length = request.headers.get(HEADER_LENGTH)
@@ -157,9 +171,8 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
         timeout_us = document.parameters.get("timeout")
         if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
             context.with_timeout(timeout_us * _MICROSECONDS)
-        outcome = await context.infer(arrays)
-        summary = InferenceResponse(**context.response_fields(outcome))
-        parameters = summary.model_dump(include={"attention", "backend", "batch_size"}) | summary.timings.model_dump()
-        return await context.offload(_encode, document, model, outcome.outputs, parameters)
+        _check_wanted_outputs(document, model)
+        finish = Finish(lambda outcome: _encode(document, model, outcome.outputs, _parameters(context, outcome)))
+        return (await context.infer(arrays, finish)).answer
     finally:
         context.finish()

@@ -3,6 +3,10 @@
 Each request: the body is read (by its deadline), the images' headers are inspected, the
 request's working memory is admitted against the budgets, then the images are decoded no larger
 than the model (or an overlay) needs, batched, and the answers mapped back to each original.
+
+A small body's headers are inspected on the event loop (bounded work, cheaper than a thread hop);
+classification and detection answers are made and encoded on the runner's thread right after
+the batch (`InferenceContext.answer_with`); segmentation's per-image masks are drawn on a worker.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.batcher import BatchOutcome, Tensors
+from easerve.service.batcher import Tensors
 from easerve.service.codecs.images import DecodedImage
 from easerve.service.codecs.uploads import (
     IMAGE_BODY_OPENAPI,
@@ -24,10 +28,11 @@ from easerve.service.codecs.uploads import (
     read_image_upload,
 )
 from easerve.service.deadline import Deadline
-from easerve.service.dependencies import API_KEY_SECURITY, State, task_inference
+from easerve.service.dependencies import API_KEY_SECURITY, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
+from easerve.service.json_answers import JSONBytes, json_bytes
 from easerve.service.openapi import INFERENCE_ERRORS
-from easerve.service.tasks.classification import ClassifyResponse, classify
+from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
 from easerve.service.tasks.detection import DetectResponse, detect
 from easerve.service.tasks.image_input import image_batch, model_image_size
 from easerve.service.tasks.segmentation import SegmentResponse, overlay_size, segment, segmentation_bytes
@@ -40,6 +45,9 @@ SegmentContext = Annotated[InferenceContext, Depends(task_inference("segmentatio
 
 # The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
 _BODY_COPIES = 2
+# Up to this size a body's image headers are read on the event loop: a JSON parse, a base64
+# decode and a header parse of this much are cheaper than the round trip to a worker thread.
+_INLINE_INSPECTION_BYTES = 256 * 1024
 
 # The estimated working memory of the answers to a request's images.
 OutputBytes = Callable[[list[InspectedImage]], int]
@@ -57,9 +65,11 @@ async def _admitted_images(
     decoding each at `needed(width, height)`, and `output_bytes(images)` for the answers."""
     upload = await context.read(read_image_upload(request))
     settings = state.settings
-    images = await context.offload(
-        inspect_images, upload, settings.max_images_per_request, settings.max_image_pixels, needed
-    )
+    limits = (upload, settings.max_images_per_request, settings.max_image_pixels, needed)
+    if upload.size <= _INLINE_INSPECTION_BYTES:
+        images = inspect_images(*limits)
+    else:
+        images = await context.offload(inspect_images, *limits)
     decoding = sum(image.header.working_bytes for image in images)
     context.admit(_BODY_COPIES * upload.size + decoding + output_bytes(images), f"{len(images)} image(s)")
     return images
@@ -72,14 +82,13 @@ def _decoded_batch(
     return decoded, image_batch([image.image for image in decoded], manifest)
 
 
-async def _computed(
+async def _decoded(
     context: InferenceContext, state: State, images: list[InspectedImage], needed: NeededSize
-) -> tuple[list[DecodedImage], BatchOutcome]:
-    """Decode and batch the admitted images (one worker call), then compute."""
-    decoded, inputs = await context.offload(
+) -> tuple[list[DecodedImage], Tensors]:
+    """Decode and batch the admitted images (one worker call)."""
+    return await context.offload(
         _decoded_batch, images, state.settings.max_image_pixels, needed, context.model.manifest, context.deadline
     )
-    return decoded, await context.infer(inputs)
 
 
 def _no_output_bytes(images: list[InspectedImage]) -> int:
@@ -87,45 +96,53 @@ def _no_output_bytes(images: list[InspectedImage]) -> int:
 
 
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+@finishes_inference
 async def classify_images(
     request: Request,
     state: State,
     context: ClassifyContext,
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels per image")] = 5,
-) -> ClassifyResponse:
+) -> JSONBytes:
     """Top-k labels with probabilities for each image."""
     needed = _model_size(context)
     images = await _admitted_images(request, state, context, needed, _no_output_bytes)
-    _, outcome = await _computed(context, state, images, needed)
-    results = await context.offload(classify, outcome.outputs, context.model.manifest, top_k)
-    return ClassifyResponse(**context.response_fields(outcome), results=results)
+    _, inputs = await _decoded(context, state, images, needed)
+    manifest = context.model.manifest
+    finish = context.answer_with(
+        lambda prepared: {"results": ranked(prepared, manifest.labels, top_k)},
+        ClassProbabilities(manifest.outputs[0].name),
+    )
+    return JSONBytes((await context.infer(inputs, finish)).answer)
 
 
 @router.post("/detect", response_model=DetectResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+@finishes_inference
 async def detect_objects(
     request: Request,
     state: State,
     context: DetectContext,
     score_threshold: Annotated[float, Query(ge=0, le=1, description="drop detections scoring less")] = 0.3,
     top_k: Annotated[int, Query(ge=1, le=1000, description="detections per image, best first")] = 100,
-) -> DetectResponse:
+) -> JSONBytes:
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
     needed = _model_size(context)
     images = await _admitted_images(request, state, context, needed, _no_output_bytes)
-    decoded, outcome = await _computed(context, state, images, needed)
+    decoded, inputs = await _decoded(context, state, images, needed)
+    manifest = context.model.manifest
     sizes = [image.original_size for image in decoded]
-    results = await context.offload(detect, outcome.outputs, context.model.manifest, sizes, score_threshold, top_k)
-    return DetectResponse(**context.response_fields(outcome), results=results)
+    finish = context.answer_with(lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)})
+    return JSONBytes((await context.infer(inputs, finish)).answer)
 
 
 @router.post("/segment", response_model=SegmentResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+@finishes_inference
 async def segment_images(
     request: Request,
     state: State,
     context: SegmentContext,
     overlay: Annotated[bool, Query(description="also return the image with classes coloured")] = False,
     alpha: Annotated[float, Query(ge=0, le=1, description="overlay opacity")] = 0.5,
-) -> SegmentResponse:
+) -> JSONBytes:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
     manifest = context.model.manifest
     max_overlay_pixels = state.settings.max_overlay_pixels
@@ -147,8 +164,11 @@ async def segment_images(
         return total
 
     images = await _admitted_images(request, state, context, needed, output_bytes)
-    decoded, outcome = await _computed(context, state, images, needed)
-    results = await context.offload(
-        segment, outcome.outputs, manifest, decoded, overlay, alpha, max_overlay_pixels, context.deadline
-    )
-    return SegmentResponse(**context.response_fields(outcome), results=results)
+    decoded, inputs = await _decoded(context, state, images, needed)
+    outcome = await context.infer(inputs)
+
+    def answer() -> bytes:
+        results = segment(outcome.outputs, manifest, decoded, overlay, alpha, max_overlay_pixels, context.deadline)
+        return json_bytes({**context.response_fields(outcome), "results": results})
+
+    return JSONBytes(await context.offload(answer))

@@ -37,9 +37,9 @@ def detect(
     original_sizes: list[tuple[int, int]],
     score_threshold: float,
     k: int,
-) -> list[ImageDetections]:
+) -> list[dict[str, object]]:
     """Per image (`original_sizes` = (width, height) each): the detections scoring at least
-    `score_threshold`, best first, at most `k`, clipped to the image."""
+    `score_threshold`, best first, at most `k`, clipped to the image (`ImageDetections`)."""
     model_height, model_width = model_image_size(manifest)
     results = []
     for boxes, scores, labels, (width, height) in zip(
@@ -50,13 +50,13 @@ def detect(
         keep = (scores >= score_threshold) & (labels >= 0) & (labels < len(manifest.labels))
         order = [i for i in np.argsort(-scores, kind="stable") if keep[i]][:k]
         detections = [
-            Detection(
-                box=tuple(float(v) for v in np.clip(boxes[i].astype(np.float64) * scale, 0, limits)),
-                label=manifest.labels[int(labels[i])],
-                index=int(labels[i]),
-                score=float(scores[i]),
-            )
+            {
+                "box": [float(v) for v in np.clip(boxes[i].astype(np.float64) * scale, 0, limits)],
+                "label": manifest.labels[int(labels[i])],
+                "index": int(labels[i]),
+                "score": float(scores[i]),
+            }
             for i in order
         ]
-        results.append(ImageDetections(width=width, height=height, detections=detections))
+        results.append({"width": width, "height": height, "detections": detections})
     return results

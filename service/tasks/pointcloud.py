@@ -16,7 +16,7 @@ from pydantic import Field
 
 from easerve.artifacts.manifest import Manifest
 from easerve.service.schemas import InferenceResponse
-from easerve.service.tasks.scores import LabelScore, top_k
+from easerve.service.tasks.scores import LabelScore
 
 SAMPLING_SEED = 0
 # Rows of the (rows x num_points) distance matrix computed at once when mapping parts back.
@@ -58,10 +58,6 @@ def sample_cloud(points: np.ndarray, manifest: Manifest) -> SampledCloud:
     radius = float(np.linalg.norm(chosen - centre, axis=1).max()) or 1.0
     normalised = ((chosen - centre) / radius).astype(np.float32)
     return SampledCloud(inputs={manifest.inputs[0].name: normalised[None]}, kept=kept, centre=centre, radius=radius)
-
-
-def classify_cloud(outputs: dict[str, np.ndarray], manifest: Manifest, k: int) -> list[LabelScore]:
-    return top_k(outputs[manifest.outputs[0].name][0], manifest.labels, k)
 
 
 def nearest_kept(points: np.ndarray, cloud: SampledCloud) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Class logits -> probabilities -> the top-k labels (image and point cloud classification)."""
+"""Class scores: a label with its probability (image and point cloud classification), and softmax."""
 
 from __future__ import annotations
 
@@ -16,10 +16,3 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     shifted = logits - logits.max(axis=axis, keepdims=True)
     exponentials = np.exp(shifted)
     return exponentials / exponentials.sum(axis=axis, keepdims=True)
-
-
-def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[LabelScore]:
-    """The `k` most probable classes of one logits vector, most probable first."""
-    probabilities = softmax(logits.astype(np.float64))
-    order = np.argsort(-probabilities, kind="stable")[: min(k, len(labels))]
-    return [LabelScore(label=labels[i], index=int(i), probability=float(probabilities[i])) for i in order]

@@ -110,10 +110,10 @@ def segment(
     alpha: float,
     max_overlay_pixels: int,
     deadline: Deadline,
-) -> list[ImageSegmentation]:
-    """One result per image: the mask at the image's original size, and with `overlay` the
-    image (decoded at least at its overlay size) with classes coloured. Checks the deadline
-    before each image."""
+) -> list[dict[str, object]]:
+    """One result per image (`ImageSegmentation`): the mask at the image's original size, and
+    with `overlay` the image (decoded at least at its overlay size) with classes coloured.
+    Checks the deadline before each image."""
     logits = outputs[manifest.outputs[0].name]
     labels = manifest.labels
     colours = class_colours(len(labels))
@@ -127,14 +127,14 @@ def segment(
         mask_png = encode_png_base64(mask)
         del mask
         results.append(
-            ImageSegmentation(
-                width=width,
-                height=height,
-                mask_png=mask_png,
-                class_fractions=fractions,
-                overlay_png=_overlay(image.image, image_logits, colours, alpha, max_overlay_pixels)
+            {
+                "width": width,
+                "height": height,
+                "mask_png": mask_png,
+                "class_fractions": fractions,
+                "overlay_png": _overlay(image.image, image_logits, colours, alpha, max_overlay_pixels)
                 if overlay
                 else None,
-            )
+            }
         )
     return results

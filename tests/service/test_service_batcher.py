@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from easerve.service.batcher import BatchingConfig, DynamicBatcher
+from easerve.service.batcher import BatchingConfig, DynamicBatcher, Finish
 from easerve.service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueFull, Unavailable
 from easerve.service.runners.base import InputRejected
 
@@ -378,3 +378,79 @@ def test_a_batch_is_cut_at_the_largest_preferred_size_it_can_reach():
         return [len(batch) for batch in model.batches]
 
     assert run(scenario()) == [4, 2, 1]
+
+
+class CountingPrepare:
+    """A batch-wide step that doubles `y` and records every batch it saw (equal instances
+    compare equal, as `Finish.prepare` objects of one kind of request must)."""
+
+    calls: list[int] = []
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CountingPrepare)
+
+    def __hash__(self) -> int:
+        return hash(CountingPrepare)
+
+    def __call__(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        CountingPrepare.calls.append(len(outputs["y"]))
+        return {"z": outputs["y"] + 1}
+
+
+def test_answers_are_made_on_the_runner_thread_and_a_shared_prepare_runs_once_per_batch():
+    async def scenario():
+        model = RecordingModel(delay_s=0.05)
+        batcher = await started_batcher(model)
+        CountingPrepare.calls = []
+        threads: list[str] = []
+
+        def answer(outcome):
+            threads.append(threading.current_thread().name)
+            return [float(v) for v in outcome.outputs["z"][:, 0]]
+
+        first = await occupy(batcher, model)
+        finish = [Finish(answer, CountingPrepare()) for _ in range(3)]
+        outcomes = await asyncio.gather(
+            *(batcher.submit(rows(value), far_deadline(), finish[i]) for i, value in enumerate((1, 2, 3)))
+        )
+        await first
+        batcher.close()
+        return outcomes, threads
+
+    outcomes, threads = run(scenario())
+    assert [outcome.answer for outcome in outcomes] == [[3.0], [5.0], [7.0]]  # (x * 2) + 1, own rows
+    assert CountingPrepare.calls == [3]  # once, on the whole batch of three
+    assert len(threads) == 3 and all(name.startswith("runner-m") for name in threads)
+
+
+def test_a_request_whose_answer_fails_fails_alone_and_its_batch_mates_are_answered():
+    async def scenario():
+        model = RecordingModel(delay_s=0.05)
+        batcher = await started_batcher(model)
+
+        def answer(outcome):
+            if outcome.outputs["y"][0, 0] == 4:
+                raise ValueError("cannot answer this one")
+            return "ok"
+
+        def refuse(outcome):
+            raise InvalidInput("the request's own fault")
+
+        first = await occupy(batcher, model)
+        results = await asyncio.gather(
+            batcher.submit(rows(1), far_deadline(), Finish(answer)),
+            batcher.submit(rows(2), far_deadline(), Finish(answer)),
+            batcher.submit(rows(3), far_deadline(), Finish(refuse)),
+            batcher.submit(rows(5), far_deadline()),
+            return_exceptions=True,
+        )
+        await first
+        batcher.close()
+        return results, len(model.batches)
+
+    (good, failed, refused, plain), batches = run(scenario())
+    assert good.answer == "ok"
+    assert isinstance(failed, InferenceFailed) and "cannot answer this one" in str(failed)
+    assert isinstance(refused, InvalidInput)
+    assert plain.answer is None and plain.outputs["y"][0, 0] == 10
+    assert batches == 2  # the occupying request, then the four in one batch: never rerun
