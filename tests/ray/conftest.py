@@ -8,6 +8,7 @@ runs them on 2 cores). `-m ray` selects them, `-m "not ray"` leaves them out.
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -24,3 +25,13 @@ def isolated_environment():
         for name in [name for name in os.environ if name.startswith("EASERVE_")]:
             patch.delenv(name)
         yield
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_serve_handle_in_the_test_process():
+    """A Serve handle used here would start Serve's router thread in this process; it outlives
+    `ray.shutdown()` and later exits the whole test run (status 1, no report) when it touches
+    Ray. Handles are used in driver processes of their own (`ray_helpers.described_replicas`)."""
+    yield
+    routers = [thread.name for thread in threading.enumerate() if "_run_router_event_loop" in thread.name]
+    assert not routers, f"a Serve handle was used in the test process: {routers}"

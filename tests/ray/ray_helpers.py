@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,6 +57,35 @@ def run_app(args: dict[str, Any], port: int, proxy_location: str = "EveryNode") 
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: is_ready(url), READY_TIMEOUT_S, "the Ray application's readiness")
     return url
+
+
+# Run as a driver process of its own by `described_replicas`.
+_DESCRIBE_SCRIPT = """
+import json, os, sys
+import ray
+from ray import serve
+ray.init(address=sys.argv[1], logging_level="ERROR")
+handle = serve.get_deployment_handle(sys.argv[2], app_name=sys.argv[3])
+answers = [handle.describe.remote().result() for _ in range(int(sys.argv[4]))]
+print(json.dumps(answers), flush=True)
+os._exit(0)  # no interpreter shutdown: Serve's handle thread would touch Ray after it
+"""
+
+
+def described_replicas(model: str, calls: int) -> list[dict[str, Any]]:
+    """`calls` answers of `describe` by the replicas of `model` (of easerve's application on the
+    connected cluster), through a Serve handle in a driver process of its own. A handle starts
+    Serve's router thread, which outlives `ray.shutdown()` and makes its process exit (status
+    1, without a word) the next time it touches Ray: the test process never holds one."""
+    import ray
+
+    from easerve.service.ray_serve.config import APP_NAME
+
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-c", _DESCRIBE_SCRIPT, address, model, APP_NAME, str(calls)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 TIMING_KEYS = frozenset({"timings", "queue_ms", "compute_ms", "total_ms"})  # v1's, and v2's parameters

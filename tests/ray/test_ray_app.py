@@ -21,7 +21,15 @@ import warnings
 
 import httpx
 import pytest
-from ray_helpers import BUNDLED_WEIGHTS, SMALL, free_port, run_app, wait_until, without_timings
+from ray_helpers import (
+    BUNDLED_WEIGHTS,
+    SMALL,
+    described_replicas,
+    free_port,
+    run_app,
+    wait_until,
+    without_timings,
+)
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
@@ -31,7 +39,7 @@ from ray import serve  # noqa: E402
 from easerve.loadtest.endpoints import ENDPOINTS, prepared_requests  # noqa: E402
 from easerve.loadtest.samples import load_samples  # noqa: E402
 from easerve.service.app import create_app  # noqa: E402
-from easerve.service.ray_serve.config import APP_NAME, service_settings  # noqa: E402
+from easerve.service.ray_serve.config import service_settings  # noqa: E402
 from easerve.service.ray_serve.deployments import NODE_HEADER, REPLICA_HEADER  # noqa: E402
 from easerve.service.settings import Settings  # noqa: E402
 
@@ -201,17 +209,9 @@ def test_a_full_replica_queue_answers_429_with_retry_after_as_the_single_process
     assert "retry-after" in expected.headers
 
 
-def _replicas_of(model: str, tries: int = 40) -> dict[int, str]:
-    """{pid: replica id} of the replicas of `model` that answer `tries` calls through a handle
-    (stops at two)."""
-    handle = serve.get_deployment_handle(model, app_name=APP_NAME)
-    found: dict[int, str] = {}
-    for _ in range(tries):
-        info = handle.describe.remote().result()
-        found[info["pid"]] = info["replica"]
-        if len(found) == 2:
-            break
-    return found
+def _replicas_of(model: str, calls: int = 40) -> dict[int, str]:
+    """{pid: replica id} of the replicas of `model` that answer `calls` calls through a handle."""
+    return {info["pid"]: info["replica"] for info in described_replicas(model, calls)}
 
 
 async def _load(url: str, path: str, body: bytes, seconds: float, kill_after_s: float, victim: int):

@@ -8,7 +8,7 @@ import json
 
 import httpx
 import pytest
-from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, free_port, run_app
+from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, described_replicas, free_port, run_app
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
@@ -55,7 +55,7 @@ def test_a_model_replica_on_the_second_node_serves_requests(two_nodes):
     }
     # One HTTP proxy (on the head node): both nodes share this machine's loopback address.
     url = run_app(args, free_port(), proxy_location="HeadOnly")
-    info = serve.get_deployment_handle(MODEL, app_name=APP_NAME).describe.remote().result()
+    (info,) = described_replicas(MODEL, 1)
     assert info["node"] == second_id
     png = (SAMPLES / "image-circle.png").read_bytes()
     for _ in range(5):
