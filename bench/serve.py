@@ -5,6 +5,9 @@ started on 127.0.0.1 in turn and loaded by closed-loop clients at each --concurr
 with dynamic batching, easerve with max batch 1 (the same server, batching off), and a naive
 FastAPI + onnxruntime server (`bench.serve_naive`), in each --transports (how the image is sent:
 raw body, multipart/form-data, JSON base64); each run also reads the server's CPU time per request.
+With --http-workers N (besides 1), easerve with dynamic batching is also measured behind N HTTP
+worker processes (`easerve serve --http-workers N`), right after the one-process server, and the
+report sets the two side by side (throughput and mean batch at the highest concurrency).
 Beside them, measured in this process before any server starts (`bench.serve_offline`): the
 offline ceiling, the bare model and the bare pipeline of one request. Writes OUT/bench_serve.md
 and OUT/bench_serve.png.
@@ -37,6 +40,7 @@ DEFAULT_TASKS = ("classification", "segmentation")
 # tests/service/test_service_bench.py checks they match serve_load.TRANSPORTS.
 TRANSPORT_CHOICES = ("raw", "multipart", "json")
 DEFAULT_TRANSPORTS = ("raw",)
+DEFAULT_HTTP_WORKERS = (1,)
 REPORT_NAME = "bench_serve"
 
 METHOD = """\
@@ -57,9 +61,11 @@ the OS at the start and the end of the same window, over the requests answered 2
 window: the server's whole cost per request, its idle threads and the two /metrics reads per
 window included, independent of how many cores the machine has (not of their speed); the
 clients' CPU is not in it. Servers: easerve (dynamic
-batching, max queue delay 0, --instances model instances), easerve with `--max-batch-size 1`
-(the same instances), and a naive FastAPI server running each request on the thread pool, at
-batch 1, on one shared onnxruntime session (`bench/serve_naive.py`); all three read the same
+batching, max queue delay 0, --instances model instances, one HTTP process; with --http-workers,
+once more per other N behind N HTTP worker processes, `easerve serve --http-workers N`, its CPU
+that of the model process and its workers), easerve with `--max-batch-size 1` (the same
+instances, one HTTP process), and a naive FastAPI server running each request on the thread pool, at
+batch 1, on one shared onnxruntime session (`bench/serve_naive.py`); all of them read the same
 three transports with the service's own code and do the service's own decoding, pre- and
 post-processing. Offline ceiling: as many runners as easerve has model instances, each on full
 batches (the manifest's max batch size) on its own thread, images per second; bare model: median
@@ -134,6 +140,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model instances of both easerve servers (`easerve serve --instances`; default: %(default)s)",
     )
     parser.add_argument(
+        "--http-workers",
+        type=int,
+        nargs="+",
+        default=list(DEFAULT_HTTP_WORKERS),
+        metavar="N",
+        help="HTTP worker processes of easerve with dynamic batching (`easerve serve --http-workers`): "
+        "one server each, measured side by side, 1 always (max batch 1 keeps 1; default: %(default)s)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=120.0,
@@ -162,10 +177,17 @@ def run(args: argparse.Namespace) -> int:
     except ModelFilesError as error:
         print(f"error: {error}")
         return 2
-    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0 or args.instances < 1:
-        print("error: --concurrency and --instances must be >= 1, --duration > 0 and --warmup >= 0")
+    if (
+        min(args.concurrency) < 1
+        or min(args.http_workers) < 1
+        or args.duration <= 0
+        or args.warmup < 0
+        or args.instances < 1
+    ):
+        print("error: --concurrency, --instances and --http-workers must be >= 1, --duration > 0 and --warmup >= 0")
         return 2
-    environment_before = _environment(args.threads, args.instances, args.spinning)
+    args.http_workers = report.worker_counts(args.http_workers)
+    environment_before = _environment(args.threads, args.instances, args.spinning, args.http_workers)
     try:
         results = _measure(args, models)
     except RuntimeError as error:
@@ -173,6 +195,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     environment = f"{environment_before}; load average after: {load_average()}."
     tables = [*(report.load_table(model) for model in results), report.yardstick_table(results)]
+    workers_table = report.http_workers_table(results)
+    if workers_table is not None:
+        tables.append(workers_table)
     targets = report.target_checks(results)
     report.show(tables, targets)
     print(environment)
@@ -212,7 +237,7 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
     from easerve.bench.serve_load import LoadRun, image_workload, run_load
     from easerve.bench.serve_offline import measure_offline
     from easerve.bench.serve_pipeline import IMAGE_TASKS
-    from easerve.bench.serve_report import SERVER_LABELS, ModelResults
+    from easerve.bench.serve_report import ModelResults, server_labels
     from easerve.service.settings import Settings
 
     settings = Settings(weights_dirs=args.weights_dirs, intra_op_threads=args.threads, intra_op_spinning=args.spinning)
@@ -231,7 +256,7 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
         for transport in transports
     }
     runs: dict[str, dict[tuple[str, str], list[LoadRun]]] = {files.name: {} for files in models}
-    for server, label in SERVER_LABELS.items():
+    for server, label in server_labels(args.http_workers).items():
         with _running_server(server, args, [files.name for files in models]) as running:
             for files in models:
                 for transport in transports:
@@ -258,8 +283,10 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
 
 
 def _server_command(server: str, args: argparse.Namespace, names: list[str], port: int) -> list[str]:
+    from easerve.bench.serve_report import BATCH1, NAIVE, http_workers_of
+
     weights = [word for folder in args.weights_dirs for word in ("--weights-dir", str(folder))]
-    if server == "naive":
+    if server == NAIVE:
         spinning = ["--spinning"] if args.spinning else []
         return [
             sys.executable,
@@ -275,7 +302,9 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
             *weights,
         ]
     spinning = ["--intra-op-spinning"] if args.spinning else []
-    batching = ["--max-batch-size", "1"] if server == "batch1" else []
+    batching = ["--max-batch-size", "1"] if server == BATCH1 else []
+    workers = http_workers_of(server)
+    http_workers = ["--http-workers", str(workers)] if workers > 1 else []
     return [
         sys.executable,
         "-m",
@@ -296,6 +325,7 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
         "warning",
         *weights,
         *batching,
+        *http_workers,
     ]
 
 
@@ -313,13 +343,14 @@ def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> 
         yield running
 
 
-def _environment(threads: int, instances: int, spinning: bool) -> str:
+def _environment(threads: int, instances: int, spinning: bool, http_workers: list[int]) -> str:
     import onnxruntime
 
     return (
         f"Measured {datetime.date.today().isoformat()} on {cpu_model()} "
         f"({platform.system()}), onnxruntime {onnxruntime.__version__} "
         f"({', '.join(onnxruntime.get_available_providers())}), intra-op threads {threads or 'default'} "
-        f"({'spinning' if spinning else 'not spinning'} when idle), easerve model instances {instances}; "
+        f"({'spinning' if spinning else 'not spinning'} when idle), easerve model instances {instances}, "
+        f"easerve HTTP workers {' and '.join(map(str, http_workers))} (dynamic batching; max batch 1: 1); "
         f"clients and servers share the machine; load average before: {load_average()}"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,12 +10,15 @@ from easerve.bench.report import TableData, print_table
 from easerve.bench.serve_load import RAW, TRANSPORTS, LoadRun
 from easerve.bench.serve_offline import OfflineFigures
 
-# The servers compared, in table order: key -> label.
+# The servers compared, in table order: key -> label. "dynamic" is easerve with dynamic batching
+# and one HTTP process; `server_labels` adds one more such server per other --http-workers count.
+DYNAMIC, BATCH1, NAIVE = "dynamic", "batch1", "naive"
 SERVER_LABELS = {
-    "dynamic": "easerve (dynamic batching)",
-    "batch1": "easerve, max batch 1",
-    "naive": "naive FastAPI + onnxruntime",
+    DYNAMIC: "easerve (dynamic batching)",
+    BATCH1: "easerve, max batch 1",
+    NAIVE: "naive FastAPI + onnxruntime",
 }
+WORKERS_SUFFIX = "-http-workers-"
 # The service / offline ceiling at saturation, by task; other tasks: DEFAULT_MIN_CEILING_RATIO.
 MIN_CEILING_RATIO = {"classification": 0.7, "segmentation": 0.85}
 DEFAULT_MIN_CEILING_RATIO = 0.85
@@ -27,6 +31,38 @@ MAX_SERVER_CPU_MS = 1.0
 CPU_CONCURRENCY = 32
 CPU_TARGET_TASKS = ("classification",)
 PERCENTILES = (50, 95, 99)
+
+
+def dynamic_server(http_workers: int) -> str:
+    """The key of easerve with dynamic batching behind `http_workers` HTTP processes
+    (`easerve serve --http-workers`); "dynamic" for one."""
+    return DYNAMIC if http_workers == 1 else f"{DYNAMIC}{WORKERS_SUFFIX}{http_workers}"
+
+
+def http_workers_of(server: str) -> int:
+    """The HTTP worker processes of the server `server` (a key of `server_labels`): 1 but for the
+    extra dynamic-batching servers."""
+    prefix = f"{DYNAMIC}{WORKERS_SUFFIX}"
+    return int(server.removeprefix(prefix)) if server.startswith(prefix) else 1
+
+
+def worker_counts(http_workers: Iterable[int]) -> list[int]:
+    """The --http-workers counts measured, in order: 1 (the "dynamic" server) first, then the
+    others as given, each once."""
+    return list(dict.fromkeys([1, *http_workers]))
+
+
+def server_label(server: str) -> str:
+    workers = http_workers_of(server)
+    return SERVER_LABELS[server] if workers == 1 else f"easerve (dynamic batching, {workers} HTTP workers)"
+
+
+def server_labels(http_workers: Iterable[int] = (1,)) -> dict[str, str]:
+    """The servers a run measures, in the order they run and are tabled: key -> label. Easerve
+    with dynamic batching once per worker count (1 always, first), then max batch 1 and the naive
+    server (both with one HTTP process)."""
+    dynamic = [dynamic_server(workers) for workers in worker_counts(http_workers)]
+    return {server: server_label(server) for server in [*dynamic, BATCH1, NAIVE]}
 
 
 @dataclass(frozen=True)
@@ -48,6 +84,16 @@ class ModelResults:
     def transports(self) -> list[str]:
         """The transports measured, in the order they ran."""
         return list(dict.fromkeys(transport for _, transport in self.runs))
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers measured, in the order they ran."""
+        return list(dict.fromkeys(server for server, _ in self.runs))
+
+    @property
+    def http_workers(self) -> list[int]:
+        """The HTTP worker counts of the dynamic-batching servers measured, in the order they ran."""
+        return [http_workers_of(server) for server in self.servers if server.startswith(DYNAMIC)]
 
     @property
     def concurrencies(self) -> list[int]:
@@ -97,7 +143,8 @@ def load_table(results: ModelResults) -> TableData:
     rows = []
     for concurrency in results.concurrencies:
         for transport in results.transports:
-            for server, label in SERVER_LABELS.items():
+            for server in results.servers:
+                label = server_label(server)
                 run = results.at(server, concurrency, transport)
                 if run is None:
                     continue
@@ -161,6 +208,45 @@ def yardstick_table(all_results: list[ModelResults]) -> TableData:
                 column.append(value)
     rows = tuple((measure, *values) for measure, values in measures.items())
     return TableData("Against the offline ceiling and the bare single request", ("", *columns), rows)
+
+
+def http_workers_table(all_results: list[ModelResults]) -> TableData | None:
+    """Per model, transport and HTTP worker count other than 1 (`--http-workers`), at the
+    highest concurrency the model was measured at: easerve's (dynamic batching) throughput and
+    mean batch size with one HTTP process and with that many, side by side, and their ratio
+    (N workers over 1). None when no other worker count ran."""
+    rows = []
+    for results in all_results:
+        others = [workers for workers in results.http_workers if workers != 1]
+        if not others or not results.concurrencies:
+            continue
+        clients = max(results.concurrencies)
+        for transport in results.transports:
+            one = results.at(DYNAMIC, clients, transport)
+            for workers in others:
+                many = results.at(dynamic_server(workers), clients, transport)
+                row = [results.name, transport, str(clients), str(workers)]
+                for figure, spec in ((_throughput, ",.1f"), (_mean_batch, ".2f")):
+                    base, other = figure(one), figure(many)
+                    ratio = None if base is None or other is None or base == 0 else other / base
+                    row += [_number(base, spec), _number(other, spec), _times(ratio, ".2f")]
+                rows.append(tuple(row))
+    if not rows:
+        return None
+    headers = (
+        "model",
+        "transport",
+        "clients",
+        "N",
+        "req/s (1)",
+        "req/s (N)",
+        "req/s N/1",
+        "mean batch (1)",
+        "mean batch (N)",
+        "mean batch N/1",
+    )
+    title = "easerve (dynamic batching) behind N HTTP workers against 1, at the most clients measured"
+    return TableData(title, headers, tuple(rows))
 
 
 def target_checks(all_results: list[ModelResults]) -> list[Target]:
@@ -237,7 +323,7 @@ def plot(all_results: list[ModelResults], path: Path) -> None:
     for (throughput_axis, latency_axis, cpu_axis), results in zip(axes, all_results, strict=True):
         several = len(results.transports) > 1
         for (server, transport), runs in results.runs.items():
-            label = f"{SERVER_LABELS[server]}, {transport}" if several else SERVER_LABELS[server]
+            label = f"{server_label(server)}, {transport}" if several else server_label(server)
             clients = [run.concurrency for run in runs]
             line = throughput_axis.plot(clients, [run.throughput for run in runs], "o-", label=label)[0]
             colour = line.get_color()
@@ -279,5 +365,13 @@ def _ms(value: float | None, spec: str) -> str:
     return "-" if value is None else f"{format(value, spec)} ms"
 
 
-def _times(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}x"
+def _times(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else f"{format(value, spec)}x"
+
+
+def _throughput(run: LoadRun | None) -> float | None:
+    return None if run is None else run.throughput
+
+
+def _mean_batch(run: LoadRun | None) -> float | None:
+    return None if run is None else run.mean_batch_size

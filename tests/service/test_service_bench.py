@@ -1,12 +1,15 @@
 """`easerve bench serve` on the fixture models: each transport's prebuilt body is answered by the
 service and its naive baseline as the raw body is, the report shows the server's CPU per request
-and what was not measured, and a short run of the whole benchmark writes its report."""
+and what was not measured, easerve behind N HTTP workers is one more server set beside the
+one-process one, and a short run of the whole benchmark writes its report."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -88,12 +91,23 @@ def _run(concurrency: int, throughput: float, cpu_ms: float | None) -> LoadRun:
     return LoadRun(concurrency, 1.0, (2.0,) * answered, 0, 1.0, cpu_s)
 
 
-def _results(task: str, transports: tuple[str, ...], cpu_ms: float | None) -> serve_report.ModelResults:
+def _results(
+    task: str, transports: tuple[str, ...], cpu_ms: float | None, http_workers: tuple[int, ...] = (1,)
+) -> serve_report.ModelResults:
+    """At 32 clients the dynamic-batching servers answer 90 req/s (N HTTP workers: 90 * N, mean
+    batch 4 * N), the others 30."""
     offline = OfflineFigures(max_batch_size=8, ceiling_per_s=100.0, model_ms=0.5, pipeline_ms=1.5)
+
+    def runs_of(server: str) -> list[LoadRun]:
+        if not server.startswith(serve_report.DYNAMIC):
+            return [_run(1, 50, cpu_ms), _run(32, 30, cpu_ms)]
+        workers = serve_report.http_workers_of(server)
+        return [_run(1, 50, cpu_ms), replace(_run(32, 90 * workers, cpu_ms), mean_batch_size=4.0 * workers)]
+
     runs = {
-        (server, transport): [_run(1, 50, cpu_ms), _run(32, 90 if server == "dynamic" else 30, cpu_ms)]
+        (server, transport): runs_of(server)
         for transport in transports
-        for server in serve_report.SERVER_LABELS
+        for server in serve_report.server_labels(http_workers)
     }
     return serve_report.ModelResults(CLASSIFIER if task == "classification" else SEGMENTER, task, offline, runs)
 
@@ -111,6 +125,66 @@ def test_the_load_table_shows_the_server_cpu_per_request_and_the_transport_when_
     assert {row[several.headers.index("server CPU ms/req")] for row in several.rows} == {"-"}
     assert len(several.rows) == 2 * 2 * len(serve_report.SERVER_LABELS)
     assert len(serve_report.yardstick_table([_results("segmentation", ("raw", "json"), 1.0)]).headers) == 3
+
+
+def test_the_servers_are_one_dynamic_batching_server_per_http_worker_count_first():
+    assert serve_report.server_labels() == serve_report.SERVER_LABELS
+    labels = serve_report.server_labels([2, 1, 4, 2])
+    assert list(labels) == ["dynamic", "dynamic-http-workers-2", "dynamic-http-workers-4", "batch1", "naive"]
+    assert labels["dynamic-http-workers-2"] == "easerve (dynamic batching, 2 HTTP workers)"
+    assert [serve_report.http_workers_of(server) for server in labels] == [1, 2, 4, 1, 1]
+    assert serve_report.worker_counts([3, 3]) == [1, 3]
+
+
+def test_only_the_extra_dynamic_batching_servers_get_http_workers(tmp_path):
+    args = argparse.Namespace(weights_dirs=[tmp_path], spinning=False, threads=1, instances=2)
+    commands = {
+        server: bench_serve._server_command(server, args, [CLASSIFIER], 8000)
+        for server in serve_report.server_labels([1, 2])
+    }
+    two = commands["dynamic-http-workers-2"]
+    assert two[two.index("--http-workers") + 1] == "2"
+    assert two[: two.index("--http-workers")] == commands["dynamic"]
+    assert "--max-batch-size" not in two and "--instances" in two
+    assert all("--http-workers" not in commands[server] for server in ("dynamic", "batch1", "naive"))
+    assert commands["batch1"][-2:] == ["--max-batch-size", "1"]
+
+
+def test_the_report_shows_the_http_worker_server_and_sets_it_beside_one_worker():
+    results = _results("classification", (RAW, "json"), 0.5, http_workers=(1, 2))
+    table = serve_report.load_table(results)
+    label = "easerve (dynamic batching, 2 HTTP workers)"
+    server = table.headers.index("server")
+    assert [row[server] for row in table.rows[:4]] == [
+        "easerve (dynamic batching)",
+        label,
+        "easerve, max batch 1",
+        "naive FastAPI + onnxruntime",
+    ]
+    assert len(table.rows) == 2 * 2 * 4
+    (extra,) = [row for row in table.rows if row[server] == label and row[0] == "32" and row[2] == RAW]
+    assert extra[table.headers.index("req/s")] == "180.0"
+    assert extra[table.headers.index("mean batch")] == "8.00"
+    assert extra[table.headers.index("server CPU ms/req")] == "0.50"
+    assert extra[table.headers.index("req/s over naive")] == "6.0x"  # 180 / 30
+
+    side_by_side = serve_report.http_workers_table([results, _results("segmentation", (RAW,), None)])
+    headers = side_by_side.headers
+    assert len(side_by_side.rows) == 2  # the classifier's two transports; the segmenter ran no N = 2
+    row = dict(zip(headers, side_by_side.rows[0], strict=True))
+    assert row["model"] == CLASSIFIER and row["transport"] == RAW
+    assert row["clients"] == "32" and row["N"] == "2"
+    assert (row["req/s (1)"], row["req/s (N)"], row["req/s N/1"]) == ("90.0", "180.0", "2.00x")
+    assert (row["mean batch (1)"], row["mean batch (N)"], row["mean batch N/1"]) == ("4.00", "8.00", "2.00x")
+    assert serve_report.http_workers_table([_results("classification", (RAW,), 0.5)]) is None
+
+    # The targets stay those of the one-process server: 90 / 30 = 3x, not 6x.
+    (speedup,) = [
+        target
+        for target in serve_report.target_checks([results])
+        if "[raw]" in target.description and "naive server at 32" in target.description
+    ]
+    assert speedup.value == "3.0x"
 
 
 def test_targets_not_measured_are_said_so_and_never_met():
@@ -140,7 +214,9 @@ def test_targets_not_measured_are_said_so_and_never_met():
 
 def test_the_plot_draws_runs_with_and_without_cpu_figures(tmp_path):
     path = tmp_path / "plot.png"
-    serve_report.plot([_results("classification", ("raw", "json"), None), _results("segmentation", (RAW,), 1.0)], path)
+    serve_report.plot(
+        [_results("classification", ("raw", "json"), None, (1, 2)), _results("segmentation", (RAW,), 1.0)], path
+    )
     assert path.stat().st_size > 0
 
 
