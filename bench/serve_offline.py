@@ -29,6 +29,7 @@ MIN_CALLS = 5
 class OfflineFigures:
     max_batch_size: int
     ceiling_per_s: float  # images per second on full batches
+    ceiling_cpu_ms: float  # CPU time (every thread of this process) per image on full batches
     model_ms: float  # median runner call at batch 1
     pipeline_ms: float  # median decode + preprocess + run + postprocess at batch 1
 
@@ -38,16 +39,18 @@ def _timed(call: Callable[[], object], seconds: float, warmup: int = 1) -> Timin
     return time_calls(call, warmup=warmup, min_repeats=MIN_CALLS, budget_s=seconds)
 
 
-def _ceiling_per_s(runners: list[OrtRunner], full: Tensors, batch: int, seconds: float) -> float:
-    """Images per second of `runners` side by side, each running the full batch `full` on its
-    own thread for `seconds` (at least MIN_CALLS times), after one untimed call each."""
+def _ceiling(runners: list[OrtRunner], full: Tensors, batch: int, seconds: float) -> tuple[float, float]:
+    """(images per second, CPU ms per image) of `runners` side by side, each running the full
+    batch `full` on its own thread for `seconds` (at least MIN_CALLS times), after one untimed
+    call each. The CPU is this process's (the runners' threads; nothing else runs meanwhile)."""
     for runner in runners:
         runner.run(full)
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=len(runners)) as pool:
         timings = pool.map(lambda runner: _timed(functools.partial(runner.run, full), seconds, warmup=0), runners)
         calls = sum(len(timing.seconds) for timing in timings)
-    return batch * calls / (time.perf_counter() - started)
+    images = batch * calls
+    return images / (time.perf_counter() - started), (time.process_time() - cpu_before) * 1000 / images
 
 
 def measure_offline(
@@ -62,7 +65,7 @@ def measure_offline(
         images = [decode_for(manifest, png).image]
         full = image_batch(images * batch, manifest)
         single = image_batch(images, manifest)
-        ceiling = _ceiling_per_s(runners, full, batch, seconds)
+        ceiling_per_s, ceiling_cpu_ms = _ceiling(runners, full, batch, seconds)
         model = _timed(lambda: runners[0].run(single), seconds)
         pipeline = _timed(lambda: answer_one(runners[0], manifest, png), seconds)
     finally:
@@ -70,7 +73,8 @@ def measure_offline(
             runner.close()
     return OfflineFigures(
         max_batch_size=batch,
-        ceiling_per_s=ceiling,
+        ceiling_per_s=ceiling_per_s,
+        ceiling_cpu_ms=ceiling_cpu_ms,
         model_ms=model.median * 1000,
         pipeline_ms=pipeline.median * 1000,
     )

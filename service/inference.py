@@ -10,6 +10,7 @@ budget until the request and every worker job it started have finished (`finish`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -69,19 +70,21 @@ class InferenceContext:
 
     async def read(self, body: Awaitable[R], what: str = "reading the request body") -> R:
         """Await `body` (I/O on the event loop), no later than the deadline."""
-        return await self._by_deadline(asyncio.ensure_future(body), what)
+        return await self._by_deadline(body, what)
 
     async def offload(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run CPU work on a worker thread of the request's cost class; answered 504 at the
-        deadline even if the work goes on (long work checks the deadline and stops)."""
+        deadline. Work that has not started by then never runs; work that has goes on (long
+        work checks the deadline and stops), and the request's cost stays held until it ends."""
         self.deadline.check("waiting for a worker thread")
+        loop = asyncio.get_running_loop()
         executor = self.pools.for_cost(self.ticket.cost if self.ticket else 0)
-        future = asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *args, **kwargs))
+        job = executor.submit(functools.partial(function, *args, **kwargs))
         if self.ticket is not None:
             ticket = self.ticket
             ticket.hold()
-            future.add_done_callback(lambda _: ticket.release())
-        return await self._by_deadline(future, "decoding or post-processing")
+            job.add_done_callback(lambda _: _on_loop(loop, ticket.release))
+        return await self._by_deadline(asyncio.wrap_future(job, loop=loop), "decoding or post-processing")
 
     async def infer(self, inputs: Tensors, finish: Finish | None = None) -> BatchOutcome:
         """Check `inputs` (batch first) against the model's contract, queue them on the model's
@@ -99,13 +102,11 @@ class InferenceContext:
 
         return Finish(answer, prepare)
 
-    async def _by_deadline(self, future: asyncio.Future[R], what: str) -> R:
-        remaining = self.deadline.remaining_s()
+    async def _by_deadline(self, awaitable: Awaitable[R], what: str) -> R:
         try:
-            # shield: the work itself is not cancelled (a thread cannot be), only the waiting.
-            return await asyncio.wait_for(asyncio.shield(future), max(remaining, 0.0))
+            async with asyncio.timeout(max(self.deadline.remaining_s(), 0.0)):
+                return await awaitable
         except TimeoutError:
-            future.add_done_callback(_consume_result)
             raise DeadlineExceeded(f"deadline exceeded while {what}") from None
 
     def response_fields(self, outcome: BatchOutcome) -> dict[str, object]:
@@ -124,7 +125,7 @@ class InferenceContext:
         }
 
 
-def _consume_result(future: asyncio.Future) -> None:
-    """Retrieve an abandoned job's outcome, so that its exception is not logged as unhandled."""
-    if not future.cancelled():
-        future.exception()
+def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """Run `callback` on `loop` (from a worker thread); nothing once the loop has closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)

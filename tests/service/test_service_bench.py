@@ -96,7 +96,7 @@ def _results(
 ) -> serve_report.ModelResults:
     """At 32 clients the dynamic-batching servers answer 90 req/s (N HTTP workers: 90 * N, mean
     batch 4 * N), the others 30."""
-    offline = OfflineFigures(max_batch_size=8, ceiling_per_s=100.0, model_ms=0.5, pipeline_ms=1.5)
+    offline = OfflineFigures(max_batch_size=8, ceiling_per_s=100.0, ceiling_cpu_ms=0.8, model_ms=0.5, pipeline_ms=1.5)
 
     def runs_of(server: str) -> list[LoadRun]:
         if not server.startswith(serve_report.DYNAMIC):
