@@ -127,6 +127,9 @@ def create_app(
         description="External Attention vision models (and their self-attention twins), batched.",
         lifespan=lifespan,
         responses=COMMON_ERRORS,
+        # The service's own metrics are Prometheus'; FastAPI's native OpenTelemetry would look
+        # up the global tracer and meter providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, pools, budget, choice, control)
     install_error_handlers(app)

@@ -20,8 +20,11 @@ from easerve.service.repository import ServedModel
 from easerve.service.state import ServiceState
 
 # The key itself is checked by `auth.ApiKeyMiddleware` before the body is read; these only
-# put the security schemes on the inference routes in the OpenAPI document.
+# put the security schemes in the OpenAPI document: as dependencies on the control routes (which
+# also registers the schemes), as the operation's own `security` on the inference routes (a
+# dependency runs on every request).
 API_KEY_SECURITY = [Depends(scheme) for scheme in DOCUMENTED_SCHEMES]
+API_KEY_OPENAPI = {"security": [{scheme.scheme_name: []} for scheme in DOCUMENTED_SCHEMES]}
 
 
 async def service_state(request: Request) -> ServiceState:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from easerve.service.dependencies import API_KEY_SECURITY, State, finishes_inference, task_inference
+from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.errors import PayloadTooLarge
 from easerve.service.inference import InferenceContext
 from easerve.service.json_answers import JSONBytes, json_bytes
@@ -20,12 +20,12 @@ from easerve.service.tasks.generation import (
     to_pngs,
 )
 
-router = APIRouter(prefix="/v1", tags=["generation"], dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS)
+router = APIRouter(prefix="/v1", tags=["generation"], responses=INFERENCE_ERRORS)
 
 GenerateContext = Annotated[InferenceContext, Depends(task_inference("generation"))]
 
 
-@router.post("/generate", response_model=GenerateResponse)
+@router.post("/generate", response_model=GenerateResponse, openapi_extra=API_KEY_OPENAPI)
 @finishes_inference
 async def generate_images(body: GenerateRequest, state: State, context: GenerateContext) -> JSONBytes:
     """PNG images (base64) of the requested class; the same label and seed give the same images."""

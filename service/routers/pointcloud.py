@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
 from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
-from easerve.service.dependencies import API_KEY_SECURITY, State, finishes_inference, task_inference
+from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
 from easerve.service.json_answers import JSONBytes, json_bytes
 from easerve.service.openapi import INFERENCE_ERRORS
@@ -22,9 +22,9 @@ from easerve.service.tasks.pointcloud import (
     segment_cloud,
 )
 
-router = APIRouter(
-    prefix="/v1/pointcloud", tags=["point clouds"], dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS
-)
+router = APIRouter(prefix="/v1/pointcloud", tags=["point clouds"], responses=INFERENCE_ERRORS)
+# The body the route reads itself, and the API key (checked by the middleware).
+_OPENAPI = POINTS_BODY_OPENAPI | API_KEY_OPENAPI
 
 # Working memory per byte of body: JSON numbers become Python lists of floats before the array;
 # a file is read into one array and copied once as float32.
@@ -49,7 +49,7 @@ async def _prepared_cloud(request: Request, state: State, context: InferenceCont
     return await context.offload(_decode_and_sample, upload, state.settings.max_points, context.model.manifest)
 
 
-@router.post("/classify", response_model=PointCloudClassifyResponse, openapi_extra=POINTS_BODY_OPENAPI)
+@router.post("/classify", response_model=PointCloudClassifyResponse, openapi_extra=_OPENAPI)
 @finishes_inference
 async def classify_point_cloud(
     request: Request,
@@ -67,7 +67,7 @@ async def classify_point_cloud(
     return JSONBytes((await context.infer(cloud.inputs, finish)).answer)
 
 
-@router.post("/segment", response_model=PointCloudSegmentResponse, openapi_extra=POINTS_BODY_OPENAPI)
+@router.post("/segment", response_model=PointCloudSegmentResponse, openapi_extra=_OPENAPI)
 @finishes_inference
 async def segment_point_cloud(request: Request, state: State, context: SegmentContext) -> JSONBytes:
     """One part label per input point, in input order (mapped back on a worker: a cloud may be

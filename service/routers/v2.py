@@ -23,7 +23,7 @@ import easerve
 from easerve.artifacts.triton import model_configuration
 from easerve.service.batcher import BatchOutcome, Finish
 from easerve.service.contract import InputLimits
-from easerve.service.dependencies import API_KEY_SECURITY, State, inference_context
+from easerve.service.dependencies import API_KEY_OPENAPI, State, inference_context
 from easerve.service.errors import BadRequest, NotFound, describe_validation_errors
 from easerve.service.inference import InferenceContext
 from easerve.service.openapi import INFERENCE_ERRORS, MODEL_ERRORS, READINESS_503
@@ -150,10 +150,10 @@ def _encode(
     return encode_response(response, [blob for _, blob in encoded], any(binary.values()))
 
 
-@router.post("/models/{model_name}/infer", dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS)
+@router.post("/models/{model_name}/infer", openapi_extra=API_KEY_OPENAPI, responses=INFERENCE_ERRORS)
 @router.post(
     "/models/{model_name}/versions/{version}/infer",
-    dependencies=API_KEY_SECURITY,
+    openapi_extra=API_KEY_OPENAPI,
     responses=INFERENCE_ERRORS,
     include_in_schema=False,
 )

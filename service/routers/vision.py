@@ -28,7 +28,7 @@ from easerve.service.codecs.uploads import (
     read_image_upload,
 )
 from easerve.service.deadline import Deadline
-from easerve.service.dependencies import API_KEY_SECURITY, State, finishes_inference, task_inference
+from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
 from easerve.service.json_answers import JSONBytes, json_bytes
 from easerve.service.openapi import INFERENCE_ERRORS
@@ -37,7 +37,9 @@ from easerve.service.tasks.detection import DetectResponse, detect
 from easerve.service.tasks.image_input import image_batch, model_image_size
 from easerve.service.tasks.segmentation import SegmentResponse, overlay_size, segment, segmentation_bytes
 
-router = APIRouter(prefix="/v1", tags=["images"], dependencies=API_KEY_SECURITY, responses=INFERENCE_ERRORS)
+router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
+# The body the route reads itself, and the API key (checked by the middleware).
+_OPENAPI = IMAGE_BODY_OPENAPI | API_KEY_OPENAPI
 
 ClassifyContext = Annotated[InferenceContext, Depends(task_inference("classification"))]
 DetectContext = Annotated[InferenceContext, Depends(task_inference("detection"))]
@@ -95,7 +97,7 @@ def _no_output_bytes(images: list[InspectedImage]) -> int:
     return 0
 
 
-@router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+@router.post("/classify", response_model=ClassifyResponse, openapi_extra=_OPENAPI)
 @finishes_inference
 async def classify_images(
     request: Request,
@@ -115,7 +117,7 @@ async def classify_images(
     return JSONBytes((await context.infer(inputs, finish)).answer)
 
 
-@router.post("/detect", response_model=DetectResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+@router.post("/detect", response_model=DetectResponse, openapi_extra=_OPENAPI)
 @finishes_inference
 async def detect_objects(
     request: Request,
@@ -134,7 +136,7 @@ async def detect_objects(
     return JSONBytes((await context.infer(inputs, finish)).answer)
 
 
-@router.post("/segment", response_model=SegmentResponse, openapi_extra=IMAGE_BODY_OPENAPI)
+@router.post("/segment", response_model=SegmentResponse, openapi_extra=_OPENAPI)
 @finishes_inference
 async def segment_images(
     request: Request,

@@ -360,3 +360,19 @@ def test_every_route_and_dependency_runs_on_the_event_loop():
         for call in callables(route.dependant):
             on_the_loop = inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
             assert on_the_loop, f"{route.path}: {call.__qualname__} is not async"
+
+
+def test_the_inference_and_control_routes_document_the_api_key(client):
+    document = client.get("/openapi.json").json()
+    assert set(document["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+    alternatives = [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+    for path in (
+        "/v1/classify",
+        "/v1/segment",
+        "/v1/generate",
+        "/v1/pointcloud/classify",
+        "/v2/models/{model_name}/infer",
+    ):
+        assert document["paths"][path]["post"]["security"] == alternatives, path
+    assert document["paths"]["/v2/repository/index"]["post"]["security"] == alternatives
+    assert "security" not in document["paths"]["/healthz"]["get"]
