@@ -84,8 +84,9 @@ class ModelChannel:
         await writer.drain()
         timeout = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
         try:
-            # shield: the answer still comes (and gives the region back) after the caller stops waiting.
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            # The answer still comes after the caller stops waiting, and gives the region back.
+            async with asyncio.timeout(timeout):
+                return await future
         except TimeoutError:
             raise DeadlineExceeded(f"deadline exceeded while waiting for {header.get('model')}") from None
         finally:

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Outputs up to this size are answered (`Finish`) on the event loop: a class ranking or a few
+# boxes; larger ones (e.g. v2 tensors encoded as JSON) on a thread.
+_INLINE_FINISH_BYTES = 64 * 1024
+
 
 def output_bytes(manifest: Manifest, inputs: Tensors) -> int:
     """The bytes of the outputs of `inputs`, their symbolic dimensions taken from the inputs'
@@ -80,8 +84,13 @@ class SharedMemoryBatcher:
         self._outstanding += 1
         self._idle.clear()
         try:
-            outcome = await self._channel.infer(self.model, inputs, deadline, output_bytes(self._manifest, inputs))
-            return outcome if finish is None else await asyncio.to_thread(finish.applied, outcome)
+            answer_bytes = output_bytes(self._manifest, inputs)
+            outcome = await self._channel.infer(self.model, inputs, deadline, answer_bytes)
+            if finish is None:
+                return outcome
+            if 0 < answer_bytes <= _INLINE_FINISH_BYTES:  # a few rows: cheaper here than a thread hop
+                return finish.applied(outcome)
+            return await asyncio.to_thread(finish.applied, outcome)
         finally:
             self._outstanding -= 1
             if self._outstanding == 0:

@@ -8,11 +8,11 @@ worker's shared-memory arena, or, when they do not fit there, in the frame's pay
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from typing import Any
 
 import numpy as np
+import orjson
 
 from easerve.service.batcher import Tensors
 
@@ -55,13 +55,13 @@ def tensor_views(specs: list[TensorSpec], buffer: memoryview | bytes) -> Tensors
 
 
 def encode_frame(header: Header, payload: bytes | bytearray = b"") -> bytes:
-    head = json.dumps(header, separators=(",", ":")).encode()
+    head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
     return b"".join((_LENGTHS.pack(len(head), len(payload)), head, payload))
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[Header, bytes]:
     """The next frame; IncompleteReadError when the other side has gone."""
     header_size, payload_size = _LENGTHS.unpack(await reader.readexactly(_LENGTHS.size))
-    header = json.loads(await reader.readexactly(header_size))
+    header = orjson.loads(await reader.readexactly(header_size))
     payload = await reader.readexactly(payload_size) if payload_size else b""
     return header, payload

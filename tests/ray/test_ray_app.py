@@ -214,10 +214,11 @@ def _replicas_of(model: str, calls: int = 40) -> dict[int, str]:
     return {info["pid"]: info["replica"] for info in described_replicas(model, calls)}
 
 
-async def _load(url: str, path: str, body: bytes, seconds: float, kill_after_s: float, victim: int):
-    """`CLIENTS` closed-loop clients for `seconds`; the victim process is killed after
-    `kill_after_s`. Every answer as (status, Retry-After, error, answering replica), and
-    exceptions by name."""
+async def _load(url: str, path: str, body: bytes, seconds: float, kill_after_s: float, victim: tuple[int, str]):
+    """`CLIENTS` closed-loop clients for `seconds`; the victim process (pid, replica id) is
+    killed after `kill_after_s`, once it has answered a request (Ray's router may take a moment
+    to send it any), at the latest 2 s before the end. Every answer as (status, Retry-After,
+    error, answering replica), and exceptions by name."""
     answers: list[tuple[int, str | None, str, str | None]] = []
     errors: collections.Counter[str] = collections.Counter()
     headers = {"content-type": "image/png", **AUTH}
@@ -233,14 +234,17 @@ async def _load(url: str, path: str, body: bytes, seconds: float, kill_after_s: 
             replica = response.headers.get(REPLICA_HEADER)
             answers.append((response.status_code, response.headers.get("retry-after"), error, replica))
 
-    async def killer() -> None:
+    async def killer(end: float) -> None:
         await asyncio.sleep(kill_after_s)
-        os.kill(victim, signal.SIGKILL)
+        pid, replica = victim
+        while not any(answer[3] == replica for answer in answers) and time.monotonic() < end - 2.0:
+            await asyncio.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
     limits = httpx.Limits(max_connections=CLIENTS)
     async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         end = time.monotonic() + seconds
-        await asyncio.gather(killer(), *(client(http, end) for _ in range(CLIENTS)))
+        await asyncio.gather(killer(end), *(client(http, end) for _ in range(CLIENTS)))
     return answers, errors
 
 
@@ -266,13 +270,14 @@ def test_a_killed_model_replica_is_restarted_and_no_request_fails(ray_url):
     png = (BUNDLED_WEIGHTS.parent / "loadtest" / "samples" / "image-circle.png").read_bytes()
     path = f"/v1/classify?model={CRASH}"
     retries_before = _retries(ray_url)
-    answers, errors = asyncio.run(_load(ray_url, path, png, 6.0, 2.0, victim))
+    answers, errors = asyncio.run(_load(ray_url, path, png, 8.0, 2.0, (victim, before[victim])))
     statuses = collections.Counter(status for status, _, _, _ in answers)
     assert not errors, errors
     # The victim was taking its share of the load (its queue holds requests for up to 200 ms):
     # those in flight on it when it died were sent again (by easerve or by Ray's router) or
     # answered 503 + Retry-After, saying so; nothing else failed.
-    assert any(replica == before[victim] for _, _, _, replica in answers), "the victim answered nothing"
+    answered_by = collections.Counter(replica for _, _, _, replica in answers)
+    assert answered_by[before[victim]], f"the victim {before[victim]} answered nothing: {answered_by}, {before}"
     lost = [(status, retry, error) for status, retry, error, _ in answers if status != 200]
     assert all(status == 503 and retry and "lost" in error for status, retry, error in lost), lost
     retried = _retries(ray_url) - retries_before
