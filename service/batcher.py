@@ -383,7 +383,8 @@ class DynamicBatcher:
         batch = self._preferred_prefix(batch)
         for entry in batch:
             entry.computing = True
-            self._withdraw(entry)
+            self._withdraw(entry, notify=False)
+        self._queue_changed()  # once for the whole batch
         return batch
 
     def _preferred_prefix(self, batch: list[_Pending]) -> list[_Pending]:
@@ -488,16 +489,17 @@ class DynamicBatcher:
         if entry.expiry is not None:
             entry.expiry.cancel()
 
-    def _withdraw(self, entry: _Pending) -> bool:
+    def _withdraw(self, entry: _Pending, notify: bool = True) -> bool:
         """Take `entry` out of the queue; False if it was not queued. Its deadline timer keeps
-        running while it computes."""
+        running while it computes. `notify=False`: the caller reports the queue's change."""
         if not entry.computing:
             self._cancel_expiry(entry)
         try:
             self._queue.remove(entry)
         except ValueError:
             return False
-        self._queue_changed()
+        if notify:
+            self._queue_changed()
         return True
 
     def _discard_cancelled(self) -> None:

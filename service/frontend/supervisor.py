@@ -48,6 +48,15 @@ LISTEN_BACKLOG = 2048  # uvicorn's default
 WORKER_EXIT_MARGIN_S = 10.0
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (uvicorn's own choice in the workers), else asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def refusal(settings: Settings) -> str | None:
     """Why `settings` cannot run with several HTTP workers, or None."""
     if settings.engine != "local":
@@ -82,7 +91,8 @@ def serve_with_workers(settings: Settings, log_format: str) -> int:
         except OSError as error:
             logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
             return 1
-        return asyncio.run(supervisor.run())
+        with asyncio.Runner(loop_factory=_new_event_loop) as runner:
+            return runner.run(supervisor.run())
 
 
 def worker_settings(settings: Settings) -> Settings:
