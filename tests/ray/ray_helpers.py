@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 import subprocess
@@ -18,6 +19,19 @@ SAMPLES = Path(__file__).resolve().parents[2] / "loadtest" / "samples"
 READY_TIMEOUT_S = 120.0
 # Few threads everywhere: the test machine has 2 cores shared by every replica.
 SMALL = {"workers": 2, "intra_op_threads": 1, "inter_op_threads": 1, "log_level": "warning"}
+
+
+def shut_down_ray() -> None:
+    """Serve, then this process's Ray driver, with the garbage collected in between: a Ray object
+    (a handle, an object ref) freed after `ray.shutdown()` calls into the closed core worker,
+    which exits the whole process (status 1, nothing printed), and the collector frees cyclic
+    garbage on whichever thread happens to run it, at any later moment."""
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    gc.collect()
+    ray.shutdown(wait_for_processes=True)
 
 
 def free_port() -> int:

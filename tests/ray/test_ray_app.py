@@ -27,6 +27,7 @@ from ray_helpers import (
     described_replicas,
     free_port,
     run_app,
+    shut_down_ray,
     wait_until,
     without_timings,
 )
@@ -34,7 +35,6 @@ from ray_helpers import (
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
 import ray  # noqa: E402
-from ray import serve  # noqa: E402
 
 from easerve.loadtest.endpoints import ENDPOINTS, prepared_requests  # noqa: E402
 from easerve.loadtest.samples import load_samples  # noqa: E402
@@ -81,8 +81,7 @@ def ray_url():
     try:
         yield run_app({**SETTINGS, **RAY_ARGS}, free_port())
     finally:
-        serve.shutdown()
-        ray.shutdown(wait_for_processes=True)
+        shut_down_ray()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, free_port, run_app, wait_until
+from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, free_port, run_app, shut_down_ray, wait_until
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
@@ -59,8 +59,7 @@ def url():
     try:
         yield run_app(args, free_port())
     finally:
-        serve.shutdown()
-        ray.shutdown(wait_for_processes=True)
+        shut_down_ray()
 
 
 def _running_replicas() -> int:

@@ -8,7 +8,7 @@ import json
 
 import httpx
 import pytest
-from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, described_replicas, free_port, run_app
+from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, described_replicas, free_port, run_app, shut_down_ray
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
@@ -37,8 +37,7 @@ def two_nodes():
         ray.init(address=cluster.address, logging_level="WARNING")
         yield cluster, second
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        shut_down_ray()
         cluster.shutdown()
 
 
