@@ -31,9 +31,18 @@ PROBABILITY_TOLERANCE = 1e-5
 pytestmark = pytest.mark.skipif(not any(discover_manifests(BUNDLED_WEIGHTS)), reason="no exported models in weights/")
 
 
+# Requests to the classifier wait up to this long for batch mates, so that the concurrent ones
+# of the batching test share batches however the threads are scheduled.
+BATCHING_DELAY_MS = 200
+
+
 @pytest.fixture(scope="module")
 def served():
-    settings = make_settings(BUNDLED_WEIGHTS, models=list(MODELS.values()))
+    settings = make_settings(
+        BUNDLED_WEIGHTS,
+        models=list(MODELS.values()),
+        model_overrides=[f"{MODELS['classify']}:max_queue_delay_ms={BATCHING_DELAY_MS}"],
+    )
     with TestClient(create_app(settings)) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, 180.0, "the bundled models' readiness")
         yield client, settings
