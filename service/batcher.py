@@ -37,7 +37,7 @@ import dataclasses
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -132,6 +132,40 @@ class Batcher(Protocol):
     async def drain(self, timeout_s: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+class OutstandingRequests:
+    """What a stand-in batcher (one whose model is computed elsewhere: the Ray Serve ingress's,
+    an HTTP worker's) has sent and not had answered: each request is counted while it is out
+    (`one()`, refused with `Unavailable` once draining), and `drain` waits for them."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.count = 0
+        self.accepting = True
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[None]:
+        if not self.accepting:
+            raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
+        self.count += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self._idle.set()
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop accepting; wait (at most `timeout_s`) for the answers still outstanding."""
+        self.accepting = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        if self.count:
+            logger.warning("%s: %d request(s) still outstanding after the drain", self.model, self.count)
 
 
 class NullObserver:

@@ -10,7 +10,6 @@ Retry-After, 504, 422 / 500 for a request that fails alone, 503 while it drains.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -18,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.batcher import BatchOutcome, Tensors
-from easerve.service.errors import Unavailable
+from easerve.service.batcher import BatchOutcome, OutstandingRequests, Tensors
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.shared_metrics import shared_registry
 from easerve.service.frontend.wire import aligned
@@ -62,28 +60,21 @@ class SharedMemoryBatcher:
         self.model = model.name
         self._manifest = model.manifest
         self._channel = channel
-        self._outstanding = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closing = False
+        self._outstanding = OutstandingRequests(model.name)
 
     @property
     def queue_depth(self) -> int:
         """Requests this worker has sent to the model process and not had answered yet."""
-        return self._outstanding
+        return self._outstanding.count
 
     @property
     def accepting(self) -> bool:
-        return not self._closing
+        return self._outstanding.accepting
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """The model process's answer to `inputs`; `finish` (a closure over this worker's
         request) makes its answer here, on a thread, off the event loop."""
-        if self._closing:
-            raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
-        self._outstanding += 1
-        self._idle.clear()
-        try:
+        with self._outstanding.one():
             answer_bytes = output_bytes(self._manifest, inputs)
             outcome = await self._channel.infer(self.model, inputs, deadline, answer_bytes)
             if finish is None:
@@ -91,18 +82,9 @@ class SharedMemoryBatcher:
             if 0 < answer_bytes <= _INLINE_FINISH_BYTES:  # a few rows: cheaper here than a thread hop
                 return finish.applied(outcome)
             return await asyncio.to_thread(finish.applied, outcome)
-        finally:
-            self._outstanding -= 1
-            if self._outstanding == 0:
-                self._idle.set()
 
     async def drain(self, timeout_s: float) -> None:
-        """Stop accepting; wait (at most `timeout_s`) for the answers still outstanding."""
-        self._closing = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        if self._outstanding:
-            logger.warning("%s: %d request(s) still outstanding after the drain", self.model, self._outstanding)
+        await self._outstanding.drain(timeout_s)
 
     def close(self) -> None:
         pass

@@ -41,7 +41,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easerve.service.app import create_app
-from easerve.service.batcher import BatchOutcome, DynamicBatcher, Finish, Tensors, batch_items
+from easerve.service.batcher import BatchOutcome, DynamicBatcher, Finish, OutstandingRequests, Tensors, batch_items
 from easerve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -238,38 +238,29 @@ class RemoteBatcher:
         self._infer = handle.options(method_name="infer")
         self._metrics = metrics
         self._ray = ray
-        self._outstanding = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._closing = False
+        self._outstanding = OutstandingRequests(model)
 
     @property
     def queue_depth(self) -> int:
         """Requests this ingress replica has sent to the model and not had answered yet."""
-        return self._outstanding
+        return self._outstanding.count
 
     @property
     def accepting(self) -> bool:
-        return not self._closing
+        return self._outstanding.accepting
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """The outputs computed by the model's deployment; `finish` makes the answer here."""
-        if self._closing:
-            raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
-        self._outstanding += 1
-        self._idle.clear()
-        self._metrics.queue_depth_changed(self.model, self._outstanding)
-        try:
-            outcome = await self._submit(inputs, deadline)
-            return finish.applied(outcome) if finish is not None else outcome
-        except ServiceError as error:
-            self._metrics.request_failed(self.model, error.reason)
-            raise
-        finally:
-            self._outstanding -= 1
-            self._metrics.queue_depth_changed(self.model, self._outstanding)
-            if self._outstanding == 0:
-                self._idle.set()
+        with self._outstanding.one():
+            self._metrics.queue_depth_changed(self.model, self._outstanding.count)
+            try:
+                outcome = await self._submit(inputs, deadline)
+                return finish.applied(outcome) if finish is not None else outcome
+            except ServiceError as error:
+                self._metrics.request_failed(self.model, error.reason)
+                raise
+            finally:
+                self._metrics.queue_depth_changed(self.model, self._outstanding.count - 1)
 
     async def _submit(self, inputs: Tensors, deadline: float) -> BatchOutcome:
         items = batch_items(inputs)
@@ -332,12 +323,7 @@ class RemoteBatcher:
             raise InferenceFailed(f"inference failed on {self.model}: {type(error.cause).__name__}") from None
 
     async def drain(self, timeout_s: float) -> None:
-        """Stop accepting; wait (at most `timeout_s`) for the answers still outstanding."""
-        self._closing = True
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            logger.warning("%s: %d request(s) still outstanding after the drain", self.model, self._outstanding)
+        await self._outstanding.drain(timeout_s)
 
     def close(self) -> None:
         pass
