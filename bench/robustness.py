@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from easerve.bench.arguments import add_weights_dirs, weights_flags
+
 SCENARIO_NAMES = (
     "batch-poisoning",
     "heavy-images",
@@ -33,14 +35,7 @@ MAX_DEFAULT_RSS_CAP_MB = 8192.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--weights-dir",
-        dest="weights_dirs",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        help="folder of <model>/manifest.json folders; repeat for several (default: weights)",
-    )
+    add_weights_dirs(parser)
     parser.add_argument(
         "--scenarios",
         nargs="+",
@@ -105,7 +100,7 @@ def default_rss_cap_mb() -> float:
 def serve_command(weights_dirs: list[Path], models: tuple[str, ...], serve_args: list[str]) -> list[str]:
     """`easerve serve` on 127.0.0.1 with `models`, then `serve_args` (they win over ours); the
     port is added per server."""
-    weights = [word for folder in weights_dirs for word in ("--weights-dir", str(folder))]
+    weights = weights_flags(weights_dirs)
     return [
         sys.executable,
         "-m",

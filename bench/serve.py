@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.machine import cpu_model, load_average
+from easerve.bench.arguments import add_weights_dirs, weights_flags
 
 if TYPE_CHECKING:
     from easerve.bench.serve_report import ModelResults
@@ -75,14 +76,7 @@ body parsing, routing, queueing and thread hand-offs)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--weights-dir",
-        dest="weights_dirs",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        help="folder of <model>/manifest.json folders; repeat for several (default: weights)",
-    )
+    add_weights_dirs(parser)
     parser.add_argument(
         "--models",
         nargs="+",
@@ -285,7 +279,7 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
 def _server_command(server: str, args: argparse.Namespace, names: list[str], port: int) -> list[str]:
     from easerve.bench.serve_report import BATCH1, NAIVE, http_workers_of
 
-    weights = [word for folder in args.weights_dirs for word in ("--weights-dir", str(folder))]
+    weights = weights_flags(args.weights_dirs)
     if server == NAIVE:
         spinning = ["--spinning"] if args.spinning else []
         return [

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.machine import cpu_model, load_average
+from easerve.bench.arguments import add_weights_dirs, weights_flags
 
 if TYPE_CHECKING:
     from easerve.bench.report import TableData
@@ -59,14 +60,7 @@ class Server:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--weights-dir",
-        dest="weights_dirs",
-        action="append",
-        type=Path,
-        metavar="DIR",
-        help="folder of <model>/manifest.json folders; repeat for several (default: weights)",
-    )
+    add_weights_dirs(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help="image model to measure (default: %(default)s)")
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 8, 32], metavar="N", help="clients (default: %(default)s)"
@@ -145,7 +139,7 @@ def _measure(args: argparse.Namespace, servers: list[Server], route: str, png: b
 
 
 def _command(server: Server, args: argparse.Namespace, port: int) -> list[str]:
-    weights = [word for folder in args.weights_dirs for word in ("--weights-dir", str(folder))]
+    weights = weights_flags(args.weights_dirs)
     command = [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--models", args.model, "--intra-op-threads", str(args.threads), "--log-level", "warning", *weights]
     if server.engine == "ray":
