@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 import easerve
 from easerve.artifacts.triton import model_configuration
-from easerve.service.batcher import BatchOutcome, Finish
+from easerve.service.batcher import BatchOutcome
 from easerve.service.contract import InputLimits
 from easerve.service.dependencies import API_KEY_OPENAPI, State, inference_context
 from easerve.service.errors import BadRequest, NotFound, describe_validation_errors
@@ -132,7 +132,8 @@ def _parameters(context: InferenceContext, outcome: BatchOutcome) -> dict[str, A
 def _encode(
     document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
 ) -> Response:
-    """The response (made on the runner's thread right after the batch, see `Finish`)."""
+    """The response, encoded on a worker: outputs asked for as JSON may be large, and encoding
+    them on the runner's thread would hold up every other request's next batch."""
     wanted = {output.name: output for output in document.outputs or []}
     binary = {
         tensor.name: wants_binary(document, wanted.get(tensor.name))
@@ -172,7 +173,7 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
         if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
             context.with_timeout(timeout_us * _MICROSECONDS)
         _check_wanted_outputs(document, model)
-        finish = Finish(lambda outcome: _encode(document, model, outcome.outputs, _parameters(context, outcome)))
-        return (await context.infer(arrays, finish)).answer
+        outcome = await context.infer(arrays)
+        return await context.offload(_encode, document, model, outcome.outputs, _parameters(context, outcome))
     finally:
         context.finish()
