@@ -17,6 +17,8 @@ import easerve
 from easerve.service.admission import WorkerPools, memory_budget
 from easerve.service.auth import ApiKeyMiddleware
 from easerve.service.body_limit import BodySizeLimitMiddleware
+from easerve.service.dependencies import route_tasks
+from easerve.service.door import AdmissionDoor
 from easerve.service.errors import install_error_handlers
 from easerve.service.lifecycle import ServiceLifecycle
 from easerve.service.memory import keep_large_blocks_mapped, release_free_memory
@@ -30,6 +32,7 @@ from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.routers import console, generation, health, metrics, pointcloud, repository, v2, vision
 from easerve.service.runners.base import Runner, RunnerFactory
 from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
+from easerve.service.scheduler.device import DeviceScheduler
 from easerve.service.settings import Settings
 from easerve.service.state import ServiceState
 
@@ -94,9 +97,10 @@ def create_app(
             for files in found
         ]
     )
-    service_metrics = ServiceMetrics()
+    scheduler = DeviceScheduler.from_settings(settings)
+    service_metrics = ServiceMetrics(scheduler)
     if model_loader is None:
-        loader = local_loader(runner_factory, service_metrics)
+        loader = local_loader(runner_factory, service_metrics, scheduler)
     else:
         loader = model_loader(repository, service_metrics)
     lifecycle = ServiceLifecycle(repository, loader, settings, on_load_failure)
@@ -119,6 +123,7 @@ def create_app(
             if polling is not None:
                 polling.cancel()
             await lifecycle.close()
+            scheduler.close()
             pools.shutdown()
 
     app = FastAPI(
@@ -131,11 +136,15 @@ def create_app(
         # up the global tracer and meter providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.state.service = ServiceState(settings, repository, lifecycle, service_metrics, pools, budget, choice, control)
+    app.state.service = ServiceState(
+        settings, repository, lifecycle, service_metrics, pools, budget, choice, control, scheduler
+    )
     install_error_handlers(app)
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s
     )
+    # Outside the body limit and the routes: a request refused here costs no body and no routing.
+    app.add_middleware(AdmissionDoor, state=app.state.service, route_tasks=route_tasks(ROUTERS))
     if settings.api_key is not None:
         # Added after the body limit, so it runs before it: a request without the key is
         # refused before a byte of its body is read.

@@ -1,11 +1,18 @@
-"""Dynamic batching: one scheduler per model between the request handlers and the runner.
+"""Dynamic batching: one queue per model between the request handlers and its runners; the
+device's `DeviceScheduler` (service/scheduler) decides when and how large each batch runs.
 
-How a batch is formed (after Triton's dynamic batcher):
-- Requests wait in a bounded FIFO queue. Whenever the runner is free the scheduler takes the
-  oldest request and every later shape-compatible one that still fits in `max_batch_size`
-  items (a request of n images counts n). A lone request runs at once.
+How a batch is formed:
+- Requests wait in a bounded FIFO queue. Whenever the device scheduler gives the model a slot
+  and one of its instances is free, a batch is taken from the head of the queue: under the
+  `slack` policy the largest batch whose predicted run time (the model's `LatencyModel`) still
+  meets its earliest deadline; under `fifo` and `free` (Triton's dynamic batcher) the oldest
+  request and every later shape-compatible one that still fits in `max_batch_size` items (a
+  request of n images counts n). A lone request runs at once.
 - With `max_queue_delay_s` > 0 a batch that is not full waits until the *oldest* queued request
   has waited that long; new arrivals do not restart the clock.
+- Under `slack` a queued request that cannot be done by its deadline even alone is answered
+  `DeadlineUnreachable` (504) at once and never computed, and a request may be refused before
+  its body is read (`expect`).
 - Each request has a deadline. A timer answers `DeadlineExceeded` the moment it passes, while
   the request is queued (it is then never computed) or while its batch computes (its rows are
   dropped when the batch returns).
@@ -34,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections import deque
@@ -46,6 +54,7 @@ import numpy as np
 
 from easerve.service.errors import (
     DeadlineExceeded,
+    DeadlineUnreachable,
     InferenceFailed,
     InvalidInput,
     QueueFull,
@@ -53,6 +62,8 @@ from easerve.service.errors import (
     Unavailable,
 )
 from easerve.service.runners.base import InputRejected
+from easerve.service.scheduler.device import DeviceScheduler, Plan
+from easerve.service.scheduler.latency import LatencyModel
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +74,9 @@ Signature = tuple[tuple[str, tuple[int, ...], str], ...]
 
 # Weight of the newest batch in the running mean of batch compute time (for Retry-After).
 _COMPUTE_TIME_SMOOTHING = 0.2
+# Requests whose times from the door to the queue, and from their batch's end to their answer,
+# are kept for the scheduler's predictions.
+_TIMED_WINDOW = 64
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,7 @@ class BatchObserver(Protocol):
 
     def queue_depth_changed(self, model: str, depth: int) -> None: ...
 
-    def batch_executed(self, model: str, batch_size: int, compute_s: float) -> None: ...
+    def batch_executed(self, model: str, batch_size: int, compute_s: float, predicted_s: float) -> None: ...
 
     def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None: ...
 
@@ -127,11 +141,60 @@ class Batcher(Protocol):
     @property
     def accepting(self) -> bool: ...
 
+    def expect(self, deadline: float) -> Arrival:
+        """Admit a request at the door, before its body is read (QueueFull / Overloaded when the
+        device scheduler foresees it cannot be served in time); it counts as pending work until
+        it is submitted or gives up (`Arrival.leave`)."""
+        ...
+
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome: ...
 
     async def drain(self, timeout_s: float) -> None: ...
 
     def close(self) -> None: ...
+
+
+class Doorkeeper(Protocol):
+    """The batcher side of an `Arrival`."""
+
+    def arrival_left(self, arrival: Arrival, queued: bool) -> None: ...
+
+    def answered(self, after_compute_s: float) -> None: ...
+
+    def reachable(self, deadline: float) -> bool: ...
+
+
+class Arrival:
+    """A request admitted at the door of a batcher: counted as work on its way to the queue
+    until it `leave`s (queued, or given up), and timed on the way in (door to queue) and out
+    (its batch's end to its answer), so the scheduler can foresee both for the next ones."""
+
+    def __init__(self, batcher: Doorkeeper | None = None, deadline: float = 0.0) -> None:
+        self.batcher = batcher
+        self.deadline = deadline
+        self.since = time.perf_counter()
+        self._on_its_way = batcher is not None
+
+    def reachable(self) -> bool:
+        """Whether the request can still be on time once decoded (by the device's work ahead
+        of it now); always True once queued, or for a batcher that does not schedule here."""
+        return not self._on_its_way or self.batcher is None or self.batcher.reachable(self.deadline)
+
+    def leave(self, queued: bool = False) -> None:
+        """`queued`: it reached the queue; else it gave up. Idempotent."""
+        if self._on_its_way and self.batcher is not None:
+            self._on_its_way = False
+            self.batcher.arrival_left(self, queued)
+
+    def answered(self, after_compute_s: float) -> None:
+        """Its answer is out, `after_compute_s` after its batch ended. Once."""
+        if self.batcher is not None:
+            self.batcher.answered(after_compute_s)
+            self.batcher = None
+
+
+# What a batcher whose model computes elsewhere (a stand-in) admits: nothing to count here.
+UNCOUNTED = Arrival()
 
 
 class OutstandingRequests:
@@ -174,7 +237,7 @@ class NullObserver:
     def queue_depth_changed(self, model: str, depth: int) -> None:
         pass
 
-    def batch_executed(self, model: str, batch_size: int, compute_s: float) -> None:
+    def batch_executed(self, model: str, batch_size: int, compute_s: float, predicted_s: float) -> None:
         pass
 
     def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None:
@@ -182,6 +245,13 @@ class NullObserver:
 
     def request_failed(self, model: str, reason: str) -> None:
         pass
+
+
+def _recent_quantile(window: deque[float], quantile: float = 0.9) -> float:
+    if not window:
+        return 0.0
+    recent = sorted(window)
+    return recent[int(quantile * (len(recent) - 1))]
 
 
 def batch_items(inputs: Tensors) -> int:
@@ -245,6 +315,8 @@ class _Pending:
     items: int
     signature: Signature
     enqueued_at: float  # time.perf_counter()
+    deadline: float  # time.perf_counter()
+    due: float  # when its batch must end for the answer to be out by the deadline
     future: asyncio.Future[BatchOutcome]
     finish: Finish | None = None
     expiry: asyncio.TimerHandle | None = field(default=None)
@@ -260,11 +332,14 @@ class _Instance:
 
 
 class DynamicBatcher:
-    """The scheduler of one model. `start()` it on the serving loop, `submit` from handlers,
+    """The queue of one model. `start()` it on the serving loop, `submit` from handlers,
     `drain()` then `close()` at shutdown.
 
     `instances` holds one `run_batch` per model instance; each is only ever called from its own
-    thread, one batch at a time.
+    thread, one batch at a time. `scheduler` is the device's (default: one of its own with the
+    `free` policy, so the batcher dispatches whenever an instance is free); `latency` predicts
+    its batches' run times and learns from every batch; `priority` ranks the model against the
+    others on the device.
     """
 
     def __init__(
@@ -273,21 +348,30 @@ class DynamicBatcher:
         instances: Sequence[RunBatch],
         config: BatchingConfig,
         observer: BatchObserver | None = None,
+        scheduler: DeviceScheduler | None = None,
+        latency: LatencyModel | None = None,
+        priority: int = 0,
     ) -> None:
         if not instances:
             raise ValueError(f"{model}: a batcher needs at least one model instance")
         self.model = model
         self.config = config
+        self.priority = priority
+        self.latency = latency or LatencyModel(config.max_batch_size)
         self._observer = observer or NullObserver()
+        self._device = scheduler or DeviceScheduler()
         self._queue: deque[_Pending] = deque()
-        self._changed = asyncio.Event()
+        self._arriving: dict[Arrival, float] = {}
+        self._pre_queue_s: deque[float] = deque(maxlen=_TIMED_WINDOW)
+        self._post_compute_s: deque[float] = deque(maxlen=_TIMED_WINDOW)
+        self._progress = asyncio.Event()
         self._free: list[_Instance] = [
             _Instance(run_batch, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{model}-{index}"))
             for index, run_batch in enumerate(instances)
         ]
         self._instances = tuple(self._free)
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._scheduler: asyncio.Task[None] | None = None
+        self._started = False
         self._closing = False
         self._mean_batch_s = 0.0
 
@@ -298,13 +382,47 @@ class DynamicBatcher:
 
     @property
     def accepting(self) -> bool:
-        return self._scheduler is not None and not self._closing
+        return self._started and not self._closing
 
     def start(self) -> None:
-        """Start the scheduler on the running event loop."""
-        if self._scheduler is None:
-            self._scheduler = asyncio.get_running_loop().create_task(self._schedule(), name=f"batcher-{self.model}")
-            self._scheduler.add_done_callback(self._scheduler_finished)
+        """Join the device scheduler (on the running event loop)."""
+        if not self._started:
+            self._started = True
+            self._device.register(self)
+
+    def expect(self, deadline: float) -> Arrival:
+        """See `Batcher.expect`."""
+        if not self.accepting:
+            raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
+        try:
+            self._device.admit(self, deadline)
+        except ServiceError as error:
+            self._observer.request_failed(self.model, error.reason)
+            raise
+        arrival = Arrival(self, deadline)
+        self._arriving[arrival] = deadline
+        return arrival
+
+    def arrival_left(self, arrival: Arrival, queued: bool) -> None:
+        self._arriving.pop(arrival, None)
+        if queued:
+            self._pre_queue_s.append(time.perf_counter() - arrival.since)
+
+    def answered(self, after_compute_s: float) -> None:
+        self._post_compute_s.append(after_compute_s)
+
+    def reachable(self, deadline: float) -> bool:
+        return self._device.reachable(self, deadline)
+
+    def pre_queue_s(self) -> float:
+        """How long requests recently took from the door to the queue (reading, decoding):
+        the 90th percentile of the latest ones."""
+        return _recent_quantile(self._pre_queue_s)
+
+    def post_compute_s(self) -> float:
+        """How long answers recently took after their batch ended (post-processing, encoding,
+        the event loop's delay): the 90th percentile of the latest ones."""
+        return _recent_quantile(self._post_compute_s)
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """Queue one request (inputs with a leading batch dim) and wait for its outputs (and
@@ -328,7 +446,8 @@ class DynamicBatcher:
         if deadline <= now:
             self._observer.request_failed(self.model, DeadlineExceeded.reason)
             raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
-        entry = _Pending(inputs, items, signature_of(inputs), now, loop.create_future(), finish)
+        due = deadline - self.post_compute_s()
+        entry = _Pending(inputs, items, signature_of(inputs), now, deadline, due, loop.create_future(), finish)
         entry.expiry = loop.call_later(deadline - now, self._expire, entry)
         self._queue.append(entry)
         self._queue_changed()
@@ -343,67 +462,146 @@ class DynamicBatcher:
         """Stop accepting; compute everything queued. Whatever is still queued after
         `timeout_s` is answered `Unavailable`; the batch in flight always finishes."""
         self._closing = True
-        self._changed.set()
-        if self._scheduler is None:
+        if not self._started:
             return
-        done, _ = await asyncio.wait({self._scheduler}, timeout=timeout_s)
-        if not done:
+        self._device.notify()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._settled(lambda: not self._queue and not self._in_flight)
+        except TimeoutError:
             for entry in list(self._queue):
                 self._withdraw(entry)
                 self._answer_error(entry, Unavailable(f"{self.model} shut down before this request could run"))
-            await self._scheduler
+            await self._settled(lambda: not self._in_flight)
+        self._device.unregister(self)
 
     def close(self) -> None:
         """Release the runner threads (after `drain`)."""
+        self._device.unregister(self)
         for instance in self._instances:
             instance.executor.shutdown(wait=False, cancel_futures=True)
 
-    # -- scheduling -----------------------------------------------------------------------
+    async def _settled(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._progress.clear()
+            await self._progress.wait()
 
-    async def _schedule(self) -> None:
-        while True:
-            self._changed.clear()
-            self._discard_cancelled()
-            if not self._queue:
-                if self._closing:
-                    break
-                await self._changed.wait()
-                continue
-            if not self._free:  # every instance is computing; a finished batch sets `_changed`
-                await self._changed.wait()
-                continue
-            wait_s = self._time_until_dispatch(time.perf_counter())
-            if wait_s > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), wait_s)
-                continue
-            self._dispatch(self._take_batch(), self._free.pop())
-        if self._in_flight:
-            await asyncio.wait(set(self._in_flight))
+    # -- what the device scheduler asks (`scheduler.device.Schedulable`) -----------------------
 
-    def _dispatch(self, batch: list[_Pending], instance: _Instance) -> None:
-        """Compute `batch` on `instance` in the background; the instance is free again after."""
-        task = asyncio.get_running_loop().create_task(self._execute(batch, instance))
-        self._in_flight.add(task)
+    def has_work(self) -> bool:
+        return bool(self._queue) and bool(self._free)
 
-        def finished(done: asyncio.Task[None]) -> None:
-            self._in_flight.discard(done)
-            self._free.append(instance)
-            self._changed.set()
+    def oldest_enqueued_at(self) -> float:
+        return self._queue[0].enqueued_at
 
-        task.add_done_callback(finished)
-
-    def _time_until_dispatch(self, now: float) -> float:
+    def seconds_until_due(self, now: float) -> float:
         delay = self.config.max_queue_delay_s
         if delay <= 0 or self._closing or self._compatible_items() >= self.config.max_batch_size:
             return 0.0
         return self._queue[0].enqueued_at + delay - now
 
+    def drop_unreachable(self, free_at: float) -> int:
+        planned = self.latency.planned
+        hopeless = [entry for entry in self._queue if free_at + planned(entry.items) > entry.due]
+        for entry in hopeless:
+            if self._withdraw(entry, notify=False):
+                needed_ms = 1000 * planned(entry.items)
+                left_ms = 1000 * (entry.deadline - time.perf_counter())
+                self._answer_error(
+                    entry,
+                    DeadlineUnreachable(
+                        f"{self.model} cannot compute this request by its deadline ({left_ms:.0f} ms left, "
+                        f"{needed_ms:.0f} ms of compute needed once the device is free); not computed"
+                    ),
+                )
+        if hopeless:
+            self._queue_changed()
+        return len(hopeless)
+
+    def plan(self, now: float) -> Plan | None:
+        if not self._queue:
+            return None
+        if self.seconds_until_due(now) > 0:  # the batcher's own delay holds the batch back
+            return None
+        planned = self.latency.planned
+        head = self._queue[0]
+        batch, items, due = [head], head.items, head.due
+        for entry in itertools.islice(self._queue, 1, None):
+            if entry.signature != head.signature:
+                continue
+            grown = items + entry.items
+            if grown > self.config.max_batch_size or now + planned(grown) > min(due, entry.due):
+                break
+            batch.append(entry)
+            items, due = grown, min(due, entry.due)
+        return self._plan_of(self._preferred_prefix(batch), now)
+
+    def configured_batch(self, now: float) -> Plan:
+        return self._plan_of(self._configured_entries(), now)
+
+    def _plan_of(self, batch: list[_Pending], now: float) -> Plan:
+        items = sum(entry.items for entry in batch)
+        planned = self.latency.planned(items)
+        return Plan(batch, items, planned, min(entry.due for entry in batch) - now - planned)
+
+    def pending_work(self) -> list[tuple[float, float]]:
+        """(due, planned seconds) of every request queued or on its way to the queue, each
+        costed at its share of the batch the model's pending items would make."""
+        items = sum(entry.items for entry in self._queue) + len(self._arriving)
+        cost = self.item_cost_s(items)
+        post = self.post_compute_s()
+        work = [(entry.due, entry.items * cost) for entry in self._queue]
+        work.extend((deadline - post, cost) for deadline in self._arriving.values())
+        return work
+
+    def item_cost_s(self, pending_items: int) -> float:
+        """Planned seconds per item in a batch of `pending_items` (at most the maximum batch)."""
+        size = min(max(pending_items, 1), self.config.max_batch_size)
+        return self.latency.planned(size) / size
+
+    def queued_requests(self) -> int:
+        return len(self._queue) + len(self._arriving)
+
+    def max_queue_size(self) -> int:
+        return self.config.max_queue_size
+
+    def dispatch(self, requests: Sequence[object], done: Callable[[], None]) -> None:
+        """Compute `requests` (entries of this queue) on a free instance in the background; the
+        instance is free again after, and `done()` tells the device scheduler."""
+        batch = [entry for entry in requests if isinstance(entry, _Pending)]
+        for entry in batch:
+            entry.computing = True
+            self._withdraw(entry, notify=False)
+        self._observer.queue_depth_changed(self.model, len(self._queue))  # once for the whole batch
+        instance = self._free.pop()
+
+        def release() -> None:
+            self._free.append(instance)
+            done()
+
+        task = asyncio.get_running_loop().create_task(self._execute(batch, instance, release))
+        self._in_flight.add(task)
+
+        def finished(_: asyncio.Task[None]) -> None:
+            self._in_flight.discard(task)
+            self._progress.set()
+
+        task.add_done_callback(finished)
+
+    def stop(self, reason: str) -> None:
+        """The device scheduler failed: everything queued is answered, nothing more accepted."""
+        for entry in list(self._queue):
+            self._withdraw(entry)
+            self._answer_error(entry, InferenceFailed(f"the scheduler of {self.model} failed: {reason}"))
+        self._closing = True
+
+    # -- batches ------------------------------------------------------------------------------
+
     def _compatible_items(self) -> int:
         head = self._queue[0].signature
         return sum(entry.items for entry in self._queue if entry.signature == head)
 
-    def _take_batch(self) -> list[_Pending]:
+    def _configured_entries(self) -> list[_Pending]:
         head = self._queue[0]
         batch: list[_Pending] = []
         items = 0
@@ -414,12 +612,7 @@ class DynamicBatcher:
             items += entry.items
             if items >= self.config.max_batch_size:
                 break
-        batch = self._preferred_prefix(batch)
-        for entry in batch:
-            entry.computing = True
-            self._withdraw(entry, notify=False)
-        self._queue_changed()  # once for the whole batch
-        return batch
+        return self._preferred_prefix(batch)
 
     def _preferred_prefix(self, batch: list[_Pending]) -> list[_Pending]:
         """The longest prefix of `batch` whose items make the largest preferred size it can
@@ -440,7 +633,11 @@ class DynamicBatcher:
                     break
         return batch
 
-    async def _execute(self, batch: list[_Pending], instance: _Instance) -> None:
+    async def _execute(
+        self, batch: list[_Pending], instance: _Instance, release: Callable[[], None] | None = None
+    ) -> None:
+        """Compute `batch` on `instance` and answer its requests; `release` frees the instance
+        (and the device's slot) as soon as it is no longer needed, before the answers go out."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
@@ -449,10 +646,15 @@ class DynamicBatcher:
             )
         except Exception as error:
             await self._isolate_failure(batch, instance, error)
+            if release is not None:
+                release()
             return
+        if release is not None:
+            release()
         items = sum(entry.items for entry in batch)
         self._mean_batch_s += _COMPUTE_TIME_SMOOTHING * (compute_s - self._mean_batch_s)
-        self._observer.batch_executed(self.model, items, compute_s)
+        self._observer.batch_executed(self.model, items, compute_s, self.latency.predict(items))
+        self.latency.observe(items, compute_s, self.latency.predict(items))
         logger.debug("%s: batch of %d items (%d requests) in %.1f ms", self.model, items, len(batch), compute_s * 1000)
         for entry, outcome in zip(batch, outcomes, strict=True):
             self._cancel_expiry(entry)
@@ -536,10 +738,6 @@ class DynamicBatcher:
             self._queue_changed()
         return True
 
-    def _discard_cancelled(self) -> None:
-        for entry in [entry for entry in self._queue if entry.future.done()]:
-            self._withdraw(entry)
-
     def _answer_error(self, entry: _Pending, error: ServiceError) -> None:
         if not entry.future.done():
             entry.future.set_exception(error)
@@ -547,17 +745,9 @@ class DynamicBatcher:
 
     def _queue_changed(self) -> None:
         self._observer.queue_depth_changed(self.model, len(self._queue))
-        self._changed.set()
+        self._progress.set()
+        self._device.notify()
 
     def _retry_after_s(self) -> float:
         batches_ahead = sum(entry.items for entry in self._queue) / self.config.max_batch_size
         return max(1.0, batches_ahead * self._mean_batch_s / len(self._instances))
-
-    def _scheduler_finished(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        logger.error("%s: scheduler crashed", self.model, exc_info=task.exception())
-        for entry in list(self._queue):
-            self._withdraw(entry)
-            self._answer_error(entry, InferenceFailed(f"the scheduler of {self.model} failed"))
-        self._closing = True

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Annotated, ParamSpec, TypeVar
 
-from fastapi import Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.routing import APIRoute
 
 from easerve.artifacts.manifest import AttentionKind, Task
 from easerve.service.auth import DOCUMENTED_SCHEMES
 from easerve.service.contract import InputLimits
 from easerve.service.deadline import Deadline
+from easerve.service.door import ADMISSION_STATE_KEY, Admission
 from easerve.service.errors import Unavailable
 from easerve.service.inference import InferenceContext
 from easerve.service.metrics import MODEL_STATE_KEY
@@ -45,7 +47,10 @@ def inference_context(
     if state.lifecycle.phase == "draining":
         raise Unavailable("the server is shutting down")
     setattr(request.state, MODEL_STATE_KEY, model.name)
-    now = time.perf_counter()
+    admission: Admission | None = getattr(request.state, ADMISSION_STATE_KEY, None)
+    if admission is not None and admission.model != model.name:
+        admission = None
+    now = admission.arrived if admission is not None else time.perf_counter()
     settings = state.settings
     timeout = timeout_s if timeout_s is not None else model.serving.default_timeout_s
     limits = InputLimits(
@@ -62,6 +67,7 @@ def inference_context(
         limits,
         on_begin=state.lifecycle.request_started,
         on_finish=state.lifecycle.request_finished,
+        arrival=admission.arrival if admission is not None else None,
     )
 
 
@@ -92,7 +98,23 @@ def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
         served = state.repository.for_task(task, model, attention)
         return inference_context(request, state, served, timeout, state.settings.max_images_per_request)
 
+    dependency.task = task  # type: ignore[attr-defined]  # found by `route_tasks`
     return dependency
+
+
+def route_tasks(routers: Iterable[APIRouter]) -> dict[str, str]:
+    """The path of every task route of `routers` and its task (the `task_inference` dependency
+    it declares), for the admission door."""
+    tasks = {}
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            for dependency in route.dependant.dependencies:
+                task = getattr(dependency.call, "task", None)
+                if task is not None:
+                    tasks[route.path] = task
+    return tasks
 
 
 P = ParamSpec("P")

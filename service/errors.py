@@ -141,11 +141,27 @@ class DeadlineExceeded(ServiceError):
     reason = "deadline_exceeded"
 
 
+class DeadlineUnreachable(DeadlineExceeded):
+    """The scheduler foresaw that the request could not be done by its deadline even computed
+    alone, so it was answered at once and never computed (counted apart from `DeadlineExceeded`)."""
+
+    reason = "deadline_unreachable"
+
+
 # The errors a model's batcher answers, by name: another process (a Ray replica, the model
 # process of `--http-workers`) sends them as values, the caller raises them again.
 _WIRE_ERRORS: dict[str, type[ServiceError]] = {
     cls.__name__: cls
-    for cls in (BadRequest, InvalidInput, NotFound, PayloadTooLarge, InferenceFailed, Unavailable, DeadlineExceeded)
+    for cls in (
+        BadRequest,
+        InvalidInput,
+        NotFound,
+        PayloadTooLarge,
+        InferenceFailed,
+        Unavailable,
+        DeadlineExceeded,
+        DeadlineUnreachable,
+    )
 }
 _RETRY_AFTER_ERRORS: dict[str, type[QueueFull] | type[Overloaded]] = {"QueueFull": QueueFull, "Overloaded": Overloaded}
 
@@ -185,7 +201,8 @@ def describe_validation_errors(errors: Sequence[Mapping[str, Any]], shown: int =
 
 
 async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
-    if error.status_code >= 500 and not isinstance(error, (Unavailable, DeadlineExceeded)):
+    # Refusals under load are answers, not faults: logging each would flood the log when busy.
+    if error.status_code >= 500 and not isinstance(error, (Unavailable, DeadlineExceeded, Overloaded)):
         logger.error("%s %s: %s", request.method, request.url.path, error.message)
     return error_response(error.status_code, error.message, error.headers())
 

@@ -2,7 +2,9 @@
 handler waits (reading the body, worker threads for CPU work, the model's batcher for compute),
 each bounded by the request's deadline.
 
-A request is light until it is admitted with its estimated cost (`admit`): from then on its CPU
+A request first passes its model's door (`begin`): the device scheduler may refuse it there,
+from its deadline and the work ahead of it, before a byte of its body is read. It is light
+until it is admitted with its estimated cost (`admit`): from then on its CPU
 work runs on the worker threads of its cost class, and its cost is held in the server's memory
 budget until the request and every worker job it started have finished (`finish`).
 """
@@ -18,10 +20,10 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from easerve.service.admission import MemoryBudget, Ticket, WorkerPools
-from easerve.service.batcher import BatchOutcome, Finish, Tensors
+from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, Finish, Tensors
 from easerve.service.contract import InputLimits, check_inputs
 from easerve.service.deadline import Deadline
-from easerve.service.errors import DeadlineExceeded
+from easerve.service.errors import DeadlineExceeded, DeadlineUnreachable, Unavailable
 from easerve.service.json_answers import json_bytes
 from easerve.service.repository import ServedModel
 
@@ -42,13 +44,20 @@ class InferenceContext:
     on_begin: Callable[[], None] | None = None
     on_finish: Callable[[], None] | None = None
     ticket: Ticket | None = None
+    # Admitted at the door (`door.AdmissionDoor`) before the route ran, or by `begin`.
+    arrival: Arrival | None = None
+    computed_at: float | None = None  # when its batch ended
 
     def with_timeout(self, timeout_s: float) -> None:
         """Replace the deadline with `timeout_s` from the start (a protocol's own timeout field)."""
         self.deadline = Deadline(self.started + timeout_s)
 
     def begin(self) -> None:
-        """The handler starts: counted as in flight until `finish`."""
+        """The handler starts: admitted at its model's door (QueueFull / Overloaded when the
+        device scheduler foresees it cannot be on time), then counted as in flight until
+        `finish`."""
+        if self.arrival is None:
+            self.arrival = _arrival(self.model, self.deadline.at)
         if self.on_begin is not None:
             self.on_begin()
             self.on_begin = None
@@ -61,6 +70,10 @@ class InferenceContext:
     def finish(self) -> None:
         """The handler is done: the request's cost goes back once its worker jobs are done too.
         Idempotent."""
+        if self.arrival is not None:
+            self.arrival.leave()
+            if self.computed_at is not None:
+                self.arrival.answered(time.perf_counter() - self.computed_at)
         if self.ticket is not None:
             self.ticket.release()
             self.ticket = None
@@ -77,6 +90,11 @@ class InferenceContext:
         deadline. Work that has not started by then never runs; work that has goes on (long
         work checks the deadline and stops), and the request's cost stays held until it ends."""
         self.deadline.check("waiting for a worker thread")
+        if self.arrival is not None and not self.arrival.reachable():
+            raise DeadlineUnreachable(
+                f"{self.model.name} can no longer answer this request by its deadline (the work ahead of it on the "
+                "device would take longer); not decoded"
+            )
         loop = asyncio.get_running_loop()
         executor = self.pools.for_cost(self.ticket.cost if self.ticket else 0)
         job = executor.submit(functools.partial(function, *args, **kwargs))
@@ -90,7 +108,12 @@ class InferenceContext:
         """Check `inputs` (batch first) against the model's contract, queue them on the model's
         batcher and wait for the outputs (and the answer `finish` makes of them)."""
         check_inputs(inputs, self.model.manifest, self.limits)
-        return await self.model.ready_batcher().submit(inputs, self.deadline.at, finish)
+        if self.arrival is not None:
+            self.arrival.leave(queued=True)
+        submitted = time.perf_counter()
+        outcome = await self.model.ready_batcher().submit(inputs, self.deadline.at, finish)
+        self.computed_at = submitted + outcome.queue_s + outcome.compute_s
+        return outcome
 
     def answer_with(self, fields: Callable[[Tensors], dict[str, object]], prepare=None) -> Finish:
         """A `Finish` whose answer is this request's whole JSON body (bytes): the common fields
@@ -123,6 +146,16 @@ class InferenceContext:
                 "total_ms": total_s * 1000,
             },
         }
+
+
+def _arrival(model: ServedModel, deadline: float) -> Arrival:
+    """The request admitted at `model`'s batcher; a model that is not ready answers later, when
+    the request reaches it, as it always has."""
+    try:
+        batcher = model.ready_batcher()
+    except Unavailable:
+        return UNCOUNTED
+    return batcher.expect(deadline)
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:

@@ -8,7 +8,12 @@ Counters (prometheus_client exposes them with a `_total` suffix):
   microseconds, as in Triton; easerve_http_requests{model,code}.
 Gauge: nv_inference_pending_request_count{model} (queue depth).
 Histograms: easerve_request_duration_seconds, easerve_queue_duration_seconds,
-  easerve_compute_duration_seconds (per batch), easerve_batch_size{model}.
+  easerve_compute_duration_seconds (per batch), easerve_batch_size{model},
+  easerve_latency_model_error_ratio{model} (|predicted - measured| / measured, per batch).
+The device scheduler's (`watch_scheduler`): easerve_device_busy_seconds (slot-seconds computing),
+  easerve_scheduler_decision_seconds (its own overhead), easerve_scheduler_refused_at_door and
+  easerve_scheduler_dropped (requests refused before their body was read, and queued requests
+  answered 504 as unreachable; also in nv_inference_request_failure by reason).
 
 Each app owns its registry, so several apps (tests) never collide.
 """
@@ -20,18 +25,23 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from easerve.service.scheduler.device import DeviceScheduler
+
 MODEL_STATE_KEY = "model"  # request.state.model: set by the routes, read by the middleware
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_ERROR_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _US = 1e6
 
 
 class ServiceMetrics:
     """The service's metrics; implements the batcher's `BatchObserver`."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: DeviceScheduler | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        if scheduler is not None:
+            self._watch(scheduler)
         self.success = Counter("nv_inference_request_success", "Successful inference requests", ["model"], registry=r)
         self.failure = Counter(
             "nv_inference_request_failure", "Failed inference requests by reason", ["model", "reason"], registry=r
@@ -81,6 +91,31 @@ class ServiceMetrics:
         self.batch_size = Histogram(
             "easerve_batch_size", "Items per executed batch", ["model"], buckets=_BATCH_BUCKETS, registry=r
         )
+        self.latency_error = Histogram(
+            "easerve_latency_model_error_ratio",
+            "Relative error of the latency model's prediction of each batch's compute time",
+            ["model"],
+            buckets=_ERROR_BUCKETS,
+            registry=r,
+        )
+
+    def _watch(self, scheduler: DeviceScheduler) -> None:
+        stats, r = scheduler.stats, self.registry
+        for name, help_text, read in (
+            ("easerve_device_busy_seconds", "Slot-seconds the device spent computing", lambda: stats.busy_s),
+            (
+                "easerve_scheduler_decision_seconds",
+                "Time the device scheduler spent deciding",
+                lambda: stats.decision_s,
+            ),
+            (
+                "easerve_scheduler_refused_at_door",
+                "Requests refused before their body was read",
+                lambda: stats.refused_at_door,
+            ),
+            ("easerve_scheduler_dropped", "Queued requests answered 504 as unreachable", lambda: stats.dropped),
+        ):
+            Gauge(name, help_text, registry=r).set_function(read)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -90,11 +125,13 @@ class ServiceMetrics:
     def queue_depth_changed(self, model: str, depth: int) -> None:
         self.pending.labels(model).set(depth)
 
-    def batch_executed(self, model: str, batch_size: int, compute_s: float) -> None:
+    def batch_executed(self, model: str, batch_size: int, compute_s: float, predicted_s: float) -> None:
         self.inference_count.labels(model).inc(batch_size)
         self.exec_count.labels(model).inc()
         self.batch_size.labels(model).observe(batch_size)
         self.compute_seconds.labels(model).observe(compute_s)
+        if predicted_s > 0 and compute_s > 0:
+            self.latency_error.labels(model).observe(abs(predicted_s - compute_s) / compute_s)
 
     def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None:
         self.success.labels(model).inc()

@@ -7,7 +7,7 @@ precedence is: global setting < serving.json < environment < flag. An invalid va
 `ModelConfigError` naming the model and the key (`easerve serve` exits 2).
 
     {"max_batch_size": 8, "preferred_batch_sizes": [4, 8], "max_queue_delay_ms": 2,
-     "max_queue_size": 64, "instances": 2, "precision": "int8", "default_timeout_s": 5}
+     "max_queue_size": 64, "instances": 2, "precision": "int8", "default_timeout_s": 5, "priority": 1}
 """
 
 from __future__ import annotations
@@ -44,6 +44,12 @@ class ModelServing(BaseModel):
     instances: int | None = Field(default=None, ge=1, le=64)
     precision: Precision | None = None
     default_timeout_s: float | None = Field(default=None, gt=0)
+    priority: int = Field(
+        default=0,
+        ge=-100,
+        le=100,
+        description="rank on the device under the slack scheduler: higher runs first when both can wait",
+    )
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ class ServingConfig:
     instances: int
     precision: Precision
     default_timeout_s: float
+    priority: int = 0
 
 
 def parse_overrides(entries: list[str]) -> dict[str, dict[str, object]]:
@@ -122,6 +129,7 @@ def serving_config(
         instances=_own_or(own.instances, settings.instances),
         precision=_own_or(own.precision, settings.precision),
         default_timeout_s=_own_or(own.default_timeout_s, settings.default_timeout_s),
+        priority=own.priority,
     )
 
 

@@ -24,6 +24,8 @@ from easerve.service.batcher import BatchingConfig, BatchObserver, DynamicBatche
 from easerve.service.model_files import ModelFiles
 from easerve.service.repository import ServedModel
 from easerve.service.runners.base import Runner, RunnerFactory
+from easerve.service.scheduler.device import DeviceScheduler
+from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,19 @@ def warm_up(runner: Runner, files: ModelFiles, max_batch_size: int) -> None:
     profiles are settled before the model reports ready."""
     for batch in sorted({1, max_batch_size}):
         runner.run(zero_inputs(files, batch))
+
+
+def profile_latency(runner: Runner, files: ModelFiles, max_batch_size: int) -> LatencyModel:
+    """The scheduler's latency model of `runner`, from one timed run at each profile size
+    after a first untimed one (the first run of a shape settles its allocations)."""
+    profile = {}
+    for batch in profile_sizes(max_batch_size):
+        inputs = zero_inputs(files, batch)
+        runner.run(inputs)
+        started = time.perf_counter()
+        runner.run(inputs)
+        profile[batch] = time.perf_counter() - started
+    return LatencyModel(max_batch_size, profile)
 
 
 def allowed_variants(files: ModelFiles, precision: str) -> tuple[list[VariantName], str]:
@@ -120,6 +135,7 @@ def prepare_runners(model: ServedModel, factory: RunnerFactory) -> None:
             runner.close()
         raise
     model.runners = runners
+    model.latency = profile_latency(runners[0], model.files, model.max_batch_size)
     model.backend_name = f"{runners[0].backend}/{model.files.variant_name}"
     logger.info(
         "%s: %d instance(s) of %s loaded, warmed up at batch 1 and %d (%s)",
@@ -136,18 +152,20 @@ def prepare_runners(model: ServedModel, factory: RunnerFactory) -> None:
 ModelLoader = Callable[[ServedModel], Awaitable[None]]
 
 
-def local_loader(factory: RunnerFactory, observer: BatchObserver) -> ModelLoader:
-    """Runners built here (on a thread: loading takes seconds) and a batcher over them."""
+def local_loader(factory: RunnerFactory, observer: BatchObserver, scheduler: DeviceScheduler) -> ModelLoader:
+    """Runners built here (on a thread: loading takes seconds) and a batcher over them, on
+    this process's device `scheduler`."""
 
     async def load(model: ServedModel) -> None:
         await asyncio.to_thread(prepare_runners, model, factory)
-        model.batcher = new_batcher(model, observer)
+        model.batcher = new_batcher(model, observer, scheduler)
 
     return load
 
 
-def new_batcher(model: ServedModel, observer: BatchObserver) -> DynamicBatcher:
-    """A started batcher over `model.runners`, configured from the model's serving settings."""
+def new_batcher(model: ServedModel, observer: BatchObserver, scheduler: DeviceScheduler) -> DynamicBatcher:
+    """A started batcher over `model.runners`, configured from the model's serving settings,
+    its batches dispatched by the device `scheduler` with the model's latency model."""
     serving = model.serving
     batcher = DynamicBatcher(
         model.name,
@@ -159,6 +177,9 @@ def new_batcher(model: ServedModel, observer: BatchObserver) -> DynamicBatcher:
             preferred_batch_sizes=serving.preferred_batch_sizes,
         ),
         observer,
+        scheduler,
+        model.latency,
+        serving.priority,
     )
     batcher.start()
     return batcher

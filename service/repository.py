@@ -11,6 +11,7 @@ from easerve.service.errors import InvalidInput, NotFound, Unavailable
 from easerve.service.model_config import ServingConfig
 from easerve.service.model_files import ModelFiles
 from easerve.service.runners.base import Runner
+from easerve.service.scheduler.latency import LatencyModel
 
 ModelState = Literal["loading", "ready", "failed", "draining", "stopped", "unloaded"]
 DEFAULT_ATTENTION: AttentionKind = "ea"
@@ -29,6 +30,7 @@ class ServedModel:
     error: str | None = None
     variant_reason: str = ""  # why this variant is served (the precision setting, or auto's timings)
     backend_name: str | None = None  # set when the runners are built
+    latency: LatencyModel | None = None  # profiled when the runners are built, refitted by its batcher
     # The version that took over while this one drains: requests prepared for this one go there
     # when it takes the same inputs.
     replaced_by: ServedModel | None = None

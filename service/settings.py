@@ -25,6 +25,7 @@ Backend = Literal["auto", "onnxruntime", "tensorrt", "torch"]
 Precision = Literal["auto", "fp32", "fp16", "int8"]
 ModelControlMode = Literal["none", "explicit", "poll"]
 Engine = Literal["local", "ray"]
+SchedulerPolicy = Literal["slack", "fifo", "free"]
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,19 @@ class Settings(BaseSettings):
     )
 
     # Scheduling.
+    scheduler: Annotated[SchedulerPolicy, Flag("scheduling")] = Field(
+        default="slack",
+        description="which model's batch runs next on the device: `slack` (least slack first, the largest batch "
+        "that meets its deadline; hopeless requests refused at the door or dropped before compute), `fifo` "
+        "(Triton-style: oldest first, one batch at a time) or `free` (every model runs whenever it has work)",
+    )
+    device_slots: Annotated[int, Flag("scheduling", metavar="N", shown_default="0 (auto)")] = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="batches computing at once on the device (`slack`, `fifo`); 0: one per run that uses every "
+        "core (the cores over `intra_op_threads`, 1 with the runtime's default threads)",
+    )
     max_batch_size: Annotated[int | None, Flag("scheduling", metavar="N", shown_default="the manifest's")] = Field(
         default=None, ge=1, description="cap on the batch size (images count one each)"
     )

@@ -10,6 +10,7 @@ from easerve.service.metrics import ServiceMetrics
 from easerve.service.model_control import ModelControl
 from easerve.service.repository import ModelRepository
 from easerve.service.runners.selection import BackendChoice
+from easerve.service.scheduler.device import DeviceScheduler
 from easerve.service.settings import Settings
 
 
@@ -23,3 +24,4 @@ class ServiceState:
     budget: MemoryBudget  # estimated working memory of the requests in flight
     backend: BackendChoice
     control: ModelControl  # loading, reloading and unloading models at run time
+    scheduler: DeviceScheduler  # which model's batch runs next on this process's device

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.batcher import BatchOutcome, OutstandingRequests, Tensors
+from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, OutstandingRequests, Tensors
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.shared_metrics import shared_registry
 from easerve.service.frontend.wire import aligned
@@ -70,6 +70,10 @@ class SharedMemoryBatcher:
     @property
     def accepting(self) -> bool:
         return self._outstanding.accepting
+
+    def expect(self, deadline: float) -> Arrival:
+        """The model process schedules (and refuses) the requests itself."""
+        return UNCOUNTED
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """The model process's answer to `inputs`; `finish` (a closure over this worker's

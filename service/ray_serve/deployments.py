@@ -41,7 +41,16 @@ from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easerve.service.app import create_app
-from easerve.service.batcher import BatchOutcome, DynamicBatcher, Finish, OutstandingRequests, Tensors, batch_items
+from easerve.service.batcher import (
+    UNCOUNTED,
+    Arrival,
+    BatchOutcome,
+    DynamicBatcher,
+    Finish,
+    OutstandingRequests,
+    Tensors,
+    batch_items,
+)
 from easerve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -59,6 +68,7 @@ from easerve.service.model_loading import ModelLoader, new_batcher, prepare_runn
 from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.runners.base import Runner
 from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
+from easerve.service.scheduler.device import DeviceScheduler
 from easerve.service.settings import Settings
 
 from .config import service_settings, settings_from_args
@@ -112,6 +122,12 @@ class RayBatchObserver:
         self.batch_size = ray_metrics.Histogram(
             "easerve_batch_size", "Items per executed batch", [1, 2, 4, 8, 16, 32, 64, 128, 256], tags
         )
+        self.latency_error = ray_metrics.Histogram(
+            "easerve_latency_model_error_ratio",
+            "Relative error of the latency model's prediction of each batch's compute time",
+            [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
+            tags,
+        )
         self.compute_seconds = ray_metrics.Histogram(
             "easerve_compute_duration_seconds",
             "Compute time per batch",
@@ -122,12 +138,14 @@ class RayBatchObserver:
     def queue_depth_changed(self, model: str, depth: int) -> None:
         self.pending.set(depth, {"model": model})
 
-    def batch_executed(self, model: str, batch_size: int, compute_s: float) -> None:
+    def batch_executed(self, model: str, batch_size: int, compute_s: float, predicted_s: float) -> None:
         tags = {"model": model}
         self.inference_count.inc(batch_size, tags)
         self.exec_count.inc(1, tags)
         self.batch_size.observe(batch_size, tags)
         self.compute_seconds.observe(compute_s, tags)
+        if predicted_s > 0 and compute_s > 0:
+            self.latency_error.observe(abs(predicted_s - compute_s) / compute_s, tags)
 
     def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None:
         tags = {"model": model}
@@ -156,7 +174,11 @@ class ModelReplica:
             return create_runner(model_files, service, self._choice.backend, max_batch_size)
 
         await asyncio.to_thread(prepare_runners, self._model, build)
-        self._batcher: DynamicBatcher = new_batcher(self._model, RayBatchObserver())
+        # Each replica is a process of its own with its own share of its node: a device
+        # scheduler of its own, as `easerve serve` has one.
+        self._batcher: DynamicBatcher = new_batcher(
+            self._model, RayBatchObserver(), DeviceScheduler.from_settings(service)
+        )
         self._model.batcher = self._batcher
         self._model.state = "ready"
         self._replica, self._node = _replica_identity()
@@ -248,6 +270,10 @@ class RemoteBatcher:
     @property
     def accepting(self) -> bool:
         return self._outstanding.accepting
+
+    def expect(self, deadline: float) -> Arrival:
+        """The model's replicas schedule (and refuse) its requests themselves."""
+        return UNCOUNTED
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """The outputs computed by the model's deployment; `finish` makes the answer here."""

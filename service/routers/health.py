@@ -23,6 +23,23 @@ class BatchingInfo(BaseModel):
     instances: int
     default_timeout_s: float
     queue_depth: int
+    priority: int = Field(description="rank on the device under the slack scheduler (higher first)")
+
+
+class LatencyInfo(BaseModel):
+    predicted_ms: dict[int, float] = Field(description="predicted compute time by batch size, refitted online")
+    error_p50: float | None = Field(description="median relative error of the predictions of batches run")
+    error_p95: float | None = Field(description="95th percentile of that error")
+
+
+class SchedulerInfo(BaseModel):
+    policy: str = Field(description="slack, fifo or free (`--scheduler`)")
+    slots: int | None = Field(description="batches computing at once on the device (none: no limit)")
+    busy_s: float = Field(description="slot-seconds spent computing")
+    decision_s: float = Field(description="time spent deciding: the scheduler's overhead")
+    batches: int
+    refused_at_door: int = Field(description="requests refused before their body was read")
+    dropped: int = Field(description="queued requests answered 504 as unreachable, never computed")
 
 
 class ModelInfo(BaseModel):
@@ -42,11 +59,13 @@ class ModelInfo(BaseModel):
     labels: list[str]
     preprocessing: dict[str, Any]
     batching: BatchingInfo
+    latency: LatencyInfo | None = Field(description="the scheduler's latency model (once loaded here)")
 
 
 class ModelsResponse(BaseModel):
     backend: str
     backend_reason: str
+    scheduler: SchedulerInfo
     models: list[ModelInfo]
 
 
@@ -76,7 +95,20 @@ def _model_info(model: ServedModel, state: State) -> ModelInfo:
             instances=model.serving.instances,
             default_timeout_s=model.serving.default_timeout_s,
             queue_depth=model.batcher.queue_depth if model.batcher is not None else 0,
+            priority=model.serving.priority,
         ),
+        latency=_latency_info(model),
+    )
+
+
+def _latency_info(model: ServedModel) -> LatencyInfo | None:
+    latency = model.latency
+    if latency is None:
+        return None
+    return LatencyInfo(
+        predicted_ms={size: 1000 * seconds for size, seconds in latency.table().items()},
+        error_p50=latency.error_quantile(0.5),
+        error_p95=latency.error_quantile(0.95),
     )
 
 
@@ -103,5 +135,6 @@ async def list_models(state: State) -> ModelsResponse:
     return ModelsResponse(
         backend=state.backend.backend,
         backend_reason=state.backend.reason,
+        scheduler=SchedulerInfo.model_validate(state.scheduler.describe()),
         models=[_model_info(model, state) for model in state.repository],
     )

@@ -1,0 +1,368 @@
+"""`DeviceScheduler`: one per device (the CPU's cores, or one GPU), deciding which model's batch
+runs next, how large, and which requests are refused or dropped because they cannot be on time.
+
+Every model's batcher queues its requests; only the device scheduler dispatches them, into at
+most `slots` batches computing at once (each still on one of its model's own instances). The
+policies (`--scheduler`):
+
+- `slack` (default; Clockwork's least slack with Nexus's early drop): for each model with queued
+  work, the largest batch whose predicted run time (its `LatencyModel`) still meets the earliest
+  deadline in it, and its slack (that deadline minus now minus the run time); the batch with the
+  least slack runs first. Per-model `priority`: a higher priority runs first, and a lower one
+  runs ahead of it only when it has less slack and the higher one's slack covers its run time.
+  Requests that cannot be on time even alone (once a slot frees) are answered 504 at once and
+  never computed, and a new request is refused at the door (`admit`: before its body is read)
+  when the work ahead of it on the device, by the latency models, leaves it no time (503 +
+  Retry-After), or when its model's queue is full (429).
+- `fifo`: Triton's dynamic batcher with one global slot: the model whose oldest request came
+  first runs, its batch filled as its batcher's configuration says; deadlines only drop what
+  has expired.
+- `free`: no device-wide decision; every model dispatches whenever one of its instances is free
+  (the behaviour before the scheduler existed, for comparison).
+
+It runs on the event loop; the batches compute on the models' instance threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, get_args
+
+from easerve.service.errors import Overloaded, QueueFull
+from easerve.service.scheduler.latency import LatencyModel
+from easerve.service.settings import SchedulerPolicy as Policy
+from easerve.service.settings import Settings
+
+POLICIES: tuple[Policy, ...] = get_args(Policy)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A batch a model could run now: `requests` are the batcher's own queue entries."""
+
+    requests: Sequence[object]
+    items: int
+    predicted_s: float
+    slack_s: float
+
+
+class Schedulable(Protocol):
+    """What the device scheduler asks of a model's batcher (`DynamicBatcher`)."""
+
+    model: str
+    priority: int
+    latency: LatencyModel
+
+    def has_work(self) -> bool:
+        """Queued requests and an instance free to compute them."""
+        ...
+
+    def oldest_enqueued_at(self) -> float: ...
+
+    def seconds_until_due(self, now: float) -> float:
+        """How long the batcher's own `max_queue_delay` still holds its next batch back."""
+        ...
+
+    def drop_unreachable(self, free_at: float) -> int:
+        """Answer 504 every queued request that cannot be done by its deadline even alone,
+        starting at `free_at`; how many were."""
+        ...
+
+    def plan(self, now: float) -> Plan | None:
+        """The largest batch from the head of the queue that still meets its earliest deadline."""
+        ...
+
+    def configured_batch(self, now: float) -> Plan:
+        """The next batch as its batching configuration forms it (Triton's rules)."""
+        ...
+
+    def pending_work(self) -> list[tuple[float, float]]:
+        """(due, planned seconds) of every request queued or on its way to the queue."""
+        ...
+
+    def item_cost_s(self, pending_items: int) -> float:
+        """Planned seconds per item in a batch of `pending_items`."""
+        ...
+
+    def queued_requests(self) -> int:
+        """Requests queued or on their way to the queue (admitted at the door, not yet queued)."""
+        ...
+
+    def max_queue_size(self) -> int: ...
+
+    def pre_queue_s(self) -> float:
+        """How long requests recently took from the door to the queue (reading, decoding)."""
+        ...
+
+    def post_compute_s(self) -> float:
+        """How long answers recently took after their batch ended."""
+        ...
+
+    def dispatch(self, requests: Sequence[object], done: Callable[[], None]) -> None:
+        """Compute `requests` on a free instance; `done()` once the batch has finished."""
+        ...
+
+    def stop(self, reason: str) -> None:
+        """The scheduler failed: answer everything queued, accept nothing more."""
+        ...
+
+
+def default_slots(policy: Policy, intra_op_threads: int, cores: int | None = None) -> int | None:
+    """Batches computing at once: none as a limit for `free`; one for `fifo`; for `slack`, the
+    cores divided by the threads one run uses (one, when a run uses every core: the runtime's
+    default)."""
+    if policy == "free":
+        return None
+    if policy == "fifo" or intra_op_threads == 0:
+        return 1
+    return max(1, (cores or os.cpu_count() or 1) // intra_op_threads)
+
+
+@dataclass
+class DeviceStats:
+    """What the scheduler has done, for `/metrics`, `/v1/models` and `bench scheduling`."""
+
+    busy_s: float = 0.0  # slot-seconds spent computing
+    decision_s: float = 0.0  # time spent deciding (the scheduler's overhead)
+    batches: int = 0
+    refused_at_door: int = 0
+    dropped: int = 0
+
+
+@dataclass(eq=False)
+class _Run:
+    predicted_end: float
+    started: float
+
+
+@dataclass(eq=False)
+class DeviceScheduler:
+    """See the module docstring. `register` a batcher when it starts, `unregister` it when it
+    has drained; `notify` whenever a batcher's queue or instances change."""
+
+    policy: Policy = "free"
+    slots: int | None = None
+    stats: DeviceStats = field(default_factory=DeviceStats)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeviceScheduler:
+        """The scheduler of this process's device (the CPU's cores) for `settings`."""
+        slots = settings.device_slots or default_slots(settings.scheduler, settings.intra_op_threads)
+        return cls(settings.scheduler, slots)
+
+    def describe(self) -> dict[str, object]:
+        """The policy, slots and what it has done (`/v1/models`)."""
+        return {"policy": self.policy, "slots": self.slots, **dataclasses.asdict(self.stats)}
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown scheduling policy {self.policy!r}; choose from {', '.join(POLICIES)}")
+        if self.policy == "free":
+            self.slots = None
+        elif self.slots is None or self.slots < 1:
+            raise ValueError(f"the {self.policy} policy needs at least one slot")
+        self._members: list[Schedulable] = []
+        self._running: set[_Run] = set()
+        self._changed: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def register(self, batcher: Schedulable) -> None:
+        """Schedule `batcher`'s requests from now on (starts the scheduler on the running loop)."""
+        if batcher not in self._members:
+            self._members.append(batcher)
+        if self._task is None or self._task.done():
+            self._changed = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="device-scheduler")
+        self.notify()
+
+    def unregister(self, batcher: Schedulable) -> None:
+        with contextlib.suppress(ValueError):
+            self._members.remove(batcher)
+
+    def notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+
+    def close(self) -> None:
+        """Stop deciding (after every batcher has drained)."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    # -- admission at the door ------------------------------------------------------------------
+
+    def admit(self, batcher: Schedulable, deadline: float) -> None:
+        """Under `slack`, refuse a new request for `batcher` before any of its work is done:
+        QueueFull when its model's queue (with the requests on their way) is full; Overloaded
+        when, served in deadline order after the work already admitted, it could not be on time
+        (its way to the queue, the work due before it and its own compute), or when fitting it
+        in would make a request admitted earlier late (an earliest-deadline-first feasibility
+        check: what is admitted stays on time)."""
+        if self.policy != "slack":
+            return
+        now = time.perf_counter()
+        if batcher.queued_requests() >= batcher.max_queue_size():
+            self.stats.refused_at_door += 1
+            raise QueueFull(
+                f"the queue of {batcher.model} is full ({batcher.max_queue_size()} requests); retry later",
+                self._device_backlog_s(now),
+            )
+        due = deadline - batcher.post_compute_s()
+        cost = batcher.item_cost_s(batcher.queued_requests() + 1)
+        work = sorted(item for member in self._members for item in member.pending_work())
+        slots = self.slots or 1
+        busy = sum(max(run.predicted_end - now, 0.0) for run in self._running)
+        ahead = busy + sum(seconds for item_due, seconds in work if item_due <= due)
+        wait_s = max(batcher.pre_queue_s(), ahead / slots)
+        if now + wait_s + cost > due:
+            self._refuse(
+                batcher,
+                f"about {1000 * ahead / slots:.0f} ms of work due before it is ahead of it on the device and it "
+                f"needs {1000 * cost:.0f} ms itself",
+                ahead / slots,
+            )
+        total = ahead
+        for item_due, seconds in work:
+            if item_due <= due:
+                continue
+            total += seconds
+            if now + total / slots <= item_due < now + (total + cost) / slots:
+                self._refuse(
+                    batcher,
+                    "the device is full until then with work admitted before it (it would make that late)",
+                    total / slots,
+                )
+
+    def _refuse(self, batcher: Schedulable, why: str, retry_after_s: float) -> None:
+        self.stats.refused_at_door += 1
+        raise Overloaded(
+            f"{batcher.model} cannot answer within this request's deadline: {why}; retry later or allow more time",
+            retry_after_s=retry_after_s,
+        )
+
+    def reachable(self, batcher: Schedulable, deadline: float) -> bool:
+        """Under `slack`, whether a request of `batcher` due at `deadline`, ready to queue now,
+        can still be computed in time after the work due before it (checked before decoding)."""
+        if self.policy != "slack":
+            return True
+        now = time.perf_counter()
+        due = deadline - batcher.post_compute_s()
+        busy = sum(max(run.predicted_end - now, 0.0) for run in self._running)
+        ahead = busy + sum(
+            seconds for member in self._members for item_due, seconds in member.pending_work() if item_due <= due
+        )
+        return now + ahead / (self.slots or 1) + batcher.item_cost_s(1) <= due
+
+    def _device_backlog_s(self, now: float) -> float:
+        """Planned seconds until the device has computed everything admitted, over its slots."""
+        busy = sum(max(run.predicted_end - now, 0.0) for run in self._running)
+        queued = sum(seconds for member in self._members for _, seconds in member.pending_work())
+        return (busy + queued) / (self.slots or 1)
+
+    # -- deciding ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            await self._decide_on_every_change()
+        except Exception as error:
+            logger.exception("the device scheduler failed")
+            for member in list(self._members):
+                member.stop(str(error))
+            raise
+
+    async def _decide_on_every_change(self) -> None:
+        changed = self._changed
+        assert changed is not None
+        while True:
+            changed.clear()
+            started = time.perf_counter()
+            wake_at = self._decide(started)
+            self.stats.decision_s += time.perf_counter() - started
+            if wake_at is None:
+                await changed.wait()
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(wake_at - time.perf_counter(), 0.0)):
+                    await changed.wait()
+
+    def _free_slots(self) -> bool:
+        return self.slots is None or len(self._running) < self.slots
+
+    def _decide(self, now: float) -> float | None:
+        """Dispatch every batch the policy chooses now; when to look again (None: on a change)."""
+        if self.policy == "slack":
+            free_at = now if self._free_slots() else min(run.predicted_end for run in self._running)
+            for member in self._members:
+                self.stats.dropped += member.drop_unreachable(max(free_at, now))
+        wake_at: float | None = None
+        while self._free_slots():
+            due = []
+            for member in self._members:
+                if not member.has_work():
+                    continue
+                wait_s = member.seconds_until_due(now)
+                if wait_s > 0:
+                    wake_at = min(wake_at or math.inf, now + wait_s)
+                else:
+                    due.append(member)
+            if not due:
+                break
+            if self.policy == "slack":
+                chosen = _least_slack([(member, member.plan(now)) for member in due])
+                if chosen is None:
+                    break
+                self._start(chosen[0], chosen[1], now)
+            elif self.policy == "fifo":
+                member = min(due, key=lambda m: m.oldest_enqueued_at())
+                self._start(member, member.configured_batch(now), now)
+            else:
+                for member in due:
+                    self._start(member, member.configured_batch(now), now)
+        return wake_at
+
+    def _start(self, member: Schedulable, plan: Plan, now: float) -> None:
+        run = _Run(now + plan.predicted_s, now)
+        self._running.add(run)
+        self.stats.batches += 1
+
+        def done() -> None:
+            self._running.discard(run)
+            finished = time.perf_counter()
+            self.stats.busy_s += finished - run.started
+            # Decide at once rather than on the scheduler's next turn of the loop: the slot
+            # would idle for as long as the loop is busy.
+            self._decide(finished)
+            self.stats.decision_s += time.perf_counter() - finished
+            self.notify()
+
+        member.dispatch(plan.requests, done)
+
+
+def _least_slack(plans: list[tuple[Schedulable, Plan | None]]) -> tuple[Schedulable, Plan] | None:
+    """The batch to run: the highest priority's least slack, unless a lower priority's batch has
+    less slack and fits into that slack (then it runs first: nobody misses for it)."""
+    candidates = [(member, plan) for member, plan in plans if plan is not None]
+    if not candidates:
+        return None
+    best = min(candidates, key=lambda c: (-c[0].priority, c[1].slack_s, -c[1].items))
+    best_member, best_plan = best
+    stealers = [
+        (member, plan)
+        for member, plan in candidates
+        if member.priority < best_member.priority
+        and plan.slack_s < best_plan.slack_s
+        and plan.predicted_s <= best_plan.slack_s
+    ]
+    return min(stealers, key=lambda c: c[1].slack_s) if stealers else best

@@ -1,0 +1,125 @@
+"""`LatencyModel`: how long one model variant takes to compute a batch of b items, `L(b)`.
+
+Profiled at warm-up (a timed run at each power of two up to the maximum batch), then refitted
+online from every measured batch: each batch size keeps a sliding window of its latest run
+times and predicts their median; a size with no measurement of its own is predicted by the
+least-squares line `L(b) = a·b + c` through the sizes that have one (BentoML's fallback), never
+below the prediction of a smaller measured size. Every prediction made for a batch that then
+ran is compared with the measured time, and the ratios measured / predicted are kept: their
+spread gives the relative error (`error_quantile`, shown in `/v1/models`, `/metrics` and
+`bench scheduling`) and the margin the scheduler plans with (`planned`: the prediction times the
+80th percentile of those ratios, never below it), so that a batch predicted to just meet its
+deadline rarely runs past it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+from collections import deque
+from collections.abc import Iterable, Mapping
+
+# Measurements kept per batch size: enough to ride out a stray slow run, few enough to follow a
+# change of load (other models competing for the cores) within a second or two.
+WINDOW = 16
+# Ratios measured / predicted kept for the error quantiles and the planning margin.
+ERROR_WINDOW = 512
+MARGIN_QUANTILE = 0.8
+MAX_MARGIN = 3.0
+# The margin is recomputed every this many measurements (it sorts the window).
+MARGIN_EVERY = 16
+
+
+def profile_sizes(max_batch_size: int) -> list[int]:
+    """The batch sizes timed at warm-up: the powers of two below `max_batch_size`, and it."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_batch_size]
+
+
+class LatencyModel:
+    """Predicted compute time of a batch, by its number of items. Thread-safe: measurements
+    arrive from the runner threads, predictions are asked for on the event loop."""
+
+    def __init__(self, max_batch_size: int, profile: Mapping[int, float] | None = None) -> None:
+        self.max_batch_size = max_batch_size
+        self._lock = threading.Lock()
+        self._runs: dict[int, deque[float]] = {}
+        self._ratios: deque[float] = deque(maxlen=ERROR_WINDOW)
+        self._margin = 1.0
+        self._table: dict[int, float] = {}
+        self._line = (0.0, 0.0)
+        for size, seconds in (profile or {}).items():
+            self._runs.setdefault(size, deque(maxlen=WINDOW)).append(seconds)
+        self._refit()
+
+    @property
+    def known(self) -> bool:
+        """Whether any run time has been measured (without one every prediction is 0)."""
+        return bool(self._table)
+
+    def predict(self, items: int) -> float:
+        """Seconds to compute `items` (in chunks of at most the maximum batch)."""
+        if items <= 0:
+            return 0.0
+        full, rest = divmod(items, self.max_batch_size)
+        seconds = full * self._predict_one(self.max_batch_size)
+        return seconds + (self._predict_one(rest) if rest else 0.0)
+
+    def planned(self, items: int) -> float:
+        """Seconds to plan for `items`: the prediction with the margin its recent errors call for."""
+        return self.predict(items) * self._margin
+
+    def observe(self, items: int, seconds: float, predicted: float | None = None) -> None:
+        """A batch of `items` ran in `seconds`; `predicted` is what was foreseen for it, if
+        anything was (how far off it was is kept)."""
+        if items <= 0 or seconds <= 0:
+            return
+        with self._lock:
+            self._runs.setdefault(min(items, self.max_batch_size), deque(maxlen=WINDOW)).append(seconds)
+            if predicted is not None and predicted > 0:
+                self._ratios.append(seconds / predicted)
+                if len(self._ratios) % MARGIN_EVERY == 0:
+                    ratios = sorted(self._ratios)
+                    self._margin = min(max(ratios[int(MARGIN_QUANTILE * (len(ratios) - 1))], 1.0), MAX_MARGIN)
+            self._refit()
+
+    def error_quantile(self, quantile: float) -> float | None:
+        """The `quantile` of the relative prediction errors |predicted - measured| / measured
+        kept (None before any)."""
+        with self._lock:
+            errors = sorted(abs(1.0 / ratio - 1.0) for ratio in self._ratios)
+        if not errors:
+            return None
+        return errors[min(len(errors) - 1, int(quantile * len(errors)))]
+
+    def table(self, sizes: Iterable[int] | None = None) -> dict[int, float]:
+        """Predicted seconds at `sizes` (default: the warm-up profile's sizes)."""
+        return {size: self.predict(size) for size in (sizes or profile_sizes(self.max_batch_size))}
+
+    def _predict_one(self, items: int) -> float:
+        table = self._table
+        if items in table:
+            return table[items]
+        slope, intercept = self._line
+        fitted = slope * items + intercept
+        below = [seconds for size, seconds in table.items() if size < items]
+        return max([fitted, *below]) if below else max(fitted, 0.0)
+
+    def _refit(self) -> None:
+        table = {size: statistics.median(runs) for size, runs in self._runs.items() if runs}
+        self._line = _least_squares(table)
+        self._table = table
+
+
+def _least_squares(points: Mapping[int, float]) -> tuple[float, float]:
+    """Slope and intercept of the line through `points` (flat through one point; none: 0)."""
+    if not points:
+        return 0.0, 0.0
+    if len(points) == 1:
+        ((size, seconds),) = points.items()
+        return seconds / size, 0.0
+    slope, intercept = statistics.linear_regression(list(points), list(points.values()))
+    return max(slope, 0.0), intercept
