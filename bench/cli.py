@@ -27,6 +27,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "easerve.bench.robustness",
         "attack scenarios against a live server: valid requests lost, attack statuses, RSS, bystander latency",
     ),
+    "scheduling": (
+        "easerve.bench.scheduling",
+        "goodput under overload and mixed load: every scheduling policy, open and closed loop, and the simulator",
+    ),
     "serve-ray": (
         "easerve.bench.serve_ray",
         "the Ray Serve application beside the single-process server (needs easerve[ray])",

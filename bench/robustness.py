@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from easerve.bench.arguments import add_weights_dirs, weights_flags
+from easerve.bench.arguments import add_weights_dirs, serve_command
 
 SCENARIO_NAMES = (
     "batch-poisoning",
@@ -95,26 +95,6 @@ def _available_mb() -> float | None:
 def default_rss_cap_mb() -> float:
     available = _available_mb()
     return MAX_DEFAULT_RSS_CAP_MB if available is None else min(MAX_DEFAULT_RSS_CAP_MB, available / 2)
-
-
-def serve_command(weights_dirs: list[Path], models: tuple[str, ...], serve_args: list[str]) -> list[str]:
-    """`easerve serve` on 127.0.0.1 with `models`, then `serve_args` (they win over ours); the
-    port is added per server."""
-    weights = weights_flags(weights_dirs)
-    return [
-        sys.executable,
-        "-m",
-        "easerve.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        *weights,
-        "--models",
-        *models,
-        "--log-level",
-        "warning",
-        *serve_args,
-    ]
 
 
 def _missing_models(weights_dirs: list[Path], models: tuple[str, ...]) -> list[str]:

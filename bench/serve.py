@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.machine import cpu_model, load_average
-from easerve.bench.arguments import add_weights_dirs, weights_flags
+from easerve.bench.arguments import add_weights_dirs, serve_command, weights_flags
 
 if TYPE_CHECKING:
     from easerve.bench.serve_report import ModelResults
@@ -299,28 +299,9 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
     batching = ["--max-batch-size", "1"] if server == BATCH1 else []
     workers = http_workers_of(server)
     http_workers = ["--http-workers", str(workers)] if workers > 1 else []
-    return [
-        sys.executable,
-        "-m",
-        "easerve.cli",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--models",
-        *names,
-        "--intra-op-threads",
-        str(args.threads),
-        *spinning,
-        "--instances",
-        str(args.instances),
-        "--log-level",
-        "warning",
-        *weights,
-        *batching,
-        *http_workers,
-    ]
+    flags = ["--port", str(port), "--intra-op-threads", str(args.threads), *spinning]
+    flags += ["--instances", str(args.instances), *batching, *http_workers]
+    return serve_command(args.weights_dirs, tuple(names), flags)
 
 
 @contextmanager

@@ -69,11 +69,16 @@ def _json(payload: dict) -> bytes:
 
 
 def prepared_requests(
-    task: str, samples: SampleSet, selector: dict[str, str], image_size: int | None = None
+    task: str,
+    samples: SampleSet,
+    selector: dict[str, str],
+    image_size: int | None = None,
+    clouds_as_npy: bool = False,
 ) -> list[PreparedRequest]:
     """One request per sample that `task` takes, in the order of `samples` (so the i-th request
     answers for the i-th image / scene / cloud / shape class). Images are sent as raw PNG,
-    stretched to `image_size` x `image_size` if given; clouds and generation as JSON."""
+    stretched to `image_size` x `image_size` if given; generation as JSON; clouds as JSON, or
+    as their raw `.npy` file with `clouds_as_npy` (far cheaper to parse)."""
     from easerve.loadtest.samples import resized_png
 
     path = ENDPOINTS[task].path
@@ -90,6 +95,8 @@ def prepared_requests(
             _prepare(path, selector, _json({"label": sample.label, "seed": GENERATE_SEED, "n": 1}), "application/json")
             for sample in samples.images
         ]
+    if clouds_as_npy:
+        return [_prepare(path, selector, sample.npy, "application/octet-stream") for sample in samples.clouds]
     return [
         _prepare(path, selector, _json({"points": sample.points.tolist()}), "application/json")
         for sample in samples.clouds

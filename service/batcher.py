@@ -57,6 +57,7 @@ from easerve.service.errors import (
     DeadlineUnreachable,
     InferenceFailed,
     InvalidInput,
+    Overloaded,
     QueueFull,
     ServiceError,
     Unavailable,
@@ -84,6 +85,8 @@ class BatchingConfig:
     max_batch_size: int
     max_queue_delay_s: float = 0.0
     max_queue_size: int = 256
+    # Requests held undecoded at the door while the queue is full (slack policy only).
+    max_waiting: int = 1024
     # Batch sizes to cut a batch at when more is queued (sorted); empty: fill to max_batch_size.
     preferred_batch_sizes: tuple[int, ...] = ()
 
@@ -157,6 +160,8 @@ class Batcher(Protocol):
 class Doorkeeper(Protocol):
     """The batcher side of an `Arrival`."""
 
+    async def wait_for_room(self, arrival: Arrival) -> None: ...
+
     def arrival_left(self, arrival: Arrival, queued: bool) -> None: ...
 
     def answered(self, after_compute_s: float) -> None: ...
@@ -174,6 +179,12 @@ class Arrival:
         self.deadline = deadline
         self.since = time.perf_counter()
         self._on_its_way = batcher is not None
+
+    async def enter(self) -> None:
+        """Wait, undecoded, until its model's queue has room for it (Overloaded if its deadline
+        would not allow it any more; QueueFull when too many wait already)."""
+        if self._on_its_way and self.batcher is not None:
+            await self.batcher.wait_for_room(self)
 
     def reachable(self) -> bool:
         """Whether the request can still be on time once decoded (by the device's work ahead
@@ -362,6 +373,7 @@ class DynamicBatcher:
         self._device = scheduler or DeviceScheduler()
         self._queue: deque[_Pending] = deque()
         self._arriving: dict[Arrival, float] = {}
+        self._waiting: dict[Arrival, asyncio.Future[None]] = {}  # at the door, in arrival order
         self._pre_queue_s: deque[float] = deque(maxlen=_TIMED_WINDOW)
         self._post_compute_s: deque[float] = deque(maxlen=_TIMED_WINDOW)
         self._progress = asyncio.Event()
@@ -403,10 +415,56 @@ class DynamicBatcher:
         self._arriving[arrival] = deadline
         return arrival
 
+    async def wait_for_room(self, arrival: Arrival) -> None:
+        """Under `slack`, hold an admitted request at the door, its body unread, while its model's
+        queue and the requests being decoded for it fill `max_queue_size`: it goes in, first come
+        first in, as soon as there is room, so that clients beyond the queue wait instead of
+        being refused and coming straight back. Refused when `max_waiting` wait already
+        (QueueFull) or once the wait leaves no time for its own compute (Overloaded)."""
+        if self._in_house() <= self.config.max_queue_size or self._device.policy != "slack":
+            return
+        if len(self._waiting) >= self.config.max_waiting:
+            self._arriving.pop(arrival, None)
+            self._observer.request_failed(self.model, QueueFull.reason)
+            raise QueueFull(
+                f"the queue of {self.model} is full ({self.config.max_queue_size} requests, "
+                f"{self.config.max_waiting} more waiting); retry later",
+                self._retry_after_s(),
+            )
+        room = asyncio.get_running_loop().create_future()
+        self._waiting[arrival] = room
+        patience = arrival.deadline - time.perf_counter() - self.latency.planned(1) - self.post_compute_s()
+        try:
+            async with asyncio.timeout(max(patience, 0.0)):
+                await room
+        except TimeoutError:
+            self._observer.request_failed(self.model, Overloaded.reason)
+            raise Overloaded(
+                f"{self.model} had no room in its queue in time for this request's deadline; retry later or allow "
+                "more time",
+                retry_after_s=self._retry_after_s(),
+            ) from None
+        finally:
+            self._waiting.pop(arrival, None)
+
+    def _in_house(self) -> int:
+        """Requests queued or being read and decoded for the queue (not waiting at the door)."""
+        return len(self._queue) + len(self._arriving) - len(self._waiting)
+
+    def _let_in(self) -> None:
+        """Let waiting requests in, first come first in, while the queue has room."""
+        while self._waiting and self._in_house() < self.config.max_queue_size:
+            arrival, room = next(iter(self._waiting.items()))
+            del self._waiting[arrival]
+            if not room.done():
+                room.set_result(None)
+
     def arrival_left(self, arrival: Arrival, queued: bool) -> None:
         self._arriving.pop(arrival, None)
         if queued:
             self._pre_queue_s.append(time.perf_counter() - arrival.since)
+        else:
+            self._let_in()
 
     def answered(self, after_compute_s: float) -> None:
         self._post_compute_s.append(after_compute_s)
@@ -573,6 +631,7 @@ class DynamicBatcher:
             entry.computing = True
             self._withdraw(entry, notify=False)
         self._observer.queue_depth_changed(self.model, len(self._queue))  # once for the whole batch
+        self._let_in()
         instance = self._free.pop()
 
         def release() -> None:
@@ -746,6 +805,7 @@ class DynamicBatcher:
     def _queue_changed(self) -> None:
         self._observer.queue_depth_changed(self.model, len(self._queue))
         self._progress.set()
+        self._let_in()
         self._device.notify()
 
     def _retry_after_s(self) -> float:

@@ -77,6 +77,12 @@ class AdmissionDoor:
         except ServiceError as refusal:
             await _refuse(send, refusal)
             return
+        try:
+            await arrival.enter()
+        except ServiceError as refusal:
+            arrival.leave()
+            await _refuse(send, refusal)
+            return
         state[ADMISSION_STATE_KEY] = Admission(model.name, arrived, deadline, arrival)
         try:
             await self.app(scope, receive, send)

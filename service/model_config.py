@@ -60,6 +60,7 @@ class ServingConfig:
     preferred_batch_sizes: tuple[int, ...]
     max_queue_delay_ms: float
     max_queue_size: int
+    max_waiting: int
     instances: int
     precision: Precision
     default_timeout_s: float
@@ -126,6 +127,7 @@ def serving_config(
         preferred_batch_sizes=preferred,
         max_queue_delay_ms=_own_or(own.max_queue_delay_ms, settings.max_queue_delay_ms),
         max_queue_size=_own_or(own.max_queue_size, settings.max_queue_size),
+        max_waiting=settings.max_waiting,
         instances=_own_or(own.instances, settings.instances),
         precision=_own_or(own.precision, settings.precision),
         default_timeout_s=_own_or(own.default_timeout_s, settings.default_timeout_s),

@@ -174,6 +174,7 @@ def new_batcher(model: ServedModel, observer: BatchObserver, scheduler: DeviceSc
             max_batch_size=serving.max_batch_size,
             max_queue_delay_s=serving.max_queue_delay_ms / 1000.0,
             max_queue_size=serving.max_queue_size,
+            max_waiting=serving.max_waiting,
             preferred_batch_sizes=serving.preferred_batch_sizes,
         ),
         observer,

@@ -181,7 +181,15 @@ class Settings(BaseSettings):
         default=0.0, ge=0, description="a batch that is not full waits until the oldest request has waited this long"
     )
     max_queue_size: Annotated[int, Flag("scheduling", metavar="N")] = Field(
-        default=256, ge=1, description="queued requests per model; more: 429 + Retry-After"
+        default=256,
+        ge=1,
+        description="queued requests per model (with those being decoded for it); more: 429 + Retry-After",
+    )
+    max_waiting: Annotated[int, Flag("scheduling", metavar="N")] = Field(
+        default=1024,
+        ge=0,
+        description="with `scheduler=slack`, requests per model held at the door, bodies unread, while its queue is "
+        "full (let in first come first in; refused once their deadline would not allow it); more: 429",
     )
     instances: Annotated[int, Flag("scheduling", metavar="N")] = Field(
         default=1,

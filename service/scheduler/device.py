@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, get_args
 
-from easerve.service.errors import Overloaded, QueueFull
+from easerve.service.errors import Overloaded
 from easerve.service.scheduler.latency import LatencyModel
 from easerve.service.settings import SchedulerPolicy as Policy
 from easerve.service.settings import Settings
@@ -213,12 +213,6 @@ class DeviceScheduler:
         if self.policy != "slack":
             return
         now = time.perf_counter()
-        if batcher.queued_requests() >= batcher.max_queue_size():
-            self.stats.refused_at_door += 1
-            raise QueueFull(
-                f"the queue of {batcher.model} is full ({batcher.max_queue_size()} requests); retry later",
-                self._device_backlog_s(now),
-            )
         due = deadline - batcher.post_compute_s()
         cost = batcher.item_cost_s(batcher.queued_requests() + 1)
         work = sorted(item for member in self._members for item in member.pending_work())

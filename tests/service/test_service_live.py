@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 import time
 
@@ -42,6 +43,19 @@ def in_background(function, *args, **kwargs) -> tuple[threading.Thread, list]:
 
 def batcher_of(server: LiveServer):
     return server.app.state.service.repository.get(CLASSIFIER).batcher
+
+
+def one_computing_one_queued(server: LiveServer, factory: SlowRunnerFactory) -> list[tuple[threading.Thread, list]]:
+    """With max batch and queue 1: a request held computing (the runner's gate closed) and one
+    queued behind it, both on threads."""
+    runner = factory.runners[CLASSIFIER]
+    runner.gate.clear()
+    runner.computing.clear()
+    first = in_background(classify, server.url)
+    assert runner.computing.wait(5)
+    queued = in_background(classify, server.url)
+    wait_until(lambda: batcher_of(server).queue_depth == 1, 5, "a queued request")
+    return [first, queued]
 
 
 async def concurrent_clients(url: str, clients: int, requests_each: int) -> list[tuple[int, str]]:
@@ -131,23 +145,48 @@ def test_a_request_whose_deadline_passes_in_the_queue_gets_504_at_once_and_is_ne
 
 
 def test_a_full_queue_answers_429_with_retry_after_and_every_accepted_request_completes(weights_dir):
-    server, factory = slow_server(weights_dir, max_batch_size=1, max_queue_size=1)
+    server, factory = slow_server(weights_dir, max_batch_size=1, max_queue_size=1, max_waiting=0)
     with server:
-        runner = factory.runners[CLASSIFIER]
-        runner.gate.clear()
-        runner.computing.clear()
-        first = in_background(classify, server.url)
-        assert runner.computing.wait(5)
-        queued = in_background(classify, server.url)
-        wait_until(lambda: batcher_of(server).queue_depth == 1, 5, "a queued request")
+        accepted = one_computing_one_queued(server, factory)
         refused = classify(server.url)
-        runner.gate.set()
-        for thread, _ in (first, queued):
+        factory.runners[CLASSIFIER].gate.set()
+        for thread, _ in accepted:
             thread.join(10)
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
     assert "full" in refused.json()["error"]
-    assert [result[0].status_code for _, result in (first, queued)] == [200, 200]
+    assert [result[0].status_code for _, result in accepted] == [200, 200]
+
+
+def test_past_a_full_queue_a_request_waits_at_the_door_and_is_answered_once_there_is_room(weights_dir):
+    server, factory = slow_server(weights_dir, max_batch_size=1, max_queue_size=1)
+    with server:
+        requests = one_computing_one_queued(server, factory)
+        requests.append(in_background(classify, server.url))
+        wait_until(lambda: len(batcher_of(server)._waiting) == 1, 5, "a request waiting at the door")
+        assert batcher_of(server).queue_depth == 1  # it was not decoded, nor queued
+        factory.runners[CLASSIFIER].gate.set()
+        for thread, _ in requests:
+            thread.join(10)
+    assert [result[0].status_code for _, result in requests] == [200, 200, 200]
+
+
+def test_the_door_refuses_from_the_request_line_without_waiting_for_the_body(weights_dir):
+    server, factory = slow_server(weights_dir, max_batch_size=1, max_queue_size=1, max_waiting=0)
+    with server:
+        accepted = one_computing_one_queued(server, factory)
+        host, port = server.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=5) as connection:
+            # Headers announcing a body that never comes: the answer cannot depend on it.
+            connection.sendall(
+                b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+            )
+            answer = connection.recv(4096).decode("latin-1")
+        factory.runners[CLASSIFIER].gate.set()
+        for thread, _ in accepted:
+            thread.join(10)
+    assert answer.startswith("HTTP/1.1 429")
+    assert "retry-after" in answer.lower()
 
 
 def test_sigterm_drains_every_queued_request_then_stops(weights_dir):

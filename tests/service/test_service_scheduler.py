@@ -1,0 +1,382 @@
+"""The device scheduler with real batchers: which model runs next, early drops, admission at
+the door, the waiting room, priorities, starvation, drain; and the latency model on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from easerve.service.batcher import BatchingConfig, DynamicBatcher
+from easerve.service.errors import DeadlineUnreachable, Overloaded, QueueFull
+from easerve.service.scheduler.device import DeviceScheduler, default_slots
+from easerve.service.scheduler.latency import LatencyModel, profile_sizes
+
+
+class TimedModel:
+    """Sleeps `seconds_per_item` per item (plus `fixed_s` per batch); records every batch and
+    how many of all the models sharing `running` computed at once."""
+
+    def __init__(
+        self, name: str, log: list[tuple[str, int]], running: list[int], seconds_per_item: float, fixed_s: float = 0.0
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.running = running
+        self.seconds_per_item = seconds_per_item
+        self.fixed_s = fixed_s
+        self.most_at_once = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = len(inputs["x"])
+        with self.lock:
+            self.running[0] += 1
+            self.most_at_once = max(self.most_at_once, self.running[0])
+        time.sleep(self.fixed_s + self.seconds_per_item * items)
+        with self.lock:
+            self.running[0] -= 1
+        self.log.append((self.name, items))
+        return {"y": inputs["x"] * 2}
+
+
+def row(value: float = 1.0) -> dict[str, np.ndarray]:
+    return {"x": np.full((1, 2), value, np.float32)}
+
+
+def latency_of(model: TimedModel, max_batch: int) -> LatencyModel:
+    """A latency model that knows `model`'s true run times."""
+    return LatencyModel(
+        max_batch, {size: model.fixed_s + model.seconds_per_item * size for size in profile_sizes(max_batch)}
+    )
+
+
+def batcher_on(
+    scheduler: DeviceScheduler,
+    model: TimedModel,
+    latency: LatencyModel | None = None,
+    priority: int = 0,
+    **config: object,
+) -> DynamicBatcher:
+    settings = {"max_batch_size": 8, **config}
+    batcher = DynamicBatcher(
+        model.name,
+        [model],
+        BatchingConfig(**settings),  # type: ignore[arg-type]
+        scheduler=scheduler,
+        latency=latency,
+        priority=priority,
+    )
+    batcher.start()
+    return batcher
+
+
+def alone(seconds_per_item: float, **config: object) -> tuple[DeviceScheduler, DynamicBatcher, list[tuple[str, int]]]:
+    """One model "m" on a slack scheduler of one slot, its latency model exact; the log of its
+    batches. Call on the running loop."""
+    log: list[tuple[str, int]] = []
+    scheduler = DeviceScheduler("slack", 1)
+    model = TimedModel("m", log, [0], seconds_per_item)
+    settings = {"max_batch_size": 1, **config}
+    batcher = batcher_on(scheduler, model, latency_of(model, settings["max_batch_size"]), **settings)  # type: ignore[arg-type]
+    return scheduler, batcher, log
+
+
+async def closed(scheduler: DeviceScheduler, batcher: DynamicBatcher) -> None:
+    await batcher.drain(5)
+    scheduler.close()
+
+
+def test_the_slack_policy_runs_one_batch_at_a_time_per_slot_and_free_runs_models_side_by_side():
+    async def scenario(policy: str, slots: int | None) -> int:
+        log: list[tuple[str, int]] = []
+        running = [0]
+        scheduler = DeviceScheduler(policy, slots)  # type: ignore[arg-type]
+        models = [TimedModel(name, log, running, 0.02) for name in ("a", "b", "c")]
+        batchers = [batcher_on(scheduler, model) for model in models]
+        deadline = time.perf_counter() + 10
+        await asyncio.gather(*(batcher.submit(row(), deadline) for batcher in batchers for _ in range(3)))
+        for batcher in batchers:
+            await batcher.drain(5)
+        scheduler.close()
+        return max(model.most_at_once for model in models)
+
+    assert asyncio.run(scenario("slack", 1)) == 1
+    assert asyncio.run(scenario("fifo", 1)) == 1
+    assert asyncio.run(scenario("free", None)) >= 2
+
+
+def test_the_least_slack_model_runs_first():
+    """Both models wait while the device is busy; the one whose head has less slack goes next,
+    although the other one's request came first."""
+
+    async def scenario() -> list[tuple[str, int]]:
+        log: list[tuple[str, int]] = []
+        running = [0]
+        scheduler = DeviceScheduler("slack", 1)
+        blocker = TimedModel("blocker", log, running, 0.1)
+        loose = TimedModel("loose", log, running, 0.01)
+        tight = TimedModel("tight", log, running, 0.01)
+        batchers = {m.name: batcher_on(scheduler, m, latency_of(m, 8)) for m in (blocker, loose, tight)}
+        now = time.perf_counter()
+        first = asyncio.create_task(batchers["blocker"].submit(row(), now + 10))
+        await asyncio.sleep(0.03)  # the blocker computes
+        later = asyncio.create_task(batchers["loose"].submit(row(), time.perf_counter() + 5))
+        await asyncio.sleep(0.01)
+        sooner = asyncio.create_task(batchers["tight"].submit(row(), time.perf_counter() + 0.5))
+        await asyncio.gather(first, later, sooner)
+        for batcher in batchers.values():
+            await batcher.drain(5)
+        scheduler.close()
+        return log
+
+    assert [name for name, _ in asyncio.run(scenario())] == ["blocker", "tight", "loose"]
+
+
+def test_a_request_that_cannot_meet_its_deadline_is_answered_at_once_and_never_computed():
+    async def scenario():
+        log: list[tuple[str, int]] = []
+        running = [0]
+        scheduler = DeviceScheduler("slack", 1)
+        slow = TimedModel("slow", log, running, 0.2)
+        batcher = batcher_on(scheduler, slow, latency_of(slow, 8))
+        started = time.perf_counter()
+        with pytest.raises(DeadlineUnreachable) as refused:
+            await batcher.submit(row(), time.perf_counter() + 0.05)
+        answered_after = time.perf_counter() - started
+        await batcher.drain(5)
+        scheduler.close()
+        return log, answered_after, refused.value
+
+    log, answered_after, error = asyncio.run(scenario())
+    assert log == []
+    assert answered_after < 0.04
+    assert error.status_code == 504
+    assert "not computed" in error.message
+
+
+def test_the_door_refuses_what_the_work_already_admitted_leaves_no_time_for():
+    async def scenario():
+        scheduler, batcher, log = alone(0.05)
+        soon = time.perf_counter()
+        admitted = [batcher.expect(soon + 0.31) for _ in range(6)]  # 0.3 s of work on its way
+        with pytest.raises(Overloaded) as refused:
+            batcher.expect(soon + 0.32)  # due after all of it, and no time left once it is done
+        spare = batcher.expect(time.perf_counter() + 2)  # later still: fits
+        for arrival in [*admitted, spare]:
+            arrival.leave()
+        await closed(scheduler, batcher)
+        return refused.value
+
+    error = asyncio.run(scenario())
+    assert error.status_code == 503
+    assert "work due before it" in error.message
+    assert error.headers()["Retry-After"]
+
+
+def test_the_door_protects_requests_admitted_earlier_from_a_more_urgent_newcomer():
+    async def scenario():
+        scheduler, batcher, log = alone(0.05)
+        soon = time.perf_counter()
+        admitted = [batcher.expect(soon + 0.21) for _ in range(4)]  # 0.2 s of work due by then
+        with pytest.raises(Overloaded) as refused:
+            batcher.expect(soon + 0.15)  # would fit itself, but make one of those late
+        for arrival in admitted:
+            arrival.leave()
+        await closed(scheduler, batcher)
+        return refused.value
+
+    assert "would make that late" in asyncio.run(scenario()).message
+
+
+def test_past_a_full_queue_requests_wait_at_the_door_and_go_in_first_come_first_in():
+    async def scenario():
+        scheduler, batcher, log = alone(0.02, max_batch_size=2, max_queue_size=2, max_waiting=2)
+        deadline = time.perf_counter() + 5
+        inside = [batcher.expect(deadline) for _ in range(2)]
+        for arrival in inside:
+            await arrival.enter()  # room for both
+        waiting = [batcher.expect(deadline) for _ in range(2)]
+        entering = [asyncio.create_task(arrival.enter()) for arrival in waiting]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in entering)
+        turned_away = batcher.expect(deadline)
+        with pytest.raises(QueueFull):
+            await turned_away.enter()
+        inside[0].leave()  # one gives up: the first waiting one goes in
+        await asyncio.sleep(0.01)
+        assert [task.done() for task in entering] == [True, False]
+        first_in = asyncio.create_task(batcher.submit(row(), deadline))
+        inside[1].leave(queued=True)
+        waiting[0].leave(queued=True)
+        await first_in
+        await asyncio.wait_for(entering[1], 2)  # the batch took both queued: room again
+        waiting[1].leave()
+        await batcher.drain(5)
+        scheduler.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_request_waits_at_the_door_only_while_its_deadline_allows():
+    async def scenario():
+        scheduler, batcher, log = alone(0.01, max_queue_size=1)
+        holder = batcher.expect(time.perf_counter() + 10)
+        await holder.enter()
+        started = time.perf_counter()
+        late = batcher.expect(started + 0.15)
+        with pytest.raises(Overloaded):
+            await late.enter()
+        waited = time.perf_counter() - started
+        holder.leave()
+        await batcher.drain(5)
+        scheduler.close()
+        return waited
+
+    assert 0.1 < asyncio.run(scenario()) < 0.15
+
+
+def low_high_and_blocker(scheduler: DeviceScheduler, log: list[tuple[str, int]]) -> dict[str, DynamicBatcher]:
+    """Two models of one batch each, "high" of priority 1, and a slow "blocker" to hold the
+    device while the test queues their requests."""
+    running = [0]
+    models = {
+        "low": (TimedModel("low", log, running, 0.02), 0),
+        "high": (TimedModel("high", log, running, 0.02), 1),
+        "blocker": (TimedModel("blocker", log, running, 0.1), 0),
+    }
+    return {
+        name: batcher_on(scheduler, model, latency_of(model, 1), priority=priority, max_batch_size=1)
+        for name, (model, priority) in models.items()
+    }
+
+
+async def blocked_then(submissions: list[tuple[str, float]], count: int = 1) -> list[tuple[str, int]]:
+    """The order the device ran: the blocker first, then `count` requests of each
+    (model, seconds to its deadline) of `submissions`, all queued while the blocker computes."""
+    log: list[tuple[str, int]] = []
+    scheduler = DeviceScheduler("slack", 1)
+    batchers = low_high_and_blocker(scheduler, log)
+    first = asyncio.create_task(batchers["blocker"].submit(row(), time.perf_counter() + 10))
+    await asyncio.sleep(0.03)
+    deadline_of = {seconds: time.perf_counter() + seconds for _, seconds in submissions}
+    tasks = [
+        asyncio.create_task(batchers[name].submit(row(), deadline_of[seconds]))
+        for name, seconds in submissions
+        for _ in range(count)
+    ]
+    await asyncio.gather(first, *tasks)
+    for batcher in batchers.values():
+        await batcher.drain(5)
+    scheduler.close()
+    return log
+
+
+def test_a_higher_priority_model_runs_first_and_the_lower_one_still_runs():
+    # Equal deadlines, so equal slack: priority decides.
+    log = asyncio.run(blocked_then([("low", 10.0), ("high", 10.0)], count=3))
+    assert [name for name, _ in log] == ["blocker", "high", "high", "high", "low", "low", "low"]
+
+
+def test_a_lower_priority_batch_runs_ahead_when_it_would_miss_and_the_higher_one_can_wait():
+    log = asyncio.run(blocked_then([("low", 0.2), ("high", 5.0)]))
+    assert [name for name, _ in log] == ["blocker", "low", "high"]
+
+
+def test_a_model_slower_than_predicted_cannot_starve_another():
+    """`slow` really takes 5x what its latency model says at first; the other model, sent a
+    steady stream with deadlines its own run time allows, keeps being served, and the latency
+    model learns `slow`'s real times."""
+
+    async def scenario():
+        log: list[tuple[str, int]] = []
+        running = [0]
+        scheduler = DeviceScheduler("slack", 1)
+        slow = TimedModel("slow", log, running, 0.05)
+        quick = TimedModel("quick", log, running, 0.005)
+        believed = LatencyModel(4, dict.fromkeys(profile_sizes(4), 0.01))
+        slow_batcher = batcher_on(scheduler, slow, believed, max_batch_size=4)
+        quick_batcher = batcher_on(scheduler, quick, latency_of(quick, 4), max_batch_size=4)
+
+        async def stream(batcher: DynamicBatcher, count: int, gap_s: float, deadline_s: float) -> list[bool]:
+            async def one() -> bool:
+                try:
+                    await batcher.submit(row(), time.perf_counter() + deadline_s)
+                    return True
+                except Exception:
+                    return False
+
+            tasks = []
+            for _ in range(count):
+                tasks.append(asyncio.create_task(one()))
+                await asyncio.sleep(gap_s)
+            return await asyncio.gather(*tasks)
+
+        slow_results, quick_results = await asyncio.gather(
+            stream(slow_batcher, 40, 0.01, 2.0), stream(quick_batcher, 40, 0.01, 0.3)
+        )
+        for batcher in (slow_batcher, quick_batcher):
+            await batcher.drain(5)
+        scheduler.close()
+        return slow_results, quick_results, believed.predict(1)
+
+    slow_results, quick_results, learnt = asyncio.run(scenario())
+    assert sum(quick_results) >= 0.9 * len(quick_results)
+    assert sum(slow_results) > 0
+    assert learnt > 0.03  # from the 0.01 it was told towards the true 0.05
+
+
+def test_draining_one_batcher_answers_its_queue_while_the_others_go_on():
+    async def scenario():
+        log: list[tuple[str, int]] = []
+        running = [0]
+        scheduler = DeviceScheduler("slack", 1)
+        first = TimedModel("first", log, running, 0.02)
+        second = TimedModel("second", log, running, 0.02)
+        batchers = [batcher_on(scheduler, model, latency_of(model, 8)) for model in (first, second)]
+        deadline = time.perf_counter() + 10
+        queued = [asyncio.create_task(batchers[0].submit(row(i), deadline)) for i in range(10)]
+        await asyncio.sleep(0)
+        await batchers[0].drain(5)
+        outcomes = await asyncio.gather(*queued)
+        after = await batchers[1].submit(row(), time.perf_counter() + 5)
+        await batchers[1].drain(5)
+        scheduler.close()
+        return outcomes, after
+
+    outcomes, after = asyncio.run(scenario())
+    assert [float(outcome.outputs["y"][0, 0]) for outcome in outcomes] == [2.0 * i for i in range(10)]
+    assert after.outputs["y"][0, 0] == 2.0
+
+
+def test_default_slots_follow_the_threads_one_run_uses():
+    assert default_slots("free", 0) is None
+    assert default_slots("fifo", 4, cores=8) == 1
+    assert default_slots("slack", 0, cores=8) == 1
+    assert default_slots("slack", 2, cores=8) == 4
+    with pytest.raises(ValueError):
+        DeviceScheduler("slack", 0)
+
+
+def test_the_latency_model_predicts_the_profile_then_learns_from_measured_runs():
+    latency = LatencyModel(32, {1: 0.002, 2: 0.003, 4: 0.005, 8: 0.009, 16: 0.017, 32: 0.033})
+    assert latency.predict(8) == pytest.approx(0.009)
+    assert 0.009 < latency.predict(12) < 0.017  # between measured sizes: the fitted line
+    assert latency.predict(40) == pytest.approx(0.033 + 0.009)  # a full batch, then 8
+    for _ in range(20):
+        latency.observe(8, 0.018, latency.predict(8))
+    assert latency.predict(8) == pytest.approx(0.018)  # the window's median moved
+    assert latency.error_quantile(0.95) is not None
+    assert latency.planned(8) >= latency.predict(8)
+
+
+def test_the_latency_models_margin_covers_runs_slower_than_predicted():
+    latency = LatencyModel(4, {1: 0.01, 2: 0.01, 4: 0.01})
+    for index in range(64):
+        measured = 0.01 * (1.5 if index % 2 else 1.0)  # half the runs 50% slower
+        latency.observe(1, measured, 0.01)
+    assert latency.planned(1) / latency.predict(1) >= 1.2
+    assert latency.error_quantile(0.5) is not None
