@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS), help="arrival processes")
     parser.add_argument("--duration", type=float, default=6.0, metavar="SECONDS", help="each open-loop cell")
     parser.add_argument("--settle", type=float, default=1.0, metavar="SECONDS", help="pause between cells")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="load at the lowest offered load on each server before its cells, not counted",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the arrival times")
     parser.add_argument("--sim-duration", type=float, default=20.0, metavar="SECONDS", help="simulated time per cell")
     parser.add_argument("--ready-timeout", type=float, default=120.0, metavar="SECONDS")
@@ -183,6 +190,15 @@ def _measure(args: argparse.Namespace, names: list[str], shares: list[float], fa
                 print(f"capacity {results['capacity_rps']:.0f} req/s; deadlines (ms): {results['deadlines_ms']}")
             if policy not in args.policies:
                 continue
+            if args.warmup > 0:
+                load.open_loop(
+                    server.url,
+                    streams,
+                    min(args.loads) * results["capacity_rps"],
+                    args.warmup,
+                    "poisson",
+                    args.seed + 1,
+                )
             cells = []
             for pattern in args.patterns:
                 for factor in sorted(args.loads):

@@ -442,7 +442,7 @@ class _Queue:
         """`DynamicBatcher._plan_of` for the `items` oldest requests."""
         batch = self.dues[self.head : self.head + items]
         planned = self.planned(items)
-        return Plan(batch, items, planned, min(batch) - now - planned)
+        return Plan(batch, items, planned, min(batch) - now - planned, self.arrived[self.head])
 
     def pending_work(self) -> list[tuple[float, float]]:
         """`DynamicBatcher.pending_work`: (due, planned seconds) of every queued request, each

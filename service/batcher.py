@@ -78,6 +78,9 @@ _COMPUTE_TIME_SMOOTHING = 0.2
 # Requests whose times from the door to the queue, and from their batch's end to their answer,
 # are kept for the scheduler's predictions.
 _TIMED_WINDOW = 64
+# ... and forgotten after this long: a model whose requests were all refused for a while (so
+# that none was timed) must not stay refused on the strength of a burst long gone.
+_TIMED_HORIZON_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -258,10 +261,14 @@ class NullObserver:
         pass
 
 
-def _recent_quantile(window: deque[float], quantile: float = 0.9) -> float:
+def _recent_quantile(window: deque[tuple[float, float]], quantile: float = 0.9) -> float:
+    """The `quantile` of the (time, seconds) samples of the last `_TIMED_HORIZON_S`; 0 without any."""
+    since = time.perf_counter() - _TIMED_HORIZON_S
+    while window and window[0][0] < since:
+        window.popleft()
     if not window:
         return 0.0
-    recent = sorted(window)
+    recent = sorted(seconds for _, seconds in window)
     return recent[int(quantile * (len(recent) - 1))]
 
 
@@ -374,8 +381,8 @@ class DynamicBatcher:
         self._queue: deque[_Pending] = deque()
         self._arriving: dict[Arrival, float] = {}
         self._waiting: dict[Arrival, asyncio.Future[None]] = {}  # at the door, in arrival order
-        self._pre_queue_s: deque[float] = deque(maxlen=_TIMED_WINDOW)
-        self._post_compute_s: deque[float] = deque(maxlen=_TIMED_WINDOW)
+        self._pre_queue_s: deque[tuple[float, float]] = deque(maxlen=_TIMED_WINDOW)
+        self._post_compute_s: deque[tuple[float, float]] = deque(maxlen=_TIMED_WINDOW)
         self._progress = asyncio.Event()
         self._free: list[_Instance] = [
             _Instance(run_batch, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{model}-{index}"))
@@ -462,24 +469,25 @@ class DynamicBatcher:
     def arrival_left(self, arrival: Arrival, queued: bool) -> None:
         self._arriving.pop(arrival, None)
         if queued:
-            self._pre_queue_s.append(time.perf_counter() - arrival.since)
+            now = time.perf_counter()
+            self._pre_queue_s.append((now, now - arrival.since))
         else:
             self._let_in()
 
     def answered(self, after_compute_s: float) -> None:
-        self._post_compute_s.append(after_compute_s)
+        self._post_compute_s.append((time.perf_counter(), after_compute_s))
 
     def reachable(self, deadline: float) -> bool:
         return self._device.reachable(self, deadline)
 
     def pre_queue_s(self) -> float:
         """How long requests recently took from the door to the queue (reading, decoding):
-        the 90th percentile of the latest ones."""
+        the 90th percentile of the latest ones (of the last two seconds)."""
         return _recent_quantile(self._pre_queue_s)
 
     def post_compute_s(self) -> float:
         """How long answers recently took after their batch ended (post-processing, encoding,
-        the event loop's delay): the 90th percentile of the latest ones."""
+        the event loop's delay): the 90th percentile of the latest ones (of the last two seconds)."""
         return _recent_quantile(self._post_compute_s)
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
@@ -600,7 +608,8 @@ class DynamicBatcher:
     def _plan_of(self, batch: list[_Pending], now: float) -> Plan:
         items = sum(entry.items for entry in batch)
         planned = self.latency.planned(items)
-        return Plan(batch, items, planned, min(entry.due for entry in batch) - now - planned)
+        due = min(entry.due for entry in batch)
+        return Plan(batch, items, planned, due - now - planned, batch[0].enqueued_at)
 
     def pending_work(self) -> list[tuple[float, float]]:
         """(due, planned seconds) of every request queued or on its way to the queue, each

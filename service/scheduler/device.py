@@ -7,13 +7,16 @@ policies (`--scheduler`):
 
 - `slack` (default; Clockwork's least slack with Nexus's early drop): for each model with queued
   work, the largest batch whose predicted run time (its `LatencyModel`) still meets the earliest
-  deadline in it, and its slack (that deadline minus now minus the run time); the batch with the
-  least slack runs first. Per-model `priority`: a higher priority runs first, and a lower one
-  runs ahead of it only when it has less slack and the higher one's slack covers its run time.
-  Requests that cannot be on time even alone (once a slot frees) are answered 504 at once and
-  never computed, and a new request is refused at the door (`admit`: before its body is read)
-  when the work ahead of it on the device, by the latency models, leaves it no time (503 +
-  Retry-After), or when its model's queue is full (429).
+  deadline in it, and its slack (that deadline minus now minus the run time). The oldest batch
+  runs first while every other one has the slack to wait for it (so loose deadlines do not make
+  a model wait longer than arrival order would); once one would miss, least slack decides.
+  Per-model `priority`: a higher priority runs first, and a lower one runs ahead of it only
+  when it has less slack and the higher one's slack covers its run time. Requests that cannot
+  be on time even alone (once a slot frees) are answered 504 at once and never computed; a new
+  request is refused at the door (`admit`: before its body is read) when, served in deadline
+  order after the work already admitted, it could not be on time or would make that work late
+  (503 + Retry-After); past a full queue it waits at the door, undecoded, while its deadline
+  allows (`DynamicBatcher.wait_for_room`; 429 once `max_waiting` wait).
 - `fifo`: Triton's dynamic batcher with one global slot: the model whose oldest request came
   first runs, its batch filled as its batcher's configuration says; deadlines only drop what
   has expired.
@@ -48,12 +51,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Plan:
-    """A batch a model could run now: `requests` are the batcher's own queue entries."""
+    """A batch a model could run now: `requests` are the batcher's own queue entries; `since`
+    is when its oldest request was queued."""
 
     requests: Sequence[object]
     items: int
     predicted_s: float
     slack_s: float
+    since: float = 0.0
 
 
 class Schedulable(Protocol):
@@ -117,14 +122,22 @@ class Schedulable(Protocol):
         ...
 
 
+# With the runtime's default threads (one per core) two batches at once: one small model's run
+# leaves cores idle between and inside its operators, which a second run fills (see
+# docs/scheduling.md for the figures of one against two).
+DEFAULT_CPU_SLOTS = 2
+
+
 def default_slots(policy: Policy, intra_op_threads: int, cores: int | None = None) -> int | None:
-    """Batches computing at once: none as a limit for `free`; one for `fifo`; for `slack`, the
-    cores divided by the threads one run uses (one, when a run uses every core: the runtime's
-    default)."""
+    """Batches computing at once: none as a limit for `free`; one for `fifo` (Triton's one
+    global slot); for `slack`, the cores divided by the threads one run uses, or
+    `DEFAULT_CPU_SLOTS` with the runtime's default threads."""
     if policy == "free":
         return None
-    if policy == "fifo" or intra_op_threads == 0:
+    if policy == "fifo":
         return 1
+    if intra_op_threads == 0:
+        return DEFAULT_CPU_SLOTS
     return max(1, (cores or os.cpu_count() or 1) // intra_op_threads)
 
 
@@ -345,11 +358,17 @@ class DeviceScheduler:
 
 
 def _least_slack(plans: list[tuple[Schedulable, Plan | None]]) -> tuple[Schedulable, Plan] | None:
-    """The batch to run: the highest priority's least slack, unless a lower priority's batch has
-    less slack and fits into that slack (then it runs first: nobody misses for it)."""
+    """The batch to run. By default the highest priority's oldest (arrival order: with slack to
+    spare, nobody waits longer than first come first served would make it); but when running it
+    first would make another batch miss its deadline (that one's slack is shorter than its run
+    time), least slack decides: the highest priority's least slack, unless a lower priority's
+    batch has less slack and fits into that slack (then it runs first: nobody misses for it)."""
     candidates = [(member, plan) for member, plan in plans if plan is not None]
     if not candidates:
         return None
+    oldest = min(candidates, key=lambda c: (-c[0].priority, c[1].since))
+    if all(plan.slack_s >= oldest[1].predicted_s for member, plan in candidates if member is not oldest[0]):
+        return oldest
     best = min(candidates, key=lambda c: (-c[0].priority, c[1].slack_s, -c[1].items))
     best_member, best_plan = best
     stealers = [

@@ -2,20 +2,21 @@
 
 Profiled at warm-up (a timed run at each power of two up to the maximum batch), then refitted
 online from every measured batch: each batch size keeps a sliding window of its latest run
-times and predicts their median; a size with no measurement of its own is predicted by the
-least-squares line `L(b) = a·b + c` through the sizes that have one (BentoML's fallback), never
-below the prediction of a smaller measured size. Every prediction made for a batch that then
-ran is compared with the measured time, and the ratios measured / predicted are kept: their
-spread gives the relative error (`error_quantile`, shown in `/v1/models`, `/metrics` and
-`bench scheduling`) and the margin the scheduler plans with (`planned`: the prediction times the
-80th percentile of those ratios, never below it), so that a batch predicted to just meet its
-deadline rarely runs past it.
+times (of the last `HORIZON_S`) and predicts their median, else its warm-up time; a size with
+no time of its own is predicted by the least-squares line `L(b) = a·b + c` through the sizes
+that have one (BentoML's fallback), never below the prediction of a smaller measured size.
+Every prediction made for a batch that then ran is compared with the measured time, and the
+ratios measured / predicted are kept: their spread gives the relative error
+(`error_quantile`, shown in `/v1/models`, `/metrics` and `bench scheduling`) and the margin the
+scheduler plans with (`planned`: the prediction times the 80th percentile of those ratios,
+never below it), so that a batch predicted to just meet its deadline rarely runs past it.
 """
 
 from __future__ import annotations
 
 import statistics
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Mapping
 
@@ -28,6 +29,10 @@ MARGIN_QUANTILE = 0.8
 MAX_MARGIN = 3.0
 # The margin is recomputed every this many measurements (it sorts the window).
 MARGIN_EVERY = 16
+# Measurements (and the margin) older than this are forgotten, back to the warm-up profile: a
+# model none of whose requests ran for a while (all refused, as slow as it was) is judged again
+# by what it costs alone, not by a burst long gone.
+HORIZON_S = 10.0
 
 
 def profile_sizes(max_batch_size: int) -> list[int]:
@@ -46,13 +51,14 @@ class LatencyModel:
     def __init__(self, max_batch_size: int, profile: Mapping[int, float] | None = None) -> None:
         self.max_batch_size = max_batch_size
         self._lock = threading.Lock()
-        self._runs: dict[int, deque[float]] = {}
+        self._profile = dict(profile or {})
+        self._runs: dict[int, deque[tuple[float, float]]] = {}  # (when, seconds) by batch size
         self._ratios: deque[float] = deque(maxlen=ERROR_WINDOW)
         self._margin = 1.0
+        self._last_observed = 0.0
+        self._next_expiry = 0.0
         self._table: dict[int, float] = {}
         self._line = (0.0, 0.0)
-        for size, seconds in (profile or {}).items():
-            self._runs.setdefault(size, deque(maxlen=WINDOW)).append(seconds)
         self._refit()
 
     @property
@@ -64,6 +70,8 @@ class LatencyModel:
         """Seconds to compute `items` (in chunks of at most the maximum batch)."""
         if items <= 0:
             return 0.0
+        if time.monotonic() >= self._next_expiry:
+            self._expire()
         full, rest = divmod(items, self.max_batch_size)
         seconds = full * self._predict_one(self.max_batch_size)
         return seconds + (self._predict_one(rest) if rest else 0.0)
@@ -78,7 +86,9 @@ class LatencyModel:
         if items <= 0 or seconds <= 0:
             return
         with self._lock:
-            self._runs.setdefault(min(items, self.max_batch_size), deque(maxlen=WINDOW)).append(seconds)
+            now = time.monotonic()
+            self._last_observed = now
+            self._runs.setdefault(min(items, self.max_batch_size), deque(maxlen=WINDOW)).append((now, seconds))
             if predicted is not None and predicted > 0:
                 self._ratios.append(seconds / predicted)
                 if len(self._ratios) % MARGIN_EVERY == 0:
@@ -108,8 +118,25 @@ class LatencyModel:
         below = [seconds for size, seconds in table.items() if size < items]
         return max([fitted, *below]) if below else max(fitted, 0.0)
 
+    def _expire(self) -> None:
+        """Forget the measurements (and the margin) older than `HORIZON_S`; checked about once a second."""
+        with self._lock:
+            now = time.monotonic()
+            self._next_expiry = now + 1.0
+            since = now - HORIZON_S
+            for runs in self._runs.values():
+                while runs and runs[0][0] < since:
+                    runs.popleft()
+            if self._last_observed < since:
+                self._margin = 1.0
+            self._refit()
+
     def _refit(self) -> None:
-        table = {size: statistics.median(runs) for size, runs in self._runs.items() if runs}
+        """The table: each size's recent median, else its warm-up profile."""
+        table = dict(self._profile)
+        table.update(
+            {size: statistics.median(seconds for _, seconds in runs) for size, runs in self._runs.items() if runs}
+        )
         self._line = _least_squares(table)
         self._table = table
 

@@ -109,31 +109,42 @@ def test_the_slack_policy_runs_one_batch_at_a_time_per_slot_and_free_runs_models
     assert asyncio.run(scenario("free", None)) >= 2
 
 
-def test_the_least_slack_model_runs_first():
-    """Both models wait while the device is busy; the one whose head has less slack goes next,
-    although the other one's request came first."""
+def order_after_a_blocker(loose_s: float, tight_deadline_s: float) -> list[str]:
+    """The order the device ran: a 0.1 s blocker, then "loose" (`loose_s` a run, deadline in 5 s)
+    and "tight" (0.01 s a run, deadline in `tight_deadline_s`), queued in that order while the
+    blocker computes."""
 
     async def scenario() -> list[tuple[str, int]]:
         log: list[tuple[str, int]] = []
         running = [0]
         scheduler = DeviceScheduler("slack", 1)
-        blocker = TimedModel("blocker", log, running, 0.1)
-        loose = TimedModel("loose", log, running, 0.01)
-        tight = TimedModel("tight", log, running, 0.01)
-        batchers = {m.name: batcher_on(scheduler, m, latency_of(m, 8)) for m in (blocker, loose, tight)}
-        now = time.perf_counter()
-        first = asyncio.create_task(batchers["blocker"].submit(row(), now + 10))
+        models = [
+            TimedModel("blocker", log, running, 0.1),
+            TimedModel("loose", log, running, loose_s),
+            TimedModel("tight", log, running, 0.01),
+        ]
+        batchers = {m.name: batcher_on(scheduler, m, latency_of(m, 8)) for m in models}
+        first = asyncio.create_task(batchers["blocker"].submit(row(), time.perf_counter() + 10))
         await asyncio.sleep(0.03)  # the blocker computes
         later = asyncio.create_task(batchers["loose"].submit(row(), time.perf_counter() + 5))
         await asyncio.sleep(0.01)
-        sooner = asyncio.create_task(batchers["tight"].submit(row(), time.perf_counter() + 0.5))
+        sooner = asyncio.create_task(batchers["tight"].submit(row(), time.perf_counter() + tight_deadline_s))
         await asyncio.gather(first, later, sooner)
         for batcher in batchers.values():
             await batcher.drain(5)
         scheduler.close()
         return log
 
-    assert [name for name, _ in asyncio.run(scenario())] == ["blocker", "tight", "loose"]
+    return [name for name, _ in asyncio.run(scenario())]
+
+
+def test_with_slack_to_spare_the_oldest_batch_runs_first():
+    assert order_after_a_blocker(loose_s=0.01, tight_deadline_s=0.5) == ["blocker", "loose", "tight"]
+
+
+def test_when_the_oldest_would_make_another_miss_the_least_slack_runs_first():
+    # "tight" has ~0.08 s of slack when the blocker ends; "loose" first (0.15 s) would make it late.
+    assert order_after_a_blocker(loose_s=0.15, tight_deadline_s=0.15) == ["blocker", "tight", "loose"]
 
 
 def test_a_request_that_cannot_meet_its_deadline_is_answered_at_once_and_never_computed():
@@ -239,13 +250,15 @@ def test_a_request_waits_at_the_door_only_while_its_deadline_allows():
     assert 0.1 < asyncio.run(scenario()) < 0.15
 
 
-def low_high_and_blocker(scheduler: DeviceScheduler, log: list[tuple[str, int]]) -> dict[str, DynamicBatcher]:
-    """Two models of one batch each, "high" of priority 1, and a slow "blocker" to hold the
-    device while the test queues their requests."""
+def low_high_and_blocker(
+    scheduler: DeviceScheduler, log: list[tuple[str, int]], high_s: float
+) -> dict[str, DynamicBatcher]:
+    """Two models of one batch each, "high" of priority 1 (`high_s` a run), and a slow
+    "blocker" to hold the device while the test queues their requests."""
     running = [0]
     models = {
         "low": (TimedModel("low", log, running, 0.02), 0),
-        "high": (TimedModel("high", log, running, 0.02), 1),
+        "high": (TimedModel("high", log, running, high_s), 1),
         "blocker": (TimedModel("blocker", log, running, 0.1), 0),
     }
     return {
@@ -254,12 +267,14 @@ def low_high_and_blocker(scheduler: DeviceScheduler, log: list[tuple[str, int]])
     }
 
 
-async def blocked_then(submissions: list[tuple[str, float]], count: int = 1) -> list[tuple[str, int]]:
+async def blocked_then(
+    submissions: list[tuple[str, float]], count: int = 1, high_s: float = 0.02
+) -> list[tuple[str, int]]:
     """The order the device ran: the blocker first, then `count` requests of each
     (model, seconds to its deadline) of `submissions`, all queued while the blocker computes."""
     log: list[tuple[str, int]] = []
     scheduler = DeviceScheduler("slack", 1)
-    batchers = low_high_and_blocker(scheduler, log)
+    batchers = low_high_and_blocker(scheduler, log, high_s)
     first = asyncio.create_task(batchers["blocker"].submit(row(), time.perf_counter() + 10))
     await asyncio.sleep(0.03)
     deadline_of = {seconds: time.perf_counter() + seconds for _, seconds in submissions}
@@ -282,7 +297,8 @@ def test_a_higher_priority_model_runs_first_and_the_lower_one_still_runs():
 
 
 def test_a_lower_priority_batch_runs_ahead_when_it_would_miss_and_the_higher_one_can_wait():
-    log = asyncio.run(blocked_then([("low", 0.2), ("high", 5.0)]))
+    # "low" has ~0.1 s of slack when the blocker ends: "high" first (0.15 s) would make it late.
+    log = asyncio.run(blocked_then([("low", 0.2), ("high", 5.0)], high_s=0.15))
     assert [name for name, _ in log] == ["blocker", "low", "high"]
 
 
@@ -355,7 +371,7 @@ def test_draining_one_batcher_answers_its_queue_while_the_others_go_on():
 def test_default_slots_follow_the_threads_one_run_uses():
     assert default_slots("free", 0) is None
     assert default_slots("fifo", 4, cores=8) == 1
-    assert default_slots("slack", 0, cores=8) == 1
+    assert default_slots("slack", 0, cores=8) == 2
     assert default_slots("slack", 2, cores=8) == 4
     with pytest.raises(ValueError):
         DeviceScheduler("slack", 0)
