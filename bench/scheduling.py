@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 POLICIES = ("slack", "fifo", "free")
 PATTERNS = ("poisson", "bursty")
-DEFAULT_LOADS = (0.5, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 3.0)
+DEFAULT_LOADS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5, 2.0, 3.0)
 # Per model, in the order of the task endpoints (classify, detect, segment, generate, point
 # cloud classify, point cloud segment): popularity, and deadline as k x batch-1 latency.
 DEFAULT_SHARES = (100.0, 30.0, 30.0, 20.0, 30.0, 20.0)

@@ -47,6 +47,7 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
+        # bytes.isdigit() is ASCII only: a malformed length is left to the server's own parser.
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             error = self._too_large(int(declared))
             await error_response(error.status_code, error.message, {"Connection": "close"})(scope, receive, send)

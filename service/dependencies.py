@@ -14,7 +14,7 @@ from easerve.artifacts.manifest import AttentionKind, Task
 from easerve.service.auth import DOCUMENTED_SCHEMES
 from easerve.service.contract import InputLimits
 from easerve.service.deadline import Deadline
-from easerve.service.door import ADMISSION_STATE_KEY, Admission
+from easerve.service.door import ADMISSION_STATE_KEY, MAX_TIMEOUT_S, MIN_TIMEOUT_S, Admission
 from easerve.service.errors import Unavailable
 from easerve.service.inference import InferenceContext
 from easerve.service.metrics import MODEL_STATE_KEY
@@ -68,13 +68,23 @@ def inference_context(
         on_begin=state.lifecycle.request_started,
         on_finish=state.lifecycle.request_finished,
         arrival=admission.arrival if admission is not None else None,
+        client_gone=functools.partial(_until_disconnected, request),
     )
+
+
+async def _until_disconnected(request: Request) -> None:
+    """Returns once the client has closed the connection; called after the body was read, when
+    all `receive` can still bring is the disconnect."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 TimeoutQuery = Annotated[
     float | None,
     Query(
-        ge=0.01, le=3600, description="seconds this request may take before it is answered 504 (default: the server's)"
+        ge=MIN_TIMEOUT_S,
+        le=MAX_TIMEOUT_S,
+        description="seconds this request may take before it is answered 504 (default: the server's)",
     ),
 ]
 

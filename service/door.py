@@ -32,6 +32,9 @@ from easerve.service.repository import ServedModel
 from easerve.service.state import ServiceState
 
 ADMISSION_STATE_KEY = "admission"  # request.state.admission: set here, read by the route
+# The bounds of a request's own `timeout` (the routes' `timeout=` and v2's `parameters.timeout`).
+MIN_TIMEOUT_S = 0.01
+MAX_TIMEOUT_S = 3600.0
 _V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 _ATTENTION_KINDS: tuple[AttentionKind, ...] = ("ea", "sa")
 
@@ -95,7 +98,7 @@ class AdmissionDoor:
         try:
             query = dict(parse_qsl(query_string.decode("latin-1")))
             timeout_s = float(query["timeout"]) if "timeout" in query else None
-            if timeout_s is not None and not 0.01 <= timeout_s <= 3600:
+            if timeout_s is not None and not MIN_TIMEOUT_S <= timeout_s <= MAX_TIMEOUT_S:
                 return None
             task = self._route_tasks.get(path)
             repository = self._state.repository

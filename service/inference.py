@@ -21,9 +21,10 @@ from typing import ParamSpec, TypeVar
 
 from easerve.service.admission import MemoryBudget, Ticket, WorkerPools
 from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, Finish, Tensors
+from easerve.service.body_limit import BodyTimeout
 from easerve.service.contract import InputLimits, check_inputs
 from easerve.service.deadline import Deadline
-from easerve.service.errors import DeadlineExceeded, DeadlineUnreachable, Unavailable
+from easerve.service.errors import ClientClosedRequest, DeadlineExceeded, DeadlineUnreachable, Unavailable
 from easerve.service.json_answers import json_bytes
 from easerve.service.repository import ServedModel
 
@@ -47,6 +48,8 @@ class InferenceContext:
     # Admitted at the door (`door.AdmissionDoor`) before the route ran, or by `begin`.
     arrival: Arrival | None = None
     computed_at: float | None = None  # when its batch ended
+    # Returns once the client has closed the connection (after the body was read), if known.
+    client_gone: Callable[[], Awaitable[None]] | None = None
 
     def with_timeout(self, timeout_s: float) -> None:
         """Replace the deadline with `timeout_s` from the start (a protocol's own timeout field)."""
@@ -81,9 +84,17 @@ class InferenceContext:
             self.on_finish()
             self.on_finish = None
 
-    async def read(self, body: Awaitable[R], what: str = "reading the request body") -> R:
-        """Await `body` (I/O on the event loop), no later than the deadline."""
-        return await self._by_deadline(body, what)
+    async def read(self, body: Awaitable[R]) -> R:
+        """Await the request's `body` (I/O on the event loop); BodyTimeout (408, the connection
+        closed) if it has not arrived by the deadline: the client was too slow to send it."""
+        try:
+            async with asyncio.timeout(max(self.deadline.remaining_s(), 0.0)):
+                return await body
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the request body was not received by the request's deadline "
+                f"({self.deadline.at - self.started:g} s after it began)"
+            ) from None
 
     async def offload(self, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run CPU work on a worker thread of the request's cost class; answered 504 at the
@@ -111,9 +122,28 @@ class InferenceContext:
         if self.arrival is not None:
             self.arrival.leave(queued=True)
         submitted = time.perf_counter()
-        outcome = await self.model.ready_batcher().submit(inputs, self.deadline.at, finish)
+        batcher = self.model.ready_batcher()
+        if self.client_gone is None:
+            outcome = await batcher.submit(inputs, self.deadline.at, finish)
+        else:
+            outcome = await self._unless_the_client_leaves(batcher.submit(inputs, self.deadline.at, finish))
         self.computed_at = submitted + outcome.queue_s + outcome.compute_s
         return outcome
+
+    async def _unless_the_client_leaves(self, submission: Awaitable[BatchOutcome]) -> BatchOutcome:
+        """`submission`, withdrawn (never computed, if it is still queued) with ClientClosedRequest
+        when the client closes its connection first: nobody would read the answer."""
+        assert self.client_gone is not None
+        answer = asyncio.ensure_future(submission)
+        gone = asyncio.ensure_future(self.client_gone())
+        try:
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not answer.done():
+            answer.cancel()
+            raise ClientClosedRequest("the client closed the connection while its request waited; not computed")
+        return answer.result()
 
     def answer_with(self, fields: Callable[[Tensors], dict[str, object]], prepare=None) -> Finish:
         """A `Finish` whose answer is this request's whole JSON body (bytes): the common fields

@@ -102,10 +102,9 @@ class ModelControl:
     async def load(self, name: str) -> ServedModel:
         """Load the newest version of `name` (again), warm it up, then swap it in; NotFound when
         no folder holds it, LoadFailed (the old version still serving) when it cannot load."""
+        await self._on_disk(name)  # an unknown name costs one scan, off the loop, and leaves nothing behind
         async with self._lock(name):
-            files = scan_models(self._settings.weights_dirs).get(name)
-            if files is None:
-                raise NotFound(f"no model {name!r} in {', '.join(map(str, self._settings.weights_dirs))}")
+            files = await self._on_disk(name)  # the newest version, now that no other load of it runs
             self._loading.add(name)
             try:
                 model = await self._prepare(files)
@@ -122,6 +121,13 @@ class ModelControl:
                 await self._retire(previous, successor=model)
             return model
 
+    async def _on_disk(self, name: str) -> ModelFiles:
+        """The files of `name` in the weights folders (scanned on a thread); NotFound if none."""
+        files = (await asyncio.to_thread(scan_models, self._settings.weights_dirs)).get(name)
+        if files is None:
+            raise NotFound(f"no model {name!r} in {', '.join(map(str, self._settings.weights_dirs))}")
+        return files
+
     async def _prepare(self, files: ModelFiles) -> ServedModel:
         overrides = parse_overrides(self._settings.model_overrides).get(files.name, {})
         serving = serving_config(files.name, files.directory, files.manifest.max_batch_size, self._settings, overrides)
@@ -132,6 +138,7 @@ class ModelControl:
 
     async def unload(self, name: str) -> None:
         """Drain `name` and release it; its requests get 503 until it is loaded again."""
+        self._repository.get(name)  # NotFound for a name never served, before any lock is made for it
         async with self._lock(name):
             model = self._repository.get(name)
             if model.state == "ready":

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from easerve.service.codecs.image_headers import check_segments
 from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "MPO")
@@ -191,6 +192,7 @@ def _open(data: bytes) -> Image.Image:
     """The opened (not decoded) image; BadRequest/PayloadTooLarge/UnsupportedMediaType as documented."""
     if not data:
         raise BadRequest("empty image: the body or file has 0 bytes")
+    check_segments(data)
     try:
         image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as error:

@@ -64,7 +64,10 @@ def points_from_json(body: bytes, max_points: int) -> np.ndarray:
     try:
         parsed = PointCloudBody.model_validate_json(body)
     except ValidationError as error:
-        raise InvalidInput(f"invalid point cloud JSON: {describe_validation_errors(error.errors())}") from None
+        errors = error.errors()
+        if any(detail["type"] == "json_invalid" for detail in errors):  # not JSON at all: as the image routes
+            raise BadRequest(f"malformed JSON body: {describe_validation_errors(errors)}") from None
+        raise InvalidInput(f"invalid point cloud JSON: {describe_validation_errors(errors)}") from None
     if len(parsed.points) > max_points:
         raise PayloadTooLarge(f"{len(parsed.points)} points is over the limit of {max_points}")
     if any(len(point) != 3 for point in parsed.points):

@@ -13,6 +13,7 @@ upload or a raw body.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,11 @@ class Base64Images(BaseModel):
 def media_type(request: Request) -> str:
     """The request's content type without parameters, lower case ("" when missing)."""
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+# The multipart parser logs a warning for each malformed part it meets, then fails: the client
+# gets its 400 with the reason, and a client sending malformed bodies must not flood the log.
+logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
 
 async def _multipart_files(request: Request) -> tuple[bytes, ...]:

@@ -24,7 +24,8 @@ from easerve.artifacts.triton import model_configuration
 from easerve.service.batcher import BatchOutcome
 from easerve.service.contract import InputLimits
 from easerve.service.dependencies import API_KEY_OPENAPI, State, inference_context
-from easerve.service.errors import BadRequest, NotFound, describe_validation_errors
+from easerve.service.door import MAX_TIMEOUT_S, MIN_TIMEOUT_S
+from easerve.service.errors import BadRequest, InvalidInput, NotFound, describe_validation_errors
 from easerve.service.inference import InferenceContext
 from easerve.service.openapi import INFERENCE_ERRORS, MODEL_ERRORS, READINESS_503
 from easerve.service.repository import ServedModel
@@ -129,6 +130,16 @@ def _parameters(context: InferenceContext, outcome: BatchOutcome) -> dict[str, A
     return {name: fields[name] for name in ("attention", "backend", "batch_size")} | fields["timings"]
 
 
+def _check_finite(name: str, output: np.ndarray) -> None:
+    """InvalidInput when a floating output holds NaN or infinity: inputs of extreme (still finite)
+    magnitude overflow the model, and JSON would carry such values as null."""
+    if output.dtype.kind == "f" and not np.isfinite(output).all():
+        raise InvalidInput(
+            f"the model's output {name!r} is not finite (NaN or infinity) for this input: its values are too "
+            "large for the model (keep inputs to the range the model was trained on)"
+        )
+
+
 def _encode(
     document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
 ) -> Response:
@@ -140,6 +151,8 @@ def _encode(
         for tensor in model.manifest.outputs
         if not wanted or tensor.name in wanted
     }
+    for name in binary:
+        _check_finite(name, outputs[name])
     encoded = [encode_output(name, outputs[name], as_bytes) for name, as_bytes in binary.items()]
     response = InferResponse(
         model_name=model.name,
@@ -171,6 +184,11 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
         document, arrays = await context.offload(_parse_request, body, header_length, model, context.limits)
         timeout_us = document.parameters.get("timeout")
         if isinstance(timeout_us, (int, float)) and not isinstance(timeout_us, bool) and timeout_us > 0:
+            if not MIN_TIMEOUT_S <= timeout_us * _MICROSECONDS <= MAX_TIMEOUT_S:
+                raise InvalidInput(
+                    f"parameters.timeout is in microseconds and must be from {MIN_TIMEOUT_S * 1e6:.0f} to "
+                    f"{MAX_TIMEOUT_S * 1e6:.0f} (as `timeout=` of the v1 routes), got {timeout_us}"
+                )
             context.with_timeout(timeout_us * _MICROSECONDS)
         _check_wanted_outputs(document, model)
         outcome = await context.infer(arrays)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -140,6 +141,21 @@ def test_json_image_body_without_an_image(client):
 def test_malformed_json_body(client):
     response = client.post("/v1/classify", content=b'{"image": ', headers=JSON_TYPE)
     assert_error(response, 400, "json")
+
+
+def test_malformed_json_is_400_on_the_point_cloud_routes_too(client):
+    for route in ("/v1/pointcloud/classify", "/v1/pointcloud/segment"):
+        assert_error(client.post(route, content=b'{"points": [[0, 0', headers=JSON_TYPE), 400, "json")
+
+
+def test_a_malformed_multipart_body_is_answered_400_without_a_warning_in_the_log(client, caplog):
+    body = b"--xyz\r\nContent-Disposition: form-data; name=file\r\n\r\nabc\r\n--wrong--garbage"
+    with caplog.at_level(logging.WARNING):
+        response = client.post(
+            "/v1/classify", content=body, headers={"content-type": "multipart/form-data; boundary=xyz"}
+        )
+    assert 400 <= response.status_code < 500
+    assert not [record for record in caplog.records if record.name.startswith("python_multipart")]
 
 
 # -- point clouds -----------------------------------------------------------------------------

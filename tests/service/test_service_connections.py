@@ -209,6 +209,20 @@ def test_a_body_not_received_in_time_is_answered_408_and_closed(weights_dir, htt
     assert 0.4 <= elapsed < 5, elapsed
 
 
+def test_a_body_slower_than_the_requests_own_deadline_is_408_not_504(weights_dir):
+    with ServedApp(weights_dir) as served:  # the body timeout is far longer than the deadline
+        sock = served.connect()
+        sock.sendall(
+            b"POST /v1/classify?timeout=0.5 HTTP/1.1\r\nHost: test\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 5000\r\n\r\n" + image_bytes((255, 0, 0))[:100]
+        )
+        response = read_until_closed(sock, 10)
+        sock.close()
+    assert response.startswith(b"HTTP/1.1 408 "), response
+    assert b"connection: close" in response.lower()
+    assert b"deadline" in response
+
+
 def test_a_complete_body_is_not_cut_by_the_body_timeout(weights_dir):
     with ServedApp(weights_dir, body_timeout_s=1.0) as served:
         body = image_bytes((255, 0, 0))

@@ -711,3 +711,58 @@ def test_fuzzed_ply_headers_give_a_valid_cloud_or_a_service_error(data, max_poin
 def test_fuzzed_npy_headers_give_a_valid_cloud_or_a_service_error(descr, fortran, shape, payload):
     header = f"{{'descr': {descr}, 'fortran_order': {fortran}, 'shape': {shape!r}, }}"
     assert_valid_cloud_or_service_error(npy_with_header(header, payload), 1000)
+
+
+# -- chunk and marker floods ------------------------------------------------------------------
+
+
+def _png(size: tuple[int, int] = (64, 64)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, (10, 200, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes = b"") -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def _padded_png(chunks: int) -> bytes:
+    """A valid 64x64 PNG with `chunks` empty ancillary chunks before its image data."""
+    png = _png()
+    header_end = 8 + 25  # signature, IHDR
+    return png[:header_end] + _png_chunk(b"zzZz") * chunks + png[header_end:]
+
+
+def _padded_jpeg(comments: int) -> bytes:
+    """A valid 64x64 JPEG with `comments` empty COM marker segments after its start."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(buffer, "JPEG")
+    jpeg = buffer.getvalue()
+    return jpeg[:2] + b"\xff\xfe\x00\x02" * comments + jpeg[2:]
+
+
+@pytest.mark.parametrize("padded", [_padded_png, _padded_jpeg], ids=["png", "jpeg"])
+def test_an_image_padded_with_more_segments_than_an_encoder_writes_is_refused_before_pillow_reads_it(padded):
+    assert decode_image(padded(200), 10_000).image.size == (64, 64)  # some padding is fine
+    for count in (1025, 200_000):
+        with pytest.raises(BadRequest, match="re-encode"):
+            inspect_image(padded(count), 10_000)
+        with pytest.raises(BadRequest, match="re-encode"):
+            decode_image(padded(count), 10_000)
+
+
+def test_a_large_png_in_many_image_data_chunks_still_decodes():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 800, 3), np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=0)
+    png = buffer.getvalue()
+    assert png.count(b"IDAT") > 20
+    assert decode_image(png, 10_000_000).image.size == (800, 600)
+
+
+def test_a_flood_of_tiny_image_data_chunks_is_refused():
+    png = _png()
+    header_end = 8 + 25
+    flood = _png_chunk(b"IDAT") * (1024 + len(png) + 50_000)
+    with pytest.raises(BadRequest, match="re-encode"):
+        inspect_image(png[:header_end] + flood + png[header_end:], 10_000)

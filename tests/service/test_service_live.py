@@ -189,6 +189,30 @@ def test_the_door_refuses_from_the_request_line_without_waiting_for_the_body(wei
     assert "retry-after" in answer.lower()
 
 
+def test_a_client_that_leaves_while_its_request_is_queued_is_never_computed_and_counted_499(weights_dir):
+    server, factory = slow_server(weights_dir, max_batch_size=1)
+    with server:
+        runner = factory.runners[CLASSIFIER]
+        runner.gate.clear()
+        runner.computing.clear()
+        first = in_background(classify, server.url)
+        assert runner.computing.wait(5)
+        computed_before = len(runner.batches)
+        host, port = server.url.removeprefix("http://").split(":")
+        body = image_bytes(COLOURS["circle"])
+        with socket.create_connection((host, int(port)), timeout=5) as connection:
+            head = f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {len(body)}"
+            connection.sendall(head.encode() + b"\r\n\r\n" + body)
+            wait_until(lambda: batcher_of(server).queue_depth == 1, 5, "the request queued")
+        wait_until(lambda: batcher_of(server).queue_depth == 0, 5, "the request withdrawn")
+        runner.gate.set()
+        first[0].join(10)
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert first[1][0].status_code == 200
+    assert len(runner.batches) == computed_before  # the first was counted as it began; nothing since
+    assert f'easerve_http_requests_total{{code="499",model="{CLASSIFIER}"}} 1.0' in metrics
+
+
 def test_sigterm_drains_every_queued_request_then_stops(weights_dir):
     server, factory = slow_server(weights_dir, max_batch_size=2)
     with server:

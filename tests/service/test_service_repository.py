@@ -116,6 +116,16 @@ def test_unload_then_load_again(repository):
         assert httpx.post(f"{server.url}/v1/classify", content=image_bytes((0, 0, 255)), headers=PNG).status_code == 200
 
 
+def test_loading_or_unloading_unknown_names_is_404_and_leaves_nothing_behind(repository):
+    settings = make_settings(repository, model_control="explicit")
+    with LiveServer(create_app(settings)) as server:
+        for index_ in range(20):
+            assert httpx.post(f"{server.url}/v2/repository/models/nope-{index_}/load").status_code == 404
+            assert httpx.post(f"{server.url}/v2/repository/models/nope-{index_}/unload").status_code == 404
+        control = server.app.state.service.control
+        assert set(control._locks) <= {CLASSIFIER}
+
+
 def test_poll_mode_picks_up_a_new_version_and_a_removed_model(repository):
     settings = make_settings(repository, model_control="poll", repository_poll_s=0.2)
     with LiveServer(create_app(settings)) as server:

@@ -278,6 +278,43 @@ def test_header_length_beyond_the_body(client):
     )
 
 
+def test_a_header_length_of_other_digits_is_a_400_not_a_500(client):
+    body, headers = binary_request(colour_images(0), binary_output=False)
+    for length in ("²", "٣", "1e3", "-1"):
+        headers[HEADER_LENGTH] = length.encode("utf-8") if not length.isascii() else length
+        response = client.post(f"/v2/models/{CLASSIFIER}/infer", content=body, headers=headers)
+        assert_bad_tensor(response, HEADER_LENGTH.lower())
+
+
+def test_a_content_length_of_other_digits_is_not_a_500(client):
+    response = client.post(
+        f"/v2/models/{CLASSIFIER}/infer",
+        content=b"{}",
+        headers={"content-type": "application/json", "content-length": "²".encode()},
+    )
+    assert 400 <= response.status_code < 500
+
+
+@pytest.mark.parametrize("timeout_us", [1, 3600e6 + 1, 1e30])
+def test_a_v2_timeout_out_of_the_v1_bounds_is_refused(client, timeout_us):
+    body = {"inputs": [image_input(colour_images(0))], "parameters": {"timeout": timeout_us}}
+    response = infer(client, body)
+    assert response.status_code == 422
+    assert "parameters.timeout" in response.json()["error"]
+
+
+@pytest.mark.parametrize("binary_output", [False, True], ids=["json", "binary"])
+def test_inputs_so_large_the_model_overflows_are_422_not_nulls(client, binary_output):
+    huge = np.full((1, 3, *CLASSIFY_SIZE), 3e38, np.float32)
+    body = {
+        "inputs": [image_input(huge)],
+        "outputs": [{"name": "logits", "parameters": {"binary_data": binary_output}}],
+    }
+    response = infer(client, body)
+    assert response.status_code == 422
+    assert "not finite" in response.json()["error"]
+
+
 # -- Triton's client, unchanged ---------------------------------------------------------------
 
 

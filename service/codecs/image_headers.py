@@ -1,0 +1,80 @@
+"""A bounded walk over an image's chunks (PNG) or marker segments (JPEG) before Pillow reads it.
+
+Pillow parses every ancillary chunk or marker segment it meets, in Python: a small valid image
+padded with millions of empty chunks or comment markers costs seconds of a worker (or, for a
+small body, of the event loop) before a pixel is decoded. This walk reads only each segment's
+length and type, at a few tenths of a microsecond each, and stops at a cap far above what an
+encoder writes: so the work an image's structure can cost is bounded by its size and the cap.
+"""
+
+from __future__ import annotations
+
+import re
+
+from easerve.service.errors import BadRequest
+
+# Chunks other than image data (PNG) or marker segments before the scan (JPEG): encoders write
+# tens (text, colour profiles, EXIF, thumbnails).
+MAX_METADATA_SEGMENTS = 1024
+# PNG image data may be split into many IDAT chunks (encoders use 8-64 KiB each): one per KiB
+# of the file is allowed, plus the cap above.
+BYTES_PER_DATA_CHUNK = 1024
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_START = b"\xff\xd8"
+_JPEG_FILL = re.compile(rb"\xff+")
+_JPEG_SCAN = 0xDA  # start of scan: the entropy-coded pixel data follows
+_JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length
+
+
+def check_segments(data: bytes) -> None:
+    """BadRequest when a PNG or JPEG holds more chunks or marker segments than any encoder
+    writes (see the module docstring); other formats, and truncated files (for Pillow to
+    report), pass."""
+    if data.startswith(_PNG_SIGNATURE):
+        _check_png(data)
+    elif data.startswith(_JPEG_START):
+        _check_jpeg(data)
+
+
+def _check_png(data: bytes) -> None:
+    data_chunks_allowed = MAX_METADATA_SEGMENTS + len(data) // BYTES_PER_DATA_CHUNK
+    metadata = chunks = 0
+    position = len(_PNG_SIGNATURE)
+    while position + 8 <= len(data):
+        length = int.from_bytes(data[position : position + 4], "big")
+        kind = data[position + 4 : position + 8]
+        if kind == b"IEND":
+            return
+        chunks += 1
+        if kind != b"IDAT":
+            metadata += 1
+        if metadata > MAX_METADATA_SEGMENTS or chunks > data_chunks_allowed:
+            raise BadRequest(
+                f"the PNG holds more chunks than an image needs (over {MAX_METADATA_SEGMENTS} besides image data, "
+                f"or over {data_chunks_allowed} in all); re-encode it"
+            )
+        position += 12 + length  # length, type, data, CRC
+
+
+def _check_jpeg(data: bytes) -> None:
+    segments = 0
+    position = len(_JPEG_START)
+    while position < len(data):
+        fill = _JPEG_FILL.match(data, position)
+        if fill is None:  # not a marker where one must be: corrupt, Pillow says so
+            return
+        position = fill.end()
+        if position >= len(data):
+            return
+        marker = data[position]
+        position += 1
+        if marker == _JPEG_SCAN:
+            return
+        if marker in _JPEG_STANDALONE:
+            continue
+        segments += 1
+        if segments > MAX_METADATA_SEGMENTS:
+            raise BadRequest(
+                f"the JPEG holds more than {MAX_METADATA_SEGMENTS} marker segments before its image data; re-encode it"
+            )
+        position += int.from_bytes(data[position : position + 2], "big")
