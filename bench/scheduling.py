@@ -206,7 +206,7 @@ def _measure(args: argparse.Namespace, names: list[str], shares: list[float], fa
                     run = load.open_loop(server.url, streams, rate, args.duration, pattern, args.seed)
                     cell = summarize(run, streams, policy, pattern, factor, rate, described["scheduler"]["slots"])
                     print(
-                        f"{policy:5} {pattern:7} {factor:4.1f}x: goodput {cell['goodput']:6.1f}/s, attainment "
+                        f"{policy:5} {pattern:7} {factor:4g}x: goodput {cell['goodput']:6.1f}/s, attainment "
                         f"{cell['attainment']:.3f} (worst {cell['worst_attainment']:.3f})"
                     )
                     cells.append(cell)
