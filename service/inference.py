@@ -126,24 +126,36 @@ class InferenceContext:
         if self.client_gone is None:
             outcome = await batcher.submit(inputs, self.deadline.at, finish)
         else:
-            outcome = await self._unless_the_client_leaves(batcher.submit(inputs, self.deadline.at, finish))
+            outcome = await self._unless_the_client_leaves(lambda: batcher.submit(inputs, self.deadline.at, finish))
         self.computed_at = submitted + outcome.queue_s + outcome.compute_s
         return outcome
 
-    async def _unless_the_client_leaves(self, submission: Awaitable[BatchOutcome]) -> BatchOutcome:
-        """`submission`, withdrawn (never computed, if it is still queued) with ClientClosedRequest
-        when the client closes its connection first: nobody would read the answer."""
+    async def _unless_the_client_leaves(self, submit: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
+        """`submit()` awaited in this task (so the request is queued at once, as without the
+        watch), withdrawn (never computed, if it is still queued) with ClientClosedRequest when
+        the client closes its connection first: nobody would read the answer."""
         assert self.client_gone is not None
-        answer = asyncio.ensure_future(submission)
+        task = asyncio.current_task()
+        assert task is not None
         gone = asyncio.ensure_future(self.client_gone())
+        left = False
+
+        def interrupt(watch: asyncio.Future[None]) -> None:
+            nonlocal left
+            if not watch.cancelled():
+                left = True
+                task.cancel()
+
+        gone.add_done_callback(interrupt)
         try:
-            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            return await submit()
+        except asyncio.CancelledError:
+            if left and task.uncancel() == 0:
+                raise ClientClosedRequest("the client closed the connection while its request waited") from None
+            raise
         finally:
+            gone.remove_done_callback(interrupt)
             gone.cancel()
-        if not answer.done():
-            answer.cancel()
-            raise ClientClosedRequest("the client closed the connection while its request waited; not computed")
-        return answer.result()
 
     def answer_with(self, fields: Callable[[Tensors], dict[str, object]], prepare=None) -> Finish:
         """A `Finish` whose answer is this request's whole JSON body (bytes): the common fields
