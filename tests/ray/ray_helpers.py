@@ -102,11 +102,13 @@ def described_replicas(model: str, calls: int) -> list[dict[str, Any]]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-TIMING_KEYS = frozenset({"timings", "queue_ms", "compute_ms", "total_ms"})  # v1's, and v2's parameters
+# v1's timings, v2's parameters, and `/v1/models`' latency model (measured by each process: the
+# ingress of a Ray application has none, its replicas have their own).
+TIMING_KEYS = frozenset({"timings", "queue_ms", "compute_ms", "total_ms", "latency"})
 
 
 def without_timings(body: Any) -> Any:
-    """A JSON answer without what differs from run to run (the timings)."""
+    """A JSON answer without what differs from run to run (the timings, the latency models)."""
     if isinstance(body, dict):
         return {key: without_timings(value) for key, value in body.items() if key not in TIMING_KEYS}
     if isinstance(body, list):
