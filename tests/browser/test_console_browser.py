@@ -277,6 +277,12 @@ def test_the_server_panel_lists_the_models_and_its_charts_move(console_server, p
         "return [...document.querySelectorAll('#models-table tr[data-model] .badge')].map(b => b.textContent)"
     )
     assert set(states) == {"ready"}
+    scheduler = page.execute_script("return document.getElementById('server-scheduler').dataset.policy")
+    assert scheduler == httpx.get(f"{console_server.url}/v1/models").json()["scheduler"]["policy"] == "slack"
+    latency = page.execute_script(
+        "return document.querySelector('#models-table tr[data-model=\"eamlp-ea-tiny\"] .latency').textContent"
+    )
+    assert "ms @1" in latency
     for _ in range(4):
         api(console_server, "/v1/classify?attention=sa", **png_post("image-star.png"))
     total = requests_total(console_server, "eamlp-sa-tiny")

@@ -1,4 +1,5 @@
-// "Server": the models with their state, backend and batching settings, and live charts of
+// "Server": the models with their state, backend, batching settings and latency model, the
+// device scheduler (policy, slots, refusals at the door, early drops), and live charts of
 // /metrics (requests/s, p50/p95 latency, mean batch size, queue depth per model).
 
 import { getJson, loadModels, request } from "./api.js";
@@ -21,14 +22,37 @@ function modelRow(model) {
     h("td", {}, h("span", { class: "badge", "data-phase": model.state }, model.state), model.error ? h("div", { class: "error-text" }, model.error) : null),
     h("td", {}, model.backend || "–"), h("td", {}, model.arch),
     h("td", {}, b.max_batch_size), h("td", {}, `${b.max_queue_delay_ms} ms`), h("td", {}, b.max_queue_size),
-    h("td", {}, b.instances), h("td", { "data-queue": b.queue_depth }, b.queue_depth));
+    h("td", {}, b.instances), h("td", { "data-queue": b.queue_depth }, b.queue_depth),
+    h("td", { class: "latency" }, latencyText(model.latency)));
+}
+
+/** The scheduler's latency model of a model: predicted ms at batch 1 and at its largest profiled
+ * batch, and its recent error. */
+function latencyText(latency) {
+  if (!latency) return "–";
+  const sizes = Object.keys(latency.predicted_ms).map(Number).sort((a, b) => a - b);
+  const at = (size) => `${formatMs(latency.predicted_ms[size])} ms @${size}`;
+  const error = latency.error_p95 === null ? "" : ` (p95 error ${Math.round(100 * latency.error_p95)}%)`;
+  return `${at(sizes[0])}, ${at(sizes.at(-1))}${error}`;
+}
+
+function schedulerText(s) {
+  const slots = s.slots === null ? "no slot limit" : `${s.slots} slot${s.slots === 1 ? "" : "s"}`;
+  const busy = `${s.busy_s.toFixed(1)} s busy`;
+  return `scheduler ${s.policy}, ${slots}: ${s.batches} batches, ${busy}, ${s.refused_at_door} refused at the door, ` +
+    `${s.dropped} dropped as unreachable`;
 }
 
 function showModels(listing) {
   document.getElementById("server-backend").textContent = `backend ${listing.backend}: ${listing.backend_reason}`;
+  const scheduler = document.getElementById("server-scheduler");
+  scheduler.textContent = schedulerText(listing.scheduler);
+  scheduler.dataset.policy = listing.scheduler.policy;
+  scheduler.dataset.refused = listing.scheduler.refused_at_door;
+  scheduler.dataset.dropped = listing.scheduler.dropped;
   clear(document.getElementById("models-table"),
     h("tr", {}, ["model", "task", "attention", "state", "backend", "arch", "max batch", "queue delay", "max queue",
-      "instances", "queue depth"].map((name) => h("th", {}, name))),
+      "instances", "queue depth", "latency model"].map((name) => h("th", {}, name))),
     listing.models.map(modelRow));
 }
 
