@@ -293,6 +293,26 @@ def test_the_server_panel_lists_the_models_and_its_charts_move(console_server, p
     check_screenshot(page, tmp_path / "server.png")
 
 
+def test_the_status_badge_says_when_the_server_stops_and_when_it_is_gone(console_server, page, tmp_path):
+    open_console(page, console_server.url, "server")
+    badge = "document.getElementById('server-phase').textContent"
+    wait_for(page, f"{badge} === 'ready'", "the ready badge")
+    # The page's view of /readyz replaced: first a server in its grace period, then none at all.
+    page.execute_script(
+        "window.realFetch = window.fetch;"
+        "window.fetch = (url, options) => String(url).includes('readyz')"
+        "  ? Promise.resolve(new Response(JSON.stringify({ready: false, phase: 'stopping'}), {status: 503}))"
+        "  : window.realFetch(url, options);"
+    )
+    wait_for(page, f"{badge} === 'stopping'", "the stopping badge")
+    page.execute_script(
+        "window.fetch = (url, options) => String(url).includes('readyz')"
+        "  ? Promise.reject(new TypeError('Failed to fetch')) : window.realFetch(url, options);"
+    )
+    wait_for(page, f"{badge} === 'stopped'", "the stopped badge")
+    page.execute_script("window.fetch = window.realFetch;")
+
+
 def test_the_servers_errors_are_shown_as_they_come(console_server, page, tmp_path):
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not an image")

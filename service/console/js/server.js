@@ -2,7 +2,7 @@
 // device scheduler (policy, slots, refusals at the door, early drops), and live charts of
 // /metrics (requests/s, p50/p95 latency, mean batch size, queue depth per model).
 
-import { getJson, loadModels, request } from "./api.js";
+import { apiUrl, loadModels, request } from "./api.js";
 import { drawLineChart } from "./charts.js";
 import { clear, formatMs, h } from "./dom.js";
 import { css, labelColours } from "./palette.js";
@@ -81,10 +81,10 @@ export function setupServer() {
   const palette = labelColours(16);
 
   every(MODELS_EVERY_MS, async () => {
+    showPhase(await readiness()); // first: the phase shows even when the server no longer answers
     try {
-      const [listing, ready] = await Promise.all([loadModels(true), readiness()]);
+      const listing = await loadModels(true);
       showModels(listing);
-      showPhase(ready);
       listing.models.forEach((model, index) => colours.set(model.name, css(palette[index % palette.length])));
       clear(errors);
     } catch (error) {
@@ -107,11 +107,18 @@ export function setupServer() {
 }
 
 async function readiness() {
-  // /readyz answers 503 with a body while loading: both are an answer here.
+  // /readyz answers 503 with its phase (loading, stopping, draining) while not ready; no answer at
+  // all means the server is gone.
+  let response;
   try {
-    return await getJson("readyz");
-  } catch (error) {
-    return { ready: false, phase: error.status === 503 ? "loading" : `error ${error.status}` };
+    response = await fetch(apiUrl("readyz"), { cache: "no-store" });
+  } catch {
+    return { ready: false, phase: "stopped" };
+  }
+  try {
+    return await response.json();
+  } catch {
+    return { ready: false, phase: `error ${response.status}` };
   }
 }
 
