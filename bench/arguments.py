@@ -1,12 +1,16 @@
-"""What several benchmarks take the same way: the folders of the models they measure, and the
-flags that hand those folders on to the `easerve serve` they start. Standard library only (see
+"""What several benchmarks take the same way: the folders of the models they measure, the models
+chosen from them, and the `easerve serve` command they start. Standard library only at import (see
 easerve/cli.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def add_weights_dirs(parser: argparse.ArgumentParser) -> None:
@@ -44,3 +48,16 @@ def serve_command(weights_dirs: list[Path], models: tuple[str, ...], serve_args:
         "warning",
         *serve_args,
     ]
+
+
+def chosen_models(args: argparse.Namespace, choose: Callable[[list[Path], list[str] | None], T]) -> T | None:
+    """`choose(weights_dirs, names)` for the benchmark's `--weights-dir` (default weights/) and
+    `--models`; None, the reason printed, when a model is missing (the benchmark exits 2)."""
+    from easerve.service.model_files import ModelFilesError
+
+    args.weights_dirs = args.weights_dirs or [Path("weights")]
+    try:
+        return choose(args.weights_dirs, args.models)
+    except ModelFilesError as error:
+        print(f"error: {error}")
+        return None

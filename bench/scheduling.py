@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from easerve.artifacts.machine import cpu_model, load_average
-from easerve.bench.arguments import add_weights_dirs, serve_command
+from easerve.bench.arguments import add_weights_dirs, chosen_models, serve_command
 
 if TYPE_CHECKING:
     from easerve.bench.scheduling_load import Stream
@@ -102,13 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a server failed, 2 bad input."""
     from easerve.bench import scheduling_report as report
-    from easerve.service.model_files import ModelFilesError
 
-    args.weights_dirs = args.weights_dirs or [Path("weights")]
-    try:
-        models = _chosen_models(args.weights_dirs, args.models)
-    except ModelFilesError as error:
-        print(f"error: {error}")
+    models = chosen_models(args, _chosen_models)
+    if models is None:
         return 2
     shares = _per_model(args.shares, DEFAULT_SHARES, len(models))
     factors = _per_model(args.deadline_factors, DEFAULT_DEADLINE_FACTORS, len(models))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.machine import cpu_model, load_average
-from easerve.bench.arguments import add_weights_dirs, serve_command, weights_flags
+from easerve.bench.arguments import add_weights_dirs, chosen_models, serve_command, weights_flags
 
 if TYPE_CHECKING:
     from easerve.bench.serve_report import ModelResults
@@ -163,13 +163,9 @@ def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a server failed (or a target missed under --strict), 2 bad input."""
     from easerve.bench import serve_report as report
     from easerve.bench.report import write_report
-    from easerve.service.model_files import ModelFilesError
 
-    args.weights_dirs = args.weights_dirs or [Path("weights")]
-    try:
-        models = _chosen_models(args.weights_dirs, args.models)
-    except ModelFilesError as error:
-        print(f"error: {error}")
+    models = chosen_models(args, _chosen_models)
+    if models is None:
         return 2
     if (
         min(args.concurrency) < 1
