@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 
 import ray
@@ -30,6 +31,24 @@ from .app import bind_plan, plan_app
 from .config import APP_NAME, cpus_needed, whole_cpus
 
 logger = logging.getLogger("easerve.ray")
+# How long the cluster address may take to accept a connection before `easerve serve` gives up.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _unreachable(address: str | None, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at a `host:port` cluster address (a TCP connection to its GCS port),
+    or None when something does, or for `auto` and Ray Client (`ray://`) addresses, which Ray
+    resolves itself."""
+    if address is None or address == "auto" or "://" in address:
+        return None
+    host, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            return None
+    except OSError as error:
+        return f"nothing answers at {address} ({error})"
 
 
 def serve_on_ray(settings: Settings) -> int:
@@ -39,6 +58,11 @@ def serve_on_ray(settings: Settings) -> int:
         logger.error("%s", error)
         return 2
     joining = settings.ray_address is not None
+    unreachable = _unreachable(settings.ray_address) if joining else None
+    if unreachable is not None:
+        # Ray itself retries an address nobody answers at for minutes, silently.
+        logger.error("could not join the Ray cluster at %s: %s", settings.ray_address, unreachable)
+        return 1
     try:
         if joining:
             ray.init(address=settings.ray_address, logging_level=logging.WARNING)

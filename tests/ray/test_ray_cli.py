@@ -8,6 +8,7 @@ import collections
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -66,6 +67,17 @@ def test_easerve_serve_engine_ray_serves_and_stops_cleanly(tmp_path):
                 process.kill()
                 process.wait()
     assert "serving eamlp-ea-tiny on http://127.0.0.1" in log_path.read_text()
+
+
+def test_an_unreachable_cluster_address_exits_non_zero_within_a_minute():
+    closed = free_port()  # nothing listens there
+    command = [sys.executable, "-m", "easerve.cli", "serve", "--engine", "ray", "--address", f"127.0.0.1:{closed}"]
+    command += ["--models", MODEL, "--weights-dir", str(BUNDLED_WEIGHTS)]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0
+    assert time.monotonic() - started < 60
+    assert f"could not join the Ray cluster at 127.0.0.1:{closed}" in result.stdout + result.stderr
 
 
 def test_the_ray_benchmark_measures_both_servers(tmp_path):
