@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import get_args
 from urllib.parse import parse_qsl
 
 import orjson
@@ -36,7 +37,7 @@ ADMISSION_STATE_KEY = "admission"  # request.state.admission: set here, read by 
 MIN_TIMEOUT_S = 0.01
 MAX_TIMEOUT_S = 3600.0
 _V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
-_ATTENTION_KINDS: tuple[AttentionKind, ...] = ("ea", "sa")
+_ATTENTION_KINDS: tuple[AttentionKind, ...] = get_args(AttentionKind)
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,6 @@ class Admission:
 
     model: str
     arrived: float  # time.perf_counter() when the door saw it
-    deadline: float
     arrival: Arrival
 
 
@@ -86,7 +86,7 @@ class AdmissionDoor:
             arrival.leave()
             await _refuse(send, refusal)
             return
-        state[ADMISSION_STATE_KEY] = Admission(model.name, arrived, deadline, arrival)
+        state[ADMISSION_STATE_KEY] = Admission(model.name, arrived, arrival)
         try:
             await self.app(scope, receive, send)
         finally:

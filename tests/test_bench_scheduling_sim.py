@@ -257,7 +257,7 @@ def test_slack_admits_at_the_door_exactly_as_the_servers_scheduler_does(monkeypa
             for queue, batcher in zip(simulation.queues, batchers):
                 deadline = now + float(rng.uniform(0.0, 1.5)) * queue.model.deadline_s
                 try:
-                    if batcher.queued_requests() >= batcher.max_queue_size():
+                    if batcher.queued_requests() >= batcher.config.max_queue_size:
                         # The server would hold it in its waiting room; the simulator has none
                         # (as `max_waiting=0`): refused.
                         raise QueueFull("the queue is full", 1.0)

@@ -103,8 +103,6 @@ class Schedulable(Protocol):
         """Requests queued or on their way to the queue (admitted at the door, not yet queued)."""
         ...
 
-    def max_queue_size(self) -> int: ...
-
     def pre_queue_s(self) -> float:
         """How long requests recently took from the door to the queue (reading, decoding)."""
         ...
@@ -217,9 +215,9 @@ class DeviceScheduler:
     # -- admission at the door ------------------------------------------------------------------
 
     def admit(self, batcher: Schedulable, deadline: float) -> None:
-        """Under `slack`, refuse a new request for `batcher` before any of its work is done:
-        QueueFull when its model's queue (with the requests on their way) is full; Overloaded
-        when, served in deadline order after the work already admitted, it could not be on time
+        """Under `slack`, refuse a new request for `batcher` before any of its work is done
+        (Overloaded) when, served in deadline order after the work already admitted, it could not
+        be on time
         (its way to the queue, the work due before it and its own compute), or when fitting it
         in would make a request admitted earlier late (an earliest-deadline-first feasibility
         check: what is admitted stays on time)."""
@@ -228,10 +226,9 @@ class DeviceScheduler:
         now = time.perf_counter()
         due = deadline - batcher.post_compute_s()
         cost = batcher.item_cost_s(batcher.queued_requests() + 1)
-        work = sorted(item for member in self._members for item in member.pending_work())
+        work = sorted(self._pending_work())
         slots = self.slots or 1
-        busy = sum(max(run.predicted_end - now, 0.0) for run in self._running)
-        ahead = busy + sum(seconds for item_due, seconds in work if item_due <= due)
+        ahead = self._due_first_s(due, now, work)
         wait_s = max(batcher.pre_queue_s(), ahead / slots)
         if now + wait_s + cost > due:
             self._refuse(
@@ -266,17 +263,17 @@ class DeviceScheduler:
             return True
         now = time.perf_counter()
         due = deadline - batcher.post_compute_s()
-        busy = sum(max(run.predicted_end - now, 0.0) for run in self._running)
-        ahead = busy + sum(
-            seconds for member in self._members for item_due, seconds in member.pending_work() if item_due <= due
-        )
+        ahead = self._due_first_s(due, now, self._pending_work())
         return now + ahead / (self.slots or 1) + batcher.item_cost_s(1) <= due
 
-    def _device_backlog_s(self, now: float) -> float:
-        """Planned seconds until the device has computed everything admitted, over its slots."""
+    def _pending_work(self) -> list[tuple[float, float]]:
+        return [item for member in self._members for item in member.pending_work()]
+
+    def _due_first_s(self, due: float, now: float, work: list[tuple[float, float]]) -> float:
+        """Seconds of device work ahead of something due at `due`: what still runs, and the
+        `work` due no later (over all slots together)."""
         busy = sum(max(run.predicted_end - now, 0.0) for run in self._running)
-        queued = sum(seconds for member in self._members for _, seconds in member.pending_work())
-        return (busy + queued) / (self.slots or 1)
+        return busy + sum(seconds for item_due, seconds in work if item_due <= due)
 
     # -- deciding ---------------------------------------------------------------------------------
 

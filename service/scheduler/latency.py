@@ -61,11 +61,6 @@ class LatencyModel:
         self._line = (0.0, 0.0)
         self._refit()
 
-    @property
-    def known(self) -> bool:
-        """Whether any run time has been measured (without one every prediction is 0)."""
-        return bool(self._table)
-
     def predict(self, items: int) -> float:
         """Seconds to compute `items` (in chunks of at most the maximum batch)."""
         if items <= 0:
