@@ -528,6 +528,10 @@ class DynamicBatcher:
         """Stop accepting; compute everything queued. Whatever is still queued after
         `timeout_s` is answered `Unavailable`; the batch in flight always finishes."""
         self._closing = True
+        for room in self._waiting.values():  # waiting at the door: refused, as new requests are
+            if not room.done():
+                room.set_exception(Unavailable(f"model {self.model} is shutting down; retry later"))
+        self._waiting.clear()
         if not self._started:
             return
         self._device.notify()
@@ -628,9 +632,6 @@ class DynamicBatcher:
 
     def queued_requests(self) -> int:
         return len(self._queue) + len(self._arriving)
-
-    def max_queue_size(self) -> int:
-        return self.config.max_queue_size
 
     def dispatch(self, requests: Sequence[object], done: Callable[[], None]) -> None:
         """Compute `requests` (entries of this queue) on a free instance in the background; the

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from easerve.service.batcher import BatchingConfig, DynamicBatcher
-from easerve.service.errors import DeadlineUnreachable, Overloaded, QueueFull
+from easerve.service.errors import DeadlineUnreachable, Overloaded, QueueFull, Unavailable
 from easerve.service.scheduler.device import DeviceScheduler, default_slots
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 
@@ -396,3 +396,20 @@ def test_the_latency_models_margin_covers_runs_slower_than_predicted():
         latency.observe(1, measured, 0.01)
     assert latency.planned(1) / latency.predict(1) >= 1.2
     assert latency.error_quantile(0.5) is not None
+
+
+def test_requests_waiting_at_the_door_are_refused_when_the_model_drains():
+    async def scenario():
+        scheduler, batcher, _ = alone(0.01, max_queue_size=1)
+        holder = batcher.expect(time.perf_counter() + 10)
+        await holder.enter()
+        waiting = batcher.expect(time.perf_counter() + 10)
+        entering = asyncio.create_task(waiting.enter())
+        await asyncio.sleep(0.02)
+        assert not entering.done()
+        await closed(scheduler, batcher)
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(entering, 1)  # at once, not at the end of its patience
+        holder.leave()
+
+    asyncio.run(scenario())
