@@ -9,18 +9,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.accuracy_gate import DEFAULT_MAX_DROP_POINTS, drop_in_points
+from easerve.artifacts.tasks import TaskName, TaskSpec, task_spec
 
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
 
-Task = Literal[
-    "classification",
-    "segmentation",
-    "detection",
-    "generation",
-    "pointcloud-classification",
-    "pointcloud-segmentation",
-]
+Task = TaskName
 AttentionKind = Literal["ea", "sa"]
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
 # The graphs export can write for one model: the FP32 graph and its reduced-precision variants.
@@ -131,6 +125,10 @@ class Manifest(BaseModel):
     source_checkpoint: FileInfo | None = None
     metrics: dict[str, float] = {}
     exporter_versions: dict[str, str] = {}
+
+    @property
+    def spec(self) -> TaskSpec:
+        return task_spec(self.task)
 
     def variants(self) -> list[Variant]:
         """Every graph export wrote: FP32 first, then the reduced-precision ones it kept."""

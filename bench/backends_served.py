@@ -12,15 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from easerve.artifacts.manifest import Task, load_manifest
+from easerve.artifacts.tasks import task_spec
 from easerve.bench.report import TableData
 from easerve.bench.serve_load import LoadRun, Workload, run_load
+from easerve.loadtest.endpoints import prepared_requests
 from easerve.loadtest.samples import load_samples
 from easerve.loadtest.server import free_port, running_server
 
 READY_TIMEOUT_S = 120.0
-JSON = "application/json"
-PNG = "image/png"
-NPY = "application/octet-stream"
 
 
 @dataclass(frozen=True)
@@ -31,18 +30,9 @@ class ServedFigures:
 
 
 def workload(task: Task, model: str) -> Workload:
-    """A real request of the model's task, from the bundled samples."""
-    samples = load_samples()
-    bodies: dict[Task, tuple[str, bytes, str]] = {
-        "classification": ("/v1/classify", samples.images[0].png, PNG),
-        "detection": ("/v1/detect", samples.scenes[0].png, PNG),
-        "segmentation": ("/v1/segment", samples.scenes[0].png, PNG),
-        "generation": ("/v1/generate", b'{"label": 1, "seed": 0}', JSON),
-        "pointcloud-classification": ("/v1/pointcloud/classify", samples.clouds[0].npy, NPY),
-        "pointcloud-segmentation": ("/v1/pointcloud/segment", samples.clouds[0].npy, NPY),
-    }
-    route, body, content_type = bodies[task]
-    return Workload(route, model, body, content_type)
+    """A real request of the model's task: the load test's first, clouds as `.npy`."""
+    request = prepared_requests(task_spec(task).endpoint, load_samples(), {}, clouds_as_npy=True)[0]
+    return Workload(request.path, model, request.body, request.content_type)
 
 
 def _serve_command(folder: Path, variant: str, threads: int, port: int) -> list[str]:

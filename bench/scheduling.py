@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 POLICIES = ("slack", "fifo", "free")
 PATTERNS = ("poisson", "bursty")
 DEFAULT_LOADS = (0.25, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.5, 2.0, 3.0)
-# Per model, in the order of the task endpoints (classify, detect, segment, generate, point
-# cloud classify, point cloud segment): popularity, and deadline as k x batch-1 latency.
+# Per model, in the order of the task specs (classify, detect, segment, generate, point cloud
+# classify, point cloud segment): popularity, and deadline as k x batch-1 latency.
 DEFAULT_SHARES = (100.0, 30.0, 30.0, 20.0, 30.0, 20.0)
 DEFAULT_DEADLINE_FACTORS = (10.0, 25.0, 10.0, 25.0, 10.0, 5.0)
 CAPACITY_CLIENTS = 32
@@ -154,15 +154,16 @@ def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[st
 def streams_for(models: list[dict[str, Any]], shares: list[float], deadlines: list[float]) -> list[Stream]:
     """One stream per model (as `/v1/models` describes it): its task endpoint's first sample
     request (point clouds as `.npy`), `timeout=` its deadline."""
+    from easerve.artifacts.tasks import task_spec
     from easerve.bench.scheduling_load import Stream
-    from easerve.loadtest.endpoints import ENDPOINTS, prepared_requests
+    from easerve.loadtest.endpoints import prepared_requests
     from easerve.loadtest.samples import load_samples
 
     samples = load_samples()
-    by_task = {endpoint.manifest_task: endpoint.task for endpoint in ENDPOINTS.values()}
     streams = []
     for model, share, deadline in zip(models, shares, deadlines, strict=True):
-        request = prepared_requests(by_task[model["task"]], samples, {"model": model["name"]}, clouds_as_npy=True)[0]
+        endpoint = task_spec(model["task"]).endpoint
+        request = prepared_requests(endpoint, samples, {"model": model["name"]}, clouds_as_npy=True)[0]
         url = f"{request.url}&timeout={deadline:.4f}"
         streams.append(Stream(model["name"], url, request.body, request.content_type, deadline, share))
     return streams

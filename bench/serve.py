@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.machine import cpu_model, load_average
+from easerve.artifacts.tasks import CLASSIFICATION, SEGMENTATION
 from easerve.bench.arguments import add_weights_dirs, chosen_models, serve_command, weights_flags
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from easerve.service.model_files import ModelFiles
 
 DEFAULT_CONCURRENCY = (1, 8, 32, 64)
-DEFAULT_TASKS = ("classification", "segmentation")
+DEFAULT_TASKS = (CLASSIFICATION.name, SEGMENTATION.name)
 # Kept here (not imported from bench.serve_load, which needs aiohttp) for the argument parser;
 # tests/service/test_service_bench.py checks they match serve_load.TRANSPORTS.
 TRANSPORT_CHOICES = ("raw", "multipart", "json")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest
+from easerve.artifacts.tasks import TASKS, Answer, TaskSpec
 from easerve.loadtest.samples import load_samples
 from easerve.service.codecs.images import DecodedImage, decode_image
 from easerve.service.codecs.uploads import Upload, decode_images, inspect_images
@@ -49,14 +50,27 @@ def decode_for(manifest: Manifest, png: bytes) -> DecodedImage:
 
 @dataclass(frozen=True)
 class ImageTask:
-    route: str  # the service's endpoint
+    spec: TaskSpec
     postprocess: Postprocess
-    sample_png: Callable[[], bytes]  # a real input from the generated data sets
 
+    @property
+    def route(self) -> str:
+        """The service's endpoint."""
+        return self.spec.path
+
+    def sample_png(self) -> bytes:
+        """A real input from the generated data sets."""
+        return load_samples().pngs(self.spec.samples)[0]
+
+
+# The service's postprocessing of an image model's outputs, by the kind of answer it makes: the
+# image tasks with one of these answers are those the benchmark measures.
+POSTPROCESSING: dict[Answer, Postprocess] = {"labels": _classify, "pixel-labels": _segment}
 
 IMAGE_TASKS: dict[str, ImageTask] = {
-    "classification": ImageTask("/v1/classify", _classify, lambda: load_samples().images[0].png),
-    "segmentation": ImageTask("/v1/segment", _segment, lambda: load_samples().scenes[0].png),
+    spec.name: ImageTask(spec, POSTPROCESSING[spec.answer])
+    for spec in TASKS.values()
+    if spec.request == "image" and spec.answer in POSTPROCESSING
 }
 
 

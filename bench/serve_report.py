@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from easerve.artifacts.tasks import CLASSIFICATION, SEGMENTATION
 from easerve.bench.report import TableData, print_table
 from easerve.bench.serve_load import RAW, TRANSPORTS, LoadRun
 from easerve.bench.serve_offline import OfflineFigures
@@ -20,7 +21,7 @@ SERVER_LABELS = {
 }
 WORKERS_SUFFIX = "-http-workers-"
 # The service / offline ceiling at saturation, by task; other tasks: DEFAULT_MIN_CEILING_RATIO.
-MIN_CEILING_RATIO = {"classification": 0.7, "segmentation": 0.85}
+MIN_CEILING_RATIO = {CLASSIFICATION.name: 0.7, SEGMENTATION.name: 0.85}
 DEFAULT_MIN_CEILING_RATIO = 0.85
 MIN_SPEEDUP_OVER_NAIVE = 2.0
 SPEEDUP_CONCURRENCIES = (32, 64)
@@ -29,7 +30,7 @@ MAX_OVERHEAD_MS = 1.0
 # of these tasks, in every transport (one not measured shows as such).
 MAX_SERVER_CPU_MS = 1.0
 CPU_CONCURRENCY = 32
-CPU_TARGET_TASKS = ("classification",)
+CPU_TARGET_TASKS = (CLASSIFICATION.name,)
 PERCENTILES = (50, 95, 99)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from easerve.artifacts.tasks import Answer, task_spec
 from easerve.export.onnx_graph import GraphTensor
 from easerve.model_defs.registry import ModelEntry
 
@@ -38,15 +39,14 @@ DETECTION_CUTOFF_BAND = 1e-4
 # dimension that the exporter silently fixed shows up as a failure.
 PROBE_DIMS = {"batch": 3, "height": 96, "width": 160, "points": 512}
 
-AGREEMENT_UNITS = {
-    "classification": "same top-1 class per sample",
-    "pointcloud-classification": "same top-1 class per sample",
-    "segmentation": "same class per mask pixel",
-    "pointcloud-segmentation": "same part label per point",
-    "detection": f"detections (score > {DETECTION_SCORE_FLOOR}) matched by label, box within "
+AGREEMENT_UNITS: dict[Answer, str] = {
+    "labels": "same top-1 class per sample",
+    "pixel-labels": "same class per mask pixel",
+    "point-labels": "same part label per point",
+    "boxes": f"detections (score > {DETECTION_SCORE_FLOOR}) matched by label, box within "
     f"{DETECTION_BOX_TOLERANCE} px and score within {DETECTION_SCORE_TOLERANCE} (ties at a full "
     "top-K cut-off excepted)",
-    "generation": "same 8-bit value per generated pixel",
+    "image": "same 8-bit value per generated pixel",
 }
 
 
@@ -129,13 +129,16 @@ def _same_8bit_pixels(reference: np.ndarray, candidate: np.ndarray) -> tuple[int
     return int(same.sum()), same.size
 
 
-AGREEMENT: dict[str, Callable[[np.ndarray, np.ndarray], tuple[int, int]]] = {
-    "classification": _same_argmax(-1),
-    "pointcloud-classification": _same_argmax(-1),
-    "segmentation": _same_argmax(1),
-    "pointcloud-segmentation": _same_argmax(-1),
-    "generation": _same_8bit_pixels,
-}
+def _elementwise(
+    agreement: Callable[[np.ndarray, np.ndarray], tuple[int, int]],
+) -> Callable[[Sequence[str], Sequence[np.ndarray], Sequence[np.ndarray]], Comparison]:
+    """Errors per output, slot by slot, and `agreement` over the first output."""
+
+    def compare(names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Comparison:
+        agreeing, compared = agreement(reference[0], candidate[0])
+        return Comparison(_elementwise_errors(names, reference, candidate), agreeing, compared)
+
+    return compare
 
 
 def _required_detections(scores: np.ndarray) -> np.ndarray:
@@ -173,14 +176,21 @@ def compare_detections(
     return result
 
 
+# How two runtimes' outputs are compared, per answer kind (`artifacts.tasks`).
+COMPARISONS: dict[Answer, Callable[[Sequence[str], Sequence[np.ndarray], Sequence[np.ndarray]], Comparison]] = {
+    "labels": _elementwise(_same_argmax(-1)),
+    "pixel-labels": _elementwise(_same_argmax(1)),
+    "point-labels": _elementwise(_same_argmax(-1)),
+    "image": _elementwise(_same_8bit_pixels),
+    "boxes": compare_detections,
+}
+
+
 def compare_outputs(
     task: str, names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
 ) -> Comparison:
     """Errors per output and task-level agreement of one batch of outputs of both runtimes."""
-    if task == "detection":
-        return compare_detections(names, reference, candidate)
-    agreeing, compared = AGREEMENT[task](reference[0], candidate[0])
-    return Comparison(_elementwise_errors(names, reference, candidate), agreeing, compared)
+    return COMPARISONS[task_spec(task).answer](names, reference, candidate)
 
 
 def _as_numpy(outputs: torch.Tensor | Sequence[torch.Tensor]) -> list[np.ndarray]:
@@ -202,7 +212,7 @@ def measure_parity(
         for inputs in batches:
             total.add(compare_outputs(task, output_names, _as_numpy(reference(*inputs)), _as_numpy(candidate(*inputs))))
             samples += int(inputs[0].shape[0])
-    return ParityReport(samples, total, AGREEMENT_UNITS[task])
+    return ParityReport(samples, total, AGREEMENT_UNITS[task_spec(task).answer])
 
 
 def check_parity(report: ParityReport, thresholds: ParityThresholds, what: str) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,20 +15,6 @@ from easerve.training.checkpoint import CheckpointInfo
 from easerve.training.tasks import task_for
 
 EVAL_BATCH = 32
-
-
-@dataclass(frozen=True)
-class LatentConfig:
-    z_dim: int
-
-
-class GeneratorGraph:
-    """An exported generator, shaped the way `GenerationTask.evaluate` reads a ConditionalGAN
-    (`model.generator(z, labels)`, `model.config.z_dim`)."""
-
-    def __init__(self, graph: OrtModel, z_dim: int) -> None:
-        self.generator = graph
-        self.config = LatentConfig(z_dim)
 
 
 def primary_metric(entry: ModelEntry, info: CheckpointInfo) -> str:
@@ -49,6 +34,6 @@ def evaluate_graph(
     shapes classifier checkpoint; without it the result is empty."""
     graph = OrtModel(path, threads)
     task = task_for(entry, list(info.class_names), {"judge": judge})
-    model = GeneratorGraph(graph, int(info.config["z_dim"])) if entry.task == "generation" else graph
+    model = task.graph_model(graph)
     with torch.no_grad():
         return task.evaluate(model, loader(entry, dataset, EVAL_BATCH))

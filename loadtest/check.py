@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from easerve.artifacts.tasks import Answer, RequestKind
 from easerve.loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
 from easerve.loadtest.samples import SampleSet, load_samples
 
@@ -99,25 +100,28 @@ def check_pointcloud_segment(answer: dict, samples: SampleSet) -> tuple[bool, st
     return accuracy >= MIN_PART_ACCURACY, f"part accuracy {accuracy:.3f}"
 
 
-CHECKS: dict[str, Callable[[dict, SampleSet], tuple[bool, str]]] = {
-    "classify": check_classify,
-    "detect": check_detect,
-    "segment": check_segment,
-    "generate": check_generate,
-    "pointcloud-classify": check_pointcloud_classify,
-    "pointcloud-segment": check_pointcloud_segment,
+# The judge of an answer, by the kind of request and answer (`artifacts.tasks`).
+CHECKS: dict[tuple[RequestKind, Answer], Callable[[dict, SampleSet], tuple[bool, str]]] = {
+    ("image", "labels"): check_classify,
+    ("image", "boxes"): check_detect,
+    ("image", "pixel-labels"): check_segment,
+    ("class", "image"): check_generate,
+    ("pointcloud", "labels"): check_pointcloud_classify,
+    ("pointcloud", "point-labels"): check_pointcloud_segment,
 }
 
 
 def check_endpoint(client: httpx.Client, task: str, attention: str, samples: SampleSet) -> Verdict:
     """Send the first sample's request for `task` to the `attention` model; judge the answer."""
+    spec = ENDPOINTS[task].spec
+    check = CHECKS[spec.request, spec.answer]
     request = prepared_requests(task, samples, model_selector(attention))[0]
     response = client.post(request.url, content=request.body, headers={"Content-Type": request.content_type})
     if response.status_code != 200:
         return Verdict(task, attention, "?", False, f"HTTP {response.status_code}: {response.text[:300]}")
     answer = response.json()
     try:
-        passed, detail = CHECKS[task](answer, samples)
+        passed, detail = check(answer, samples)
     except (KeyError, IndexError, TypeError, ValueError) as error:
         passed, detail = False, f"unexpected answer ({error!r}): {response.text[:300]}"
     return Verdict(task, attention, answer.get("model", "?"), passed, detail)

@@ -1,48 +1,59 @@
 """The service's task endpoints as the load test sees them, and the request bodies it sends.
 
 Every request is built once, up front, as bytes (the raw PNG of an image, the JSON of a point
-cloud or a generation request), so a locust user spends nothing but the HTTP exchange per
+cloud or of a class to draw), so a locust user spends nothing but the HTTP exchange per
 request and the server sees the same bytes whichever client sends them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
+
+from easerve.artifacts.tasks import TASKS, RequestKind, TaskSpec
 
 if TYPE_CHECKING:
     from easerve.loadtest.samples import SampleSet
 
 ATTENTION_KINDS = ("ea", "sa")
 GENERATE_SEED = 0
+PNG = "image/png"
+JSON = "application/json"
+NPY = "application/octet-stream"
+# Endpoint words whose class-name spelling is not just capitalized: one word there, two in a name.
+CLASS_NAME_WORDS = {"pointcloud": "PointCloud"}
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One task endpoint: `task` names it on the command line and tags its locust user;
-    `manifest_task` is the task of the models that serve it (manifest.json)."""
+    """One task endpoint: `task` (the spec's endpoint name) names it on the command line and tags
+    its locust user; `manifest_task` is the task of the models that serve it (manifest.json)."""
 
-    task: str
-    manifest_task: str
-    path: str
-    user_class: str
+    spec: TaskSpec
+
+    @property
+    def task(self) -> str:
+        return self.spec.endpoint
+
+    @property
+    def manifest_task(self) -> str:
+        return self.spec.name
+
+    @property
+    def path(self) -> str:
+        return self.spec.path
+
+    @property
+    def user_class(self) -> str:
+        """The locust user class of the endpoint: "pointcloud-classify" -> "PointCloudClassifyUser"."""
+        words = self.task.split("-")
+        return "".join(CLASS_NAME_WORDS.get(word, word.capitalize()) for word in words) + "User"
 
 
-ENDPOINTS: dict[str, Endpoint] = {
-    endpoint.task: endpoint
-    for endpoint in (
-        Endpoint("classify", "classification", "/v1/classify", "ClassifyUser"),
-        Endpoint("detect", "detection", "/v1/detect", "DetectUser"),
-        Endpoint("segment", "segmentation", "/v1/segment", "SegmentUser"),
-        Endpoint("generate", "generation", "/v1/generate", "GenerateUser"),
-        Endpoint(
-            "pointcloud-classify", "pointcloud-classification", "/v1/pointcloud/classify", "PointCloudClassifyUser"
-        ),
-        Endpoint("pointcloud-segment", "pointcloud-segmentation", "/v1/pointcloud/segment", "PointCloudSegmentUser"),
-    )
-}
+ENDPOINTS: dict[str, Endpoint] = {spec.endpoint: Endpoint(spec) for spec in TASKS.values()}
 
 
 @dataclass(frozen=True)
@@ -55,17 +66,48 @@ class PreparedRequest:
     content_type: str
 
 
+@dataclass(frozen=True)
+class BodyOptions:
+    image_size: int | None
+    clouds_as_npy: bool
+
+
+# A request body and its content type.
+Body = tuple[bytes, str]
+
+
 def model_selector(attention: str, model: str | None = None) -> dict[str, str]:
     """The query parameters that pick the model: by name if given, else by attention kind."""
     return {"model": model} if model else {"attention": attention}
 
 
-def _prepare(path: str, query: dict[str, str], body: bytes, content_type: str) -> PreparedRequest:
-    return PreparedRequest(path, f"{path}?{urlencode(query)}", body, content_type)
-
-
 def _json(payload: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _image_bodies(spec: TaskSpec, samples: SampleSet, options: BodyOptions) -> list[Body]:
+    from easerve.loadtest.samples import resized_png
+
+    size = options.image_size
+    return [(resized_png(png, size) if size else png, PNG) for png in samples.pngs(spec.samples)]
+
+
+def _class_bodies(spec: TaskSpec, samples: SampleSet, options: BodyOptions) -> list[Body]:
+    # One request per shape class: the single-shape images are one per class.
+    return [(_json({"label": sample.label, "seed": GENERATE_SEED, "n": 1}), JSON) for sample in samples.images]
+
+
+def _cloud_bodies(spec: TaskSpec, samples: SampleSet, options: BodyOptions) -> list[Body]:
+    if options.clouds_as_npy:
+        return [(sample.npy, NPY) for sample in samples.clouds]
+    return [(_json({"points": sample.points.tolist()}), JSON) for sample in samples.clouds]
+
+
+BODY_BUILDERS: dict[RequestKind, Callable[[TaskSpec, SampleSet, BodyOptions], list[Body]]] = {
+    "image": _image_bodies,
+    "class": _class_bodies,
+    "pointcloud": _cloud_bodies,
+}
 
 
 def prepared_requests(
@@ -77,27 +119,9 @@ def prepared_requests(
 ) -> list[PreparedRequest]:
     """One request per sample that `task` takes, in the order of `samples` (so the i-th request
     answers for the i-th image / scene / cloud / shape class). Images are sent as raw PNG,
-    stretched to `image_size` x `image_size` if given; generation as JSON; clouds as JSON, or
-    as their raw `.npy` file with `clouds_as_npy` (far cheaper to parse)."""
-    from easerve.loadtest.samples import resized_png
-
-    path = ENDPOINTS[task].path
-
-    def image(png: bytes) -> PreparedRequest:
-        return _prepare(path, selector, resized_png(png, image_size) if image_size else png, "image/png")
-
-    if task == "classify":
-        return [image(sample.png) for sample in samples.images]
-    if task in ("detect", "segment"):
-        return [image(sample.png) for sample in samples.scenes]
-    if task == "generate":
-        return [
-            _prepare(path, selector, _json({"label": sample.label, "seed": GENERATE_SEED, "n": 1}), "application/json")
-            for sample in samples.images
-        ]
-    if clouds_as_npy:
-        return [_prepare(path, selector, sample.npy, "application/octet-stream") for sample in samples.clouds]
-    return [
-        _prepare(path, selector, _json({"points": sample.points.tolist()}), "application/json")
-        for sample in samples.clouds
-    ]
+    stretched to `image_size` x `image_size` if given; classes to draw as JSON; clouds as JSON,
+    or as their raw `.npy` file with `clouds_as_npy` (far cheaper to parse)."""
+    spec = ENDPOINTS[task].spec
+    bodies = BODY_BUILDERS[spec.request](spec, samples, BodyOptions(image_size, clouds_as_npy))
+    url = f"{spec.path}?{urlencode(selector)}"
+    return [PreparedRequest(spec.path, url, body, content_type) for body, content_type in bodies]

@@ -14,12 +14,20 @@ No torch: this runs in the slim load-test image.
 from __future__ import annotations
 
 import random
+import types
 from functools import cache
 
 import gevent
 from locust import FastHttpUser, constant, events, tag, task
 
-from easerve.loadtest.endpoints import ATTENTION_KINDS, PreparedRequest, model_selector, prepared_requests
+from easerve.loadtest.endpoints import (
+    ATTENTION_KINDS,
+    ENDPOINTS,
+    Endpoint,
+    PreparedRequest,
+    model_selector,
+    prepared_requests,
+)
 from easerve.loadtest.samples import load_samples
 
 # Far above any latency worth measuring: the service's own deadlines (504) decide, not the client.
@@ -91,55 +99,17 @@ class EndpointUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
 
 
-class ClassifyUser(EndpointUser):
-    task_name = "classify"
+def endpoint_user(endpoint: Endpoint) -> type[EndpointUser]:
+    """The user class of `endpoint`, named `endpoint.user_class`, its one task tagged `endpoint.task`."""
 
-    @tag("classify")
+    @tag(endpoint.task)
     @task
-    def classify(self) -> None:
-        self.send()
+    def send_one(user: EndpointUser) -> None:
+        user.send()
+
+    namespace = {"task_name": endpoint.task, "send_one": send_one, "__module__": __name__}
+    return types.new_class(endpoint.user_class, (EndpointUser,), exec_body=lambda body: body.update(namespace))
 
 
-class DetectUser(EndpointUser):
-    task_name = "detect"
-
-    @tag("detect")
-    @task
-    def detect(self) -> None:
-        self.send()
-
-
-class SegmentUser(EndpointUser):
-    task_name = "segment"
-
-    @tag("segment")
-    @task
-    def segment(self) -> None:
-        self.send()
-
-
-class GenerateUser(EndpointUser):
-    task_name = "generate"
-
-    @tag("generate")
-    @task
-    def generate(self) -> None:
-        self.send()
-
-
-class PointCloudClassifyUser(EndpointUser):
-    task_name = "pointcloud-classify"
-
-    @tag("pointcloud-classify")
-    @task
-    def pointcloud_classify(self) -> None:
-        self.send()
-
-
-class PointCloudSegmentUser(EndpointUser):
-    task_name = "pointcloud-segment"
-
-    @tag("pointcloud-segment")
-    @task
-    def pointcloud_segment(self) -> None:
-        self.send()
+# Locust finds its user classes among the locustfile's globals, by the names given on its command line.
+globals().update({endpoint.user_class: endpoint_user(endpoint) for endpoint in ENDPOINTS.values()})

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from easerve.artifacts.tasks import SampleSet as SampleSetName
+
 SAMPLES_DIR = Path(__file__).with_name("samples")
 INDEX_FILE = "index.json"
 
@@ -58,6 +60,14 @@ class SampleSet:
     images: tuple[ImageSample, ...]
     scenes: tuple[SceneSample, ...]
     clouds: tuple[CloudSample, ...]
+
+    def pngs(self, name: SampleSetName) -> list[bytes]:
+        """The PNG of every sample of the image set `name` (a task spec's `samples`), in order."""
+        image_sets: dict[str, tuple[ImageSample, ...] | tuple[SceneSample, ...]] = {
+            "images": self.images,
+            "scenes": self.scenes,
+        }
+        return [sample.png for sample in image_sets[name]]
 
 
 def resized_png(png: bytes, size: int) -> bytes:

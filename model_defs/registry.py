@@ -14,7 +14,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from easerve.artifacts.manifest import Task
+from easerve.artifacts.tasks import (
+    CLASSIFICATION,
+    DETECTION,
+    GENERATION,
+    POINTCLOUD_CLASSIFICATION,
+    POINTCLOUD_SEGMENTATION,
+    SEGMENTATION,
+    TaskName,
+    TaskSpec,
+    task_spec,
+)
 from easerve.model_defs.attention import ATTENTION_KINDS, AttentionKind
 from easerve.model_defs.classification import EAMLP, EAMLPConfig
 from easerve.model_defs.detection import CenterNetConfig, EADetector
@@ -41,7 +51,7 @@ class ModelEntry:
     arch: str
     attention: AttentionKind
     size: str
-    task: Task
+    task: TaskName
     build: Callable[[Any], nn.Module]
     config: Any
     inputs: tuple[TensorSpec, ...]
@@ -50,6 +60,10 @@ class ModelEntry:
     example_dims: dict[str, int]
     bundled: bool
     description: str
+
+    @property
+    def spec(self) -> TaskSpec:
+        return task_spec(self.task)
 
     def create(self, **overrides: Any) -> nn.Module:
         """A freshly initialised model, with config fields optionally overridden."""
@@ -78,7 +92,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 def _register_twins(
     arch: str,
     size: str,
-    task: Task,
+    task: TaskName,
     build: Callable[[Any], nn.Module],
     config: Any,
     inputs: tuple[TensorSpec, ...],
@@ -117,7 +131,7 @@ def _register_classification() -> None:
     _register_twins(
         "eamlp",
         "tiny",
-        "classification",
+        CLASSIFICATION.name,
         EAMLP,
         EAMLPConfig(
             image_size=64, num_classes=n, embed_dim=128, depth=4, num_heads=4, mlp_ratio=2.0, token_dim=32, pool="max"
@@ -133,7 +147,7 @@ def _register_classification() -> None:
         _register_twins(
             "eamlp",
             size,
-            "classification",
+            CLASSIFICATION.name,
             EAMLP,
             EAMLPConfig(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=ratio),
             (_image(224),),
@@ -150,7 +164,7 @@ def _register_segmentation() -> None:
     _register_twins(
         "eanet",
         "tiny",
-        "segmentation",
+        SEGMENTATION.name,
         EANet,
         EANetConfig(num_classes=n),
         (_image("var"),),
@@ -162,7 +176,7 @@ def _register_segmentation() -> None:
     _register_twins(
         "eanet",
         "r101",
-        "segmentation",
+        SEGMENTATION.name,
         EANet,
         EANetConfig(num_classes=150, backbone="resnet101", head_in=2048, head_dim=512, mid_dim=256),
         (_image("var"),),
@@ -180,7 +194,7 @@ def _register_detection() -> None:
     _register_twins(
         "eadet",
         "tiny",
-        "detection",
+        DETECTION.name,
         EADetector,
         config,
         (_image("var"),),
@@ -201,7 +215,7 @@ def _register_generation() -> None:
     _register_twins(
         "eagan",
         "tiny",
-        "generation",
+        GENERATION.name,
         ConditionalGAN,
         config,
         (TensorSpec("z", ("batch", config.z_dim)), TensorSpec("label", ("batch",), "int64", high=n)),
@@ -219,7 +233,7 @@ def _register_pointcloud() -> None:
     _register_twins(
         "pct",
         "tiny",
-        "pointcloud-classification",
+        POINTCLOUD_CLASSIFICATION.name,
         PCTClassifier,
         PCTConfig(num_outputs=n),
         (points,),
@@ -231,7 +245,7 @@ def _register_pointcloud() -> None:
     _register_twins(
         "pctpart",
         "tiny",
-        "pointcloud-segmentation",
+        POINTCLOUD_SEGMENTATION.name,
         PCTPartSegmenter,
         PCTConfig(num_outputs=len(PRIMITIVE_PARTS)),
         (points,),
@@ -261,7 +275,7 @@ def get_model_entry(name: str) -> ModelEntry:
 
 
 def list_models(
-    task: Task | None = None, attention: AttentionKind | None = None, bundled: bool | None = None
+    task: TaskName | None = None, attention: AttentionKind | None = None, bundled: bool | None = None
 ) -> list[ModelEntry]:
     """Registered models, filtered, in registration order."""
     return [

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from easerve.artifacts.tasks import TaskName
 from easerve.model_defs.attention import AttentionKind
-from easerve.model_defs.registry import ModelEntry, Task, list_models
+from easerve.model_defs.registry import ModelEntry, list_models
 
 
 def count_parameters(entry: ModelEntry) -> int:
@@ -20,7 +21,7 @@ def _shape(entry: ModelEntry) -> str:
 
 
 def model_table(
-    task: Task | None = None,
+    task: TaskName | None = None,
     attention: AttentionKind | None = None,
     bundled: bool | None = None,
     markdown: bool = False,

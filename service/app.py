@@ -62,6 +62,7 @@ def create_app(
     runner_factory: RunnerFactory | None = None,
     on_load_failure: Callable[[str], None] | None = None,
     model_loader: Callable[[ModelRepository, ServiceMetrics], ModelLoader] | None = None,
+    metrics: ServiceMetrics | None = None,
 ) -> FastAPI:
     """The service for `settings`. ModelFilesError when no model (or a named one) is found,
     ModelConfigError for an invalid per-model setting.
@@ -69,7 +70,8 @@ def create_app(
     `runner_factory` replaces the backend's runners (tests use slow fakes); `on_load_failure`
     is called with the reason if a model fails to load (the CLI stops the server);
     `model_loader` makes the loader of the models' batchers (default: runners built in this
-    process, `model_loading.local_loader`; the Ray Serve ingress connects to its deployments).
+    process, `model_loading.local_loader`; the Ray Serve ingress connects to its deployments);
+    `metrics` is what records and renders them (default: a registry of this app's own).
     """
     found = discover_models(settings.weights_dirs, settings.models)
     if not found:
@@ -98,7 +100,8 @@ def create_app(
         ]
     )
     scheduler = DeviceScheduler.from_settings(settings)
-    service_metrics = ServiceMetrics(scheduler)
+    service_metrics = metrics if metrics is not None else ServiceMetrics()
+    service_metrics.watch(scheduler)
     if model_loader is None:
         loader = local_loader(runner_factory, service_metrics, scheduler)
     else:

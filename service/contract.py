@@ -102,7 +102,7 @@ def check_inputs(inputs: dict[str, np.ndarray], manifest: Manifest, limits: Inpu
 def _check_values(name: str, array: np.ndarray, manifest: Manifest) -> None:
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInput(f"input {name!r} of {manifest.name} holds NaN or infinite values")
-    if manifest.task == "generation" and array.dtype.kind in "iu":
+    if manifest.spec.request == "class" and array.dtype.kind in "iu":
         classes = len(manifest.labels)
         if array.size and (array.min() < 0 or array.max() >= classes):
             raise InvalidInput(

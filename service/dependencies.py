@@ -10,7 +10,8 @@ from typing import Annotated, ParamSpec, TypeVar
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.routing import APIRoute
 
-from easerve.artifacts.manifest import AttentionKind, Task
+from easerve.artifacts.manifest import AttentionKind
+from easerve.artifacts.tasks import TaskSpec
 from easerve.service.auth import DOCUMENTED_SCHEMES
 from easerve.service.contract import InputLimits
 from easerve.service.deadline import Deadline
@@ -89,7 +90,7 @@ TimeoutQuery = Annotated[
 ]
 
 
-def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
+def task_inference(task: TaskSpec) -> Callable[..., Awaitable[InferenceContext]]:
     """The dependency of a task endpoint: picks the model from `model=` or `attention=` and
     makes the request's context; the handler is wrapped in `finishes_inference`, which begins
     and finishes it, so a request refused for its other parameters never holds a drain up. (A
@@ -105,10 +106,10 @@ def task_inference(task: Task) -> Callable[..., Awaitable[InferenceContext]]:
         attention: Annotated[AttentionKind | None, Query(description="ea or sa (default ea)")] = None,
         timeout: TimeoutQuery = None,
     ) -> InferenceContext:
-        served = state.repository.for_task(task, model, attention)
+        served = state.repository.for_task(task.name, model, attention)
         return inference_context(request, state, served, timeout, state.settings.max_images_per_request)
 
-    dependency.task = task  # type: ignore[attr-defined]  # found by `route_tasks`
+    dependency.task = task.name  # type: ignore[attr-defined]  # found by `route_tasks`
     return dependency
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
-from easerve.training.datasets import detection_collate, open_dataset
+from easerve.training.datasets import open_dataset
+from easerve.training.datasets.canonical import detection_collate
 from easerve.training.datasets.primitives3d import generate_primitives, primitive_pieces, sample_surface
 from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
 

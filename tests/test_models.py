@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from easerve.artifacts.tasks import TaskName
 from easerve.export.onnx_graph import export_onnx, signature_of
 from easerve.model_defs.detection import centernet_loss, centernet_targets
-from easerve.model_defs.registry import ModelEntry, Task, list_models, twin_of
+from easerve.model_defs.registry import ModelEntry, list_models, twin_of
 
 BUNDLED = list_models(bundled=True)
 BUNDLED_EA = list_models(bundled=True, attention="ea")
@@ -73,7 +74,7 @@ def _generation_loss(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torc
     return F.mse_loss(images, target)
 
 
-TASK_LOSSES: dict[Task, Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]] = {
+TASK_LOSSES: dict[TaskName, Callable[[nn.Module, tuple[torch.Tensor, ...]], torch.Tensor]] = {
     "classification": _class_loss(-1),
     "segmentation": _class_loss(1),
     "detection": _detection_loss,

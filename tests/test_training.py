@@ -35,10 +35,11 @@ def _config(name: str, out: Path, **overrides) -> TrainConfig:
 
 def _first_batch(config: TrainConfig, task_name: str):
     entry = next(e for e in list_models() if e.name == config.model)
-    from easerve.training.trainer import DEFAULT_DATA, _data_size
+    from easerve.training.datasets import generated_source
+    from easerve.training.trainer import _data_size
 
     dataset = open_dataset(
-        DEFAULT_DATA[task_name],
+        generated_source(task_name),
         task_name,
         "train",
         seed=config.seed,
@@ -46,7 +47,7 @@ def _first_batch(config: TrainConfig, task_name: str):
         **_data_size(entry, None),
     )
     loader = train_loader(
-        dataset, task_name, config.batch_size, config.seed, Distributed(), workers=0, pin_memory=False
+        dataset, entry.spec.target, config.batch_size, config.seed, Distributed(), workers=0, pin_memory=False
     )
     return entry, dataset, next(batches(loader, 0))
 
@@ -179,7 +180,7 @@ class _Indices(torch.utils.data.Dataset):
 
 
 def _loader(data, batch_size: int, ddp: Distributed | None = None, workers: int = 0):
-    return train_loader(data, "classification", batch_size, 3, ddp or Distributed(), workers, pin_memory=False)
+    return train_loader(data, "label", batch_size, 3, ddp or Distributed(), workers, pin_memory=False)
 
 
 def _steps(loader, start_step: int, count: int) -> list[list[int]]:

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from torch.utils.data import Dataset
 
 from easerve.training.checkpoint import CheckpointInfo
-from easerve.training.datasets import DatasetError, Split, open_dataset
-from easerve.training.trainer import DEFAULT_DATA
+from easerve.training.datasets import DatasetError, Split, generated_source, open_dataset
 
 
 @dataclass
@@ -39,6 +38,6 @@ def open_split(info: CheckpointInfo, split: Split, num_samples: int | None, *, f
     except DatasetError:
         if not fallback:
             raise
-        source = DEFAULT_DATA[info.task]
+        source = generated_source(info.task)
         dataset = open_dataset(source, info.task, split, num_samples=num_samples, seed=info.seed, **size)
     return HeldOutData(dataset, f"{source} {split} split, {len(dataset)} samples, seed {info.seed}")

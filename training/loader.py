@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from easerve.training.datasets import detection_collate
+from easerve.artifacts.tasks import Target
+from easerve.training.datasets import collate_for
 from easerve.training.datasets.canonical import DetectionArrays, ImageArrays, PointArrays
 from easerve.training.distributed import Distributed
 
@@ -54,7 +55,7 @@ def default_workers(dataset: Dataset, world_size: int) -> int:
 
 
 def train_loader(
-    dataset: Dataset, task: str, batch_size: int, seed: int, ddp: Distributed, workers: int, pin_memory: bool
+    dataset: Dataset, target: Target, batch_size: int, seed: int, ddp: Distributed, workers: int, pin_memory: bool
 ) -> DataLoader:
     """This process's share of every global batch of `batch_size` (see the module docstring),
     loaded by `workers` persistent worker processes (0: in this process). ValueError when the
@@ -71,7 +72,7 @@ def train_loader(
         drop_last=True,
         num_workers=workers,
         persistent_workers=workers > 0,
-        collate_fn=detection_collate if task == "detection" else None,
+        collate_fn=collate_for(target),
         pin_memory=pin_memory,
         # Each epoch the loader draws a seed for its workers; from its own generator, so the
         # global one (dropout, GAN noise, augmentation) is not advanced by the data loading.
@@ -90,3 +91,8 @@ def batches(loader: DataLoader, start_step: int) -> Iterator[Any]:
         sampler.skip = offset * loader.batch_size
         yield from loader
         epoch, offset = epoch + 1, 0
+
+
+def evaluation_loader(dataset: Dataset, batch_size: int, target: Target) -> DataLoader:
+    """Batches of `dataset`'s samples, labelled with `target`, in order."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_for(target))

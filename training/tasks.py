@@ -17,6 +17,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from easerve.artifacts.tasks import (
+    CLASSIFICATION,
+    DETECTION,
+    GENERATION,
+    POINTCLOUD_CLASSIFICATION,
+    POINTCLOUD_SEGMENTATION,
+    SEGMENTATION,
+)
 from easerve.model_defs import detection, generation
 from easerve.model_defs.registry import ModelEntry
 from easerve.training import augment, metrics
@@ -78,6 +86,15 @@ class Task:
 
     def phases(self) -> list[Phase]:
         return [Phase("model", _all_parameters, self.loss)]
+
+    def graph_inputs(self, inputs: torch.Tensor, targets: Any, latent: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """The exported graph's inputs for a held-out batch, prepared as the trainer prepares them
+        (`latent`: the seeded source of any noise the graph takes)."""
+        return (self.prepare(inputs),)
+
+    def graph_model(self, graph: Callable[..., Any]) -> Any:
+        """An exported graph, shaped the way `evaluate` reads the model it trained."""
+        return graph
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         inputs, targets = batch
@@ -154,6 +171,20 @@ class DetectionTask(Task):
         return {"map50": score}
 
 
+@dataclass(frozen=True)
+class LatentConfig:
+    z_dim: int
+
+
+class GeneratorGraph:
+    """An exported generator, shaped the way `GenerationTask.evaluate` reads a ConditionalGAN
+    (`model.generator(z, labels)`, `model.config.z_dim`)."""
+
+    def __init__(self, graph: Callable[..., Any], z_dim: int) -> None:
+        self.generator = graph
+        self.config = LatentConfig(z_dim)
+
+
 @dataclass
 class GenerationTask(Task):
     """(K + 1)-class conditional GAN; judged by a trained shapes classifier (see `evaluate`)."""
@@ -206,6 +237,13 @@ class GenerationTask(Task):
         images, labels = batch
         logits = self._discriminate(model, images, self._fake(model, labels))
         return generation.generator_loss(logits[len(images) :], labels)
+
+    def graph_inputs(self, inputs: torch.Tensor, targets: Any, latent: torch.Generator) -> tuple[torch.Tensor, ...]:
+        """Seeded normal z and the data set's labels."""
+        return torch.randn(targets.shape[0], self.entry.config.z_dim, generator=latent), targets
+
+    def graph_model(self, graph: Callable[..., Any]) -> Any:
+        return GeneratorGraph(graph, self.entry.config.z_dim)
 
     def preprocessing(self, sample_input: torch.Tensor) -> dict[str, Any]:
         return {"kind": "latent", "z_dim": self.entry.config.z_dim, "image_size": list(sample_input.shape[-2:])}
@@ -268,12 +306,12 @@ class PointCloudSegmentationTask(PointCloudClassificationTask):
 
 
 TASK_TYPES: dict[str, type[Task]] = {
-    "classification": ClassificationTask,
-    "segmentation": SegmentationTask,
-    "detection": DetectionTask,
-    "generation": GenerationTask,
-    "pointcloud-classification": PointCloudClassificationTask,
-    "pointcloud-segmentation": PointCloudSegmentationTask,
+    CLASSIFICATION.name: ClassificationTask,
+    SEGMENTATION.name: SegmentationTask,
+    DETECTION.name: DetectionTask,
+    GENERATION.name: GenerationTask,
+    POINTCLOUD_CLASSIFICATION.name: PointCloudClassificationTask,
+    POINTCLOUD_SEGMENTATION.name: PointCloudSegmentationTask,
 }
 
 

@@ -22,24 +22,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from easerve.model_defs.registry import ModelEntry, get_model_entry
 from easerve.training import checkpoint
-from easerve.training.datasets import detection_collate, open_dataset
+from easerve.training.datasets import generated_source, open_dataset
 from easerve.training.distributed import Distributed, TrainingView, distributed_view, init_distributed
-from easerve.training.loader import batches, default_workers, train_loader
+from easerve.training.loader import batches, default_workers, evaluation_loader, train_loader
 from easerve.training.tasks import Phase, Task, task_for
-
-DEFAULT_DATA = {
-    "classification": "shapes-2d",
-    "segmentation": "shapes-2d",
-    "detection": "shapes-2d",
-    "generation": "shapes-2d",
-    "pointcloud-classification": "primitives-3d",
-    "pointcloud-segmentation": "primitives-3d",
-}
 
 
 @dataclass
@@ -82,11 +73,6 @@ def _output_size_override(entry: ModelEntry, num_classes: int) -> dict[str, int]
     return {}
 
 
-def _evaluation_loader(dataset: Dataset, batch_size: int, task: str) -> DataLoader:
-    collate = detection_collate if task == "detection" else None
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-
-
 def _to_device(batch: Any, device: str) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
@@ -102,7 +88,7 @@ def evaluate(task: Task, model: nn.Module, dataset: Dataset, batch_size: int) ->
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        result = task.evaluate(model, _evaluation_loader(dataset, batch_size, task.entry.task))
+        result = task.evaluate(model, evaluation_loader(dataset, batch_size, task.entry.spec.target))
     model.train(was_training)
     return result
 
@@ -112,13 +98,13 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
     ddp = init_distributed(config.device)
     torch.manual_seed(config.seed)
     entry = get_model_entry(config.model)
-    data = config.data or DEFAULT_DATA[entry.task]
+    data = config.data or generated_source(entry.task)
     size = _data_size(entry, config.input_size)
     train_set = open_dataset(data, entry.task, "train", seed=config.seed, num_samples=config.train_samples, **size)
     test_set = open_dataset(data, entry.task, "test", seed=config.seed, num_samples=config.test_samples, **size)
     workers = default_workers(train_set, ddp.world_size) if config.workers is None else config.workers
     pin_memory = config.device.startswith("cuda")
-    loader = train_loader(train_set, entry.task, config.batch_size, config.seed, ddp, workers, pin_memory)
+    loader = train_loader(train_set, entry.spec.target, config.batch_size, config.seed, ddp, workers, pin_memory)
     class_names = list(train_set.class_names)
     model = entry.create(**_output_size_override(entry, len(class_names))).to(config.device)
     task = task_for(entry, class_names, {"judge": config.judge})
@@ -209,15 +195,13 @@ def train(config: TrainConfig) -> checkpoint.CheckpointInfo:
 def _data_size(entry: ModelEntry, input_size: int | None) -> dict[str, int]:
     """Sample size of the generated data: the model's default, or `input_size` (image side or
     point count) for models whose input size is variable."""
-    if entry.task.startswith("pointcloud"):
+    if entry.spec.data == "pointcloud":
         return {"num_points": input_size or entry.example_dims["points"]}
-    image = entry.concrete_shape(entry.inputs[0], 1) if entry.task != "generation" else None
-    fixed = entry.task in ("classification", "generation")
-    if input_size is not None and fixed:
+    # The image the model learns from: what it reads, or for a generator what it draws.
+    image = entry.inputs[0] if entry.spec.request == "image" else entry.outputs[0]
+    if input_size is not None and all(isinstance(dim, int) for dim in image.shape[1:]):
         raise ValueError(f"{entry.name} has a fixed input size; --input-size is for variable ones")
-    if image is None:
-        return {"size": entry.config.image_size}
-    return {"size": input_size or image[-1]}
+    return {"size": input_size or entry.concrete_shape(image, 1)[-1]}
 
 
 def _training_model(

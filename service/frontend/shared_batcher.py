@@ -19,7 +19,6 @@ import numpy as np
 from easerve.artifacts.manifest import Manifest
 from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, OutstandingRequests, Tensors
 from easerve.service.frontend.channel import ModelChannel
-from easerve.service.frontend.shared_metrics import shared_registry
 from easerve.service.frontend.wire import aligned
 from easerve.service.metrics import ServiceMetrics
 from easerve.service.model_loading import ModelLoader
@@ -97,11 +96,10 @@ class SharedMemoryBatcher:
 def shared_memory_loader(channel: ModelChannel) -> Callable[[ModelRepository, ServiceMetrics], ModelLoader]:
     """`create_app`'s `model_loader` for a worker: loading a model waits for the model process to
     have it ready and gives it a `SharedMemoryBatcher`. The batch metrics are the model process's:
-    the worker's `/metrics` shows every process's samples (`shared_metrics`)."""
+    the worker's `/metrics` shows every process's samples (`worker.py`
+    passes `shared_metrics.shared_registry` as what it renders)."""
 
     def loader(repository: ModelRepository, metrics: ServiceMetrics) -> ModelLoader:
-        metrics.registry = shared_registry()
-
         async def connect(model: ServedModel) -> None:
             info = await channel.describe(model.name)
             model.files = model.files.with_variant(info["variant"])

@@ -20,7 +20,8 @@ from easerve.service.app import create_app
 from easerve.service.frontend.arena import WorkerArena
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.shared_batcher import shared_memory_loader
-from easerve.service.frontend.shared_metrics import share_metrics
+from easerve.service.frontend.shared_metrics import share_metrics, shared_registry
+from easerve.service.metrics import ServiceMetrics
 from easerve.service.server import DrainingServer, create_server
 from easerve.service.settings import Settings
 
@@ -75,7 +76,12 @@ def run_worker(spec: WorkerSpec) -> None:
 
     arena = WorkerArena(spec.arena) if spec.arena else None
     channel = ModelChannel(spec.channel_path, arena, on_lost=stop)
-    app = create_app(settings, on_load_failure=lambda reason: stop(), model_loader=shared_memory_loader(channel))
+    app = create_app(
+        settings,
+        on_load_failure=lambda reason: stop(),
+        model_loader=shared_memory_loader(channel),
+        metrics=ServiceMetrics(exposed=shared_registry()),
+    )
     app.add_middleware(WorkerHeaderMiddleware)
     server = create_server(app, settings)
     logging.getLogger(__name__).info("HTTP worker %d (pid %d) accepting", spec.index, os.getpid())

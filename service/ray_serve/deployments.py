@@ -31,7 +31,7 @@ from typing import Any
 
 import ray
 from fastapi import FastAPI
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
@@ -61,7 +61,14 @@ from easerve.service.errors import (
     error_from_wire,
     error_to_wire,
 )
-from easerve.service.metrics import ServiceMetrics
+from easerve.service.metrics import (
+    REPLICA_ANSWERS,
+    REPLICA_RETRIES,
+    BatchMetrics,
+    MetricSpec,
+    PrometheusRecorder,
+    ServiceMetrics,
+)
 from easerve.service.model_config import parse_overrides, serving_config
 from easerve.service.model_files import ModelFiles, discover_models
 from easerve.service.model_loading import ModelLoader, new_batcher, prepare_runners
@@ -101,60 +108,31 @@ def _replica_identity() -> tuple[str, str]:
 # -- the model deployment ------------------------------------------------------------------------
 
 
-class RayBatchObserver:
-    """The batcher's metrics, as Ray metrics: the names of `service.metrics` (Ray's exporter adds
-    its `ray_` prefix), each with Ray Serve's `deployment`, `replica` and `application` tags;
-    scraped from every node's Ray metrics port."""
+class RayRecorder:
+    """A metric of `service.metrics`' table as a Ray metric (Ray's exporter adds its `ray_`
+    prefix, and Ray Serve its `deployment`, `replica` and `application` tags); scraped from every
+    node's Ray metrics port."""
 
-    def __init__(self) -> None:
-        tags = ("model",)
-        self.success = ray_metrics.Counter("nv_inference_request_success", "Successful inference requests", tags)
-        self.failure = ray_metrics.Counter(
-            "nv_inference_request_failure", "Failed inference requests by reason", ("model", "reason")
-        )
-        self.inference_count = ray_metrics.Counter("nv_inference_count", "Items (images, clouds) inferred", tags)
-        self.exec_count = ray_metrics.Counter("nv_inference_exec_count", "Batches executed", tags)
-        self.queue_us = ray_metrics.Counter("nv_inference_queue_duration_us", "Cumulative queue time (us)", tags)
-        self.compute_us = ray_metrics.Counter(
-            "nv_inference_compute_infer_duration_us", "Cumulative compute time per request (us)", tags
-        )
-        self.pending = ray_metrics.Gauge("nv_inference_pending_request_count", "Requests waiting in the queue", tags)
-        self.batch_size = ray_metrics.Histogram(
-            "easerve_batch_size", "Items per executed batch", [1, 2, 4, 8, 16, 32, 64, 128, 256], tags
-        )
-        self.latency_error = ray_metrics.Histogram(
-            "easerve_latency_model_error_ratio",
-            "Relative error of the latency model's prediction of each batch's compute time",
-            [0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0],
-            tags,
-        )
-        self.compute_seconds = ray_metrics.Histogram(
-            "easerve_compute_duration_seconds",
-            "Compute time per batch",
-            [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
-            tags,
-        )
+    def __init__(self, spec: MetricSpec) -> None:
+        self._labels = spec.labels
+        if spec.kind == "histogram":
+            self._metric: Any = ray_metrics.Histogram(spec.name, spec.help, list(spec.buckets), spec.labels)
+        elif spec.kind == "gauge":
+            self._metric = ray_metrics.Gauge(spec.name, spec.help, spec.labels)
+        else:
+            self._metric = ray_metrics.Counter(spec.name, spec.help, spec.labels)
 
-    def queue_depth_changed(self, model: str, depth: int) -> None:
-        self.pending.set(depth, {"model": model})
+    def _tags(self, labels: tuple[str, ...]) -> dict[str, str]:
+        return dict(zip(self._labels, labels, strict=True))
 
-    def batch_executed(self, model: str, batch_size: int, compute_s: float, predicted_s: float) -> None:
-        tags = {"model": model}
-        self.inference_count.inc(batch_size, tags)
-        self.exec_count.inc(1, tags)
-        self.batch_size.observe(batch_size, tags)
-        self.compute_seconds.observe(compute_s, tags)
-        if predicted_s > 0 and compute_s > 0:
-            self.latency_error.observe(abs(predicted_s - compute_s) / compute_s, tags)
+    def add(self, value: float, *labels: str) -> None:
+        self._metric.inc(value, self._tags(labels))
 
-    def request_succeeded(self, model: str, queue_s: float, compute_s: float) -> None:
-        tags = {"model": model}
-        self.success.inc(1, tags)
-        self.queue_us.inc(queue_s * 1e6, tags)
-        self.compute_us.inc(compute_s * 1e6, tags)
+    def set(self, value: float, *labels: str) -> None:
+        self._metric.set(value, self._tags(labels))
 
-    def request_failed(self, model: str, reason: str) -> None:
-        self.failure.inc(1, {"model": model, "reason": reason})
+    def observe(self, value: float, *labels: str) -> None:
+        self._metric.observe(value, self._tags(labels))
 
 
 class ModelReplica:
@@ -177,7 +155,7 @@ class ModelReplica:
         # Each replica is a process of its own with its own share of its node: a device
         # scheduler of its own, as `easerve serve` has one.
         self._batcher: DynamicBatcher = new_batcher(
-            self._model, RayBatchObserver(), DeviceScheduler.from_settings(service)
+            self._model, BatchMetrics(RayRecorder), DeviceScheduler.from_settings(service)
         )
         self._model.batcher = self._batcher
         self._model.state = "ready"
@@ -304,12 +282,12 @@ class RemoteBatcher:
                         f"the replica of {self.model} computing this request was lost ({lost}); retry shortly"
                     ) from None
                 logger.warning("%s: a replica was lost with a request (%s); sending it again", self.model, lost)
-                self._ray.retries.labels(self.model).inc()
+                self._ray.retries.add(1, self.model)
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
             break
         replica, node = answer["replica"], answer["node"]
-        self._ray.answers.labels(self.model, replica, node).inc()
+        self._ray.answers.add(1, self.model, replica, node)
         answered_by = _ANSWERED_BY.get()
         if answered_by is not None:
             answered_by.append((replica, node))
@@ -320,8 +298,8 @@ class RemoteBatcher:
         # Items, and this request's share of its batch: summed over every ingress replica, the
         # batches the model executed (so nv_inference_count / nv_inference_exec_count is still the
         # mean batch size).
-        self._metrics.inference_count.labels(self.model).inc(items)
-        self._metrics.exec_count.labels(self.model).inc(items / max(batch_size, items))
+        self._metrics.inference_count.add(items, self.model)
+        self._metrics.exec_count.add(items / max(batch_size, items), self.model)
         return BatchOutcome(answer["outputs"], queue_s, compute_s, batch_size)
 
     async def _call(self, inputs: Tensors, remaining_s: float) -> dict[str, Any]:
@@ -363,25 +341,12 @@ class _ReplicaLost(Exception):
 class IngressMetrics:
     """The ingress's own metrics about the model replicas, beside the service's."""
 
-    answers: Counter  # {model, model_replica, node}: which replica answered
-    retries: Counter  # {model}: requests sent again after their replica was lost
+    answers: PrometheusRecorder  # {model, model_replica, node}: which replica answered
+    retries: PrometheusRecorder  # {model}: requests sent again after their replica was lost
 
     @classmethod
-    def register(cls, registry: Any) -> IngressMetrics:
-        return cls(
-            Counter(
-                "easerve_ray_model_replica_requests",
-                "Inference requests answered, by the model replica (and Ray node) that answered",
-                ["model", "model_replica", "node"],
-                registry=registry,
-            ),
-            Counter(
-                "easerve_ray_retries",
-                "Requests sent again to another replica after theirs was lost",
-                ["model"],
-                registry=registry,
-            ),
-        )
+    def register(cls, registry: CollectorRegistry) -> IngressMetrics:
+        return cls(PrometheusRecorder(REPLICA_ANSWERS, registry), PrometheusRecorder(REPLICA_RETRIES, registry))
 
 
 async def _result(response: Any) -> Any:
@@ -443,9 +408,11 @@ def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) 
     replica, node = _replica_identity()
     app: FastAPI | None = None
 
+    registry = CollectorRegistry()
+    replicas = IngressMetrics.register(registry)
+    metrics = ServiceMetrics(registry, exposed=ReplicaLabelledRegistry(registry, replica))
+
     def connecting_loader(repository: ModelRepository, metrics: ServiceMetrics) -> ModelLoader:
-        replicas = IngressMetrics.register(metrics.registry)
-        metrics.registry = ReplicaLabelledRegistry(metrics.registry, replica)
 
         async def connect(model: ServedModel) -> None:
             """Wait for a replica of the model's deployment and take what it serves (variant,
@@ -469,7 +436,9 @@ def build_ingress_app(settings: Settings, handles: dict[str, DeploymentHandle]) 
 
         return connect
 
-    app = create_app(service_settings(settings), runner_factory=_no_local_runners, model_loader=connecting_loader)
+    app = create_app(
+        service_settings(settings), runner_factory=_no_local_runners, model_loader=connecting_loader, metrics=metrics
+    )
     app.add_middleware(AnsweredByMiddleware)
     logger.info("ingress replica %s on node %s: %d model deployment(s)", replica, node, len(handles))
     return app

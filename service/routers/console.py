@@ -5,6 +5,7 @@ from elsewhere). It only reads files; everything it shows comes from the public 
     GET /, /ui               307 to /ui/
     GET /ui/                 the page (Cache-Control: no-cache, ETag)
     GET /ui/assets/{v}/...   its scripts, styles and icon, under a content hash `v` (immutable)
+    GET /ui/tasks            the task specs (easerve.artifacts.tasks), to build its task list from
     GET /ui/samples          the bundled sample inputs (JSON list)
     GET /ui/samples/{file}   one of them, by name from a fixed allow-list (no-cache, ETag)
 
@@ -15,15 +16,18 @@ through the API carries the key the user typed in.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import get_args
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
 
+from easerve.artifacts.tasks import TASKS, SampleSet
 from easerve.service.errors import NotFound
 
 router = APIRouter(tags=["console"], include_in_schema=False)
@@ -35,7 +39,7 @@ CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "loadtest" / "samples"
 INDEX_FILE = "index.html"
 ASSETS_PLACEHOLDER = "{{assets}}"
-SAMPLE_KINDS = ("images", "scenes", "clouds")
+SAMPLE_KINDS: tuple[SampleSet, ...] = get_args(SampleSet)
 
 MEDIA_TYPES = {
     ".html": "text/html; charset=utf-8",
@@ -143,6 +147,18 @@ async def console_asset(version: str, path: str, request: Request) -> Response:
     if version != console.version or asset is None:
         raise NotFound(f"no console asset {version}/{path}")
     return _served(request, asset, IMMUTABLE)
+
+
+@cache
+def task_table() -> list[dict]:
+    """Every task's spec as the page reads it: it chooses its plug-ins (input, options, renderer) by
+    the request and answer kinds, and names a task only by what the server sends here."""
+    return [{**dataclasses.asdict(spec), "endpoint": spec.endpoint} for spec in TASKS.values()]
+
+
+@router.api_route("/ui/tasks", methods=["GET", "HEAD"])
+async def task_list() -> JSONResponse:
+    return JSONResponse(task_table(), headers={"Cache-Control": NO_CACHE})
 
 
 @router.api_route("/ui/samples", methods=["GET", "HEAD"])

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from easerve.artifacts.tasks import GENERATION
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.errors import PayloadTooLarge
 from easerve.service.inference import InferenceContext
@@ -20,9 +21,9 @@ from easerve.service.tasks.generation import (
     to_pngs,
 )
 
-router = APIRouter(prefix="/v1", tags=["generation"], responses=INFERENCE_ERRORS)
+router = APIRouter(prefix="/v1", tags=[GENERATION.name], responses=INFERENCE_ERRORS)
 
-GenerateContext = Annotated[InferenceContext, Depends(task_inference("generation"))]
+GenerateContext = Annotated[InferenceContext, Depends(task_inference(GENERATION))]
 
 
 @router.post("/generate", response_model=GenerateResponse, openapi_extra=API_KEY_OPENAPI)

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
+from easerve.artifacts.tasks import POINTCLOUD_CLASSIFICATION, POINTCLOUD_SEGMENTATION
 from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
@@ -31,8 +32,8 @@ _OPENAPI = POINTS_BODY_OPENAPI | API_KEY_OPENAPI
 _JSON_BYTES_PER_BODY_BYTE = 24
 _FILE_BYTES_PER_BODY_BYTE = 4
 
-ClassifyContext = Annotated[InferenceContext, Depends(task_inference("pointcloud-classification"))]
-SegmentContext = Annotated[InferenceContext, Depends(task_inference("pointcloud-segmentation"))]
+ClassifyContext = Annotated[InferenceContext, Depends(task_inference(POINTCLOUD_CLASSIFICATION))]
+SegmentContext = Annotated[InferenceContext, Depends(task_inference(POINTCLOUD_SEGMENTATION))]
 
 
 def _decode_and_sample(upload: Upload, max_points: int, manifest: Manifest) -> tuple[np.ndarray, SampledCloud]:

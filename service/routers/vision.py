@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
+from easerve.artifacts.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
 from easerve.service.batcher import Tensors
 from easerve.service.codecs.images import DecodedImage
 from easerve.service.codecs.uploads import (
@@ -41,9 +42,9 @@ router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
 # The body the route reads itself, and the API key (checked by the middleware).
 _OPENAPI = IMAGE_BODY_OPENAPI | API_KEY_OPENAPI
 
-ClassifyContext = Annotated[InferenceContext, Depends(task_inference("classification"))]
-DetectContext = Annotated[InferenceContext, Depends(task_inference("detection"))]
-SegmentContext = Annotated[InferenceContext, Depends(task_inference("segmentation"))]
+ClassifyContext = Annotated[InferenceContext, Depends(task_inference(CLASSIFICATION))]
+DetectContext = Annotated[InferenceContext, Depends(task_inference(DETECTION))]
+SegmentContext = Annotated[InferenceContext, Depends(task_inference(SEGMENTATION))]
 
 # The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
 _BODY_COPIES = 2

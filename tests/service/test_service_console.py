@@ -11,6 +11,7 @@ import pytest
 from onnx_fixtures import model_name
 from service_helpers import TestClient, make_settings
 
+from easerve.artifacts.tasks import TASKS
 from easerve.loadtest.samples import SAMPLES_DIR, load_samples
 from easerve.service import app as service_app
 from easerve.service.app import create_app
@@ -155,6 +156,39 @@ def test_the_bundled_samples_are_listed_and_served_as_they_are(web):
         assert response.content == (SAMPLES_DIR / entry["file"]).read_bytes()
 
 
+def test_the_task_table_is_the_task_specs(web):
+    response = web.get("/ui/tasks")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-cache"
+    tasks = response.json()
+    assert [task["name"] for task in tasks] == list(TASKS)
+    assert tasks[0] == {
+        "name": "classification",
+        "title": "Image classification",
+        "data": "image",
+        "request": "image",
+        "target": "label",
+        "answer": "labels",
+        "path": "/v1/classify",
+        "samples": "images",
+        "endpoint": "classify",
+    }
+    # Every sample set a task names is one the console lists.
+    listing = web.get("/ui/samples").json()
+    assert {spec.samples for spec in TASKS.values()} - {None} <= set(listing)
+
+
+def test_the_console_names_no_task():
+    """The page builds its task list from /ui/tasks and picks its plug-ins by request and answer
+    kind: no script spells a task's name or its endpoint key."""
+    words = {spec.name for spec in TASKS.values()} | {spec.endpoint for spec in TASKS.values()}
+    for path in CONSOLE.glob("js/*.js"):
+        text = path.read_text()
+        # As a string, or as an object's key.
+        named = set(re.findall(r"[\"'`]([\w-]+)[\"'`]", text)) | set(re.findall(r"\b(\w+)\s*:", text))
+        assert not named & words, f"{path.name} names {sorted(named & words)}"
+
+
 def test_the_console_is_in_the_app_and_only_reads():
     assert console.router in service_app.ROUTERS
     for route in console.router.routes:
@@ -169,7 +203,15 @@ def test_the_console_stays_out_of_the_openapi_document(web):
 
 def console_paths() -> list[str]:
     version = console.load_console().version
-    return ["/", "/ui", "/ui/", f"/ui/assets/{version}/js/main.js", "/ui/samples", "/ui/samples/scene-0.png"]
+    return [
+        "/",
+        "/ui",
+        "/ui/",
+        f"/ui/assets/{version}/js/main.js",
+        "/ui/tasks",
+        "/ui/samples",
+        "/ui/samples/scene-0.png",
+    ]
 
 
 def test_with_a_key_the_console_is_open_as_metadata_is_and_posts_still_need_the_key(weights_dir):
@@ -186,7 +228,7 @@ def test_with_protected_metadata_the_page_opens_and_its_data_needs_the_key(weigh
     with TestClient(console_app(weights_dir, api_key=KEY, protect_metadata=True)) as client:
         for path in console_paths():
             answer = client.get(path, follow_redirects=False)
-            if path.startswith("/ui/samples"):
+            if path.startswith(("/ui/samples", "/ui/tasks")):
                 assert answer.status_code == 401, path
                 assert answer.json() == {
                     "error": "missing or wrong API key (send Authorization: Bearer <key> or X-API-Key)"

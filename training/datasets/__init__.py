@@ -4,8 +4,8 @@
 `training.datasets.canonical` and has `class_names`.
 """
 
-from easerve.training.datasets.canonical import SPLITS, Split, detection_collate
+from easerve.training.datasets.canonical import SPLITS, Split, collate_for
 from easerve.training.datasets.errors import DatasetError
-from easerve.training.datasets.sources import open_dataset
+from easerve.training.datasets.sources import generated_source, open_dataset
 
-__all__ = ["SPLITS", "DatasetError", "Split", "detection_collate", "open_dataset"]
+__all__ = ["SPLITS", "DatasetError", "Split", "collate_for", "generated_source", "open_dataset"]

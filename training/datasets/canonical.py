@@ -1,23 +1,27 @@
 """The canonical samples every data set yields, whatever its source, and in-memory data sets.
 
-- classification / generation: `(image float32 (3, H, W) in [0, 1], label int64 ())`
-- segmentation: `(image, mask int64 (H, W))`, 255 = ignore
-- detection: `(image, {"boxes": float32 (k, 4) xyxy pixels, "labels": int64 (k,)})`
-- pointcloud-classification: `(points float32 (P, 3), label int64 ())`
-- pointcloud-segmentation: `(points float32 (P, 3), parts int64 (P,))`
+One per task spec's data and target (`artifacts.tasks`):
+
+- image, label: `(image float32 (3, H, W) in [0, 1], label int64 ())`
+- image, pixel-labels: `(image, mask int64 (H, W))`, 255 = ignore
+- image, boxes: `(image, {"boxes": float32 (k, 4) xyxy pixels, "labels": int64 (k,)})`
+- pointcloud, label: `(points float32 (P, 3), label int64 ())`
+- pointcloud, point-labels: `(points float32 (P, 3), parts int64 (P,))`
 
 Every data set also has `class_names: list[str]` (the names of the label / mask / part indices).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from easerve.artifacts.tasks import Data, Target
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")
@@ -33,7 +37,8 @@ class DatasetRequest:
     seed: generated samples, subsets and point resampling are deterministic by it.
     """
 
-    task: str
+    data: Data
+    target: Target
     split: Split
     size: int
     num_points: int
@@ -61,6 +66,15 @@ def detection_collate(
     targets kept as a list because each image has its own number of boxes."""
     images, targets = zip(*samples)
     return torch.stack(images), list(targets)
+
+
+# Targets torch's default collation cannot stack (a varying count per sample).
+_COLLATE: dict[Target, Callable[[Sequence[Any]], Any]] = {"boxes": detection_collate}
+
+
+def collate_for(target: Target) -> Callable[[Sequence[Any]], Any] | None:
+    """The DataLoader `collate_fn` for samples labelled with `target` (None: torch's default)."""
+    return _COLLATE.get(target)
 
 
 class ImageArrays(Dataset):

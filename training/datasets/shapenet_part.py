@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from easerve.artifacts.tasks import Target
 from easerve.training.datasets.canonical import DatasetRequest, PointArrays, Split
 from easerve.training.datasets.errors import DatasetError
 from easerve.training.datasets.hdf5_arrays import read_arrays, split_files
@@ -70,9 +71,9 @@ class PartShapes:
     categories: np.ndarray
     parts: np.ndarray
 
-    def as_dataset(self, task: str) -> PointArrays:
-        """Samples for `pointcloud-segmentation` (parts) or `pointcloud-classification` (category)."""
-        if task == "pointcloud-segmentation":
+    def as_dataset(self, target: Target) -> PointArrays:
+        """Samples labelled per point (parts) or per shape (category)."""
+        if target == "point-labels":
             return PointArrays(self.points, self.parts, PART_NAMES)
         return PointArrays(self.points, self.categories, CATEGORY_NAMES)
 
@@ -183,4 +184,4 @@ def open_shapenet_part(root: Path, request: DatasetRequest) -> PointArrays:
     if not root.is_dir():
         raise DatasetError(root, "no such directory")
     read = read_shapenet_part_text if (root / CATEGORY_FILE).is_file() else read_shapenet_part_hdf5
-    return read(root, request).as_dataset(request.task)
+    return read(root, request).as_dataset(request.target)

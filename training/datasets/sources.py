@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset
 
+from easerve.artifacts.tasks import CLASSIFICATION, GENERATION, TASKS, Data, Target, task_spec
 from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
 from easerve.training.datasets.canonical import (
     SPLITS,
@@ -32,19 +33,21 @@ from easerve.training.datasets.shapenet_part import CATEGORY_FILE, open_shapenet
 from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
 from easerve.training.datasets.voc import open_voc
 
-DEFAULT_IMAGE_SIZE = {"classification": 64, "generation": 32, "detection": 128, "segmentation": 128}
+DEFAULT_IMAGE_SIZE = 128
+# Tasks whose bundled models take smaller images than the default.
+SMALLER_IMAGES = {CLASSIFICATION.name: 64, GENERATION.name: 32}
 DEFAULT_NUM_POINTS = 1024
 DEFAULT_GENERATED_SAMPLES: dict[Split, int] = {"train": 4000, "test": 500}
 
 
 def _open_shapes_2d(request: DatasetRequest) -> Dataset:
     count = request.num_samples or DEFAULT_GENERATED_SAMPLES[request.split]
-    single = request.task in ("classification", "generation")
+    single = request.target == "label"
     layout = SINGLE_SHAPE if single else MULTI_SHAPE
     scenes = render_scenes(count, request.size, layout, request.seed, request.split)
     if single:
         return ImageArrays(scenes.images, np.array([labels[0] for labels in scenes.labels]), SHAPE_CLASSES)
-    if request.task == "segmentation":
+    if request.target == "pixel-labels":
         return ImageArrays(scenes.images, scenes.masks, SEGMENTATION_CLASSES)
     return DetectionArrays(scenes.images, scenes.boxes, scenes.labels, SHAPE_CLASSES)
 
@@ -52,7 +55,7 @@ def _open_shapes_2d(request: DatasetRequest) -> Dataset:
 def _open_primitives_3d(request: DatasetRequest) -> Dataset:
     count = request.num_samples or DEFAULT_GENERATED_SAMPLES[request.split]
     clouds = generate_primitives(count, request.num_points, request.seed, request.split)
-    if request.task == "pointcloud-segmentation":
+    if request.target == "point-labels":
         return PointArrays(clouds.points, clouds.parts, PRIMITIVE_PARTS)
     return PointArrays(clouds.points, clouds.labels, PRIMITIVE_CLASSES)
 
@@ -68,15 +71,28 @@ FORMATS: dict[str, Callable[[Path, DatasetRequest], Dataset]] = {
     "modelnet40": open_modelnet40,
     "shapenet-part": open_shapenet_part,
 }
-TASKS_OF_SOURCE: dict[str, tuple[str, ...]] = {
-    "shapes-2d": ("classification", "generation", "detection", "segmentation"),
-    "primitives-3d": ("pointcloud-classification", "pointcloud-segmentation"),
-    "imagefolder": ("classification", "generation"),
-    "coco": ("detection",),
-    "voc": ("segmentation",),
-    "modelnet40": ("pointcloud-classification",),
-    "shapenet-part": ("pointcloud-segmentation", "pointcloud-classification"),
+# What each source holds: its samples' data, and the targets they are labelled with.
+TARGETS_OF_SOURCE: dict[str, tuple[Data, tuple[Target, ...]]] = {
+    "shapes-2d": ("image", ("label", "boxes", "pixel-labels")),
+    "primitives-3d": ("pointcloud", ("label", "point-labels")),
+    "imagefolder": ("image", ("label",)),
+    "coco": ("image", ("boxes",)),
+    "voc": ("image", ("pixel-labels",)),
+    "modelnet40": ("pointcloud", ("label",)),
+    "shapenet-part": ("pointcloud", ("point-labels", "label")),
 }
+GENERATED_OF_DATA: dict[Data, str] = {"image": "shapes-2d", "pointcloud": "primitives-3d"}
+
+
+def generated_source(task: str) -> str:
+    """The generated data set that serves `task` (when the user names none)."""
+    return GENERATED_OF_DATA[task_spec(task).data]
+
+
+def tasks_of_source(kind: str) -> list[str]:
+    """The tasks whose samples the source `kind` holds."""
+    data, targets = TARGETS_OF_SOURCE[kind]
+    return [spec.name for spec in TASKS.values() if spec.data == data and spec.target in targets]
 
 
 def detect_format(root: Path) -> str:
@@ -110,8 +126,11 @@ def _request(
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if num_samples is not None and num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}")
-    image_size = size or DEFAULT_IMAGE_SIZE.get(task, 0)
-    return DatasetRequest(task, split, image_size, num_points or DEFAULT_NUM_POINTS, num_samples, seed)
+    spec = task_spec(task)
+    image_size = size or SMALLER_IMAGES.get(task, DEFAULT_IMAGE_SIZE)
+    return DatasetRequest(
+        spec.data, spec.target, split, image_size, num_points or DEFAULT_NUM_POINTS, num_samples, seed
+    )
 
 
 def open_dataset(
@@ -127,8 +146,8 @@ def open_dataset(
     """The `split` of data set `source` as canonical samples of `task` (see `canonical`).
 
     `source`: "shapes-2d", "primitives-3d", a folder (format told from its layout) or
-    "<format>:<folder>". Images come at `size` x `size` (default per task: 64 classification,
-    32 generation, 128 detection and segmentation); clouds with `num_points` points (default
+    "<format>:<folder>". Images come at `size` x `size` (default 128; 64 for
+    classification, 32 for generation); clouds with `num_points` points (default
     1024). Generated splits hold `num_samples` samples (default 4000 train / 500 test) and are
     deterministic by `seed`, train and test drawn from disjoint streams; a user's split is
     capped at `num_samples` (a seeded subset). Raises ValueError for a task the source cannot
@@ -143,6 +162,6 @@ def open_dataset(
     else:
         root = Path(source)
         kind = detect_format(root)
-    if task not in TASKS_OF_SOURCE[kind]:
-        raise ValueError(f"{kind} data serves tasks {', '.join(TASKS_OF_SOURCE[kind])}, not {task!r}")
+    if task not in tasks_of_source(kind):
+        raise ValueError(f"{kind} data serves tasks {', '.join(tasks_of_source(kind))}, not {task!r}")
     return GENERATED[kind](request) if root is None else FORMATS[kind](root, request)

@@ -1,11 +1,13 @@
-// Talking to the service: the API key (sessionStorage only), requests, errors, the task table.
+// Talking to the service: the API key (sessionStorage only), requests, errors, the task table,
+// the models and the samples.
 
 const KEY_STORAGE = "easerve.apiKey";
 // The page is served at <prefix>/ui/, so the API lives at <prefix>/ (a proxy may add a prefix).
 const BASE = new URL("../", document.baseURI);
 
 export function apiUrl(path, query = {}) {
-  const url = new URL(path, BASE);
+  // Relative even when given as "/v1/...": the prefix stays.
+  const url = new URL(path.replace(/^\/+/, ""), BASE);
   for (const [name, value] of Object.entries(query)) {
     if (value !== undefined && value !== null && value !== "") url.searchParams.set(name, value);
   }
@@ -71,64 +73,49 @@ export async function postJson(path, query, body, contentType) {
   return { answer, roundTripMs: performance.now() - started };
 }
 
-// The six task endpoints: what each takes and which models serve it.
-export const TASKS = {
-  classify: { title: "Image classification", task: "classification", path: "v1/classify", input: "image", samples: "images" },
-  detect: { title: "Object detection", task: "detection", path: "v1/detect", input: "image", samples: "scenes" },
-  segment: { title: "Semantic segmentation", task: "segmentation", path: "v1/segment", input: "image", samples: "scenes" },
-  generate: { title: "Class-conditional generation", task: "generation", path: "v1/generate", input: "class" },
-  "pointcloud-classify": {
-    title: "Point cloud classification",
-    task: "pointcloud-classification",
-    path: "v1/pointcloud/classify",
-    input: "cloud",
-    samples: "clouds",
-  },
-  "pointcloud-segment": {
-    title: "Point cloud part segmentation",
-    task: "pointcloud-segmentation",
-    path: "v1/pointcloud/segment",
-    input: "cloud",
-    samples: "clouds",
-  },
-};
-
-let modelsPromise = null;
-
-/** GET /v1/models, once per page unless `refresh`. */
-export function loadModels(refresh = false) {
-  if (refresh || modelsPromise === null) {
-    modelsPromise = getJson("v1/models").catch((error) => {
-      modelsPromise = null;
-      throw error;
-    });
-  }
-  return modelsPromise;
+/** A loader that GETs `path` once per page (again after a failure, or when asked to `refresh`). */
+function once(path) {
+  let promise = null;
+  return (refresh = false) => {
+    if (refresh || promise === null) {
+      promise = getJson(path).catch((error) => {
+        promise = null;
+        throw error;
+      });
+    }
+    return promise;
+  };
 }
 
-export async function modelsFor(taskKey) {
+/** GET /v1/models, once per page unless `refresh`. */
+export const loadModels = once("v1/models");
+
+/**
+ * The server's task specs (artifacts/tasks.py): name, title, endpoint, path, and the kinds of its
+ * request and answer, which choose the page's plug-ins for it. In the server's order.
+ */
+export const loadTasks = once("ui/tasks");
+
+/** The task whose endpoint key (the task selects' values) is `endpoint`. */
+export async function taskFor(endpoint) {
+  const task = (await loadTasks()).find((spec) => spec.endpoint === endpoint);
+  if (!task) throw new Error(`the server has no task ${endpoint}`);
+  return task;
+}
+
+export async function modelsFor(task) {
   const { models } = await loadModels();
-  return models.filter((model) => model.task === TASKS[taskKey].task);
+  return models.filter((model) => model.task === task.name);
 }
 
 /** The model that answers `selector` ({attention} or {model}) for a task, if known. */
-export async function modelFor(taskKey, selector) {
-  const models = await modelsFor(taskKey).catch(() => []);
+export async function modelFor(task, selector) {
+  const models = await modelsFor(task).catch(() => []);
   if (selector.model) return models.find((model) => model.name === selector.model) || null;
   return models.find((model) => model.attention === (selector.attention || "ea")) || null;
 }
 
-let samplesPromise = null;
-
-export function loadSamples() {
-  if (samplesPromise === null) {
-    samplesPromise = getJson("ui/samples").catch((error) => {
-      samplesPromise = null;
-      throw error;
-    });
-  }
-  return samplesPromise;
-}
+export const loadSamples = once("ui/samples");
 
 export async function sampleBlob(file) {
   return (await request(`ui/samples/${encodeURIComponent(file)}`)).blob();

@@ -1,11 +1,10 @@
 // "EA beside SA": the same input through both twins at once, answers and timings side by side.
 
-import { TASKS } from "./api.js";
 import { clear, formatMs, h } from "./dom.js";
 import { InputPicker } from "./inputs.js";
 import { setupSweep } from "./sweep.js";
 import { readOptions, showOptions } from "./tasks.js";
-import { runInto, taskOptions } from "./try.js";
+import { chosenTask, runInto, showError, taskOptions } from "./try.js";
 
 const TIMINGS = [
   ["queue", (a) => a.timings.queue_ms],
@@ -24,17 +23,17 @@ function timingTable(ea, sa) {
     TIMINGS.map(([name, value]) => row(name, value)));
 }
 
-export function setupCompare() {
-  const task = document.getElementById("compare-task");
+export async function setupCompare() {
+  const select = document.getElementById("compare-task");
   const options = document.getElementById("compare-options");
   const targets = { ea: document.getElementById("compare-ea"), sa: document.getElementById("compare-sa") };
   const timings = document.getElementById("compare-timings");
   const picker = new InputPicker(document.getElementById("compare-input"));
-  taskOptions(task);
+  let task = null; // the chosen task, once shown
 
   async function taskChanged() {
-    const key = task.value;
-    await Promise.all([showOptions(options, key), picker.show(TASKS[key].input, TASKS[key].samples)]);
+    task = await chosenTask(select);
+    await Promise.all([showOptions(options, task), picker.show(task.request, task.samples)]);
     for (const target of Object.values(targets)) {
       clear(target, h("p", { class: "muted" }, "press Run EA and SA"));
       target.dataset.state = "empty";
@@ -43,12 +42,11 @@ export function setupCompare() {
   }
 
   async function run() {
-    const key = task.value;
     const chosen = readOptions(options);
     timings.hidden = true;
     // Both requests leave together: each twin's queue and compute times are its own answer's.
     const [ea, sa] = await Promise.all(
-      ["ea", "sa"].map((attention) => runInto(targets[attention], key, picker.input, chosen, { attention })));
+      ["ea", "sa"].map((attention) => runInto(targets[attention], task, picker.input, chosen, { attention })));
     if (ea && sa) {
       clear(timings, h("h2", {}, "Timings"), timingTable(ea, sa),
         h("p", { class: "muted" }, "Sent at the same moment, so the two may share the CPU (or a batch queue)."));
@@ -56,9 +54,15 @@ export function setupCompare() {
     }
   }
 
-  task.addEventListener("change", taskChanged);
+  // The sweep measures with the compare input when the compare task is of its kind.
+  setupSweep(() => task && { task, input: picker.input });
+  try {
+    await taskOptions(select);
+  } catch (error) {
+    for (const target of Object.values(targets)) showError(target, error);
+    return;
+  }
+  select.addEventListener("change", taskChanged);
   document.getElementById("compare-run").addEventListener("click", run);
-  // The sweep segments the compare input when the compare task is segmentation, else a scene.
-  setupSweep(() => (task.value === "segment" && picker.input?.kind === "image" ? picker.input : null));
   return taskChanged();
 }

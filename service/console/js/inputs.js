@@ -1,17 +1,17 @@
 // The input of a task: an image or a point cloud dropped, chosen, or one of the bundled samples.
+// One picker per request kind; a request with no input (a class to draw) has none.
 
 import { apiUrl, loadSamples, sampleBlob } from "./api.js";
 import { parseCloud } from "./cloudfile.js";
 import { clear, h } from "./dom.js";
-
-const ACCEPT = { image: "image/png,image/jpeg,image/webp,image/*", cloud: ".npy,.ply,.json" };
 
 async function imageInput(blob, name) {
   const bitmap = await createImageBitmap(blob).catch(() => null);
   const size = bitmap ? { width: bitmap.width, height: bitmap.height } : { width: 0, height: 0 };
   bitmap?.close();
   // A file the browser cannot decode is still sent: the server's answer (e.g. 415) is shown.
-  return { kind: "image", blob, name, url: URL.createObjectURL(blob), ...size };
+  const contentType = blob.type || "application/octet-stream";
+  return { kind: "image", blob, name, contentType, url: URL.createObjectURL(blob), ...size, shape: `${size.width} × ${size.height}` };
 }
 
 async function cloudInput(blob, name) {
@@ -22,14 +22,44 @@ async function cloudInput(blob, name) {
   } catch (error) {
     parseError = error.message;
   }
-  return { kind: "cloud", blob, name, points, parseError };
+  const contentType = name.endsWith(".json") ? "application/json" : "application/octet-stream";
+  const shape = `${points ? points.length / 3 : "?"} points`;
+  return { kind: "pointcloud", blob, name, contentType, points, parseError, shape };
+}
+
+/**
+ * Per request kind: the files it takes, how one is read, and the sample sets any input of the
+ * kind may come from (the task's own set is offered first).
+ */
+const PICKERS = {
+  image: {
+    accept: "image/png,image/jpeg,image/webp,image/*",
+    noun: "an image",
+    prompt: "Drop an image",
+    read: imageInput,
+    sampleSets: ["images", "scenes"],
+    thumbnail: (file) => h("img", { src: apiUrl(`ui/samples/${encodeURIComponent(file)}`), alt: file }),
+  },
+  pointcloud: {
+    accept: ".npy,.ply,.json",
+    noun: "a point cloud",
+    prompt: "Drop a point cloud (.npy, .ply, .json)",
+    read: cloudInput,
+    sampleSets: ["clouds"],
+    thumbnail: () => null,
+  },
+};
+
+/** What a task of request kind `kind` is missing until an input is chosen. */
+export function inputMissing(kind) {
+  return `choose ${PICKERS[kind].noun} first`;
 }
 
 function sampleLabel(sample) {
   return sample.labels.length === 1 ? sample.labels[0] : sample.file.replace(/\.\w+$/, "");
 }
 
-/** A drop zone, a file chooser and the bundled samples of one kind (image or cloud). */
+/** A drop zone, a file chooser and the bundled samples of one request kind (image or point cloud). */
 export class InputPicker {
   constructor(container, onChange = () => {}) {
     this.container = container;
@@ -40,22 +70,23 @@ export class InputPicker {
     this.status = h("div", { class: "input-status muted" });
   }
 
+  /** The picker of a task's request kind, its own sample set first. */
   async show(kind, samplesKind) {
     if (kind !== this.kind) this.input = null;
     this.kind = kind;
-    if (kind === "class") {
+    const picker = PICKERS[kind];
+    if (!picker) {
       clear(this.container);
       return;
     }
-    const file = h("input", { type: "file", accept: ACCEPT[kind], class: "file-input", "aria-label": "choose a file" });
+    const file = h("input", { type: "file", accept: picker.accept, class: "file-input", "aria-label": "choose a file" });
     file.addEventListener("change", () => file.files[0] && this.useBlob(file.files[0], file.files[0].name));
     const zone = h("label", { class: "dropzone" }, file,
-      h("strong", {}, kind === "image" ? "Drop an image" : "Drop a point cloud (.npy, .ply, .json)"),
-      h("span", { class: "muted" }, " or click to choose a file"));
+      h("strong", {}, picker.prompt), h("span", { class: "muted" }, " or click to choose a file"));
     this.listenForDrops(zone);
     const samples = h("div", { class: "samples" }, h("span", { class: "muted" }, "Samples:"));
     clear(this.container, zone, samples, this.status, this.preview);
-    const own = await this.showSamples(samples, kind, samplesKind);
+    const own = await this.showSamples(samples, picker, samplesKind);
     // Something to run at once: the task's first sample, unless a file of the person's is chosen
     // (or one of the task's own samples).
     const keep = this.input && (!this.input.sample || own.includes(this.input.name));
@@ -79,7 +110,7 @@ export class InputPicker {
   }
 
   /** The sample buttons; returns the files of the task's own samples. */
-  async showSamples(row, kind, samplesKind) {
+  async showSamples(row, picker, samplesKind) {
     let listing;
     try {
       listing = await loadSamples();
@@ -87,12 +118,11 @@ export class InputPicker {
       row.append(h("span", { class: "error-text" }, ` ${error.status || ""} ${error.message}`));
       return [];
     }
-    // Image tasks offer their own samples first, then the others (any image is a valid input).
-    const kinds = kind === "image" ? [samplesKind, ...["images", "scenes"].filter((k) => k !== samplesKind)] : ["clouds"];
+    // The task's own samples first, then the others of its kind (any image is a valid input).
+    const kinds = [samplesKind, ...picker.sampleSets.filter((k) => k !== samplesKind)];
     for (const sample of kinds.flatMap((k) => listing[k] || [])) {
       const button = h("button", { type: "button", class: "sample", "data-sample": sample.file, title: sample.file },
-        kind === "image" ? h("img", { src: apiUrl(`ui/samples/${encodeURIComponent(sample.file)}`), alt: sample.file }) : null,
-        h("span", {}, sampleLabel(sample)));
+        picker.thumbnail(sample.file), h("span", {}, sampleLabel(sample)));
       button.addEventListener("click", () => this.useSample(sample.file));
       row.append(button);
     }
@@ -111,19 +141,18 @@ export class InputPicker {
 
   async useBlob(blob, name) {
     if (this.input?.url) URL.revokeObjectURL(this.input.url);
-    this.input = this.kind === "image" ? await imageInput(blob, name) : await cloudInput(blob, name);
+    this.input = await PICKERS[this.kind].read(blob, name);
     this.drawPreview();
     this.onChange(this.input);
   }
 
   drawPreview() {
     const input = this.input;
-    const size = input.kind === "image" ? `${input.width} × ${input.height}` : `${input.points ? input.points.length / 3 : "?"} points`;
     this.status.textContent = "";
     this.status.dataset.input = input.name;
     clear(this.preview,
-      input.kind === "image" ? h("img", { src: input.url, alt: input.name, class: "thumb" }) : null,
-      h("span", { class: "input-name" }, `${input.name} · ${size} · ${(input.blob.size / 1024).toFixed(1)} KiB`),
+      input.url ? h("img", { src: input.url, alt: input.name, class: "thumb" }) : null,
+      h("span", { class: "input-name" }, `${input.name} · ${input.shape} · ${(input.blob.size / 1024).toFixed(1)} KiB`),
       input.parseError ? h("div", { class: "muted" }, `(not drawn: ${input.parseError})`) : null);
   }
 }

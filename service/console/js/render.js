@@ -36,8 +36,7 @@ function prediction(label, probability) {
     h("strong", {}, label), probability === undefined ? null : h("span", { class: "muted" }, ` ${percent(probability)}`));
 }
 
-function classification(answer, input) {
-  const [result] = answer.results;
+function labelledImage(result, input) {
   const top = result.top_k[0];
   return [
     h("div", { class: "side-by-side" },
@@ -46,10 +45,9 @@ function classification(answer, input) {
   ];
 }
 
-function detection(answer, input, model) {
-  const [result] = answer.results;
+function boxes(result, input, model) {
   const colours = labelColours(model?.labels.length || 16);
-  const boxes = result.detections.map((d) => {
+  const drawn = result.detections.map((d) => {
     const [x1, y1, x2, y2] = d.box;
     return h("div", {
       class: "det-box",
@@ -68,7 +66,7 @@ function detection(answer, input, model) {
       h("td", {}, d.box.map((v) => v.toFixed(1)).join(", ")))));
   return [
     h("div", { class: "detections", "data-count": result.detections.length },
-      h("div", { class: "image-frame" }, h("img", { src: input?.url, alt: input?.name, class: "pixelated" }), boxes)),
+      h("div", { class: "image-frame" }, h("img", { src: input?.url, alt: input?.name, class: "pixelated" }), drawn)),
     h("p", { class: "muted" }, `${result.detections.length} detection(s) in ${result.width} × ${result.height}`),
     list,
   ];
@@ -92,8 +90,7 @@ async function colouredMask(maskPng, colours) {
   return canvas;
 }
 
-function segmentation(answer, input) {
-  const [result] = answer.results;
+function pixelLabels(result, input) {
   const labels = Object.keys(result.class_fractions);
   const colours = classColours(labels.length);
   const overlay = h("img", { src: `data:image/png;base64,${result.overlay_png}`, alt: "overlay", class: "seg-overlay pixelated" });
@@ -116,11 +113,11 @@ function segmentation(answer, input) {
   return [toggle, frame, h("p", { class: "muted" }, `mask ${result.width} × ${result.height}; class fractions:`), legend];
 }
 
-function generation(answer) {
+function images(result) {
   return [
-    h("p", {}, "class ", h("strong", {}, answer.label), ` · seed ${answer.seed}`),
-    h("div", { class: "gen-grid" }, answer.images.map((png, index) =>
-      h("img", { src: `data:image/png;base64,${png}`, alt: `${answer.label} ${index}`, class: "gen-image pixelated" }))),
+    h("p", {}, "class ", h("strong", {}, result.label), ` · seed ${result.seed}`),
+    h("div", { class: "gen-grid" }, result.images.map((png, index) =>
+      h("img", { src: `data:image/png;base64,${png}`, alt: `${result.label} ${index}`, class: "gen-image pixelated" }))),
   ];
 }
 
@@ -132,38 +129,44 @@ function cloudCanvas(input, colours) {
   return canvas;
 }
 
-function pointcloudClassification(answer, input, model) {
-  const colours = labelColours(model?.labels.length || answer.top_k.length);
-  const top = answer.top_k[0];
+function labelledCloud(result, input, model) {
+  const colours = labelColours(model?.labels.length || result.top_k.length);
+  const top = result.top_k[0];
   const count = input?.points ? input.points.length / 3 : 0;
   return [
     prediction(top.label, top.probability),
     cloudCanvas(input, Array(count).fill(colours[top.index % colours.length])),
-    bars(answer.top_k, colours),
+    bars(result.top_k, colours),
   ];
 }
 
-function pointcloudSegmentation(answer, input, model) {
-  const labels = model?.labels || [...new Set(answer.parts)];
+function pointLabels(result, input, model) {
+  const labels = model?.labels || [...new Set(result.parts)];
   const colours = labelColours(labels.length);
-  const perPoint = answer.parts.map((part) => colours[Math.max(0, labels.indexOf(part))]);
+  const perPoint = result.parts.map((part) => colours[Math.max(0, labels.indexOf(part))]);
   const counts = new Map();
-  for (const part of answer.parts) counts.set(part, (counts.get(part) || 0) + 1);
+  for (const part of result.parts) counts.set(part, (counts.get(part) || 0) + 1);
   const legend = h("div", { class: "legend" }, [...counts].sort((a, b) => b[1] - a[1]).map(([part, count]) =>
     h("div", { class: "legend-row", "data-label": part },
       h("span", { class: "chip", style: { background: css(colours[Math.max(0, labels.indexOf(part))]) } }),
       h("span", { class: "bar-label" }, part), h("span", { class: "bar-value" }, `${count} points`))));
-  return [cloudCanvas(input, perPoint), h("p", { class: "muted" }, `${answer.num_points} points, parts:`), legend];
+  return [cloudCanvas(input, perPoint), h("p", { class: "muted" }, `${result.num_points} points, parts:`), legend];
 }
 
-const RENDERERS = {
-  classify: classification,
-  detect: detection,
-  segment: segmentation,
-  generate: generation,
-  "pointcloud-classify": pointcloudClassification,
-  "pointcloud-segment": pointcloudSegmentation,
-};
+// Labels are drawn with the input they name: an image beside its bars, a cloud in its class's colour.
+const LABELLED = { image: labelledImage, pointcloud: labelledCloud };
+
+function labelled(result, input, model, task) {
+  return LABELLED[task.request](result, input, model);
+}
+
+/** Per answer kind: the answer for the one input sent, drawn. */
+const RENDERERS = { labels: labelled, boxes, "pixel-labels": pixelLabels, image: images, "point-labels": pointLabels };
+
+// An answer to a request that may carry several inputs (images) lists a result per input.
+function resultOf(answer) {
+  return answer.results ? answer.results[0] : answer;
+}
 
 export function timings(answer, roundTripMs) {
   const t = answer.timings;
@@ -187,9 +190,9 @@ function abridged(value) {
 }
 
 /** The answer of a task drawn, with its timings and the JSON it came as. */
-export function renderAnswer(taskKey, answer, input, model, roundTripMs) {
-  return h("div", { class: "answer", "data-task": taskKey, "data-model": answer.model },
-    RENDERERS[taskKey](answer, input, model),
+export function renderAnswer(task, answer, input, model, roundTripMs) {
+  return h("div", { class: "answer", "data-task": task.endpoint, "data-model": answer.model },
+    RENDERERS[task.answer](resultOf(answer), input, model, task),
     timings(answer, roundTripMs),
     h("details", {}, h("summary", {}, "JSON answer"), h("pre", {}, JSON.stringify(abridged(answer), null, 2))));
 }

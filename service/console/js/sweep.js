@@ -1,8 +1,9 @@
 // Cost against resolution: the segmentation twins through the v2 endpoint (which takes any
 // H x W that is a multiple of the model's stride, up to the server's max_model_pixels), the
-// compute time of each plotted against the number of pixels, and both masks drawn.
+// compute time of each plotted against the number of pixels, and both masks drawn. The twins are
+// those of the first task whose answers are per-pixel labels.
 
-import { loadModels, loadSamples, request, sampleBlob } from "./api.js";
+import { loadModels, loadSamples, loadTasks, request, sampleBlob } from "./api.js";
 import { drawLineChart, tick } from "./charts.js";
 import { clear, formatMs, h } from "./dom.js";
 import { classColours } from "./palette.js";
@@ -12,14 +13,25 @@ const SIZES = [128, 256, 384, 512, 640, 768];
 const REPEATS = 2; // the lower of two compute times: the first run at a new size pays for setup
 const COLOURS = { ea: "#2563eb", sa: "#dc2626" };
 const HEADER_LENGTH = "Inference-Header-Content-Length";
+const SWEPT_ANSWER = "pixel-labels"; // the masks below are the argmax of per-pixel logits
 
-async function segmentationTwins() {
+function sweeps(task) {
+  return task?.answer === SWEPT_ANSWER && task.request === "image";
+}
+
+async function sweptTask() {
+  const task = (await loadTasks()).find(sweeps);
+  if (!task) throw new Error(`the server has no task that answers ${SWEPT_ANSWER} for an image`);
+  return task;
+}
+
+async function twinsOf(task) {
   const { models } = await loadModels();
   const twins = {};
   for (const attention of ["ea", "sa"]) {
-    twins[attention] = models.find((m) => m.task === "segmentation" && m.attention === attention && m.state === "ready");
+    twins[attention] = models.find((m) => m.task === task.name && m.attention === attention && m.state === "ready");
   }
-  if (!twins.ea || !twins.sa) throw new Error("the server has no ready EA and SA segmentation models");
+  if (!twins.ea || !twins.sa) throw new Error(`the server has no ready EA and SA ${task.name} models`);
   return twins;
 }
 
@@ -98,7 +110,8 @@ function drawMask(canvas, mask, classes) {
   canvas.dataset.size = String(mask.width);
 }
 
-export function setupSweep(compareImage) {
+/** The sweep; `compareChoice()` is the compare panel's {task, input}, once it has a task. */
+export function setupSweep(compareChoice) {
   const slider = document.getElementById("sweep-size");
   const label = document.getElementById("sweep-size-label");
   const all = document.getElementById("sweep-all");
@@ -108,24 +121,27 @@ export function setupSweep(compareImage) {
   const maskCanvas = { ea: document.getElementById("sweep-mask-ea"), sa: document.getElementById("sweep-mask-sa") };
   const measured = new Map(); // "<image>/<size>" -> {ea: {computeMs, mask}, sa: ...}
   let busy = false;
-  let sceneBlob = null;
+  let sample = null;
   let lastImage = null; // the image whose measurements the chart shows
 
+  /** The compare input when the compare task is the sweep's kind, else the swept task's first sample. */
   async function source() {
-    const chosen = compareImage();
-    if (chosen) return { blob: chosen.blob, name: chosen.name };
-    if (!sceneBlob) {
-      const listing = await loadSamples();
-      sceneBlob = { name: listing.scenes[0].file, blob: await sampleBlob(listing.scenes[0].file) };
+    const chosen = compareChoice();
+    if (sweeps(chosen?.task) && chosen.input?.kind === "image") return { blob: chosen.input.blob, name: chosen.input.name };
+    if (!sample) {
+      const [listing, task] = await Promise.all([loadSamples(), sweptTask()]);
+      const file = listing[task.samples]?.[0]?.file;
+      if (!file) throw new Error(`no bundled sample for ${task.title.toLowerCase()}`);
+      sample = { name: file, blob: await sampleBlob(file) };
     }
-    return sceneBlob;
+    return sample;
   }
 
   async function measure(size) {
     const image = await source();
     const key = `${image.name}/${size}`;
     if (measured.has(key)) return measured.get(key);
-    const twins = await segmentationTwins();
+    const twins = await twinsOf(await sweptTask());
     const result = {};
     for (const attention of ["ea", "sa"]) {
       // One twin after the other, never both at once, so neither takes CPU from the other.

@@ -1,7 +1,9 @@
-// Per task: its options (top-k, threshold, class and seed...) and the request they make.
+// Per task: its options (top-k, threshold, class and seed...) and the request they make, chosen by
+// the kinds of the task's answer and request, never by its name.
 
-import { TASKS, modelsFor, postJson } from "./api.js";
+import { modelsFor, postJson } from "./api.js";
 import { clear, h } from "./dom.js";
+import { inputMissing } from "./inputs.js";
 
 function numberField(name, label, value, attrs) {
   return h("label", {}, label, h("input", { type: "number", name, value, ...attrs }));
@@ -14,28 +16,55 @@ function rangeField(name, label, value, attrs) {
   return h("label", {}, label, input, output);
 }
 
-async function classField(taskKey) {
-  const models = await modelsFor(taskKey).catch(() => []);
+async function classField(task) {
+  const models = await modelsFor(task).catch(() => []);
   const labels = models[0]?.labels || [];
   const select = h("select", { name: "label" }, labels.map((label) => h("option", { value: label }, label)));
   return h("label", {}, "Class", select);
 }
 
+/** Per answer kind: the fields that shape the answer, and the parameters they send. */
+const ANSWERS = {
+  labels: {
+    fields: () => [numberField("top_k", "Top k", 5, { min: 1, max: 20 })],
+    params: (options) => ({ top_k: options.top_k }),
+  },
+  boxes: {
+    fields: () => [rangeField("score_threshold", "Min score", 0.3, { min: 0, max: 1, step: 0.05 })],
+    params: (options) => ({ score_threshold: options.score_threshold }),
+  },
+  "pixel-labels": {
+    fields: () => [rangeField("alpha", "Overlay opacity", 0.5, { min: 0, max: 1, step: 0.05 })],
+    params: (options) => ({ overlay: "true", alpha: options.alpha }),
+  },
+  image: {
+    fields: () => [numberField("seed", "Seed", 0, { min: 0, step: 1 }), numberField("n", "Images", 4, { min: 1, max: 16 })],
+    params: (options) => ({ seed: Number(options.seed || 0), n: Number(options.n || 1) }),
+  },
+  "point-labels": { fields: () => [], params: () => ({}) },
+};
+
+/** An input posted as it is, the answer's parameters in the query. */
+function sendInput(task, input, params, selector) {
+  if (!input || input.kind !== task.request) return Promise.reject(new Error(inputMissing(task.request)));
+  return postJson(task.path, { ...selector, ...params }, input.blob, input.contentType);
+}
+
+/** Per request kind: its own fields, and how a request of it is sent. */
+const REQUESTS = {
+  image: { fields: async () => [], send: sendInput },
+  pointcloud: { fields: async () => [], send: sendInput },
+  // A class to draw: no input, everything in a JSON body.
+  class: {
+    fields: async (task) => [await classField(task)],
+    send: (task, input, params, selector, options) =>
+      postJson(task.path, selector, JSON.stringify({ label: options.label, ...params }), "application/json"),
+  },
+};
+
 /** Fill `container` with the options of a task. */
-export async function showOptions(container, taskKey) {
-  const fields = {
-    classify: () => [numberField("top_k", "Top k", 5, { min: 1, max: 20 })],
-    detect: () => [rangeField("score_threshold", "Min score", 0.3, { min: 0, max: 1, step: 0.05 })],
-    segment: () => [rangeField("alpha", "Overlay opacity", 0.5, { min: 0, max: 1, step: 0.05 })],
-    generate: async () => [
-      await classField(taskKey),
-      numberField("seed", "Seed", 0, { min: 0, step: 1 }),
-      numberField("n", "Images", 4, { min: 1, max: 16 }),
-    ],
-    "pointcloud-classify": () => [numberField("top_k", "Top k", 5, { min: 1, max: 20 })],
-    "pointcloud-segment": () => [],
-  };
-  clear(container, ...(await fields[taskKey]()));
+export async function showOptions(container, task) {
+  clear(container, ...(await REQUESTS[task.request].fields(task)), ...ANSWERS[task.answer].fields());
 }
 
 export function readOptions(container) {
@@ -44,24 +73,8 @@ export function readOptions(container) {
   return options;
 }
 
-function cloudContentType(input) {
-  return input.name.endsWith(".json") ? "application/json" : "application/octet-stream";
-}
-
 /** POST the task's request for `input` to the model `selector` picks ({attention} or {model}). */
-export function runTask(taskKey, input, options, selector) {
-  const task = TASKS[taskKey];
-  if (taskKey === "generate") {
-    const body = { label: options.label, seed: Number(options.seed || 0), n: Number(options.n || 1) };
-    return postJson(task.path, selector, JSON.stringify(body), "application/json");
-  }
-  if (!input || input.kind !== task.input) {
-    return Promise.reject(new Error(task.input === "image" ? "choose an image first" : "choose a point cloud first"));
-  }
-  const query = { ...selector };
-  if (taskKey === "classify" || taskKey === "pointcloud-classify") query.top_k = options.top_k;
-  if (taskKey === "detect") query.score_threshold = options.score_threshold;
-  if (taskKey === "segment") Object.assign(query, { overlay: "true", alpha: options.alpha });
-  const contentType = input.kind === "image" ? input.blob.type || "application/octet-stream" : cloudContentType(input);
-  return postJson(task.path, query, input.blob, contentType);
+export function runTask(task, input, options, selector) {
+  const params = ANSWERS[task.answer].params(options);
+  return REQUESTS[task.request].send(task, input, params, selector, options);
 }

@@ -1,18 +1,31 @@
 // "Try a model": a task, a model (or EA / SA), an input, the answer drawn.
 
-import { TASKS, modelFor, modelsFor } from "./api.js";
+import { loadTasks, modelFor, modelsFor, taskFor } from "./api.js";
 import { clear, h } from "./dom.js";
 import { InputPicker } from "./inputs.js";
 import { renderAnswer, renderError } from "./render.js";
 import { readOptions, runTask, showOptions } from "./tasks.js";
 
-export function taskOptions(select) {
-  clear(select, Object.entries(TASKS).map(([key, task]) => h("option", { value: key }, task.title)));
+/** The server's tasks as the options of `select`, by endpoint key. */
+export async function taskOptions(select) {
+  const tasks = await loadTasks();
+  clear(select, tasks.map((task) => h("option", { value: task.endpoint }, task.title)));
+}
+
+/** The task chosen in `select`. */
+export function chosenTask(select) {
+  return taskFor(select.value);
+}
+
+/** The error drawn into `target` in place of an answer. */
+export function showError(target, error) {
+  clear(target, renderError(error));
+  target.dataset.state = "error";
 }
 
 /** "selector" values: attention=ea / attention=sa, then each model by name. */
-async function showModels(select, taskKey) {
-  const models = await modelsFor(taskKey).catch(() => []);
+async function showModels(select, task) {
+  const models = await modelsFor(task).catch(() => []);
   clear(select,
     h("option", { value: "attention:ea" }, "EA (default)"),
     h("option", { value: "attention:sa" }, "SA twin"),
@@ -25,39 +38,47 @@ function selectorOf(value) {
 }
 
 /** Runs a task for `input` and draws the answer (or the server's error) into `target`. */
-export async function runInto(target, taskKey, input, options, selector) {
+export async function runInto(target, task, input, options, selector) {
   target.dataset.state = "running";
   target.replaceChildren(h("p", { class: "muted" }, "running…"));
   try {
-    const { answer, roundTripMs } = await runTask(taskKey, input, options, selector);
-    const model = await modelFor(taskKey, { model: answer.model });
-    clear(target, renderAnswer(taskKey, answer, input, model, roundTripMs));
+    const { answer, roundTripMs } = await runTask(task, input, options, selector);
+    const model = await modelFor(task, { model: answer.model });
+    clear(target, renderAnswer(task, answer, input, model, roundTripMs));
     target.dataset.state = "done";
     return answer;
   } catch (error) {
-    clear(target, renderError(error));
-    target.dataset.state = "error";
+    showError(target, error);
     return null;
   }
 }
 
-export function setupTry() {
-  const task = document.getElementById("try-task");
+export async function setupTry() {
+  const select = document.getElementById("try-task");
   const model = document.getElementById("try-model");
   const options = document.getElementById("try-options");
   const result = document.getElementById("try-result");
   const picker = new InputPicker(document.getElementById("try-input"));
-  taskOptions(task);
 
   async function taskChanged() {
-    const key = task.value;
-    await Promise.all([showModels(model, key), showOptions(options, key), picker.show(TASKS[key].input, TASKS[key].samples)]);
-    clear(result, h("p", { class: "muted" }, `${TASKS[key].title}: choose an input and press Run.`));
+    const task = await chosenTask(select);
+    await Promise.all([showModels(model, task), showOptions(options, task), picker.show(task.request, task.samples)]);
+    clear(result, h("p", { class: "muted" }, `${task.title}: choose an input and press Run.`));
     result.dataset.state = "empty";
   }
 
-  task.addEventListener("change", taskChanged);
-  document.getElementById("try-run").addEventListener("click", () =>
-    runInto(result, task.value, picker.input, readOptions(options), selectorOf(model.value)));
+  async function run() {
+    const task = await chosenTask(select);
+    return runInto(result, task, picker.input, readOptions(options), selectorOf(model.value));
+  }
+
+  try {
+    await taskOptions(select);
+  } catch (error) {
+    // Without the task table (a key it needs, say) there is nothing to try; the page still starts.
+    return showError(result, error);
+  }
+  select.addEventListener("change", taskChanged);
+  document.getElementById("try-run").addEventListener("click", run);
   return taskChanged();
 }
