@@ -111,10 +111,15 @@ CHECKS: dict[tuple[RequestKind, Answer], Callable[[dict, SampleSet], tuple[bool,
 }
 
 
+def answer_check(task: str) -> Callable[[dict, SampleSet], tuple[bool, str]]:
+    """The judge of the answers of the endpoint `task`."""
+    spec = ENDPOINTS[task].spec
+    return CHECKS[spec.request, spec.answer]
+
+
 def check_endpoint(client: httpx.Client, task: str, attention: str, samples: SampleSet) -> Verdict:
     """Send the first sample's request for `task` to the `attention` model; judge the answer."""
-    spec = ENDPOINTS[task].spec
-    check = CHECKS[spec.request, spec.answer]
+    check = answer_check(task)
     request = prepared_requests(task, samples, model_selector(attention))[0]
     response = client.post(request.url, content=request.body, headers={"Content-Type": request.content_type})
     if response.status_code != 200:

@@ -13,7 +13,7 @@ import pytest
 from service_helpers import TestClient, make_settings, wait_until
 
 from easerve.artifacts.manifest import discover_manifests, load_manifest
-from easerve.loadtest.check import CHECKS
+from easerve.loadtest.check import answer_check
 from easerve.loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
 from easerve.loadtest.samples import SampleSet, load_samples
 from easerve.service.app import create_app
@@ -56,7 +56,7 @@ def test_the_bundled_model_answers_the_real_samples_right(bundled, task, attenti
     for index, request in enumerate(prepared_requests(task, samples, model_selector(attention))):
         response = bundled.post(request.url, content=request.body, headers={"content-type": request.content_type})
         assert response.status_code == 200, response.text
-        passed, detail = CHECKS[task](response.json(), sample_alone(samples, task, index))
+        passed, detail = answer_check(task)(response.json(), sample_alone(samples, task, index))
         verdicts.append((passed, detail))
     right = sum(passed for passed, _ in verdicts)
     assert right >= math.ceil(MIN_FRACTION_RIGHT[attention] * len(verdicts)), verdicts
