@@ -43,6 +43,7 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -81,6 +82,8 @@ _TIMED_WINDOW = 64
 # ... and forgotten after this long: a model whose requests were all refused for a while (so
 # that none was timed) must not stay refused on the strength of a burst long gone.
 _TIMED_HORIZON_S = 2.0
+# How stale their percentile may be (a fraction of a batch on the slowest models).
+_QUANTILE_REFRESH_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -261,15 +264,29 @@ class NullObserver:
         pass
 
 
-def _recent_quantile(window: deque[tuple[float, float]], quantile: float = 0.9) -> float:
-    """The `quantile` of the (time, seconds) samples of the last `_TIMED_HORIZON_S`; 0 without any."""
-    since = time.perf_counter() - _TIMED_HORIZON_S
-    while window and window[0][0] < since:
-        window.popleft()
-    if not window:
-        return 0.0
-    recent = sorted(seconds for _, seconds in window)
-    return recent[int(quantile * (len(recent) - 1))]
+class RecentTimes:
+    """Seconds recent requests took for a step, and their 90th percentile: over the last
+    `_TIMED_WINDOW` samples of the last `_TIMED_HORIZON_S` (0 without any). The percentile is
+    asked for several times per request, so it is recomputed at most every `_QUANTILE_REFRESH_S`."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, float]] = deque(maxlen=_TIMED_WINDOW)
+        self._p90 = 0.0
+        self._computed_at = -math.inf
+
+    def add(self, now: float, seconds: float) -> None:
+        self._samples.append((now, seconds))
+
+    def p90(self) -> float:
+        now = time.perf_counter()
+        if now - self._computed_at >= _QUANTILE_REFRESH_S:
+            self._computed_at = now
+            since = now - _TIMED_HORIZON_S
+            while self._samples and self._samples[0][0] < since:
+                self._samples.popleft()
+            recent = sorted(seconds for _, seconds in self._samples)
+            self._p90 = recent[int(0.9 * (len(recent) - 1))] if recent else 0.0
+        return self._p90
 
 
 def batch_items(inputs: Tensors) -> int:
@@ -381,8 +398,8 @@ class DynamicBatcher:
         self._queue: deque[_Pending] = deque()
         self._arriving: dict[Arrival, float] = {}
         self._waiting: dict[Arrival, asyncio.Future[None]] = {}  # at the door, in arrival order
-        self._pre_queue_s: deque[tuple[float, float]] = deque(maxlen=_TIMED_WINDOW)
-        self._post_compute_s: deque[tuple[float, float]] = deque(maxlen=_TIMED_WINDOW)
+        self._pre_queue_s = RecentTimes()
+        self._post_compute_s = RecentTimes()
         self._progress = asyncio.Event()
         self._free: list[_Instance] = [
             _Instance(run_batch, ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"runner-{model}-{index}"))
@@ -470,12 +487,12 @@ class DynamicBatcher:
         self._arriving.pop(arrival, None)
         if queued:
             now = time.perf_counter()
-            self._pre_queue_s.append((now, now - arrival.since))
+            self._pre_queue_s.add(now, now - arrival.since)
         else:
             self._let_in()
 
     def answered(self, after_compute_s: float) -> None:
-        self._post_compute_s.append((time.perf_counter(), after_compute_s))
+        self._post_compute_s.add(time.perf_counter(), after_compute_s)
 
     def reachable(self, deadline: float) -> bool:
         return self._device.reachable(self, deadline)
@@ -483,12 +500,12 @@ class DynamicBatcher:
     def pre_queue_s(self) -> float:
         """How long requests recently took from the door to the queue (reading, decoding):
         the 90th percentile of the latest ones (of the last two seconds)."""
-        return _recent_quantile(self._pre_queue_s)
+        return self._pre_queue_s.p90()
 
     def post_compute_s(self) -> float:
         """How long answers recently took after their batch ended (post-processing, encoding,
         the event loop's delay): the 90th percentile of the latest ones (of the last two seconds)."""
-        return _recent_quantile(self._post_compute_s)
+        return self._post_compute_s.p90()
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """Queue one request (inputs with a leading batch dim) and wait for its outputs (and

@@ -1,10 +1,11 @@
-"""What a model accepts, checked for every request before it joins a batch.
+"""What a model accepts, checked for every client tensor before it joins a batch.
 
 A batch is shared by many clients, so one request's bad value must be refused on its own
 instead of failing the batch (and everybody in it). The manifest says what each input is;
 the limits bound what the server computes for one client. v1 routes build inputs that conform
-by construction and pass through the same check; v2 requests check their shapes before any
-data is converted, so a shape whose size overflows or exceeds a limit never allocates.
+by construction (decoded images and clouds, checked as they were decoded), so nothing checks
+them again; v2 requests check their shapes before any data is converted, so a shape whose size
+overflows or exceeds a limit never allocates, and their values once converted, on a worker.
 """
 
 from __future__ import annotations
@@ -80,26 +81,9 @@ def _check_spatial(sizes: dict[str, int], manifest: Manifest, limits: InputLimit
         )
 
 
-def check_inputs(inputs: dict[str, np.ndarray], manifest: Manifest, limits: InputLimits) -> None:
-    """Every input of `manifest` present (no others), with its dtype and a shape `check_shape`
-    accepts, one batch size for all, finite floats, and class labels within the model's
-    classes (generators). Raises InvalidInput / PayloadTooLarge naming the input."""
-    expected = {tensor.name: tensor for tensor in manifest.inputs}
-    if set(inputs) != set(expected):
-        raise InvalidInput(f"{manifest.name} takes inputs {sorted(expected)}, got {sorted(inputs)}")
-    batches = set()
-    for name, array in inputs.items():
-        tensor = expected[name]
-        if array.dtype != np.dtype(tensor.dtype):
-            raise InvalidInput(f"input {name!r} of {manifest.name} must be {tensor.dtype}, got {array.dtype}")
-        check_shape(array.shape, tensor, manifest, limits)
-        batches.add(array.shape[0])  # every served input is batch first (`ModelFiles.verify`)
-        _check_values(name, array, manifest)
-    if len(batches) > 1:
-        raise InvalidInput(f"the inputs of {manifest.name} disagree on the batch size: {sorted(batches)}")
-
-
-def _check_values(name: str, array: np.ndarray, manifest: Manifest) -> None:
+def check_values(name: str, array: np.ndarray, manifest: Manifest) -> None:
+    """InvalidInput unless the client's floats are finite and its class labels (generators) within
+    the model's classes. (Tensors the server builds itself are right by construction.)"""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidInput(f"input {name!r} of {manifest.name} holds NaN or infinite values")
     if manifest.spec.request == "class" and array.dtype.kind in "iu":

@@ -22,7 +22,7 @@ from typing import ParamSpec, TypeVar
 from easerve.service.admission import MemoryBudget, Ticket, WorkerPools
 from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, Finish, Tensors
 from easerve.service.body_limit import BodyTimeout
-from easerve.service.contract import InputLimits, check_inputs
+from easerve.service.contract import InputLimits
 from easerve.service.deadline import Deadline
 from easerve.service.errors import ClientClosedRequest, DeadlineExceeded, DeadlineUnreachable, Unavailable
 from easerve.service.json_answers import json_bytes
@@ -116,9 +116,9 @@ class InferenceContext:
         return await self._by_deadline(asyncio.wrap_future(job, loop=loop), "decoding or post-processing")
 
     async def infer(self, inputs: Tensors, finish: Finish | None = None) -> BatchOutcome:
-        """Check `inputs` (batch first) against the model's contract, queue them on the model's
-        batcher and wait for the outputs (and the answer `finish` makes of them)."""
-        check_inputs(inputs, self.model.manifest, self.limits)
+        """Queue `inputs` (batch first, in the model's contract: built by the server, or a client's
+        checked where they were decoded) on the model's batcher and wait for the outputs (and the
+        answer `finish` makes of them)."""
         if self.arrival is not None:
             self.arrival.leave(queued=True)
         submitted = time.perf_counter()

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest, TensorInfo
-from easerve.service.contract import InputLimits, check_shape
+from easerve.service.contract import InputLimits, check_shape, check_values
 from easerve.service.errors import BadRequest, InvalidInput
 from easerve.service.v2.schemas import InferRequest, RequestInput, ResponseOutput, TensorMetadata
 
@@ -79,7 +79,7 @@ def decode_inputs(
     """The model's inputs from a v2 request (`blobs`: binary data by input name). Shapes are
     checked against the model's contract (`contract.check_shape`) before any data is converted;
     every malformed input is a BadRequest (400, as the protocol has it), sizes over a limit a
-    PayloadTooLarge."""
+    PayloadTooLarge, values the model cannot take (NaN, a class it lacks) an InvalidInput."""
     expected = {tensor.name: tensor for tensor in manifest.inputs}
     given = {}
     for tensor in request.inputs:
@@ -106,6 +106,8 @@ def decode_inputs(
     batches = {array.shape[0] for array in arrays.values()}
     if len(batches) != 1:
         raise BadRequest(f"inputs disagree on the batch size: {sorted(batches)}")
+    for name, array in arrays.items():
+        check_values(name, array, manifest)
     return arrays
 
 
