@@ -144,6 +144,30 @@ class Settings(BaseSettings):
         "`--model-config NAME:num_replicas=N` (or min/max_replicas) says otherwise",
     )
 
+    ingress_replicas: Annotated[int, Flag("engine", metavar="N")] = Field(
+        default=1, ge=1, description="with `engine=ray`: replicas of the ingress (HTTP routes, decoding)"
+    )
+    ingress_num_cpus: Annotated[float, Flag("engine", "--ingress-cpus", "CPUS")] = Field(
+        default=1.0,
+        ge=0,
+        description="with `engine=ray`: logical CPUs each ingress replica reserves (less lets it fit on small nodes)",
+    )
+    model_num_cpus: Annotated[float, Flag("engine", "--model-cpus", "CPUS")] = Field(
+        default=1.0,
+        ge=0,
+        description="with `engine=ray`: logical CPUs of a model replica, unless its `ray.json` or "
+        "`--model-config NAME:num_cpus=C` says otherwise",
+    )
+    model_num_gpus: Annotated[float, Flag("engine", "--model-gpus", "GPUS")] = Field(
+        default=0.0, ge=0, description="with `engine=ray`: GPUs (or a fraction of one) of a model replica"
+    )
+    deploy_timeout_s: Annotated[float, Flag("engine", "--deploy-timeout", "S")] = Field(
+        default=600.0,
+        gt=0,
+        description="with `engine=ray`: how long `easerve serve` waits for the application to be running before it "
+        "deletes it and exits 1 (a deployment that cannot be placed is named in the log long before)",
+    )
+
     # Connections.
     header_timeout_s: Annotated[float, Flag("connections", "--header-timeout", "S")] = Field(
         default=10.0, gt=0, description="time to receive a request's line and headers; then 408 and close"

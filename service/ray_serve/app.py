@@ -7,8 +7,8 @@
 
 `build_app(args)` is a Serve application builder: `args` holds any service setting (the names of
 `service.settings.Settings`, e.g. `weights_dirs`, `models`, `model_overrides`, `max_queue_size`;
-`EASERVE_*` still apply) and the Ray arguments of `config.RayAppArgs` (`ingress_replicas`,
-`ingress_num_cpus`, `model_num_cpus`, `model_num_gpus`). `app` is `build_app({})`, built when
+`EASERVE_*` still apply), the Ray ones among them (`ingress_replicas`, `ingress_num_cpus`,
+`model_num_cpus`, `model_num_gpus`). `app` is `build_app({})`, built when
 first read, so importing this module needs neither models nor a cluster.
 
 The deployments are named `easerve` (the ingress) and after each model (`eamlp-ea-tiny`, ...), so
@@ -27,12 +27,11 @@ from easerve.service.model_files import ModelFilesError, discover_models
 from easerve.service.settings import Settings
 
 from .config import (
-    RayAppArgs,
+    builder_settings,
     ingress_deployment_options,
     model_deployment_options,
     ray_options,
     settings_args,
-    split_builder_args,
     split_overrides,
 )
 from .deployments import IngressDeployment, ModelDeployment
@@ -51,10 +50,9 @@ class AppPlan:
         return [self.ingress, *self.models.values()]
 
 
-def plan_app(settings: Settings, ray_args: RayAppArgs | None = None) -> AppPlan:
+def plan_app(settings: Settings) -> AppPlan:
     """The application's deployments for `settings`. ModelFilesError when no model (or a named
     one) is found, ModelConfigError for an invalid per-model setting or Ray option."""
-    ray_args = ray_args or RayAppArgs()
     if settings.model_control != "none":
         raise ModelConfigError(
             f"model control mode {settings.model_control!r} is not available on Ray: the model deployments are "
@@ -78,8 +76,8 @@ def plan_app(settings: Settings, ray_args: RayAppArgs | None = None) -> AppPlan:
             name, files.directory, files.manifest.max_batch_size, settings, overrides.get(name, {})
         )
         options = ray_options(name, files.directory, ray_overrides.get(name, {}))
-        models[name] = model_deployment_options(name, serving, options, settings, ray_args)
-    return AppPlan(settings, ingress_deployment_options(settings, ray_args), models)
+        models[name] = model_deployment_options(name, serving, options, settings)
+    return AppPlan(settings, ingress_deployment_options(settings), models)
 
 
 def bind_plan(plan: AppPlan) -> Application:
@@ -91,8 +89,7 @@ def bind_plan(plan: AppPlan) -> Application:
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """The application builder of `serve run` / `serve deploy` (see the module docstring)."""
-    settings, ray_args = split_builder_args(args)
-    return bind_plan(plan_app(settings, ray_args))
+    return bind_plan(plan_app(builder_settings(args)))
 
 
 def __getattr__(name: str) -> Any:

@@ -3,7 +3,7 @@ application builder, and each model deployment's Ray options.
 
 A model deployment's Ray options (`RayModelOptions`: replicas or autoscaling bounds, CPUs, GPU
 fractions, custom resources) come from, in rising priority: the `replicas` setting and the
-builder's `model_num_cpus` / `model_num_gpus`, the model folder's `ray.json`, then
+`model_num_cpus` / `model_num_gpus` settings, the model folder's `ray.json`, then
 `--model-config NAME:KEY=VALUE` entries (`EASERVE_MODEL_OVERRIDES`) whose KEY is one of these
 options. Those entries are taken out before the service sees the rest, so `serving.json` and the
 other `--model-config` keys keep their meaning (batching, instances, precision, timeout).
@@ -11,7 +11,8 @@ other `--model-config` keys keep their meaning (batching, instances, precision, 
     weights/eamlp-ea-tiny/ray.json:  {"min_replicas": 1, "max_replicas": 4, "num_cpus": 1}
     easerve serve --engine ray --model-config eamlp-ea-tiny:num_replicas=2 --model-config eamlp-ea-tiny:num_gpus=0.25
 
-Settings travel to every replica as the builder's arguments (a JSON object of every field), so
+Settings (the Ray ones among them: `ingress_replicas`, `ingress_num_cpus`, `model_num_cpus`,
+`model_num_gpus`) travel to every replica as the builder's arguments (a JSON object of every field), so
 each replica runs with exactly the settings the application was built with, wherever it lands;
 the API key among them (the key is part of the application's config in the cluster).
 """
@@ -28,6 +29,8 @@ from easerve.service.model_config import ModelConfigError, ServingConfig, parse_
 from easerve.service.settings import Settings
 
 RAY_FILE = "ray.json"
+# The folder that holds easerve's source folders (service/, weights/ in a checkout).
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 # Names of the deployments: the ingress, and each model's own name.
 INGRESS_NAME = "easerve"
 APP_NAME = "easerve"
@@ -56,6 +59,9 @@ class RayModelOptions(BaseModel):
     health_check_period_s: float | None = Field(
         default=None, gt=0, description="how often Ray checks each replica (Ray's default: 10 s)"
     )
+    health_check_timeout_s: float | None = Field(
+        default=None, gt=0, description="how long a replica's health check may take before it fails (Ray's: 30 s)"
+    )
     max_queued_requests: int | None = Field(
         default=None, ge=1, description="requests each caller queues when every replica is full; more: 429"
     )
@@ -68,23 +74,20 @@ class RayModelOptions(BaseModel):
 RAY_KEYS = frozenset(RayModelOptions.model_fields)
 
 
-class RayAppArgs(BaseModel):
-    """The application builder's arguments that are not service settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ingress_replicas: int = Field(default=1, ge=1, description="replicas of the ingress (HTTP routes, decoding)")
-    ingress_num_cpus: float = Field(default=1.0, ge=0, description="logical CPUs each ingress replica reserves")
-    model_num_cpus: float = Field(default=1.0, ge=0, description="default logical CPUs of a model replica")
-    model_num_gpus: float = Field(default=0.0, ge=0, description="default GPUs of a model replica")
+def builder_settings(args: dict[str, Any] | None) -> Settings:
+    """The settings in a builder's `args` (the settings also read `EASERVE_*` as usual), weights
+    folders made absolute (`weights_folder`). ValidationError for a bad value or unknown key."""
+    settings = Settings(**dict(args or {}))
+    return settings.model_copy(update={"weights_dirs": [weights_folder(path) for path in settings.weights_dirs]})
 
 
-def split_builder_args(args: dict[str, Any] | None) -> tuple[Settings, RayAppArgs]:
-    """The service settings and the Ray arguments in a builder's `args` (keys of either; the
-    settings also read `EASERVE_*` as usual). ValidationError for a bad value or unknown key."""
-    values = dict(args or {})
-    ray_args = RayAppArgs(**{key: values.pop(key) for key in list(values) if key in RayAppArgs.model_fields})
-    return Settings(**values), ray_args
+def weights_folder(path: Path) -> Path:
+    """A weights folder as an absolute path: a relative one from the working folder, or when
+    that has no such folder, from the source tree easerve runs from (`serve deploy` builds the
+    application wherever `ray start` ran, not where the config is)."""
+    if path.is_absolute() or path.exists() or not (SOURCE_ROOT / path).is_dir():
+        return path.resolve()
+    return SOURCE_ROOT / path
 
 
 def settings_args(settings: Settings) -> dict[str, Any]:
@@ -141,7 +144,7 @@ def replica_capacity(serving: ServingConfig) -> int:
 
 
 def model_deployment_options(
-    name: str, serving: ServingConfig, options: RayModelOptions, settings: Settings, args: RayAppArgs
+    name: str, serving: ServingConfig, options: RayModelOptions, settings: Settings
 ) -> dict[str, Any]:
     """`Deployment.options(...)` of model `name`.
 
@@ -149,8 +152,8 @@ def model_deployment_options(
     replica takes up to its queue plus what its instances compute (`max_ongoing_requests`); its
     own full queue answers 429 first. Past that, each caller queues at most `max_queue_size`
     more (Ray's `max_queued_requests`, also 429)."""
-    actor: dict[str, Any] = {"num_cpus": options.num_cpus if options.num_cpus is not None else args.model_num_cpus}
-    num_gpus = options.num_gpus if options.num_gpus is not None else args.model_num_gpus
+    actor: dict[str, Any] = {"num_cpus": options.num_cpus if options.num_cpus is not None else settings.model_num_cpus}
+    num_gpus = options.num_gpus if options.num_gpus is not None else settings.model_num_gpus
     if num_gpus:
         actor["num_gpus"] = num_gpus
     if options.resources:
@@ -164,8 +167,9 @@ def model_deployment_options(
         "graceful_shutdown_timeout_s": settings.drain_timeout_s + 5.0,
         "logging_config": logging_config(settings),
     }
-    if options.health_check_period_s is not None:
-        deployment["health_check_period_s"] = options.health_check_period_s
+    for key in ("health_check_period_s", "health_check_timeout_s"):
+        if getattr(options, key) is not None:
+            deployment[key] = getattr(options, key)
     if options.autoscaling:
         deployment["autoscaling_config"] = {
             **options.autoscaling_config,
@@ -180,11 +184,11 @@ def model_deployment_options(
     return deployment
 
 
-def ingress_deployment_options(settings: Settings, args: RayAppArgs) -> dict[str, Any]:
+def ingress_deployment_options(settings: Settings) -> dict[str, Any]:
     return {
         "name": INGRESS_NAME,
-        "num_replicas": args.ingress_replicas,
-        "ray_actor_options": {"num_cpus": args.ingress_num_cpus},
+        "num_replicas": settings.ingress_replicas,
+        "ray_actor_options": {"num_cpus": settings.ingress_num_cpus},
         # Requests in one ingress replica at once (reading, decoding, waiting for a model): the
         # service's own admission (memory budget, queues) bounds them further.
         "max_ongoing_requests": settings.max_connections,

@@ -5,6 +5,7 @@ the application and stops the cluster, exit status 0."""
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import subprocess
 import sys
@@ -106,3 +107,33 @@ def test_the_ray_benchmark_measures_both_servers(tmp_path):
     assert "| easerve serve | 1 |" in report
     assert "| --engine ray --replicas 1 | 1 |" in report
     assert "what each server adds" in report
+
+
+def test_sigterm_while_deploying_deletes_the_application_and_an_unplaceable_deployment_is_named(tmp_path):
+    command = [sys.executable, "-m", "easerve.cli", "serve", "--engine", "ray", "--port", str(free_port())]
+    # No node has a GPU: the model's replica can never be placed, so the application deploys for ever.
+    command += ["--models", MODEL, "--weights-dir", str(BUNDLED_WEIGHTS), "--model-config", f"{MODEL}:num_gpus=1"]
+    log_path = tmp_path / "serve.log"
+    environment = {**os.environ, "RAY_SERVE_SLOW_STARTUP_WARNING_S": "3"}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+        try:
+            wait_until(
+                # Ours, with the hint: Ray's controller logs its own message too.
+                lambda: "--model-cpus" in log_path.read_text() or process.poll() is not None,
+                120.0,
+                "the unplaceable deployment named",
+                pause_s=0.5,
+            )
+            text = log_path.read_text()
+            assert process.poll() is None, text[-3000:]
+            assert "deploying: " in text and f"{MODEL} 0/1" in text
+            assert "WARNING easerve.ray" in text and "GPU" in text  # what it reserves, beside the hint
+            process.send_signal(signal.SIGTERM)
+            # Nothing was served: no grace period to wait out (the audit saw it ignore SIGTERM).
+            assert process.wait(20) == 0, log_path.read_text()[-3000:]
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert "stopped before the application was running" in log_path.read_text()

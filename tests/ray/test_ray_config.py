@@ -4,6 +4,7 @@ and that the plain service neither needs nor imports Ray."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -20,16 +21,17 @@ from easerve.service.model_config import ModelConfigError  # noqa: E402
 from easerve.service.ray_serve.app import plan_app  # noqa: E402
 from easerve.service.ray_serve.config import (  # noqa: E402
     RAY_FILE,
-    RayAppArgs,
+    builder_settings,
     cpus_needed,
     service_settings,
     settings_args,
     settings_from_args,
-    split_builder_args,
     split_overrides,
 )
 from easerve.service.ray_serve.deployments import error_from_wire, error_to_wire  # noqa: E402
+from easerve.service.ray_serve.launch import deploy_progress  # noqa: E402
 from easerve.service.settings import Settings  # noqa: E402
+from easerve.service.settings_cli import add_settings_arguments, settings_overrides  # noqa: E402
 
 pytestmark = pytest.mark.ray
 MODEL = "eamlp-ea-tiny"
@@ -55,8 +57,14 @@ def test_ray_options_are_taken_out_of_the_model_config_entries():
 def test_a_model_deployment_takes_its_serving_config_and_ray_options(weights):
     (weights / MODEL / "serving.json").write_text(json.dumps({"max_batch_size": 8, "max_queue_size": 20}))
     (weights / MODEL / RAY_FILE).write_text(json.dumps({"num_cpus": 2, "num_gpus": 0.25}))
-    settings = Settings(weights_dirs=[weights], replicas=3, model_overrides=[f"{MODEL}:instances=2"])
-    plan = plan_app(settings, RayAppArgs(ingress_replicas=2, ingress_num_cpus=0.5))
+    settings = Settings(
+        weights_dirs=[weights],
+        replicas=3,
+        model_overrides=[f"{MODEL}:instances=2"],
+        ingress_replicas=2,
+        ingress_num_cpus=0.5,
+    )
+    plan = plan_app(settings)
     options = plan.models[MODEL]
     assert options["name"] == MODEL and options["num_replicas"] == 3
     assert options["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.25}
@@ -122,12 +130,48 @@ def test_settings_travel_to_the_replicas_whole(weights, monkeypatch):
     )
 
 
-def test_builder_arguments_are_settings_or_ray_arguments():
-    settings, ray_args = split_builder_args({"models": "a,b", "max_queue_size": "9", "ingress_replicas": 3})
+def test_builder_arguments_are_settings_the_ray_ones_among_them():
+    settings = builder_settings({"models": "a,b", "max_queue_size": "9", "ingress_replicas": 3, "model_num_cpus": 0})
     assert settings.models == ["a", "b"] and settings.max_queue_size == 9
-    assert ray_args.ingress_replicas == 3
+    assert settings.ingress_replicas == 3 and settings.model_num_cpus == 0
     with pytest.raises(ValueError, match="no_such_setting"):
-        split_builder_args({"no_such_setting": 1})
+        builder_settings({"no_such_setting": 1})
+
+
+def test_a_relative_weights_folder_is_found_from_the_source_tree_wherever_ray_started(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # as `serve deploy` builds it: in the folder `ray start` ran in
+    settings = builder_settings({"weights_dirs": "weights", "models": MODEL})
+    assert settings.weights_dirs == [BUNDLED_WEIGHTS.resolve()]
+    assert set(plan_app(settings).models) == {MODEL}
+    (tmp_path / "weights").mkdir()  # one there wins
+    assert builder_settings({"weights_dirs": "weights"}).weights_dirs == [tmp_path / "weights"]
+
+
+def test_the_ray_reservations_are_flags_of_easerve_serve(weights):
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    flags = ["--weights-dir", str(weights), "--ingress-cpus", "0.25", "--model-cpus", "0", "--deploy-timeout", "30"]
+    settings = Settings(**settings_overrides(parser.parse_args(flags)))
+    plan = plan_app(settings)
+    assert plan.ingress["ray_actor_options"] == {"num_cpus": 0.25}
+    assert plan.models[MODEL]["ray_actor_options"] == {"num_cpus": 0}
+    assert settings.deploy_timeout_s == 30
+
+
+def test_health_checks_are_ray_options_of_a_model(weights):
+    entries = [f"{MODEL}:health_check_period_s=2", f"{MODEL}:health_check_timeout_s=3"]
+    options = plan_app(Settings(weights_dirs=[weights], model_overrides=entries)).models[MODEL]
+    assert options["health_check_period_s"] == 2 and options["health_check_timeout_s"] == 3
+
+
+def test_deploy_progress_counts_running_replicas_per_deployment():
+    class Deployment:
+        def __init__(self, **states):
+            self.replica_states = states
+            self.message = ""
+
+    progress = deploy_progress({"easerve": Deployment(RUNNING=1), MODEL: Deployment(RUNNING=1, STARTING=2)})
+    assert progress == f"2/4 replicas running (easerve 1/1, {MODEL} 1/3)"
 
 
 def test_the_service_errors_cross_the_wire_with_their_status_and_headers():
@@ -200,10 +244,10 @@ def test_the_serve_configs_follow_ray_serves_schema_and_easerves_arguments(name,
     config = ServeDeploySchema.model_validate(_serve_configs()[name])
     (application,) = config.applications
     assert application.import_path == "easerve.service.ray_serve.app:build_app"
-    settings, ray_args = split_builder_args(application.args)
+    settings = builder_settings(application.args)
     if name == "serve-config.yaml":  # its models are the repository's: the whole plan holds
         monkeypatch.chdir(BUNDLED_WEIGHTS.parent)
-        plan = plan_app(settings, ray_args)
+        plan = plan_app(settings)
         assert set(plan.models) == set(settings.models)
         overridden = {deployment.name for deployment in application.deployments}
         assert overridden <= set(plan.models) | {plan.ingress["name"]}
