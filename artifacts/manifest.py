@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.accuracy_gate import DEFAULT_MAX_DROP_POINTS, drop_in_points
+from easerve.artifacts.memory_model import MemoryModel
 from easerve.artifacts.tasks import TaskName, TaskSpec, task_spec
 
 MANIFEST_FILE = "manifest.json"
@@ -125,6 +126,9 @@ class Manifest(BaseModel):
     source_checkpoint: FileInfo | None = None
     metrics: dict[str, float] = {}
     exporter_versions: dict[str, str] = {}
+    # Peak working memory of one item by its size, measured at export; None in manifests written
+    # before it was measured (the service then charges decoding only).
+    memory: MemoryModel | None = None
 
     @property
     def spec(self) -> TaskSpec:

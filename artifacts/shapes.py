@@ -7,9 +7,15 @@ service and by export alike).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
+
 from easerve.artifacts.manifest import Preprocessing, TensorInfo
+from easerve.artifacts.memory_model import PositionKind
 
 BATCH_DIM = "batch"
+SPATIAL_DIMS = ("height", "width")
+POINTS_DIM = "points"
 
 
 def symbolic_dims(preprocessing: Preprocessing) -> dict[str, int]:
@@ -35,3 +41,28 @@ def concrete_shape(tensor: TensorInfo, preprocessing: Preprocessing, batch: int)
         else:
             raise ValueError(f"tensor {tensor.name!r}: no size known for dimension {dim!r}")
     return tuple(shape)
+
+
+def position_kind(inputs: Sequence[TensorInfo]) -> PositionKind:
+    """What a model's input size counts: pixels (symbolic height/width), points, or fixed."""
+    dims = {dim for tensor in inputs for dim in tensor.shape if isinstance(dim, str)}
+    if POINTS_DIM in dims:
+        return "points"
+    return "pixels" if dims & set(SPATIAL_DIMS) else "fixed"
+
+
+def items_and_positions(inputs: Sequence[TensorInfo], shapes: Mapping[str, Sequence[int]]) -> tuple[int, int]:
+    """(items, positions of one item) of tensors of `shapes` fed to `inputs`: the batch size and
+    the product of the height and width (or the points) an item has; 1 position when the input
+    has one size. Inputs missing from `shapes` are left out."""
+    items, positions = 1, 1
+    for tensor in inputs:
+        shape = shapes.get(tensor.name)
+        if shape is None:
+            continue
+        sizes = {dim: size for dim, size in zip(tensor.shape, shape, strict=False) if isinstance(dim, str)}
+        items = max(items, sizes.get(BATCH_DIM, 1))
+        named = [sizes[dim] for dim in (*SPATIAL_DIMS, POINTS_DIM) if dim in sizes]
+        if named:
+            positions = max(positions, math.prod(named))
+    return items, positions

@@ -109,6 +109,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Triton model repository written by --format triton (default: %(default)s)",
     )
     parser.add_argument("--threads", type=int, help="onnxruntime threads for the checks")
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="only measure the model's peak working memory by input size and write it to its current "
+        "manifest (models exported before it was measured); nothing else is exported",
+    )
     parser.epilog = (
         "Exit status: 0 everything requested was written; 1 something was not (parity failed, "
         "INT8/FP16 refused, engine build failed); 2 usage error; 3 TensorRT not installed."
@@ -144,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(model_dirs, str):
         print(f"error: {model_dirs}")
         return EXIT_USAGE
+    if args.memory_only:
+        return _memory_only(model_dirs)
     if "trt" in args.format and (reason := tensorrt_unavailable_reason()):
         print(f"error: --format trt: {reason}")
         return EXIT_NO_TENSORRT
@@ -182,6 +190,32 @@ def run(args: argparse.Namespace) -> int:
             status = max(status, _triton(args, model_dir, manifest, log))
         if "trt" in args.format:
             status = max(status, _tensorrt(args, model_dir, manifest, log))
+    return status
+
+
+def _memory_only(model_dirs: list[Path]) -> int:
+    """`--memory-only`: the memory model of each current export, written to its manifest."""
+    from easerve.export.memory_profile import MemoryProfileError
+    from easerve.export.pipeline import add_memory_model
+
+    status = EXIT_OK
+    for model_dir in model_dirs:
+        name = model_dir.name
+
+        def log(message: str, name: str = name) -> None:
+            print(f"[{name}] {message}", flush=True)
+
+        try:
+            memory = add_memory_model(model_dir, log).memory
+        except (ValueError, MemoryProfileError) as error:
+            print(f"error: {name}: {error}")
+            status = EXIT_NOT_PRODUCED
+            continue
+        assert memory is not None
+        figures = ", ".join(
+            f"{size}: {peak / 2**20:.1f} MB" for size, peak in zip(memory.sizes, memory.measured_bytes, strict=True)
+        )
+        log(f"wrote the memory model to {model_dir / 'manifest.json'} ({memory.positions}: {figures})")
     return status
 
 

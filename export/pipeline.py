@@ -1,5 +1,6 @@
 """Exporting one checkpoint folder: ONNX checked for parity, optional INT8 / FP16 graphs guarded
-by the task metric, and the manifest, all written next to the checkpoint.
+by the task metric, the model's peak working memory by input size (`memory_profile`), and the
+manifest, all written next to the checkpoint.
 
 Nothing is published before the FP32 graph has passed parity: files are staged in a temporary
 folder and moved into the model folder at the end, the manifest last. A refused INT8 / FP16
@@ -28,16 +29,19 @@ from easerve.artifacts.machine import cpu_model
 from easerve.artifacts.manifest import (
     Manifest,
     Parity,
+    Preprocessing,
     Quantization,
     describe_file,
     load_manifest,
     save_manifest,
     sha256_file,
 )
+from easerve.artifacts.memory_model import MemoryModel
 from easerve.export.fp16 import convert_to_fp16
 from easerve.export.held_out import input_batches
 from easerve.export.latency import time_calls
-from easerve.export.manifest_writer import build_manifest, parity_record
+from easerve.export.manifest_writer import build_manifest, parity_record, tensor_info
+from easerve.export.memory_profile import measure_memory
 from easerve.export.onnx_graph import export_onnx, graph_tensors, signature_of
 from easerve.export.ort_model import OrtModel
 from easerve.export.parity import ParityThresholds, check_parity, measure_parity, random_inputs
@@ -143,11 +147,33 @@ def export_checkpoint(model_dir: Path, options: ExportOptions, log: Log = print)
         with _step(log, f"parity against PyTorch on the {test.description}"):
             parity = _check_parity(context, fp32)
         variants, refused = _reduced_precision_variants(context, fp32)
+        input_multiple = getattr(model, "input_multiple", None)
+        with _step(log, "peak working memory by input size (onnxruntime, fresh process)"):
+            memory = _memory_model(fp32, info.preprocessing, input_multiple)
         _publish(staging, model_dir, [ONNX_FILE, *(v.file.path for v in variants)], log)
-    input_multiple = getattr(model, "input_multiple", None)
     manifest = build_manifest(entry, info, model_dir, ONNX_FILE, parity, variants, options.max_batch, input_multiple)
-    save_manifest(model_dir, manifest)
+    save_manifest(model_dir, manifest.model_copy(update={"memory": memory}))
     return ExportResult(manifest, refused)
+
+
+def _memory_model(fp32: Path, preprocessing: dict, input_multiple: int | None) -> MemoryModel:
+    inputs = [tensor_info(tensor) for tensor in graph_tensors(fp32)[0]]
+    checked = Preprocessing.model_validate(preprocessing | {"input_multiple": input_multiple})
+    return measure_memory(fp32, inputs, checked)
+
+
+def add_memory_model(model_dir: Path, log: Log = print) -> Manifest:
+    """Measure the memory model of an exported model whose manifest is current and write it to
+    the manifest, nothing else changed (`easerve export --memory-only`); ValueError when the
+    manifest does not describe the folder's files (export it again)."""
+    manifest = current_manifest(model_dir)
+    if manifest is None:
+        raise ValueError(f"{model_dir}: no current manifest (the ONNX file or the checkpoint changed); export it")
+    with _step(log, "peak working memory by input size (onnxruntime, fresh process)"):
+        memory = measure_memory(model_dir / manifest.onnx.path, manifest.inputs, manifest.preprocessing)
+    updated = manifest.model_copy(update={"memory": memory})
+    save_manifest(model_dir, updated)
+    return updated
 
 
 def _check_parity(context: _Context, fp32: Path) -> Parity:
