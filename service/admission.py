@@ -2,6 +2,13 @@
 any decoding, so excess turns into 413 / 503 instead of gigabytes, and heavy requests run on
 threads of their own so that they never delay light ones.
 
+The cost is the request's decoding (body, images, arrays) plus the model's predicted peak
+working memory for its items at the size the model runs them (`contract.working_bytes`, from
+the memory model measured at export: self-attention's grows with the square of the positions).
+v2 requests add the model's part once their shapes are parsed (`admit_more`), before their batch
+is queued. Requests admitted together form the batches, so a batch is within the budget too:
+each request holds its items' share (a batch measured less than the sum of its items).
+
 - Over `request_memory_mb` on its own: 413 (no retry can help).
 - Not fitting beside the requests in flight (`server_memory_mb`): 503 + Retry-After. A request
   is always admitted when nothing else is in flight, so a lone heavy request is never refused
@@ -63,20 +70,33 @@ class MemoryBudget:
     def admit(self, cost: int, what: str) -> Ticket:
         """A ticket for `cost` bytes; PayloadTooLarge over the per-request budget, Overloaded
         when it does not fit beside the requests in flight."""
+        self._check(cost, self.in_flight_bytes, what)
+        self._take(cost)
+        return Ticket(self, cost)
+
+    def admit_more(self, ticket: Ticket, extra: int, what: str) -> None:
+        """Add `extra` bytes to an admitted `ticket` (a cost known only once the request was
+        parsed), checked as if the whole were admitted at once beside the others in flight."""
+        self._check(ticket.cost + extra, self.in_flight_bytes - ticket.cost, what)
+        self._take(extra)
+        ticket.cost += extra
+
+    def _check(self, cost: int, others: int, what: str) -> None:
         if cost > self.per_request_bytes:
             raise PayloadTooLarge(
                 f"{what} needs an estimated {megabytes(cost)} of working memory; the limit per request is "
                 f"{megabytes(self.per_request_bytes)} (send fewer or smaller inputs)"
             )
-        if self.in_flight_bytes and self.in_flight_bytes + cost > self.server_bytes:
+        if others and others + cost > self.server_bytes:
             raise Overloaded(
-                f"the server is busy with {megabytes(self.in_flight_bytes)} of work in flight; {what} needs "
+                f"the server is busy with {megabytes(others)} of work in flight; {what} needs "
                 f"{megabytes(cost)} more than the {megabytes(self.server_bytes)} budget allows; retry later",
                 retry_after_s=1.0,
             )
+
+    def _take(self, cost: int) -> None:
         self.in_flight_bytes += cost
         self._admitted_since_trim += cost
-        return Ticket(self, cost)
 
     def give_back(self, cost: int) -> None:
         self.in_flight_bytes -= cost

@@ -6,22 +6,23 @@ the limits bound what the server computes for one client. v1 routes build inputs
 by construction (decoded images and clouds, checked as they were decoded), so nothing checks
 them again; v2 requests check their shapes before any data is converted, so a shape whose size
 overflows or exceeds a limit never allocates, and their values once converted, on a worker.
+
+It also says what running a request costs: the model's predicted peak working memory for the
+request's items at the size the model runs them (`working_bytes`, from the manifest's memory
+model, measured at export), which every inference route adds to the cost it admits.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest, TensorInfo
-from easerve.artifacts.shapes import BATCH_DIM
+from easerve.artifacts.shapes import BATCH_DIM, POINTS_DIM, SPATIAL_DIMS, concrete_shape, items_and_positions
 from easerve.service.errors import InvalidInput, PayloadTooLarge
-
-SPATIAL_DIMS = ("height", "width")
-POINTS_DIM = "points"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,32 @@ class InputLimits:
 
     def points_allowed(self, manifest: Manifest) -> int:
         return max(self.max_model_points, manifest.preprocessing.num_points or 0)
+
+
+def working_bytes(manifest: Manifest, items: int, positions: int) -> int:
+    """Predicted peak working memory of running `items` items of `positions` positions each, each
+    item its own share (a batch of them measured less than the sum); 0 when the manifest has no
+    memory model."""
+    memory = manifest.memory
+    return 0 if memory is None else items * memory.item_bytes(positions)
+
+
+def tensors_working_bytes(manifest: Manifest, shapes: Mapping[str, Sequence[int]]) -> int:
+    """`working_bytes` of the model's inputs of `shapes` (by input name): v2 requests (from
+    their checked shapes) and the runner (from a batch's)."""
+    return working_bytes(manifest, *items_and_positions(manifest.inputs, shapes))
+
+
+def served_working_bytes(manifest: Manifest, items: int) -> int | None:
+    """`working_bytes` of `items` inputs at the size the v1 routes feed the model: images resized
+    to the manifest's image_size, clouds sampled to its num_points, a fixed input's own size. None
+    when the manifest leaves a size open (a cloud model without num_points takes each cloud's
+    own count: charge `tensors_working_bytes` of the sampled cloud)."""
+    try:
+        shapes = {tensor.name: concrete_shape(tensor, manifest.preprocessing, items) for tensor in manifest.inputs}
+    except ValueError:
+        return None
+    return tensors_working_bytes(manifest, shapes)
 
 
 def check_shape(shape: Sequence[int], tensor: TensorInfo, manifest: Manifest, limits: InputLimits) -> None:

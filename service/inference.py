@@ -4,9 +4,10 @@ each bounded by the request's deadline.
 
 A request first passes its model's door (`begin`): the device scheduler may refuse it there,
 from its deadline and the work ahead of it, before a byte of its body is read. It is light
-until it is admitted with its estimated cost (`admit`): from then on its CPU
-work runs on the worker threads of its cost class, and its cost is held in the server's memory
-budget until the request and every worker job it started have finished (`finish`).
+until it is admitted with its estimated cost (`admit`: decoding and the model's predicted working
+memory, see `admission`): from then on its CPU work runs on the worker threads of its cost
+class, and its cost is held in the server's memory budget until the request and every worker
+job it started have finished (`finish`).
 """
 
 from __future__ import annotations
@@ -66,9 +67,13 @@ class InferenceContext:
             self.on_begin = None
 
     def admit(self, cost: int, what: str) -> None:
-        """Hold `cost` bytes of the memory budget for this request (PayloadTooLarge /
-        Overloaded, see `admission`); its work moves to the pool of its cost class."""
-        self.ticket = self.budget.admit(cost, what)
+        """Hold `cost` bytes of the memory budget for this request, or `cost` more once it holds
+        some (PayloadTooLarge / Overloaded, see `admission`); its work moves to the pool of its
+        cost class."""
+        if self.ticket is None:
+            self.ticket = self.budget.admit(cost, what)
+        else:
+            self.budget.admit_more(self.ticket, cost, what)
 
     def finish(self) -> None:
         """The handler is done: the request's cost goes back once its worker jobs are done too.

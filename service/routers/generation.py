@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from easerve.artifacts.tasks import GENERATION
+from easerve.service.contract import served_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.errors import PayloadTooLarge
 from easerve.service.inference import InferenceContext
@@ -35,7 +36,8 @@ async def generate_images(body: GenerateRequest, state: State, context: Generate
         raise PayloadTooLarge(f"n = {body.n} images is over the limit of {limit} per request")
     manifest = context.model.manifest
     label = label_index(body.label, manifest.labels)
-    context.admit(generated_bytes(manifest, body.n), f"{body.n} generated image(s)")
+    model = served_working_bytes(manifest, body.n) or 0
+    context.admit(generated_bytes(manifest, body.n) + model, f"{body.n} generated image(s)")
     outcome = await context.infer(await context.offload(latent_inputs, manifest, label, body.seed, body.n))
 
     def answer() -> bytes:

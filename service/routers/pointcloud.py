@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from easerve.artifacts.manifest import Manifest
 from easerve.artifacts.tasks import POINTCLOUD_CLASSIFICATION, POINTCLOUD_SEGMENTATION
 from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
+from easerve.service.contract import served_working_bytes, tensors_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
 from easerve.service.json_answers import JSONBytes, json_bytes
@@ -43,11 +44,18 @@ def _decode_and_sample(upload: Upload, max_points: int, manifest: Manifest) -> t
 
 async def _prepared_cloud(request: Request, state: State, context: InferenceContext) -> tuple[np.ndarray, SampledCloud]:
     """The request's points and the model's input made from them, in one worker call, once the
-    body's estimated working memory is admitted."""
+    body's estimated working memory and the model's for the cloud (at the model's num_points)
+    are admitted; a model without num_points runs the cloud's own count, charged once sampled."""
     upload = await context.read(read_points_upload(request))
+    manifest = context.model.manifest
     per_byte = _JSON_BYTES_PER_BODY_BYTE if upload.json_body is not None else _FILE_BYTES_PER_BODY_BYTE
-    context.admit(per_byte * upload.size, "the point cloud")
-    return await context.offload(_decode_and_sample, upload, state.settings.max_points, context.model.manifest)
+    model = served_working_bytes(manifest, 1)
+    context.admit(per_byte * upload.size + (model or 0), "the point cloud")
+    points, cloud = await context.offload(_decode_and_sample, upload, state.settings.max_points, manifest)
+    if model is None:
+        shapes = {name: array.shape for name, array in cloud.inputs.items()}
+        context.admit(tensors_working_bytes(manifest, shapes), f"the point cloud of {len(points)} points")
+    return points, cloud
 
 
 @router.post("/classify", response_model=PointCloudClassifyResponse, openapi_extra=_OPENAPI)

@@ -8,6 +8,9 @@
     POST /v2/models/{name}[/versions/{v}]/infer    JSON tensors or the binary extension
 
 The timeout of a request is `parameters.timeout` in microseconds, as Triton's clients send it.
+A request's cost is admitted in two parts: its body's decoding before it is parsed, then the
+model's predicted working memory for the checked shapes (`contract.tensors_working_bytes`)
+before its batch is queued.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pydantic import ValidationError
 import easerve
 from easerve.artifacts.triton import model_configuration
 from easerve.service.batcher import BatchOutcome
-from easerve.service.contract import InputLimits
+from easerve.service.contract import InputLimits, tensors_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, inference_context
 from easerve.service.door import MAX_TIMEOUT_S, MIN_TIMEOUT_S
 from easerve.service.errors import BadRequest, InvalidInput, NotFound, describe_validation_errors
@@ -191,6 +194,8 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
                 )
             context.with_timeout(timeout_us * _MICROSECONDS)
         _check_wanted_outputs(document, model)
+        shapes = {name: array.shape for name, array in arrays.items()}
+        context.admit(tensors_working_bytes(model.manifest, shapes), f"the model's work on shapes {shapes}")
         outcome = await context.infer(arrays)
         return await context.offload(_encode, document, model, outcome.outputs, _parameters(context, outcome))
     finally:

@@ -1,8 +1,9 @@
 """`/v1/classify`, `/v1/detect`, `/v1/segment`: images in, answers in the original image's terms.
 
 Each request: the body is read (by its deadline), the images' headers are inspected, the
-request's working memory is admitted against the budgets, then the images are decoded no larger
-than the model (or an overlay) needs, batched, and the answers mapped back to each original.
+request's working memory (decoding, and the model's at its input size) is admitted against the
+budgets, then the images are decoded no larger than the model (or an overlay) needs, batched,
+and the answers mapped back to each original.
 
 A small body's headers are inspected on the event loop (bounded work, cheaper than a thread hop);
 classification and detection answers are made and encoded on the runner's thread right after
@@ -28,6 +29,7 @@ from easerve.service.codecs.uploads import (
     inspect_images,
     read_image_upload,
 )
+from easerve.service.contract import served_working_bytes
 from easerve.service.deadline import Deadline
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
@@ -65,7 +67,8 @@ async def _admitted_images(
     request: Request, state: State, context: InferenceContext, needed: NeededSize, output_bytes: OutputBytes
 ) -> list[InspectedImage]:
     """The request's images, read and inspected by the deadline, their cost admitted: the body,
-    decoding each at `needed(width, height)`, and `output_bytes(images)` for the answers."""
+    decoding each at `needed(width, height)`, the model's working memory for them at its own
+    size, and `output_bytes(images)` for the answers."""
     upload = await context.read(read_image_upload(request))
     settings = state.settings
     limits = (upload, settings.max_images_per_request, settings.max_image_pixels, needed)
@@ -74,7 +77,8 @@ async def _admitted_images(
     else:
         images = await context.offload(inspect_images, *limits)
     decoding = sum(image.header.working_bytes for image in images)
-    context.admit(_BODY_COPIES * upload.size + decoding + output_bytes(images), f"{len(images)} image(s)")
+    model = served_working_bytes(context.model.manifest, len(images)) or 0
+    context.admit(_BODY_COPIES * upload.size + decoding + model + output_bytes(images), f"{len(images)} image(s)")
     return images
 
 

@@ -4,6 +4,11 @@ Provider order: TensorRT, CUDA (both only with onnxruntime-gpu), then CPU; ONNX 
 back along that list when one cannot start. On a GPU provider inputs and outputs go through IO
 binding, so each run copies host->device and device->host once. The GPU paths (TensorRT/CUDA
 providers, IO binding) could not be run where this was written: they are unverified.
+
+A batch whose predicted working memory (the manifest's memory model, `contract`) is over
+`heavy_request_mb` runs with onnxruntime's arena shrinkage, so the CPU arena returns what that
+run took once it ends instead of keeping it for the process's lifetime (a self-attention model
+at a large size needs hundreds of MB to GB for one run).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from easerve.artifacts.ort_session import session_options
 from easerve.artifacts.shapes import concrete_shape
+from easerve.service.admission import MB
+from easerve.service.contract import tensors_working_bytes
 from easerve.service.model_files import ModelFiles
 from easerve.service.runners.base import InputRejected, Tensors
 from easerve.service.settings import Settings
@@ -33,6 +40,16 @@ _BACKEND_NAMES = {
 }
 
 ProviderSpec = str | tuple[str, dict[str, str]]
+
+# The run option that frees the CPU arena's unused memory when a run ends.
+ARENA_SHRINKAGE = ("memory.enable_memory_arena_shrinkage", "cpu:0")
+
+
+def shrinking_run_options() -> ort.RunOptions:
+    """Run options that give the CPU arena's memory back at the end of the run."""
+    options = ort.RunOptions()
+    options.add_run_config_entry(*ARENA_SHRINKAGE)
+    return options
 
 
 def _profile_shapes(files: ModelFiles, batch: int) -> str:
@@ -89,6 +106,9 @@ class OrtRunner:
             sess_options=runner_session_options(settings),
             providers=provider_list(files, settings, max_batch_size),
         )
+        self._manifest = files.manifest
+        self._shrink_above_bytes = int(settings.heavy_request_mb * MB)
+        self._shrinking = shrinking_run_options()
         self._output_names = [output.name for output in self._session.get_outputs()]
         active = self._session.get_providers()[0]
         self._backend = _BACKEND_NAMES.get(active, f"onnxruntime-{active}")
@@ -104,9 +124,16 @@ class OrtRunner:
         try:
             if self._on_gpu:
                 return self._run_bound(inputs)
-            return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+            options = self._shrinking if self.gives_memory_back(inputs) else None
+            return dict(zip(self._output_names, self._session.run(self._output_names, inputs, options), strict=True))
         except InvalidArgument as error:
             raise InputRejected(str(error)) from error
+
+    def gives_memory_back(self, inputs: Tensors) -> bool:
+        """Whether a run of `inputs` shrinks the arena after it: its predicted working memory is
+        over `heavy_request_mb`."""
+        shapes = {name: array.shape for name, array in inputs.items()}
+        return tensors_working_bytes(self._manifest, shapes) > self._shrink_above_bytes
 
     def _run_bound(self, inputs: Tensors) -> Tensors:
         binding = self._session.io_binding()

@@ -24,6 +24,8 @@ from easerve.service.schemas import InferenceResponse
 
 # Values of the resized logits held at once (a band of rows x classes x width).
 _BAND_VALUES = 8_000_000
+# A band with more than 1/this of its pixels between rows of different classes is blended whole.
+_MOSTLY_BOUNDARIES = 8
 
 
 class ImageSegmentation(BaseModel):
@@ -57,7 +59,12 @@ def _linear_taps(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, n
 def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
     """(height, width) class indices (uint8, uint16 above 256 classes): the argmax of the
     (C, h, w) logits resized bilinearly to the image, in bands of rows so memory stays
-    bounded whatever the image size and class count."""
+    bounded whatever the image size and class count.
+
+    Each output row blends two rows of the logits resized along x. Where both rows' argmax is
+    the same class, every blend of them has that argmax too (that class is at least every other
+    in both), so only the pixels between rows that disagree (the class boundaries) are blended
+    and compared: the answer is exact, at a fraction of the work on large images."""
     classes, in_height, in_width = logits.shape
     dtype = np.uint8 if classes <= 256 else np.uint16
     if (in_height, in_width) == (height, width):
@@ -66,13 +73,24 @@ def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
     y_low, y_high, y_weight = _linear_taps(height, in_height)
     logits = logits.astype(np.float32)
     columns = logits[:, :, x_low] * (1 - x_weight) + logits[:, :, x_high] * x_weight  # (C, h, width)
+    top = columns.argmax(axis=0).astype(dtype)  # (h, width)
     band = max(1, _BAND_VALUES // (classes * width))
     mask = np.empty((height, width), dtype)
-    for top in range(0, height, band):
-        rows = slice(top, top + band)
-        weight = y_weight[rows, None]
-        resized = columns[:, y_low[rows]] * (1 - weight) + columns[:, y_high[rows]] * weight
-        mask[rows] = resized.argmax(axis=0)
+    for start in range(0, height, band):
+        rows = slice(start, start + band)
+        low, high = top[y_low[rows]], top[y_high[rows]]
+        row, column = np.nonzero(low != high)
+        if row.size > low.size // _MOSTLY_BOUNDARIES:  # noise: blending the whole band is cheaper
+            weight = y_weight[rows, None]
+            resized = columns[:, y_low[rows]] * (1 - weight) + columns[:, y_high[rows]] * weight
+            mask[rows] = resized.argmax(axis=0)
+            continue
+        mask[rows] = low
+        if row.size:
+            weight = y_weight[rows][row]
+            lows, highs = y_low[rows][row], y_high[rows][row]
+            blended = columns[:, lows, column] * (1 - weight) + columns[:, highs, column] * weight
+            mask[rows][row, column] = blended.argmax(axis=0)
     return mask
 
 

@@ -59,6 +59,14 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = READY_TIMEOUT_S
     raise AssertionError(f"{what} not reached within {timeout_s} s")
 
 
+def rss_mb() -> float:
+    """This process's resident memory (Linux: /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 class SlowRunner:
     """A real onnxruntime runner that records every batch size it starts (to prove what was,
     and was not, computed), then waits for `gate` to be open and `delay_s` more."""

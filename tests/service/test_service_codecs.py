@@ -101,3 +101,23 @@ def test_every_point_maps_to_its_nearest_kept_point():
     brute = np.linalg.norm(points[:, None] - kept_points[None], axis=2).argmin(axis=1)
     assert (nearest == brute).mean() > 0.999
     assert (nearest[cloud.kept] == np.arange(100)).all()
+
+
+@pytest.mark.parametrize("smooth", [False, True])
+@pytest.mark.parametrize(("width", "height"), [(37, 23), (300, 200), (1000, 640)])
+def test_the_mask_is_the_argmax_of_the_logits_resized_as_torch_resizes_them(smooth, width, height):
+    import torch
+    import torch.nn.functional as F
+
+    from easerve.service.tasks.segmentation import mask_at
+
+    rng = np.random.default_rng(width)
+    logits = torch.from_numpy(rng.standard_normal((1, 7, 16, 16)).astype(np.float32))
+    if smooth:  # like a model's: classes in regions, so most output rows fall between equal classes
+        logits = F.interpolate(logits, size=(128, 128), mode="bilinear", align_corners=False)
+    resized = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)[0]
+    expected = resized.argmax(0).numpy()
+    mask = mask_at(logits[0].numpy(), width, height)
+    assert mask.shape == (height, width)
+    # Float rounding may flip a pixel where two classes are within a rounding error of each other.
+    assert (mask == expected).mean() > 0.9999

@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from service_helpers import LiveServer, SlowRunnerFactory, make_settings, wait_until
+from service_helpers import LiveServer, SlowRunnerFactory, make_settings, rss_mb, wait_until
 
 from easerve.loadtest.samples import load_samples
 from easerve.service.admission import MB, MemoryBudget, WorkerPools
@@ -55,13 +55,6 @@ def png_bytes(image: Image.Image) -> bytes:
 @pytest.fixture(scope="module")
 def black_5000() -> bytes:
     return png_bytes(Image.new("RGB", (5000, 5000)))
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 class PeakRss:
