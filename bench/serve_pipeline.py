@@ -39,7 +39,7 @@ def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[D
 
 
 def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
-    return list(segment(outputs, manifest, images, False, 0.0, MAX_IMAGE_PIXELS, NO_DEADLINE))
+    return list(segment(outputs, manifest, images, None, NO_DEADLINE))
 
 
 def decode_for(manifest: Manifest, png: bytes) -> DecodedImage:

@@ -12,6 +12,7 @@ the batch (`InferenceContext.answer_with`); segmentation's per-image masks are d
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Annotated
 
@@ -38,7 +39,7 @@ from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
 from easerve.service.tasks.detection import DetectResponse, detect
 from easerve.service.tasks.image_input import image_batch, model_image_size
-from easerve.service.tasks.segmentation import SegmentResponse, overlay_size, segment, segmentation_bytes
+from easerve.service.tasks.segmentation import Overlay, SegmentResponse, segment, segmentation_bytes
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
 # The body the route reads itself, and the API key (checked by the middleware).
@@ -149,25 +150,28 @@ async def segment_images(
     context: SegmentContext,
     overlay: Annotated[bool, Query(description="also return the image with classes coloured")] = False,
     alpha: Annotated[float, Query(ge=0, le=1, description="overlay opacity")] = 0.5,
+    overlay_width: Annotated[
+        int | None,
+        Query(ge=1, le=65535, description="draw the overlay this wide, height in proportion (default: the image's)"),
+    ] = None,
 ) -> JSONBytes:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
     manifest = context.model.manifest
-    max_overlay_pixels = state.settings.max_overlay_pixels
+    drawn = Overlay(alpha, state.settings.max_overlay_pixels, overlay_width) if overlay else None
     model_height, model_width = model_image_size(manifest)
 
     def needed(width: int, height: int) -> tuple[int, int]:
-        if not overlay:
+        if drawn is None:
             return model_width, model_height
-        overlay_width, overlay_height = overlay_size(width, height, max_overlay_pixels)
-        return max(overlay_width, model_width), max(overlay_height, model_height)
+        drawn_width, drawn_height = drawn.size(width, height)
+        return max(drawn_width, model_width), max(drawn_height, model_height)
 
     def output_bytes(images: list[InspectedImage]) -> int:
         total = 0
         for image in images:
             width, height = image.header.width, image.header.height
-            overlay_pixels = overlay_size(width, height, max_overlay_pixels) if overlay else (0, 0)
-            pixels = overlay_pixels[0] * overlay_pixels[1]
-            total += segmentation_bytes(width, height, len(manifest.labels), model_height, pixels)
+            overlay_pixels = math.prod(drawn.size(width, height)) if drawn is not None else 0
+            total += segmentation_bytes(width, height, len(manifest.labels), model_height, overlay_pixels)
         return total
 
     images = await _admitted_images(request, state, context, needed, output_bytes)
@@ -175,7 +179,7 @@ async def segment_images(
     outcome = await context.infer(inputs)
 
     def answer() -> bytes:
-        results = segment(outcome.outputs, manifest, decoded, overlay, alpha, max_overlay_pixels, context.deadline)
+        results = segment(outcome.outputs, manifest, decoded, drawn, context.deadline)
         return json_bytes({**context.response_fields(outcome), "results": results})
 
     return JSONBytes(await context.offload(answer))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -110,12 +111,28 @@ def segmentation_bytes(width: int, height: int, classes: int, logits_height: int
     return resize + 3 * width * height + 16 * overlay_pixels
 
 
-def _overlay(image: Image.Image, logits: np.ndarray, colours: np.ndarray, alpha: float, max_pixels: int) -> str:
-    size = overlay_size(*image.size, max_pixels)
-    picture = image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)
+@dataclass(frozen=True)
+class Overlay:
+    """How an overlay is drawn: its opacity, and its size: `width` pixels wide when asked for
+    (height in proportion), never wider than the image, at most `max_pixels`."""
+
+    alpha: float
+    max_pixels: int
+    width: int | None = None
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of the overlay of a `width` x `height` image."""
+        if self.width is not None and self.width < width:
+            width, height = self.width, max(1, round(height * self.width / width))
+        return overlay_size(width, height, self.max_pixels)
+
+
+def _overlay(image: DecodedImage, logits: np.ndarray, colours: np.ndarray, overlay: Overlay) -> str:
+    size = overlay.size(*image.original_size)
+    picture = image.image if image.image.size == size else image.image.resize(size, Image.Resampling.BILINEAR)
     mask = mask_at(logits, *size)
     coloured = Image.fromarray(colours[mask])
-    blended = Image.blend(picture, coloured, alpha)
+    blended = Image.blend(picture, coloured, overlay.alpha)
     foreground = Image.fromarray(((mask > 0) * 255).astype(np.uint8))
     return encode_png_base64(np.asarray(Image.composite(blended, picture, foreground)))
 
@@ -124,13 +141,11 @@ def segment(
     outputs: dict[str, np.ndarray],
     manifest: Manifest,
     images: list[DecodedImage],
-    overlay: bool,
-    alpha: float,
-    max_overlay_pixels: int,
+    overlay: Overlay | None,
     deadline: Deadline,
 ) -> list[dict[str, object]]:
     """One result per image (`ImageSegmentation`): the mask at the image's original size, and
-    with `overlay` the image (decoded at least at its overlay size) with classes coloured.
+    with an `overlay` the image (decoded at least at its overlay size) with classes coloured.
     Checks the deadline before each image."""
     logits = outputs[manifest.outputs[0].name]
     labels = manifest.labels
@@ -150,9 +165,7 @@ def segment(
                 "height": height,
                 "mask_png": mask_png,
                 "class_fractions": fractions,
-                "overlay_png": _overlay(image.image, image_logits, colours, alpha, max_overlay_pixels)
-                if overlay
-                else None,
+                "overlay_png": _overlay(image, image_logits, colours, overlay) if overlay is not None else None,
             }
         )
     return results

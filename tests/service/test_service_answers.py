@@ -112,7 +112,7 @@ def test_segmentation_is_the_mask_of_the_models_logits(served, transport):
     client, settings = served
     png = load_samples().scenes[0].png
     outputs, (manifest, decoded) = _model_outputs(MODELS["segment"], png, settings)
-    (expected,) = segment(outputs, manifest, [decoded], False, 0.5, 1_000_000, Deadline(float("inf")))
+    (expected,) = segment(outputs, manifest, [decoded], None, Deadline(float("inf")))
 
     answer = _post(client, "/v1/segment", MODELS["segment"], png, transport)
 

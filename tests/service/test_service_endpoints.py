@@ -193,6 +193,18 @@ def test_segment_overlay_colours_the_classes_over_the_image(client):
     assert not (overlay[30, 45] == RED).all()  # the square takes its class colour
 
 
+def test_segment_overlay_is_drawn_at_the_width_asked_for_and_the_mask_at_the_images(client):
+    body, truth = red_square_on_black(90, 60)
+    result = client.post("/v1/segment?overlay=true&alpha=1&overlay_width=45", content=body, headers=PNG).json()
+    (answer,) = result["results"]
+    assert decode_png(answer["overlay_png"]).shape == (30, 45, 3)
+    assert decode_png(answer["mask_png"]).shape == truth.shape
+    wider = client.post("/v1/segment?overlay=true&overlay_width=500", content=body, headers=PNG).json()
+    assert decode_png(wider["results"][0]["overlay_png"]).shape == (60, 90, 3)  # never wider than the image
+    refused = client.post("/v1/segment?overlay=true&overlay_width=0", content=body, headers=PNG)
+    assert refused.status_code == 422
+
+
 # -- generation -------------------------------------------------------------------------------
 
 
