@@ -42,9 +42,9 @@ def inference_context(
     request: Request, state: ServiceState, model: ServedModel, timeout_s: float | None, max_batch_items: int
 ) -> InferenceContext:
     """The context of an inference request on `model` (Unavailable while draining). Marks the
-    request with the model for the metrics middleware. The caller calls `begin()`, and
-    `finish()` at the end: a drain waits for every begun request to finish before its batchers
-    stop accepting."""
+    request with the model for the metrics middleware. The caller holds the request inside
+    `async with context:` (v1 routes through `finishes_inference`): a drain waits for every
+    request held to finish before its batchers stop accepting."""
     if state.lifecycle.phase == "draining":
         raise Unavailable("the server is shutting down")
     setattr(request.state, MODEL_STATE_KEY, model.name)
@@ -133,16 +133,12 @@ R = TypeVar("R")
 
 
 def finishes_inference(handler: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
-    """`handler` (which takes its `InferenceContext` as `context=`) between the context's
-    `begin()` and `finish()`: when it returns or raises, the request's cost goes back to the
-    budget and a drain may go on."""
+    """`handler` (which takes its `InferenceContext` as `context=`) inside `async with context`:
+    when it returns or raises, the request's cost goes back to the budget and a drain may go on."""
 
     @functools.wraps(handler)
     async def finishing(*args: P.args, **kwargs: P.kwargs) -> R:
-        kwargs["context"].begin()
-        try:
+        async with kwargs["context"]:
             return await handler(*args, **kwargs)
-        finally:
-            kwargs["context"].finish()
 
     return finishing

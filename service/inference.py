@@ -56,6 +56,15 @@ class InferenceContext:
         """Replace the deadline with `timeout_s` from the start (a protocol's own timeout field)."""
         self.deadline = Deadline(self.started + timeout_s)
 
+    async def __aenter__(self) -> InferenceContext:
+        """The one way a handler holds a request: `async with context:` begins it and finishes it
+        however the handler leaves."""
+        self.begin()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.finish()
+
     def begin(self) -> None:
         """The handler starts: admitted at its model's door (QueueFull / Overloaded when the
         device scheduler foresees it cannot be on time), then counted as in flight until

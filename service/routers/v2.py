@@ -177,9 +177,7 @@ def _encode(
 async def infer(model_name: str, request: Request, state: State, version: str | None = None) -> Response:
     """Run the model on the request's tensors (JSON `data`, or binary after the JSON header)."""
     model = served_version(state, model_name, version)
-    context = inference_context(request, state, model, None, model.max_batch_size)
-    context.begin()
-    try:
+    async with inference_context(request, state, model, None, model.max_batch_size) as context:
         body = await context.read(request.body())
         header_length = request.headers.get(HEADER_LENGTH)
         per_byte = _JSON_BYTES_PER_BODY_BYTE if header_length is None else _BINARY_BYTES_PER_BODY_BYTE
@@ -198,5 +196,3 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
         context.admit(tensors_working_bytes(model.manifest, shapes), f"the model's work on shapes {shapes}")
         outcome = await context.infer(arrays)
         return await context.offload(_encode, document, model, outcome.outputs, _parameters(context, outcome))
-    finally:
-        context.finish()
