@@ -23,6 +23,10 @@ async function classField(task) {
   return h("label", {}, "Class", select);
 }
 
+// The overlay is drawn no wider than the answer's frame shows it (its CSS width, `.image-frame`,
+// in device pixels): a photo's full-size overlay would cost the server seconds nobody sees.
+const OVERLAY_WIDTH = Math.ceil(380 * (window.devicePixelRatio || 1));
+
 /** Per answer kind: the fields that shape the answer, and the parameters they send. */
 const ANSWERS = {
   labels: {
@@ -35,7 +39,7 @@ const ANSWERS = {
   },
   "pixel-labels": {
     fields: () => [rangeField("alpha", "Overlay opacity", 0.5, { min: 0, max: 1, step: 0.05 })],
-    params: (options) => ({ overlay: "true", alpha: options.alpha }),
+    params: (options) => ({ overlay: "true", alpha: options.alpha, overlay_width: OVERLAY_WIDTH }),
   },
   image: {
     fields: () => [numberField("seed", "Seed", 0, { min: 0, step: 1 }), numberField("n", "Images", 4, { min: 1, max: 16 })],
