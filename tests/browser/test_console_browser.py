@@ -248,9 +248,103 @@ def test_ea_and_sa_answer_side_by_side(console_server, page, tmp_path):
         "return ['ea', 'sa'].map(a => document.querySelector(`#compare-${a} .answer`).dataset.model)"
     )
     assert models == ["eanet-ea-tiny", "eanet-sa-tiny"]
-    assert page.execute_script("return document.querySelectorAll('#compare-timings tr[data-timing]').length") == 3
+    wait_for(page, "document.getElementById('compare-timings').dataset.state === 'done'", "the timings")
+    rows = page.execute_script(
+        "return [...document.querySelectorAll('#compare-timings tr[data-timing]')].map(r => r.dataset.timing)"
+    )
+    assert rows == ["round trip", "compute", "queue", "total (server)"]
     assert page.execute_script("return document.querySelectorAll('.result img.seg-overlay').length") >= 2
     check_screenshot(page, tmp_path / "compare.png")
+
+
+def test_ea_and_sa_are_timed_over_rounds_one_at_a_time(console_server, page):
+    from selenium.webdriver.support.ui import Select
+
+    open_console(page, console_server.url, "compare")
+    choose_task(page, "compare", "segment")
+    use_input(page, "compare", "scene-0.png", upload=False)
+    assert Select(page.find_element("id", "compare-repeats")).first_selected_option.text == "5"
+    Select(page.find_element("id", "compare-repeats")).select_by_value("10")
+    twins = ["eanet-ea-tiny", "eanet-sa-tiny"]
+    before = [requests_total(console_server, model) for model in twins]
+    # Every inference request the page sends, and how many were in flight at once; every round
+    # count the timings showed.
+    page.execute_script(
+        "window.sent = []; window.inFlight = 0; window.mostInFlight = 0; window.realFetch = window.fetch;"
+        "window.fetch = async (url, options) => {"
+        "  const u = new URL(url, location.href);"
+        "  if (!u.pathname.endsWith('/v1/segment')) return window.realFetch(url, options);"
+        "  window.sent.push(u.searchParams.get('attention'));"
+        "  window.mostInFlight = Math.max(window.mostInFlight, ++window.inFlight);"
+        "  try { return await window.realFetch(url, options); } finally { window.inFlight--; }"
+        "};"
+        "window.rounds = [];"
+        "new MutationObserver(() => window.rounds.push(document.getElementById('compare-timings').dataset.rounds))"
+        "  .observe(document.getElementById('compare-timings'), {attributes: true, attributeFilter: ['data-rounds']});"
+    )
+    try:
+        page.find_element("id", "compare-run").click()
+        wait_for(page, "document.getElementById('compare-timings').dataset.state === 'done'", "ten rounds")
+        sent, most, rounds = page.execute_script("return [window.sent, window.mostInFlight, window.rounds]")
+    finally:
+        page.execute_script("window.fetch = window.realFetch;")
+    # One request at a time, EA and SA alternately, the order turned round every other round.
+    assert most == 1
+    assert sent == ["ea", "sa"] + ["sa", "ea", "ea", "sa"] * 4 + ["sa", "ea"]
+    assert [requests_total(console_server, model) - count for model, count in zip(twins, before)] == [10, 10]
+    assert rounds == [str(n) for n in range(1, 11)]  # the table grew round by round
+    cells = page.execute_script(
+        "return [...document.querySelectorAll('#compare-timings tr[data-timing]')].map(r => ["
+        " r.dataset.timing, ...[...r.querySelectorAll('td[data-median]')].map(td =>"
+        "  [+td.dataset.count, +td.dataset.min, +td.dataset.median, +td.dataset.max, td.textContent]),"
+        " r.querySelector('td[data-ratio]').dataset.ratio, r.querySelector('td[data-ratio]').textContent])"
+    )
+    assert [row[0] for row in cells] == ["round trip", "compute", "queue", "total (server)"]
+    for name, ea, sa, ratio, ratio_text in cells:
+        for count, low, median, high, text in (ea, sa):
+            assert count == 10 and 0 <= low <= median <= high, (name, ea, sa)
+            assert text.endswith(")") and "ms (" in text and "–" in text, text  # "12.3 ms (10.1–15.2)"
+        assert float(ratio) == pytest.approx(sa[2] / ea[2]) and ratio_text.endswith("×")
+    compute = cells[1]
+    assert compute[1][2] > 0 and compute[2][2] > 0
+    heads = page.execute_script(
+        "return [...document.querySelectorAll('#compare-timings th')].map(th => th.textContent)"
+    )
+    assert "EA · eanet-ea-tiny n = 10" in heads and "SA · eanet-sa-tiny n = 10" in heads
+    # The pictures are the first round's answers.
+    assert page.execute_script("return document.querySelectorAll('.compare-result img.seg-overlay').length") == 2
+
+
+def test_a_long_request_shows_the_time_it_has_been_running(console_server, page):
+    choose_task(page, "try", "classify")
+    use_input(page, "try", "image-circle.png", upload=False)
+    # The answer held back 2.5 s in the page, as a slow server would.
+    page.execute_script(
+        "window.realFetch = window.fetch;"
+        "window.fetch = (url, options) => String(url).includes('/v1/classify')"
+        "  ? new Promise(r => setTimeout(r, 2500)).then(() => window.realFetch(url, options))"
+        "  : window.realFetch(url, options);"
+    )
+    try:
+        page.execute_script("document.getElementById('try-result').dataset.state = 'empty'")
+        page.find_element("id", "try-run").click()
+        elapsed = "document.querySelector('#try-result .running .elapsed')"
+        first = wait_for(
+            page, f"{elapsed} && +{elapsed}.dataset.elapsedMs >= 300 && {elapsed}.dataset.elapsedMs", "the elapsed time"
+        )
+        text = page.execute_script("return document.querySelector('#try-result .running').textContent")
+        assert re.fullmatch(r"running… \d+\.\d s", text), text
+        later = wait_for(
+            page,
+            f"+{elapsed}?.dataset.elapsedMs >= {int(first) + 1000} && {elapsed}.dataset.elapsedMs",
+            "the elapsed time to tick on",
+        )
+        assert int(later) > int(first)
+        assert float(page.execute_script(f"return {elapsed}.textContent").split()[0]) >= 1.3
+        wait_for(page, "document.getElementById('try-result').dataset.state === 'done'", "the answer")
+        assert page.execute_script("return document.querySelector('#try-result .elapsed')") is None
+    finally:
+        page.execute_script("window.fetch = window.realFetch;")
 
 
 def test_the_resolution_sweep_measures_both_twins_through_v2(console_server, page, tmp_path):
@@ -291,6 +385,78 @@ def test_the_server_panel_lists_the_models_and_its_charts_move(console_server, p
     wait_for(page, f"{row} && parseInt({row}.dataset.total) >= {int(total)}", "the live table to count the requests")
     wait_for(page, "parseInt(document.querySelector('canvas[data-metric=rate]').dataset.points) > 0", "the rate chart")
     check_screenshot(page, tmp_path / "server.png")
+
+
+def status_classes(server) -> tuple[dict[str, dict[str, int]], dict[str, int]]:
+    """Per model, and summed, the inference answers so far by class (2xx, 4xx, 5xx) and the codes
+    shown apart (429, 503, 504), from /metrics."""
+    pattern = re.compile(r'^easerve_http_requests_total\{code="(\d+)",model="([^"]+)"\} (\S+)$', re.M)
+    models: dict[str, Counter] = {}
+    total: Counter = Counter()
+    for code, model, value in pattern.findall(httpx.get(f"{server.url}/metrics").text):
+        keys = [f"{code[0]}xx", "total"] + ([code] if code in ("429", "503", "504") else [])
+        for counts in (models.setdefault(model, Counter()), total):
+            for key in keys:
+                counts[key] += int(float(value))
+    return {model: dict(counts) for model, counts in models.items()}, dict(total)
+
+
+STATUS_KEYS = ("total", "2xx", "4xx", "5xx", "429", "503", "504")
+
+
+def shown_status_counts(driver, model: str | None) -> dict[str, int]:
+    """The status table's counts of `model` (None: its row of all models); zeros without a row."""
+    row = "tr[data-all]" if model is None else f'tr[data-model="{model}"]'
+    shown = driver.execute_script(
+        "const row = document.querySelector(arguments[0]);"
+        "return row && Object.fromEntries([...row.querySelectorAll('td[data-code]')]"
+        ".map(td => [td.dataset.code, parseInt(td.textContent)]))",
+        f"#status-table {row}",
+    )
+    return shown or dict.fromkeys(STATUS_KEYS, 0)
+
+
+def test_the_server_tab_counts_the_answers_by_status(console_server, page):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    open_console(page, console_server.url, "server")
+    model, other = "eamlp-ea-tiny", "eadet-ea-tiny"
+
+    def shown_as_served():
+        """The table's rows once they show what /metrics counts, else None."""
+        models, total = status_classes(console_server)
+        rows = {name: shown_status_counts(page, name) for name in (model, other, None)}
+        served = {name: models.get(name, {}) for name in (model, other)} | {None: total}
+        expected = {name: {key: counts.get(key, 0) for key in STATUS_KEYS} for name, counts in served.items()}
+        return rows if rows == expected else None
+
+    def wait_shown():
+        return WebDriverWait(page, WAIT_S, poll_frequency=0.2).until(
+            lambda _: shown_as_served(), message="the status table to show what /metrics counts"
+        )
+
+    before = wait_shown()
+    bad = {"content": b"not an image", "headers": {"content-type": "text/plain"}}
+    for request in (bad, bad, {"content": b"x", "headers": {"content-type": "image/png"}}):
+        assert httpx.post(f"{console_server.url}/v1/classify", **request).status_code in (400, 415)
+    for _ in range(2):
+        api(console_server, "/v1/classify", **png_post("image-star.png"))
+    # A deadline too short to meet: 504s (or refusals), whichever the server's timing gives.
+    for _ in range(3):
+        httpx.post(f"{console_server.url}/v1/detect?timeout=0.01", **png_post("scene-1.png"))
+    after = wait_shown()
+    change = {key: after[model][key] - before[model][key] for key in STATUS_KEYS}
+    assert change == {"total": 5, "2xx": 2, "4xx": 3, "5xx": 0, "429": 0, "503": 0, "504": 0}
+    assert after[other]["total"] - before[other]["total"] == 3
+    assert after[None]["total"] - before[None]["total"] == 8
+    four_xx = page.execute_script(
+        "return document.querySelector(arguments[0]).className",
+        f'#status-table tr[data-model="{model}"] td[data-code="4xx"]',
+    )
+    assert four_xx == "error-text"  # a count of errors above 0 stands out
+    scheduler = page.execute_script("return {...document.getElementById('status-scheduler').dataset}")
+    listed = httpx.get(f"{console_server.url}/v1/models").json()["scheduler"]
+    assert int(scheduler["refused"]) == listed["refused_at_door"] and int(scheduler["dropped"]) == listed["dropped"]
 
 
 def test_the_status_badge_says_when_the_server_stops_and_when_it_is_gone(console_server, page, tmp_path):

@@ -1,5 +1,6 @@
 // The Prometheus text exposition of /metrics, parsed, and what the live panel derives from two
-// scrapes of it: per model requests/s, p50/p95 latency, mean batch size, queue depth.
+// scrapes of it: per model requests/s, p50/p95 latency, mean batch size, queue depth; and from
+// one scrape, the answers by status class and the scheduler's refusals.
 
 const SAMPLE = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)/;
 const LABEL = /(\w+)="((?:[^"\\]|\\.)*)"/g;
@@ -33,6 +34,36 @@ export function perModel(samples) {
     else if (name === "easerve_request_duration_seconds_bucket") model.buckets.set(labels.le === "+Inf" ? Infinity : Number(labels.le), value);
   }
   return models;
+}
+
+/** The status codes whose counts are shown apart: refused (429, 503) and too late (504). */
+export const CODES_SHOWN = ["429", "503", "504"];
+
+/**
+ * From one scrape, the inference requests answered so far (all labels of a model summed, as the
+ * processes or replicas of one server each add theirs): per model {"2xx", "4xx", "5xx", "429",
+ * "503", "504", total, reasons: {reason: count}}, the same summed over the models as `all`, and
+ * the scheduler's requests refused at the door and dropped as unreachable (null when not exposed).
+ */
+export function statusCounts(samples) {
+  const empty = () => ({ total: 0, "2xx": 0, "4xx": 0, "5xx": 0, ...Object.fromEntries(CODES_SHOWN.map((c) => [c, 0])), reasons: {} });
+  const models = {};
+  const all = empty();
+  const scheduler = { refusedAtDoor: null, dropped: null };
+  for (const { name, labels, value } of samples) {
+    if (name === "easerve_scheduler_refused_at_door") scheduler.refusedAtDoor = (scheduler.refusedAtDoor ?? 0) + value;
+    else if (name === "easerve_scheduler_dropped") scheduler.dropped = (scheduler.dropped ?? 0) + value;
+    if (!labels.model) continue;
+    if (name === "easerve_http_requests_total" && labels.code) {
+      const counts = (models[labels.model] ??= empty());
+      const keys = ["total", `${labels.code[0]}xx`, ...CODES_SHOWN.filter((code) => code === labels.code)];
+      for (const target of [counts, all]) for (const key of keys) if (key in target) target[key] += value;
+    } else if (name === "nv_inference_request_failure_total" && labels.reason) {
+      const counts = (models[labels.model] ??= empty());
+      for (const target of [counts, all]) target.reasons[labels.reason] = (target.reasons[labels.reason] ?? 0) + value;
+    }
+  }
+  return { models, all, scheduler };
 }
 
 /** The q-quantile of a cumulative histogram (linear within a bucket, as histogram_quantile). */

@@ -1,12 +1,13 @@
 // "Server": the models with their state, backend, batching settings and latency model, the
-// device scheduler (policy, slots, refusals at the door, early drops), and live charts of
-// /metrics (requests/s, p50/p95 latency, mean batch size, queue depth per model).
+// device scheduler (policy, slots, refusals at the door, early drops), live charts of /metrics
+// (requests/s, p50/p95 latency, mean batch size, queue depth per model), and the answers so far
+// by status class (2xx, 4xx, 5xx; 429, 503, 504 apart) per model and in all.
 
 import { apiUrl, loadModels, request } from "./api.js";
 import { drawLineChart } from "./charts.js";
 import { clear, formatMs, h } from "./dom.js";
 import { css, labelColours } from "./palette.js";
-import { parseExposition, perModel, windowStats } from "./prometheus.js";
+import { CODES_SHOWN, parseExposition, perModel, statusCounts, windowStats } from "./prometheus.js";
 import { renderError } from "./render.js";
 
 const METRICS_EVERY_MS = 1500;
@@ -95,8 +96,9 @@ export function setupServer() {
   every(METRICS_EVERY_MS, async () => {
     if (pause.checked || document.hidden) return; // no scraping for a page nobody sees
     try {
-      const text = await (await request("metrics")).text();
-      scrapes.push({ time: performance.now() / 1000, models: perModel(parseExposition(text)) });
+      const samples = parseExposition(await (await request("metrics")).text());
+      scrapes.push({ time: performance.now() / 1000, models: perModel(samples) });
+      showStatusCounts(statusCounts(samples));
       while (scrapes.length > 2 && scrapes[1].time < scrapes.at(-1).time - HISTORY_S) scrapes.shift();
       record(scrapes, history);
       drawLive(history, colours);
@@ -167,4 +169,33 @@ function showLiveTable(active) {
         h("td", {}, last.p50 === null ? "–" : `${formatMs(last.p50)} ms`), h("td", {}, last.p95 === null ? "–" : `${formatMs(last.p95)} ms`),
         h("td", {}, value(last.batch)), h("td", {}, last.queue));
     }));
+}
+
+const CODE_TITLES = { 429: "429 queue full", 503: "503 refused", 504: "504 late" };
+const STATUS_COLUMNS = ["2xx", "4xx", "5xx", ...CODES_SHOWN].map((code) => [code, CODE_TITLES[code] || code]);
+
+function statusRow(name, counts, attrs) {
+  const reasons = Object.entries(counts.reasons).filter(([, n]) => n > 0).sort(([a], [b]) => a.localeCompare(b));
+  return h("tr", attrs,
+    h("td", {}, name), h("td", { "data-code": "total" }, counts.total),
+    STATUS_COLUMNS.map(([code]) => h("td", { "data-code": code, class: code[0] !== "2" && counts[code] > 0 ? "error-text" : null }, counts[code])),
+    h("td", { class: "reasons" }, reasons.length ? reasons.map(([reason, n]) => `${reason} ${n}`).join(", ") : "–"));
+}
+
+/** The answers so far by status class, per model and in all, and the scheduler's refusals. */
+function showStatusCounts({ models, all, scheduler }) {
+  const names = Object.keys(models).sort((a, b) => a.localeCompare(b));
+  const table = document.getElementById("status-table");
+  clear(table,
+    h("tr", {}, ["model", "answered", ...STATUS_COLUMNS.map(([, title]) => title), "failures by reason"].map((name) => h("th", {}, name))),
+    names.map((name) => statusRow(name, models[name], { "data-model": name })),
+    statusRow("all models", all, { class: "total", "data-all": "" }));
+  table.dataset.state = "done";
+  const line = document.getElementById("status-scheduler");
+  const known = scheduler.refusedAtDoor !== null;
+  line.textContent = known
+    ? `scheduler: ${scheduler.refusedAtDoor} refused at the door (503, before reading the body), ` +
+      `${scheduler.dropped} dropped from the queue as unreachable (504)`
+    : "";
+  if (known) Object.assign(line.dataset, { refused: scheduler.refusedAtDoor, dropped: scheduler.dropped });
 }

@@ -37,19 +37,40 @@ function selectorOf(value) {
   return kind === "model" ? { model: name } : { attention: name };
 }
 
-/** Runs a task for `input` and draws the answer (or the server's error) into `target`. */
+/**
+ * "running… 3.2 s" in `target`, ticking every 100 ms until the returned stop() is called; the
+ * milliseconds so far also in its data-elapsed-ms.
+ */
+export function showRunning(target, what = "running…") {
+  const started = performance.now();
+  const elapsed = h("span", { class: "elapsed" }, "0.0 s");
+  target.replaceChildren(h("p", { class: "muted running" }, `${what} `, elapsed));
+  const tick = () => {
+    const ms = performance.now() - started;
+    elapsed.textContent = `${(ms / 1000).toFixed(1)} s`;
+    elapsed.dataset.elapsedMs = String(Math.round(ms));
+  };
+  tick();
+  const timer = setInterval(tick, 100);
+  return () => clearInterval(timer);
+}
+
+/** Runs a task for `input` and draws the answer (or the server's error) into `target`; resolves
+ * to {answer, roundTripMs}, or null after an error. */
 export async function runInto(target, task, input, options, selector) {
   target.dataset.state = "running";
-  target.replaceChildren(h("p", { class: "muted" }, "running…"));
+  const stop = showRunning(target);
   try {
     const { answer, roundTripMs } = await runTask(task, input, options, selector);
     const model = await modelFor(task, { model: answer.model });
     clear(target, renderAnswer(task, answer, input, model, roundTripMs));
     target.dataset.state = "done";
-    return answer;
+    return { answer, roundTripMs };
   } catch (error) {
     showError(target, error);
     return null;
+  } finally {
+    stop();
   }
 }
 
