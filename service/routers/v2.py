@@ -37,6 +37,11 @@ from easerve.service.v2.schemas import InferRequest, InferResponse, ModelMetadat
 from easerve.service.v2.tensors import decode_inputs, encode_output, tensor_metadata
 
 router = APIRouter(prefix="/v2", tags=["v2"])
+# The answer is encoded by orjson from plain values (`_encode`); its schema is documented here.
+INFER_RESPONSES = {
+    200: {"model": InferResponse, "description": "the outputs (JSON, or a JSON header + binary data)"},
+    **INFERENCE_ERRORS,
+}
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 _MICROSECONDS = 1e-6
@@ -157,21 +162,18 @@ def _encode(
     for name in binary:
         _check_finite(name, outputs[name])
     encoded = [encode_output(name, outputs[name], as_bytes) for name, as_bytes in binary.items()]
-    response = InferResponse(
-        model_name=model.name,
-        model_version=str(model.version),
-        id=document.id,
-        parameters=parameters,
-        outputs=[entry for entry, _ in encoded],
-    )
+    response: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
+    if document.id is not None:
+        response["id"] = document.id
+    response |= {"parameters": parameters, "outputs": [entry for entry, _ in encoded]}
     return encode_response(response, [blob for _, blob in encoded], any(binary.values()))
 
 
-@router.post("/models/{model_name}/infer", openapi_extra=API_KEY_OPENAPI, responses=INFERENCE_ERRORS)
+@router.post("/models/{model_name}/infer", openapi_extra=API_KEY_OPENAPI, responses=INFER_RESPONSES)
 @router.post(
     "/models/{model_name}/versions/{version}/infer",
     openapi_extra=API_KEY_OPENAPI,
-    responses=INFERENCE_ERRORS,
+    responses=INFER_RESPONSES,
     include_in_schema=False,
 )
 async def infer(model_name: str, request: Request, state: State, version: str | None = None) -> Response:

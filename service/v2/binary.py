@@ -6,10 +6,13 @@ with `parameters.binary_data_size` takes that many bytes of the rest, in order.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Response
 
 from easerve.service.errors import BadRequest
-from easerve.service.v2.schemas import InferRequest, InferResponse, RequestOutput
+from easerve.service.json_answers import json_bytes
+from easerve.service.v2.schemas import InferRequest, RequestOutput
 from easerve.service.v2.tensors import BINARY_DATA_SIZE
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -52,9 +55,10 @@ def wants_binary(request: InferRequest, output: RequestOutput | None) -> bool:
     return bool(request.parameters.get(BINARY_DATA_OUTPUT, False))
 
 
-def encode_response(document: InferResponse, blobs: list[bytes], binary: bool) -> Response:
-    """JSON alone, or (`binary`: some output is binary) the JSON header + the outputs' bytes."""
-    header = document.model_dump_json(exclude_none=True).encode()
+def encode_response(document: dict[str, Any], blobs: list[bytes], binary: bool) -> Response:
+    """JSON alone, or (`binary`: some output is binary) the JSON header + the outputs' bytes;
+    `document` holds the values of a `schemas.InferResponse`, without the fields left out."""
+    header = json_bytes(document)
     if not binary:
         return Response(header, media_type="application/json")
     return Response(

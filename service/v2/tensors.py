@@ -9,13 +9,14 @@ inputs, and data (JSON values or raw little-endian bytes) that fills the shape.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from easerve.artifacts.manifest import Manifest, TensorInfo
 from easerve.service.contract import InputLimits, check_shape, check_values
 from easerve.service.errors import BadRequest, InvalidInput
-from easerve.service.v2.schemas import InferRequest, RequestInput, ResponseOutput, TensorMetadata
+from easerve.service.v2.schemas import InferRequest, RequestInput, TensorMetadata
 
 DATATYPES: dict[str, np.dtype] = {
     "BOOL": np.dtype(np.bool_),
@@ -111,12 +112,12 @@ def decode_inputs(
     return arrays
 
 
-def encode_output(name: str, array: np.ndarray, binary: bool) -> tuple[ResponseOutput, bytes]:
-    """The response entry of one output; with `binary`, its data as little-endian bytes instead."""
-    datatype = datatype_of(array.dtype)
+def encode_output(name: str, array: np.ndarray, binary: bool) -> tuple[dict[str, Any], bytes]:
+    """The response entry of one output (`schemas.ResponseOutput`, as plain values for
+    `json_bytes`: the data stays a numpy array, which orjson writes without a Python list); with
+    `binary`, its data as little-endian bytes instead."""
+    entry: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype_of(array.dtype)}
     if binary:
         blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        return ResponseOutput(
-            name=name, shape=list(array.shape), datatype=datatype, parameters={BINARY_DATA_SIZE: len(blob)}
-        ), blob
-    return ResponseOutput(name=name, shape=list(array.shape), datatype=datatype, data=array.ravel().tolist()), b""
+        return entry | {"parameters": {BINARY_DATA_SIZE: len(blob)}}, blob
+    return entry | {"data": np.ascontiguousarray(array).ravel()}, b""

@@ -11,6 +11,7 @@ from onnx_fixtures import CLASSIFY_SIZE, MAX_BATCH, Z_DIM, model_name
 from service_helpers import LiveServer, make_settings
 
 from easerve.service.app import create_app
+from easerve.service.v2.schemas import InferResponse
 
 CLASSIFIER = model_name("fixcls")
 GENERATOR = model_name("fixgan")
@@ -100,6 +101,14 @@ def test_json_infer_with_flat_data(client):
     (output,) = answer["outputs"]
     assert (output["name"], output["shape"], output["datatype"]) == ("logits", [2, 6], "FP32")
     np.testing.assert_allclose(np.reshape(output["data"], (2, 6)), expected_logits([0, 2]), atol=1e-5)
+
+
+def test_the_answer_is_what_the_documented_schema_says(client):
+    answer = infer(client, {"inputs": [image_input(colour_images(0, 2))]}).content
+    document = InferResponse.model_validate_json(answer)  # the bytes orjson wrote, read by the schema
+    assert document.outputs[0].shape == [2, 6] and "id" not in json.loads(answer)  # no id asked, none sent
+    documented = client.get("/openapi.json").json()["paths"]["/v2/models/{model_name}/infer"]["post"]["responses"]
+    assert documented["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/InferResponse"}
 
 
 def test_json_infer_with_nested_data(client):
