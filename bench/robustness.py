@@ -29,6 +29,10 @@ SCENARIO_NAMES = (
     "slow-connections",
     "malformed-500s",
     "shutdown",
+    "sa-memory",
+    "chunk-floods",
+    "client-leaves",
+    "slow-body",
 )
 DEFAULT_OUT = Path("results") / "robustness"
 MAX_DEFAULT_RSS_CAP_MB = 8192.0
@@ -120,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log_dir = Path(tempfile.mkdtemp(prefix="easerve-bench-robustness-"))
     command = serve_command(weights_dirs, MODELS, args.serve_args)
-    env = Env(command, log_dir, args.ready_timeout, rss_cap_mb, QUICK if args.quick else FULL)
+    counts = QUICK if args.quick else FULL
+    env = Env(command, log_dir, args.ready_timeout, rss_cap_mb, counts, tuple(args.serve_args), tuple(weights_dirs))
     scenarios = [name for name in SCENARIO_NAMES if name in args.scenarios]
 
     machine = f"{cpu_model()}; load average before: {load_average()}"
@@ -142,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
         f"{' '.join(args.serve_args) or 'none'}; server and clients share the machine."
     )
     tables = [report.summary_table(results), report.findings_table(results)]
+    if twins := report.twins_table(results):
+        tables.insert(1, twins)
     targets = report.target_lines(results)
     for table in tables:
         if sys.stdout.isatty():

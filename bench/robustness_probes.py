@@ -78,6 +78,8 @@ class RssSampler(threading.Thread):
         self.root = root
         self.cap_bytes = int(cap_mb * MB)
         self.peak_bytes = 0
+        self.window_peak_bytes = 0  # the peak since `start_window`
+        self._window_lock = threading.Lock()
         self.last_bytes = 0
         self.killed_at_mb: float | None = None
         self._stop_event = threading.Event()
@@ -86,6 +88,8 @@ class RssSampler(threading.Thread):
         rss = tree_rss_bytes(self.root)
         self.last_bytes = rss
         self.peak_bytes = max(self.peak_bytes, rss)
+        with self._window_lock:
+            self.window_peak_bytes = max(self.window_peak_bytes, rss)
         if self.cap_bytes and rss > self.cap_bytes and self.killed_at_mb is None:
             self.killed_at_mb = rss / MB
             for pid in process_tree(self.root):
@@ -107,6 +111,16 @@ class RssSampler(threading.Thread):
     def peak_mb(self) -> float:
         return self.peak_bytes / MB
 
+    def start_window(self) -> float:
+        """Starts a new window for `window_peak_mb` (the whole run's peak is kept); the RSS now (MB)."""
+        with self._window_lock:
+            self.window_peak_bytes = 0
+        return self.current_mb()
+
+    @property
+    def window_peak_mb(self) -> float:
+        return self.window_peak_bytes / MB
+
     def current_mb(self) -> float:
         return self.sample() / MB
 
@@ -125,6 +139,7 @@ class ServerHandle:
     process: subprocess.Popen
     log_path: Path
     sampler: RssSampler
+    bystander: Bystander | None = None  # the scenario's bystander stream, while it runs
 
     @property
     def pid(self) -> int:
@@ -202,16 +217,26 @@ async def send(
 ) -> tuple[str, float]:
     """(outcome, seconds from send to answer): outcome is the HTTP status as text, or one of
     TRANSPORT_OUTCOMES. The body is read in full before the clock stops."""
+    outcome, latency, _ = await send_for_headers(http, method, path, timeout_s, **kwargs)
+    return outcome, latency
+
+
+async def send_for_headers(
+    http: aiohttp.ClientSession, method: str, path: str, timeout_s: float | None = None, **kwargs: Any
+) -> tuple[str, float, dict[str, str]]:
+    """`send`, and the answer's headers (names in lower case; empty without an answer)."""
     if timeout_s is not None:
         kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout_s)
     sent = time.perf_counter()
+    headers: dict[str, str] = {}
     try:
         async with http.request(method, path, **kwargs) as response:
             await response.read()
             outcome = str(response.status)
+            headers = {name.lower(): value for name, value in response.headers.items()}
     except (aiohttp.ClientError, TimeoutError) as error:
         outcome = transport_outcome(error)
-    return outcome, time.perf_counter() - sent
+    return outcome, time.perf_counter() - sent, headers
 
 
 @dataclass
@@ -261,8 +286,18 @@ class Bystander:
         self.url, self.png, self.model = url, png, model
         self.interval_s, self.timeout_s, self.max_count = interval_s, timeout_s, max_count
         self.tally = Tally()
+        self.log: list[tuple[float, str, float]] = []  # (sent at, outcome, latency s), as answered
+
+    def between(self, start: float, end: float) -> Tally:
+        """The bystanders sent from `start` to `end` (time.perf_counter())."""
+        tally = Tally()
+        for sent, outcome, latency in self.log:
+            if start <= sent <= end:
+                tally.add(outcome, latency)
+        return tally
 
     async def _one(self, http: aiohttp.ClientSession) -> None:
+        sent = time.perf_counter()
         outcome, latency = await send(
             http,
             "POST",
@@ -272,7 +307,9 @@ class Bystander:
             data=self.png,
             headers={"content-type": "image/png"},
         )
-        self.tally.add(outcome, self.timeout_s if outcome == TIMEOUT else latency)
+        latency = self.timeout_s if outcome == TIMEOUT else latency
+        self.tally.add(outcome, latency)
+        self.log.append((sent, outcome, latency))
 
     async def run(self, stop: asyncio.Event) -> None:
         async with session(self.url, connections=0, timeout_s=self.timeout_s) as http:

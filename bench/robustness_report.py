@@ -149,6 +149,55 @@ def summary_table(results: list[ScenarioResult]) -> TableData:
     return TableData("Robustness: per scenario", SUMMARY_HEADERS, rows)
 
 
+TWIN_HEADERS = (
+    "model",
+    "attention",
+    "input x requests",
+    "answers",
+    "median / slowest answer s",
+    "predicted MB per item",
+    "peak RSS over start MB",
+    "given back after s",
+    "RSS after MB",
+    "worst bystander ms",
+    "bystanders lost",
+)
+
+
+def _seconds(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}"
+
+
+def twins_table(results: list[ScenarioResult]) -> TableData | None:
+    """EA vs SA twins under the same attack (sa-memory): working memory beside time, one row per
+    model; None when no scenario attacked twins. RSS figures are the whole server tree's; "given
+    back" is how long after its last answer the tree was back within 150 MB of the scenario's
+    start (not within the limit: `-`)."""
+    rows = []
+    for result in results:
+        before = result.rss_before_mb
+        for twin in result.details.get("twins", []):
+            over = None if before is None else twin["peak_rss_mb"] - before
+            rows.append(
+                (
+                    twin["model"],
+                    twin["attention"],
+                    f"{twin['input']} x{twin['requests']}",
+                    format_statuses(twin["statuses"]),
+                    f"{twin['median_answer_s']:.2f} / {twin['slowest_answer_s']:.2f}",
+                    _mb(twin["predicted_item_mb"]),
+                    _mb(over),
+                    _seconds(twin["given_back_s"]),
+                    _mb(twin["rss_after_mb"]),
+                    _ms(twin["worst_bystander_ms"]),
+                    f"{twin['bystanders_lost']}/{twin['bystanders_sent']}",
+                )
+            )
+    if not rows:
+        return None
+    return TableData("EA vs SA twins: working memory beside time", TWIN_HEADERS, tuple(rows))
+
+
 def findings_table(results: list[ScenarioResult]) -> TableData:
     rows = tuple(
         (result.name, "; ".join(result.findings) or MISSING) for result in results if result.findings or result.details

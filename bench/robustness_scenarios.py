@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import signal
 import struct
 import time
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -39,6 +41,7 @@ from easerve.bench.robustness_probes import (
     launched_server,
     raw_request,
     send,
+    send_for_headers,
     session,
     succeeded,
 )
@@ -52,7 +55,8 @@ DETECTOR = "eadet-ea-tiny"
 GENERATOR = "eagan-ea-tiny"
 CLOUD_CLASSIFIER = "pct-ea-tiny"
 CLOUD_CLASSIFIER_SA = "pct-sa-tiny"
-MODELS = (CLASSIFIER, SEGMENTER, DETECTOR, GENERATOR, CLOUD_CLASSIFIER, CLOUD_CLASSIFIER_SA)
+SEGMENTER_SA = "eanet-sa-tiny"
+MODELS = (CLASSIFIER, SEGMENTER, DETECTOR, GENERATOR, CLOUD_CLASSIFIER, CLOUD_CLASSIFIER_SA, SEGMENTER_SA)
 
 PNG = {"content-type": "image/png"}
 OCTET_STREAM = {"content-type": "application/octet-stream"}
@@ -97,6 +101,34 @@ class Counts:
     sigterm_after_s: float = 2.0
     exit_bound_s: float = 45.0
     shutdown_requests_per_client: int = 2000
+    # sa-memory: concurrent v2 requests of [1, memory_points, 3] to each point-cloud twin (binary
+    # and JSON in turn), concurrent binary [1, 3, side, side] requests to each segmentation twin,
+    # and how long each twin's memory may take to come back.
+    memory_cloud_clients: int = 16
+    memory_points: int = 8192
+    memory_image_clients: int = 4
+    memory_image_side: int = 1024
+    give_back_s: float = 10.0
+    # chunk-floods: requests of each large flood (PNG chunks, JPEG COM markers) and their size,
+    # requests of the small PNG flood (inspected where small bodies are) and its size, then
+    # 64x64 classify bystanders with ?timeout=flood_bystander_deadline_s, one every interval.
+    flood_requests: int = 4
+    flood_bytes: int = 30_000_000
+    small_flood_requests: int = 16
+    small_flood_bytes: int = 255_000
+    flood_bystanders: int = 140
+    flood_bystander_interval_s: float = 0.1
+    flood_bystander_deadline_s: float = 2.0
+    # client-leaves: clients that upload a request queued behind a running batch and then close
+    # their connection after leave_after_s; clients that send the same request and wait.
+    leavers: int = 4
+    leave_after_s: float = 0.3
+    stayers: int = 2
+    # slow-body: connections sending a body one byte per interval; the server's --body-timeout
+    # for this scenario (None: its default).
+    slow_bodies: int = 4
+    slow_body_interval_s: float = 0.5
+    slow_body_timeout_s: float | None = None
     # every scenario
     idle_after_s: float = 5.0
     bystander_interval_s: float = 0.5
@@ -128,6 +160,17 @@ QUICK = replace(
     shutdown_runs=1,
     sigterm_after_s=1.0,
     exit_bound_s=20.0,
+    memory_cloud_clients=4,
+    memory_image_clients=1,
+    memory_image_side=512,
+    flood_requests=1,
+    flood_bytes=3_000_000,
+    small_flood_requests=4,
+    flood_bystanders=20,
+    leavers=2,
+    stayers=1,
+    slow_bodies=2,
+    slow_body_timeout_s=2.0,
     idle_after_s=1.0,
     bystander_timeout_s=10.0,
     request_timeout_s=20.0,
@@ -144,9 +187,16 @@ class Env:
     ready_timeout_s: float
     rss_cap_mb: float  # 0: no cap
     counts: Counts
+    user_args: tuple[str, ...] = ()  # the --serve-arg flags, the end of `command`
+    weights_dirs: tuple[Path, ...] = ()  # where the manifests are (for their memory models)
 
-    def launch(self, name: str):
-        return launched_server(self.command, self.log_dir / f"{name}.log", self.ready_timeout_s, self.rss_cap_mb)
+    def launch(self, name: str, scenario_args: tuple[str, ...] = ()):
+        """A fresh server; `scenario_args` go before the user's flags (so those still win)."""
+        command = self.command
+        if scenario_args:
+            head = command[: len(command) - len(self.user_args)]
+            command = [*head, *scenario_args, *self.user_args]
+        return launched_server(command, self.log_dir / f"{name}.log", self.ready_timeout_s, self.rss_cap_mb)
 
 
 # --- payloads -----------------------------------------------------------------------------------
@@ -264,6 +314,7 @@ async def _attack_with_bystanders(server: ServerHandle, env: Env, attack: Attack
         max_count=int(counts.scenario_timeout_s / counts.bystander_interval_s) + 1,
     )
     stop = asyncio.Event()
+    server.bystander = bystander
     watching = asyncio.create_task(bystander.run(stop))
     try:
         await asyncio.wait_for(attack(server, env, result), counts.scenario_timeout_s)
@@ -299,13 +350,18 @@ def _idle_return(server: ServerHandle, seconds: float) -> float | None:
 
 
 def run_attack(
-    name: str, description: str, env: Env, attack: Attack, judge: Callable[[ScenarioResult], bool]
+    name: str,
+    description: str,
+    env: Env,
+    attack: Attack,
+    judge: Callable[[ScenarioResult], bool],
+    scenario_args: tuple[str, ...] = (),
 ) -> ScenarioResult:
-    """One attack scenario against a fresh server; never raises."""
+    """One attack scenario against a fresh server (started with `scenario_args` too); never raises."""
     result = ScenarioResult(name, description)
     started = time.perf_counter()
     try:
-        with env.launch(name) as server:
+        with env.launch(name, scenario_args) as server:
             result.rss_before_mb = server.sampler.current_mb()
             bystanders = asyncio.run(_attack_with_bystanders(server, env, attack, result))
             result.bystander_sent, result.bystander_lost = bystanders.sent, bystanders.lost
@@ -823,6 +879,459 @@ def run_shutdown(name: str, description: str, env: Env) -> ScenarioResult:
     return result
 
 
+# --- 8. sa-memory -------------------------------------------------------------------------------
+
+
+def attention_of(model: str) -> str:
+    """ "SA" for a self-attention twin, "EA" for an External Attention one (from the bundled names)."""
+    return "SA" if "-sa-" in model else "EA"
+
+
+def predicted_item_mb(env: Env, model: str, positions: int) -> float | None:
+    """The working memory of one item of `positions` positions that the model's manifest predicts
+    (MB); None without a manifest or its memory model."""
+    from easerve.artifacts.memory_model import MemoryModel
+
+    for folder in env.weights_dirs:
+        path = folder / model / "manifest.json"
+        if path.is_file():
+            memory = json.loads(path.read_text()).get("memory")
+            return None if memory is None else MemoryModel(**memory).item_bytes(positions) / (1024 * 1024)
+    return None
+
+
+def _memory_payloads(counts: Counts) -> list[tuple[str, str, int, int, list[tuple[bytes, dict[str, str]]]]]:
+    """(model, input text, positions, item count, [(body, headers)] one per concurrent request)
+    of each twin, EA first in each pair."""
+    rng = np.random.default_rng(0)
+    points = counts.memory_points
+    cloud = rng.standard_normal((1, points, 3), dtype=np.float32)
+    binary = v2_binary("points", [1, points, 3], "FP32", cloud.tobytes())
+    as_json = (
+        json.dumps({"inputs": [v2_input("points", [1, points, 3], "FP32", cloud.ravel().tolist())]}).encode(),
+        {"content-type": "application/json"},
+    )
+    clouds = [binary if index % 2 == 0 else as_json for index in range(counts.memory_cloud_clients)]
+    side = counts.memory_image_side
+    image = rng.random((1, 3, side, side), dtype=np.float32)
+    images = [v2_binary("image", [1, 3, side, side], "FP32", image.tobytes())] * counts.memory_image_clients
+    cloud_text, image_text = f"[1, {points}, 3] binary+JSON", f"[1, 3, {side}, {side}] binary"
+    return [
+        (CLOUD_CLASSIFIER, cloud_text, points, len(clouds), clouds),
+        (CLOUD_CLASSIFIER_SA, cloud_text, points, len(clouds), clouds),
+        (SEGMENTER, image_text, side * side, len(images), images),
+        (SEGMENTER_SA, image_text, side * side, len(images), images),
+    ]
+
+
+async def _given_back(server: ServerHandle, target_mb: float, within_s: float) -> tuple[float | None, float | None]:
+    """(seconds until the server's RSS was at most `target_mb`, or None if not within `within_s`;
+    its RSS then, MB), polled every 0.1 s without blocking the loop (bystanders keep running)."""
+    started = time.perf_counter()
+    while True:
+        if server.exit_code() is not None:
+            return None, None
+        rss = server.sampler.current_mb()
+        elapsed = time.perf_counter() - started
+        if rss <= target_mb:
+            return elapsed, rss
+        if elapsed >= within_s:
+            return None, rss
+        await asyncio.sleep(0.1)
+
+
+async def _attack_twin(server: ServerHandle, env: Env, result: ScenarioResult, http, payload: tuple) -> dict:
+    """One twin's concurrent requests, then the wait for its memory to come back."""
+    model, shape, positions, _, requests = payload
+    counts = env.counts
+    rss_start = server.sampler.start_window()
+    started = time.perf_counter()
+    answers = await asyncio.gather(
+        *(send_for_headers(http, "POST", f"/v2/models/{model}/infer", data=body, headers=h) for body, h in requests)
+    )
+    answered = time.perf_counter()
+    statuses = Counter(outcome for outcome, _, _ in answers)
+    target_mb = (result.rss_before_mb or rss_start) + IDLE_RETURN_MB
+    back_s, rss_after = await _given_back(server, target_mb, counts.give_back_s)
+    peak = server.sampler.window_peak_mb
+    bystanders = server.bystander.between(started, time.perf_counter()) if server.bystander else None
+    latencies = sorted(latency for _, latency, _ in answers)
+    return {
+        "model": model,
+        "attention": attention_of(model),
+        "input": shape,
+        "requests": len(answers),
+        "statuses": dict(statuses),
+        "503_without_retry_after": sum(1 for o, _, h in answers if o == "503" and "retry-after" not in h),
+        "median_answer_s": round(latencies[len(latencies) // 2], 3),
+        "slowest_answer_s": round(latencies[-1], 3),
+        "attack_s": round(answered - started, 3),
+        "predicted_item_mb": predicted_item_mb(env, model, positions),
+        "rss_start_mb": round(rss_start, 1),
+        "peak_rss_mb": round(peak, 1),
+        "given_back_s": None if back_s is None else round(back_s, 2),
+        "rss_after_mb": None if rss_after is None else round(rss_after, 1),
+        "bystanders_sent": bystanders.sent if bystanders else 0,
+        "bystanders_lost": bystanders.lost if bystanders else 0,
+        "worst_bystander_ms": bystanders.worst_ms if bystanders else None,
+    }
+
+
+async def _sa_memory(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    twins: list[dict] = []
+    result.details.update(twins=twins, budget_mb=HEAVY_BUDGET_MB, give_back_s=counts.give_back_s)
+    statuses: Counter = Counter()
+    async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:
+        for payload in _memory_payloads(counts):
+            twin = await _attack_twin(server, env, result, http, payload)
+            twins.append(twin)
+            statuses.update({f"{twin['model']} {outcome}": count for outcome, count in twin["statuses"].items()})
+            result.attack_statuses = dict(statuses)
+            back = twin["given_back_s"]
+            limit = f"{counts.give_back_s:g} s"
+            returned = f"given back after {back:.1f} s" if back is not None else f"NOT given back within {limit}"
+            result.findings.append(
+                f"{twin['model']} ({twin['attention']}) {twin['input']} x{twin['requests']}: "
+                f"{format_statuses(twin['statuses'])}, slowest {twin['slowest_answer_s']:.2f} s, peak RSS "
+                f"{twin['peak_rss_mb']:,.0f} MB (start {twin['rss_start_mb']:,.0f}), "
+                f"{returned} (RSS {twin['rss_after_mb']} MB)"
+            )
+
+
+def _twin_clean(twin: dict, before_mb: float, budget_mb: float) -> bool:
+    statuses = twin["statuses"]
+    served = statuses.get("200", 0) > 0 or set(statuses) == {"413"}  # refusing all is fine only as too large
+    return (
+        sum(statuses.values()) == twin["requests"] > 0
+        and all(outcome in ("200", "413", "503") for outcome in statuses)
+        and twin["503_without_retry_after"] == 0
+        and served
+        and twin["peak_rss_mb"] - before_mb <= budget_mb
+        and twin["given_back_s"] is not None
+        and twin["bystanders_lost"] == 0
+    )
+
+
+def _judge_sa_memory(result: ScenarioResult) -> bool:
+    """Every twin of both pairs attacked; each request 200, 413 or 503 + Retry-After, some served
+    unless all were too large; peak RSS within the server's budget over its start, back within
+    IDLE_RETURN_MB of the start within give_back_s; no bystander lost."""
+    twins = result.details.get("twins", [])
+    before = result.rss_before_mb
+    return (
+        result.valid_lost == 0
+        and before is not None
+        and {twin["model"] for twin in twins} == {CLOUD_CLASSIFIER, CLOUD_CLASSIFIER_SA, SEGMENTER, SEGMENTER_SA}
+        and all(_twin_clean(twin, before, result.details["budget_mb"]) for twin in twins)
+    )
+
+
+# --- 9. chunk-floods ----------------------------------------------------------------------------
+
+FLOOD_CHUNK_TYPE = b"emPt"  # ancillary, private, reserved bit clear, safe to copy
+JPEG_COMMENT = b"\xff\xfe\x00\x02"  # an empty COM marker segment (its length counts itself)
+
+
+def png_chunk_flood(png: bytes, total_bytes: int) -> bytes:
+    """`png` with empty ancillary chunks (12 bytes each, valid CRC) after its IHDR, to about
+    `total_bytes`: still a valid PNG of the same pixels."""
+    chunk = struct.pack(">I", 0) + FLOOD_CHUNK_TYPE + struct.pack(">I", zlib.crc32(FLOOD_CHUNK_TYPE))
+    ihdr_end = 8 + 12 + struct.unpack(">I", png[8:12])[0]
+    count = max(0, (total_bytes - len(png)) // len(chunk))
+    return png[:ihdr_end] + chunk * count + png[ihdr_end:]
+
+
+def jpeg_marker_flood(jpeg: bytes, total_bytes: int) -> bytes:
+    """`jpeg` with empty COM marker segments (4 bytes each) after its SOI, to about `total_bytes`."""
+    count = max(0, (total_bytes - len(jpeg)) // len(JPEG_COMMENT))
+    return jpeg[:2] + JPEG_COMMENT * count + jpeg[2:]
+
+
+@cache
+def small_jpeg() -> bytes:
+    """The bystanders' 64x64 image as a JPEG."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(small_png())).convert("RGB").save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _floods(counts: Counts) -> list[tuple[str, bytes, str, int]]:
+    """(name, body, content type, concurrent requests) of each flood."""
+    return [
+        ("png-chunks", png_chunk_flood(small_png(), counts.flood_bytes), "image/png", counts.flood_requests),
+        ("jpeg-com", jpeg_marker_flood(small_jpeg(), counts.flood_bytes), "image/jpeg", counts.flood_requests),
+        (
+            "png-chunks-small",
+            png_chunk_flood(small_png(), counts.small_flood_bytes),
+            "image/png",
+            counts.small_flood_requests,
+        ),
+    ]
+
+
+async def _chunk_floods(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    deadline_s = counts.flood_bystander_deadline_s
+    floods = _floods(counts)
+    bystanders = Tally()
+    statuses: Counter = Counter()
+    latencies: dict[str, list[float]] = {}
+    result.details.update(
+        flood_bytes={name: len(body) for name, body, _, _ in floods},
+        bystander_deadline_s=deadline_s,
+        bystander_limit_s=deadline_s + counts.deadline_margin_s,
+    )
+    params = {"model": CLASSIFIER, "timeout": f"{deadline_s:g}"}
+
+    async def bystander_stream(http) -> None:
+        started = []
+        for _ in range(counts.flood_bystanders):
+            started.append(
+                asyncio.create_task(
+                    send(http, "POST", "/v1/classify", deadline_s + 5.0, params=params, data=small_png(), headers=PNG)
+                )
+            )
+            await asyncio.sleep(counts.flood_bystander_interval_s)
+        for outcome, latency in await asyncio.gather(*started):
+            bystanders.add(outcome, latency)
+
+    async def flood(http, name: str, body: bytes, content_type: str) -> None:
+        headers = {"content-type": content_type}
+        outcome, latency = await send(
+            http, "POST", "/v1/classify", params={"model": CLASSIFIER}, data=body, headers=headers
+        )
+        statuses[f"{name} {outcome}"] += 1
+        latencies.setdefault(name, []).append(round(latency, 3))
+
+    async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:
+        watching = asyncio.create_task(bystander_stream(http))
+        try:
+            await asyncio.sleep(counts.bystander_interval_s)
+            await asyncio.gather(
+                *(flood(http, name, body, kind) for name, body, kind, count in floods for _ in range(count))
+            )
+        finally:
+            await watching
+            add_valid(result, bystanders)
+            result.attack_statuses = dict(statuses)
+            result.details.update(
+                flood_latencies_s=latencies,
+                timed_bystanders=dict(bystanders.outcomes),
+                worst_timed_bystander_ms=bystanders.worst_ms,
+            )
+    for name, body, _, count in floods:
+        answers = {key.split(" ", 1)[1]: n for key, n in statuses.items() if key.split(" ", 1)[0] == name}
+        result.findings.append(
+            f"{name} ({len(body) / 1e6:.2f} MB) x{count}: {format_statuses(answers)}, "
+            f"slowest {max(latencies.get(name, [0.0])):.2f} s"
+        )
+    worst = bystanders.worst_ms
+    result.findings.append(
+        f"?timeout={deadline_s:g} bystanders: {bystanders.sent - bystanders.lost}/{bystanders.sent} answered 2xx, "
+        "slowest " + ("-" if worst is None else f"{worst:,.0f} ms")
+    )
+
+
+def _judge_chunk_floods(result: ScenarioResult) -> bool:
+    """Every flood refused 4xx; every ?timeout bystander 2xx within its deadline and margin; peak
+    RSS within the server's budget over its start."""
+    details = result.details
+    worst_ms = details.get("worst_timed_bystander_ms")
+    before, peak = result.rss_before_mb, result.peak_rss_mb
+    return (
+        result.valid_lost == 0
+        and bool(result.attack_statuses)
+        and all(_is_4xx(key.rsplit(" ", 1)[-1]) for key in result.attack_statuses)
+        and bool(details.get("timed_bystanders"))
+        and worst_ms is not None
+        and worst_ms <= details["bystander_limit_s"] * 1000
+        and None not in (before, peak)
+        and peak - before <= HEAVY_BUDGET_MB
+    )
+
+
+# --- 10. client-leaves --------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)", re.MULTILINE)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples in Prometheus text whose labels include `labels` (0 if none)."""
+    total = 0.0
+    for match in _SAMPLE.finditer(text):
+        if match["name"] != name:
+            continue
+        have = dict(_LABEL.findall(match["labels"] or ""))
+        if all(have.get(key) == value for key, value in labels.items()):
+            total += float(match["value"])
+    return total
+
+
+async def _served_counts(http, model: str) -> dict[str, float]:
+    """From /metrics: the model's items computed and its requests answered 200 and 499."""
+    async with http.get("/metrics") as response:
+        text = await response.text()
+    return {
+        "computed": metric_value(text, "nv_inference_count_total", model=model),
+        "200": metric_value(text, "easerve_http_requests_total", model=model, code="200"),
+        "499": metric_value(text, "easerve_http_requests_total", model=model, code="499"),
+    }
+
+
+async def _leave_after_upload(port: int, request: bytes, leave_after_s: float) -> str:
+    """Sends `request` in full, waits `leave_after_s`, closes: what came back meanwhile."""
+    connection = await RawConnection.open(port)
+    try:
+        await connection.write(request)
+        closed, received = await connection.wait_closed_by_server(leave_after_s)
+    except ConnectionClosed:
+        return "closed by the server"
+    finally:
+        connection.close()
+    if status := _answer_status(received):
+        return f"answered {status} before leaving"
+    return "closed by the server" if closed else "left"
+
+
+async def _client_leaves(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    """A pct-sa-tiny request of memory_points points computes; meanwhile clients upload a small
+    pct-sa-tiny request (queued behind it) and leave, others send the same and wait."""
+    counts = env.counts
+    model = CLOUD_CLASSIFIER_SA
+    cloud = np.random.default_rng(1).standard_normal((1, counts.memory_points, 3), dtype=np.float32)
+    blocker_body, blocker_headers = v2_binary("points", [1, counts.memory_points, 3], "FP32", cloud.tobytes())
+    npy = load_samples().clouds[0].npy
+    route = f"/v1/pointcloud/classify?model={model}"
+    request = raw_request("POST", route, server.port, OCTET_STREAM, npy)
+    stayers = Tally()
+    async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:
+        before = await _served_counts(http, model)
+        sent = time.perf_counter()
+        blocker = asyncio.create_task(
+            send(http, "POST", f"/v2/models/{model}/infer", data=blocker_body, headers=blocker_headers)
+        )
+        await asyncio.sleep(0.2)
+        leaving = [_leave_after_upload(server.port, request, counts.leave_after_s) for _ in range(counts.leavers)]
+        staying = [
+            send(http, "POST", "/v1/pointcloud/classify", params={"model": model}, data=npy, headers=OCTET_STREAM)
+            for _ in range(counts.stayers)
+        ]
+        left = await asyncio.gather(*leaving)
+        all_left_s = time.perf_counter() - sent
+        for outcome, latency in await asyncio.gather(*staying):
+            stayers.add(outcome, latency)
+        blocker_outcome, blocker_s = await blocker
+        add_valid(result, stayers)
+        await asyncio.sleep(0.5)  # the withdrawn requests' answers are counted as they finish
+        after = await _served_counts(http, model)
+    delta = {key: after[key] - before[key] for key in before}
+    result.attack_statuses = dict(Counter(left))
+    result.details.update(
+        leavers=counts.leavers,
+        left=dict(Counter(left)),
+        blocker=blocker_outcome,
+        blocker_s=round(blocker_s, 3),
+        all_left_after_s=round(all_left_s, 3),
+        stayers=dict(stayers.outcomes),
+        metrics_delta=delta,
+    )
+    result.findings += [
+        f"blocker ({model} [1, {counts.memory_points}, 3]): {blocker_outcome} after {blocker_s:.2f} s; "
+        f"{counts.leavers} clients left {all_left_s:.2f} s after it was sent ({format_statuses(Counter(left))})",
+        f"/metrics for {model}: {delta['499']:g} answered 499, {delta['200']:g} answered 200, "
+        f"{delta['computed']:g} items computed; staying clients {format_statuses(stayers.outcomes)}",
+    ]
+
+
+def _judge_client_leaves(result: ScenarioResult) -> bool:
+    """The leavers left while the blocker still computed; each was counted 499 and none computed
+    (items computed = requests answered 200); the staying clients were answered."""
+    details = result.details
+    delta = details.get("metrics_delta")
+    return (
+        result.valid_lost == 0
+        and delta is not None
+        and details["left"] == {"left": details["leavers"]}
+        and details["blocker"] == "200"
+        and details["all_left_after_s"] < details["blocker_s"]
+        and delta["499"] == details["leavers"]
+        and delta["computed"] == delta["200"]
+    )
+
+
+# --- 11. slow-body ------------------------------------------------------------------------------
+
+
+def _body_timeout_s(counts: Counts) -> float:
+    return Settings().body_timeout_s if counts.slow_body_timeout_s is None else counts.slow_body_timeout_s
+
+
+def _slow_body_args(counts: Counts) -> tuple[str, ...]:
+    return () if counts.slow_body_timeout_s is None else ("--body-timeout", f"{counts.slow_body_timeout_s:g}")
+
+
+SLOW_BODY_MARGIN_S = 2.0
+
+
+async def _slow_body(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    limit_s = _body_timeout_s(counts)
+    body = small_png()
+    head = raw_request("POST", f"/v1/classify?model={CLASSIFIER}", server.port, PNG, body)[: -len(body)]
+
+    async def trickle() -> tuple[str, float | None]:
+        """(what became of the connection, seconds from its opening to the server closing it)."""
+        connection = await RawConnection.open(server.port)
+        opened = time.perf_counter()
+
+        async def drip() -> None:
+            for index in range(len(body) - 1):  # never the last byte
+                await connection.write(body[index : index + 1])
+                await asyncio.sleep(counts.slow_body_interval_s)
+
+        dripping = asyncio.create_task(drip())
+        try:
+            await connection.write(head)
+            closed, received = await connection.wait_closed_by_server(limit_s + SLOW_BODY_MARGIN_S + 3.0)
+        except ConnectionClosed:
+            closed, received = True, b""
+        finally:
+            dripping.cancel()
+            await asyncio.gather(dripping, return_exceptions=True)
+            connection.close()
+        status = _answer_status(received) or "no answer"
+        return (f"{status} closed" if closed else f"{status} kept open"), (
+            time.perf_counter() - opened if closed else None
+        )
+
+    held = await asyncio.gather(*(trickle() for _ in range(counts.slow_bodies)))
+    closed_after = [round(seconds, 2) for _, seconds in held if seconds is not None]
+    result.attack_statuses = dict(Counter(what for what, _ in held))
+    result.details.update(body_timeout_s=limit_s, closed_after_s=closed_after, connections=counts.slow_bodies)
+    span = f" after {min(closed_after):.1f}-{max(closed_after):.1f} s" if closed_after else ""
+    result.findings.append(
+        f"{counts.slow_bodies} bodies at 1 byte per {counts.slow_body_interval_s:g} s (--body-timeout {limit_s:g}): "
+        f"{format_statuses(result.attack_statuses)}{span}"
+    )
+
+
+def _judge_slow_body(result: ScenarioResult) -> bool:
+    """Every slow body answered 408 and closed, within the body timeout and a margin."""
+    details = result.details
+    closed = details.get("closed_after_s", [])
+    return (
+        result.valid_lost == 0
+        and bool(closed)
+        and result.attack_statuses == {"408 closed": details["connections"]}
+        and len(closed) == details["connections"]
+        and max(closed) <= details["body_timeout_s"] + SLOW_BODY_MARGIN_S
+    )
+
+
 # --- the registry -------------------------------------------------------------------------------
 
 
@@ -832,6 +1341,7 @@ class Scenario:
     target: str
     attack: Attack | None  # None: shutdown, which runs its own servers
     judge: Callable[[ScenarioResult], bool] | None = None
+    serve_args: Callable[[Counts], tuple[str, ...]] | None = None  # flags of this scenario's server
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -880,6 +1390,37 @@ SCENARIOS: dict[str, Scenario] = {
         "no request lost in any run; exit code 0",
         None,
     ),
+    "sa-memory": Scenario(
+        "concurrent v2 requests at the largest sizes allowed, twin by twin: pct-ea-tiny then pct-sa-tiny "
+        "(16 x [1, 8192, 3], binary and JSON), eanet-ea-tiny then eanet-sa-tiny (4 x [1, 3, 1024, 1024])",
+        "each request 200, 413 or 503 + Retry-After (some 200 unless all 413); each twin's peak RSS within the "
+        "server memory budget over the start, back within 150 MB of the start within 10 s; no bystander lost",
+        _sa_memory,
+        _judge_sa_memory,
+    ),
+    "chunk-floods": Scenario(
+        "a valid 64x64 PNG padded with empty ancillary chunks to 30 MB, a 64x64 JPEG padded with empty COM "
+        "markers to 30 MB (4 of each at once) and 16 PNGs of 255 KB padded alike, beside 64x64 classify "
+        "bystanders with ?timeout=2 every 0.1 s",
+        "every flood answered 4xx; every ?timeout=2 bystander 200 within 2.5 s; peak RSS within the server "
+        "memory budget over the start",
+        _chunk_floods,
+        _judge_chunk_floods,
+    ),
+    "client-leaves": Scenario(
+        "clients upload a pct-sa-tiny request queued behind a running [1, 8192, 3] batch, then close the "
+        "connection; others send the same and wait",
+        "each leaver counted 499 in /metrics and not computed (items computed = answered 200); no valid request lost",
+        _client_leaves,
+        _judge_client_leaves,
+    ),
+    "slow-body": Scenario(
+        "connections sending a 64x64 PNG's body one byte every 0.5 s, never finishing",
+        "every slow body answered 408 and closed within the body timeout + 2 s; no bystander lost",
+        _slow_body,
+        _judge_slow_body,
+        _slow_body_args,
+    ),
 }
 
 
@@ -888,7 +1429,10 @@ def run_scenario(name: str, env: Env) -> ScenarioResult:
     if scenario.attack is None:
         result = run_shutdown(name, scenario.description, env)
     else:
-        result = run_attack(name, scenario.description, env, scenario.attack, scenario.judge or (lambda _: True))
+        serve_args = scenario.serve_args(env.counts) if scenario.serve_args else ()
+        result = run_attack(
+            name, scenario.description, env, scenario.attack, scenario.judge or (lambda _: True), serve_args
+        )
     result.target = scenario.target
     if not result.completed and result.target_met is True:
         result.target_met = None
