@@ -21,8 +21,10 @@ What `ConnectionPolicy` adds, per connection:
   but it only serves `/healthz` and `/readyz` (probes still see the process alive and
   unready-or-ready); every other path gets 503 + Retry-After + Connection: close without
   reaching the application, and it has `OVER_CAPACITY_HEADER_TIMEOUT_S` to send its request.
-  Past `ceiling` open connections (a margin above the cap, below the open-file limit) a new
-  connection is closed as soon as it is accepted, so file descriptors never run out.
+  Past `ceiling` open connections (the open-file limit less a reserve for the rest of the
+  process) a new connection is closed as soon as it is accepted, so file descriptors never run
+  out; below it every connection is accepted and over-capacity ones soon closed, so probes get in
+  even while thousands of idle connections come and go.
 - Lingering close at shutdown: an idle connection is closed `SHUTDOWN_LINGER_S` after the server
   asks, not at once, so a request already on its way is still answered (with Connection: close).
 
@@ -81,12 +83,14 @@ def raise_open_file_limit() -> int:
 
 
 def connection_limits(max_connections: int, header_timeout_s: float, open_files: int) -> ConnectionLimits:
-    """The cap and the ceiling for `max_connections`, both kept under the open-file limit: the
-    ceiling leaves `FD_RESERVE` descriptors for the rest of the process, and the cap leaves a
-    margin under the ceiling for probes (a quarter of the cap, at least `MIN_CEILING_MARGIN`)."""
-    margin = max(MIN_CEILING_MARGIN, max_connections // 4)
-    ceiling = max(2, min(max_connections + margin, open_files - FD_RESERVE))
-    cap = max(1, min(max_connections, ceiling - min(margin, ceiling // 2)))
+    """The cap and the ceiling for `max_connections`, both under the open-file limit: the ceiling
+    leaves `FD_RESERVE` descriptors for the rest of the process, and the cap leaves at least
+    `MIN_CEILING_MARGIN` under the ceiling for probes. The ceiling is as high as the descriptors
+    allow: below it a connection over the cap is kept just long enough to tell a probe (which
+    is answered) from the rest (503 or closed within `OVER_CAPACITY_HEADER_TIMEOUT_S`), so a
+    flood of idle connections does not shut the probes out."""
+    ceiling = max(2, open_files - FD_RESERVE)
+    cap = max(1, min(max_connections, ceiling - min(MIN_CEILING_MARGIN, ceiling // 2)))
     if cap < max_connections:
         logger.warning(
             "max_connections lowered from %d to %d: the open-file limit is %d", max_connections, cap, open_files
