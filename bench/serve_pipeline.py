@@ -94,4 +94,4 @@ def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> Results
         return width, height
 
     inspected = inspect_images(upload, 1, MAX_IMAGE_PIXELS, needed)
-    return _answer(runner, manifest, decode_images(inspected, MAX_IMAGE_PIXELS, needed, NO_DEADLINE))
+    return _answer(runner, manifest, decode_images(inspected, NO_DEADLINE))

@@ -1,6 +1,6 @@
 """Image bytes in (PNG, JPEG, WebP, MPO; decompression bombs refused), PNG out.
 
-In: the bytes of one still image. `inspect_image` reads its header only and tells the upright size
+In: the bytes of one still image. `inspect_image` opens it, reads its header only and tells the upright size
 and the memory decoding it will take; `decode_image` returns it as an upright RGB `PIL.Image`,
 decoded no larger than the caller needs (JPEG/MPO by DCT scaling, then all formats by a box filter,
 `Image.reduce`'s averaging over the picture's exact extent, right after decoding, which frees the
@@ -117,24 +117,40 @@ class _Plan:
     shrink_to: tuple[int, int] | None
 
 
-def inspect_image(data: bytes, max_pixels: int, needed: Needed = None) -> ImageHeader:
-    """The format, upright size and decoding memory of the image in `data`, from its header only.
+@dataclass(frozen=True, eq=False)
+class OpenedImage:
+    """An image whose header is read and whose decoding is planned (`inspect_image`); its pixels
+    are decoded later by `decode_opened`, from the same parse."""
+
+    image: Image.Image
+    plan: _Plan
+
+    @property
+    def header(self) -> ImageHeader:
+        return self.plan.header
+
+
+def inspect_image(data: bytes, max_pixels: int, needed: Needed = None) -> OpenedImage:
+    """The image in `data` opened, its format, upright size and decoding memory read from its
+    header only (`header`), its decoding planned: the one parse of the image.
 
     `needed` is as for `decode_image`, and `working_bytes` is the peak memory of that decoding.
     Raises what `decode_image` raises for the format and size: BadRequest (empty, not an image,
     corrupt header), UnsupportedMediaType (a format outside SUPPORTED_FORMATS, an animation, a
     pixel mode that has no faithful RGB form such as float), PayloadTooLarge (more than
-    `max_pixels` pixels). Corrupt pixel data is only found by `decode_image`.
+    `max_pixels` pixels). Corrupt pixel data is only found by `decode_opened`.
     """
     if not callable(needed):
         _check_needed(needed)
     image = _open(data)
     try:
-        return _plan(image, max_pixels, needed).header
+        return OpenedImage(image, _plan(image, max_pixels, needed))
     except _MALFORMED as error:
-        raise BadRequest(f"corrupt {image.format} image header: {error}") from None
-    finally:
         image.close()
+        raise BadRequest(f"corrupt {image.format} image header: {error}") from None
+    except BaseException:
+        image.close()
+        raise
 
 
 def decode_image(data: bytes, max_pixels: int, needed: Needed = None) -> DecodedImage:
@@ -154,11 +170,13 @@ def decode_image(data: bytes, max_pixels: int, needed: Needed = None) -> Decoded
     `max_pixels` pixels (checked from the header, before decoding). ValueError: `needed` has a
     side under 1 (a caller's bug, not the client's).
     """
-    if not callable(needed):
-        _check_needed(needed)
-    image = _open(data)
+    return decode_opened(inspect_image(data, max_pixels, needed))
+
+
+def decode_opened(opened: OpenedImage) -> DecodedImage:
+    """`decode_image` of an image `inspect_image` opened (BadRequest for corrupt pixel data)."""
+    image, plan = opened.image, opened.plan
     try:
-        plan = _plan(image, max_pixels, needed)
         image.load()
         working = _working_copy(image)
         if plan.shrink_to is not None:

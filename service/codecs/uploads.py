@@ -23,7 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
-from easerve.service.codecs.images import DecodedImage, ImageHeader, decode_base64, decode_image, inspect_image
+from easerve.service.codecs.images import DecodedImage, OpenedImage, decode_base64, decode_opened, inspect_image
 from easerve.service.codecs.pointclouds import points_from_file, points_from_json
 from easerve.service.deadline import Deadline
 from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, describe_validation_errors
@@ -48,14 +48,6 @@ class Upload:
     def size(self) -> int:
         """Bytes received."""
         return sum(map(len, self.files)) + len(self.json_body or b"")
-
-
-@dataclass(frozen=True)
-class InspectedImage:
-    """An uploaded image's bytes and what its header says."""
-
-    data: bytes
-    header: ImageHeader
 
 
 class Base64Images(BaseModel):
@@ -137,27 +129,25 @@ def _image_bytes(upload: Upload) -> list[bytes]:
 NeededSize = Callable[[int, int], tuple[int, int]]
 
 
-def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> list[InspectedImage]:
-    """Every image of an image request with its header, its cost estimated for decoding at
-    `needed(width, height)` (see `inspect_image` for the errors). BadRequest when there is
-    none, PayloadTooLarge when there are more than `max_images`."""
+def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> list[OpenedImage]:
+    """Every image of an image request opened, with its header and its cost estimated for
+    decoding at `needed(width, height)` (see `inspect_image` for the errors). BadRequest when
+    there is none, PayloadTooLarge when there are more than `max_images`."""
     payloads = _image_bytes(upload)
     if not payloads:
         raise BadRequest("the request holds no image")
     if len(payloads) > max_images:
         raise PayloadTooLarge(f"{len(payloads)} images in one request is over the limit of {max_images}")
-    return [InspectedImage(data, inspect_image(data, max_pixels, needed)) for data in payloads]
+    return [inspect_image(data, max_pixels, needed) for data in payloads]
 
 
-def decode_images(
-    images: Sequence[InspectedImage], max_pixels: int, needed: NeededSize, deadline: Deadline
-) -> list[DecodedImage]:
-    """Each image decoded to RGB, no smaller than `needed(width, height)` (see `decode_image`),
+def decode_images(images: Sequence[OpenedImage], deadline: Deadline) -> list[DecodedImage]:
+    """Each opened image decoded to RGB as `inspect_images` planned it (see `decode_image`),
     checking the deadline before each."""
     decoded = []
     for image in images:
         deadline.check("decoding images")
-        decoded.append(decode_image(image.data, max_pixels, needed))
+        decoded.append(decode_opened(image))
     return decoded
 
 

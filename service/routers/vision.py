@@ -21,10 +21,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from easerve.artifacts.manifest import Manifest
 from easerve.artifacts.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
 from easerve.service.batcher import Tensors
-from easerve.service.codecs.images import DecodedImage
+from easerve.service.codecs.images import DecodedImage, OpenedImage
 from easerve.service.codecs.uploads import (
     IMAGE_BODY_OPENAPI,
-    InspectedImage,
     NeededSize,
     decode_images,
     inspect_images,
@@ -56,7 +55,7 @@ _BODY_COPIES = 2
 _INLINE_INSPECTION_BYTES = 256 * 1024
 
 # The estimated working memory of the answers to a request's images.
-OutputBytes = Callable[[list[InspectedImage]], int]
+OutputBytes = Callable[[list[OpenedImage]], int]
 
 
 def _model_size(context: InferenceContext) -> NeededSize:
@@ -66,7 +65,7 @@ def _model_size(context: InferenceContext) -> NeededSize:
 
 async def _admitted_images(
     request: Request, state: State, context: InferenceContext, needed: NeededSize, output_bytes: OutputBytes
-) -> list[InspectedImage]:
+) -> list[OpenedImage]:
     """The request's images, read and inspected by the deadline, their cost admitted: the body,
     decoding each at `needed(width, height)`, the model's working memory for them at its own
     size, and `output_bytes(images)` for the answers."""
@@ -84,22 +83,18 @@ async def _admitted_images(
 
 
 def _decoded_batch(
-    images: list[InspectedImage], max_pixels: int, needed: NeededSize, manifest: Manifest, deadline: Deadline
+    images: list[OpenedImage], manifest: Manifest, deadline: Deadline
 ) -> tuple[list[DecodedImage], Tensors]:
-    decoded = decode_images(images, max_pixels, needed, deadline)
+    decoded = decode_images(images, deadline)
     return decoded, image_batch([image.image for image in decoded], manifest)
 
 
-async def _decoded(
-    context: InferenceContext, state: State, images: list[InspectedImage], needed: NeededSize
-) -> tuple[list[DecodedImage], Tensors]:
-    """Decode and batch the admitted images (one worker call)."""
-    return await context.offload(
-        _decoded_batch, images, state.settings.max_image_pixels, needed, context.model.manifest, context.deadline
-    )
+async def _decoded(context: InferenceContext, images: list[OpenedImage]) -> tuple[list[DecodedImage], Tensors]:
+    """Decode, as inspection planned them, and batch the admitted images (one worker call)."""
+    return await context.offload(_decoded_batch, images, context.model.manifest, context.deadline)
 
 
-def _no_output_bytes(images: list[InspectedImage]) -> int:
+def _no_output_bytes(images: list[OpenedImage]) -> int:
     return 0
 
 
@@ -114,7 +109,7 @@ async def classify_images(
     """Top-k labels with probabilities for each image."""
     needed = _model_size(context)
     images = await _admitted_images(request, state, context, needed, _no_output_bytes)
-    _, inputs = await _decoded(context, state, images, needed)
+    _, inputs = await _decoded(context, images)
     manifest = context.model.manifest
     finish = context.answer_with(
         lambda prepared: {"results": ranked(prepared, manifest.labels, top_k)},
@@ -135,7 +130,7 @@ async def detect_objects(
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
     needed = _model_size(context)
     images = await _admitted_images(request, state, context, needed, _no_output_bytes)
-    decoded, inputs = await _decoded(context, state, images, needed)
+    decoded, inputs = await _decoded(context, images)
     manifest = context.model.manifest
     sizes = [image.original_size for image in decoded]
     finish = context.answer_with(lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)})
@@ -166,7 +161,7 @@ async def segment_images(
         drawn_width, drawn_height = drawn.size(width, height)
         return max(drawn_width, model_width), max(drawn_height, model_height)
 
-    def output_bytes(images: list[InspectedImage]) -> int:
+    def output_bytes(images: list[OpenedImage]) -> int:
         total = 0
         for image in images:
             width, height = image.header.width, image.header.height
@@ -175,7 +170,7 @@ async def segment_images(
         return total
 
     images = await _admitted_images(request, state, context, needed, output_bytes)
-    decoded, inputs = await _decoded(context, state, images, needed)
+    decoded, inputs = await _decoded(context, images)
     outcome = await context.infer(inputs)
 
     def answer() -> bytes:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from easerve.service.codecs.images import DecodedImage, decode_image, inspect_image
+from easerve.service.codecs.images import DecodedImage, decode_image, decode_opened, inspect_image
 from easerve.service.codecs.ply import parse_ply
 from easerve.service.codecs.pointclouds import points_from_file, points_from_npy
 from easerve.service.errors import BadRequest, InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
@@ -82,12 +82,12 @@ def rotated_jpeg(size: tuple[int, int], orientation: int = 6) -> bytes:
 def test_inspect_reads_format_and_upright_size_from_the_header_alone():
     png = encoded(smooth_picture(64, 48), "PNG")
     header_only = png[: png.index(b"IDAT") + 20]  # pixel data cut off: only decoding notices
-    header = inspect_image(header_only, 10_000)
+    header = inspect_image(header_only, 10_000).header
     assert (header.format, header.width, header.height) == ("PNG", 64, 48)
     assert header.working_bytes >= 64 * 48 * 4
     with pytest.raises(BadRequest, match="corrupt or truncated"):
         decode_image(header_only, 10_000)
-    rotated = inspect_image(rotated_jpeg((80, 40)), 10_000)
+    rotated = inspect_image(rotated_jpeg((80, 40)), 10_000).header
     assert (rotated.format, rotated.width, rotated.height) == ("JPEG", 40, 80)
 
 
@@ -96,7 +96,7 @@ def test_exif_orientation_turns_every_format_upright(fmt):
     exif = Image.Exif()
     exif[0x0112] = 8  # rotate 90 degrees the other way
     data = encoded(smooth_picture(40, 20), fmt, exif=exif)
-    header = inspect_image(data, 10_000)
+    header = inspect_image(data, 10_000).header
     assert (header.width, header.height) == (20, 40)
     assert decode_image(data, 10_000).image.size == (20, 40)
     assert decode_image(data, 10_000, (5, 5)).image.size == (10, 20)
@@ -104,9 +104,17 @@ def test_exif_orientation_turns_every_format_upright(fmt):
 
 def test_inspect_and_decode_agree_on_the_original_size():
     data = rotated_jpeg((300, 200))
-    header = inspect_image(data, 10**6, (50, 50))
+    header = inspect_image(data, 10**6, (50, 50)).header
     decoded = decode_image(data, 10**6, (50, 50))
     assert decoded.original_size == (header.width, header.height) == (200, 300)
+
+
+def test_an_image_is_parsed_once_from_inspection_to_pixels(monkeypatch):
+    data = rotated_jpeg((300, 200))
+    opened = inspect_image(data, 10**6, (50, 50))
+    monkeypatch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("the image was opened again"))
+    decoded = decode_opened(opened)
+    assert decoded.original_size == (200, 300) and min(decoded.image.size) >= 50
 
 
 def animated(fmt: str) -> bytes:
@@ -166,8 +174,8 @@ def test_jpeg_is_dct_scaled_to_no_less_than_twice_the_needed_size():
     assert decoded.image.size == (800, 600)  # 1/2: 1/4 would be 400 x 300, under 2 x 224 tall
     small = decode_image(data, 10**7, (50, 50))
     assert small.image.size == (200, 150)  # 1/8, the most DCT scaling gives
-    header = inspect_image(data, 10**7, (50, 50))
-    assert header.working_bytes < inspect_image(data, 10**7).working_bytes // 20
+    header = inspect_image(data, 10**7, (50, 50)).header
+    assert header.working_bytes < inspect_image(data, 10**7).header.working_bytes // 20
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
@@ -259,7 +267,7 @@ def test_cmyk_jpeg_becomes_rgb_of_the_same_colour():
 def test_mpo_from_a_phone_camera_gives_its_primary_frame():
     primary, secondary = Image.new("RGB", (64, 48), (220, 20, 20)), Image.new("RGB", (64, 48), (20, 220, 20))
     data = encoded(primary, "MPO", save_all=True, append_images=[secondary])
-    header = inspect_image(data, 10_000)
+    header = inspect_image(data, 10_000).header
     assert (header.format, header.width, header.height) == ("MPO", 64, 48)
     decoded = decode_image(data, 10_000)
     assert np.abs(np.asarray(decoded.image)[10, 10].astype(int) - [220, 20, 20]).max() <= 4
@@ -302,12 +310,12 @@ def test_32_bit_greyscale_is_scaled_within_16_bits_and_refused_beyond(monkeypatc
 def test_working_bytes_cover_the_full_decoding_and_jpeg_dct_scaling_saves_it():
     for fmt in ("PNG", "JPEG", "WEBP"):
         data = encoded(smooth_picture(800, 600), fmt)
-        full = inspect_image(data, 10**6)
+        full = inspect_image(data, 10**6).header
         assert full.working_bytes >= 800 * 600 * 4  # at least the RGB image itself (stored as 4 bytes a pixel)
         if fmt != "JPEG":  # decoded at full size, then reduced: the small copy comes on top
-            assert inspect_image(data, 10**6, (64, 64)).working_bytes >= full.working_bytes
+            assert inspect_image(data, 10**6, (64, 64)).header.working_bytes >= full.working_bytes
     jpeg = encoded(smooth_picture(800, 600), "JPEG")
-    assert inspect_image(jpeg, 10**6, (64, 64)).working_bytes < 800 * 600
+    assert inspect_image(jpeg, 10**6, (64, 64)).header.working_bytes < 800 * 600
 
 
 def image_seeds() -> list[bytes]:
@@ -365,7 +373,7 @@ def mutated(seeds: list[bytes], tokens: list[bytes], keep: int = 8):
 )
 def test_fuzzed_images_give_a_service_error_or_an_rgb_image(data, needed):
     try:
-        header = inspect_image(data, 10**5, needed)
+        header = inspect_image(data, 10**5, needed).header
     except ServiceError as error:
         assert isinstance(error, (BadRequest, PayloadTooLarge, UnsupportedMediaType))
         with pytest.raises(type(error)):
