@@ -15,7 +15,6 @@ from easerve.artifacts.tasks import TaskName, TaskSpec, task_spec
 MANIFEST_FILE = "manifest.json"
 SCHEMA_VERSION = 1
 
-Task = TaskName
 AttentionKind = Literal["ea", "sa"]
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
 # The graphs export can write for one model: the FP32 graph and its reduced-precision variants.
@@ -110,7 +109,7 @@ class Variant(BaseModel):
 class Manifest(BaseModel):
     schema_version: int = SCHEMA_VERSION
     name: str
-    task: Task
+    task: TaskName
     attention: AttentionKind
     arch: str
     description: str = ""

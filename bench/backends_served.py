@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from easerve.artifacts.manifest import Task, load_manifest
-from easerve.artifacts.tasks import task_spec
+from easerve.artifacts.manifest import load_manifest
+from easerve.artifacts.tasks import TaskName, task_spec
 from easerve.bench.report import TableData
 from easerve.bench.serve_load import LoadRun, Workload, run_load
 from easerve.loadtest.endpoints import prepared_requests
@@ -29,7 +29,7 @@ class ServedFigures:
     run: LoadRun
 
 
-def workload(task: Task, model: str) -> Workload:
+def workload(task: TaskName, model: str) -> Workload:
     """A real request of the model's task: the load test's first, clouds as `.npy`."""
     request = prepared_requests(task_spec(task).endpoint, load_samples(), {}, clouds_as_npy=True)[0]
     return Workload(request.path, model, request.body, request.content_type)

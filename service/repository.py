@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from easerve.artifacts.manifest import AttentionKind, Manifest, Task
+from easerve.artifacts.manifest import AttentionKind, Manifest
+from easerve.artifacts.tasks import TaskName
 from easerve.service.batcher import Batcher
 from easerve.service.errors import InvalidInput, NotFound, Unavailable
 from easerve.service.model_config import ServingConfig
@@ -103,7 +104,7 @@ class ModelRepository:
         except KeyError:
             raise NotFound(f"unknown model {name!r}; served: {', '.join(self._models) or 'none'}") from None
 
-    def for_task(self, task: Task, name: str | None, attention: AttentionKind | None) -> ServedModel:
+    def for_task(self, task: TaskName, name: str | None, attention: AttentionKind | None) -> ServedModel:
         """The model a task endpoint uses: `name` if given (it must serve `task`, and have the
         `attention` kind if that is given too), else the first served model of `task` with
         `attention` (default: External Attention)."""
