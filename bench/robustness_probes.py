@@ -21,11 +21,10 @@ from typing import Any
 
 import aiohttp
 
-from easerve.loadtest.server import STOP_TIMEOUT_S, free_port, wait_ready
+from easerve.loadtest.server import STOP_TIMEOUT_S, free_port, process_tree, tree_rss_bytes, wait_ready
 
 HOST = "127.0.0.1"
 MB = 1024 * 1024
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_INTERVAL_S = 0.05
 
 # Outcomes of a request that got no HTTP answer.
@@ -41,32 +40,6 @@ def succeeded(outcome: str) -> bool:
 
 
 # --- memory -------------------------------------------------------------------------------------
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and its descendants (from /proc/<pid>/task/<tid>/children); [] once it is gone."""
-    pids: list[int] = []
-    stack = [root]
-    while stack:
-        pid = stack.pop()
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        pids.append(pid)
-        for task in tasks:
-            with suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as children:
-                stack += [int(child) for child in children.read().split()]
-    return pids
-
-
-def tree_rss_bytes(root: int) -> int:
-    """Resident memory of `root` and its descendants (0 once gone, or a zombie)."""
-    total = 0
-    for pid in process_tree(root):
-        with suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/statm") as statm:
-            total += int(statm.read().split()[1]) * PAGE_SIZE
-    return total
 
 
 class RssSampler(threading.Thread):

@@ -78,7 +78,7 @@ def _model_for(models: list, manifest_task: str, attention: str) -> str:
     return names[0]
 
 
-def _run_all(args: argparse.Namespace, url: str) -> int:
+def _run_all(args: argparse.Namespace, url: str, server_pid: int | None = None) -> int:
     from easerve.loadtest.locust_run import RunPlan, run_locust
     from easerve.loadtest.report import ReportContext, machine_description, runs_table, write_report
     from easerve.loadtest.server import served_models, wait_ready
@@ -101,7 +101,7 @@ def _run_all(args: argparse.Namespace, url: str) -> int:
     ]
     runs = []
     for number, plan in enumerate(plans, 1):
-        run = run_locust(plan, url, args.out / "locust")
+        run = run_locust(plan, url, args.out / "locust", server_pid)
         runs.append(run)
         print(
             f"[{number}/{len(plans)}] {plan.task} {plan.model} users={plan.users}: "
@@ -150,5 +150,5 @@ def run(args: argparse.Namespace) -> int:
 
     print("starting a server on 127.0.0.1", flush=True)
     with _weights_dirs(args.image_size) as weights_dirs:
-        with local_server(args.out / "server.log", args.ready_timeout, weights_dirs) as url:
-            return _run_all(args, url)
+        with local_server(args.out / "server.log", args.ready_timeout, weights_dirs) as server:
+            return _run_all(args, server.url, server.process.pid)

@@ -3,17 +3,21 @@ fixed number of users, its CSV statistics read back."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from easerve.loadtest.server import PeakRss
 from easerve.loadtest.stats import RunStats, read_run_stats
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # locust exits 1 when some requests failed: the run still measured something, and the report
 # shows the failures.
 MEASURED_EXIT_CODES = (0, 1)
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,15 +68,22 @@ def locust_command(plan: RunPlan, host: str, csv_prefix: Path) -> list[str]:
     return [*command, plan.user_class]
 
 
-def run_locust(plan: RunPlan, host: str, out_dir: Path) -> RunStats:
-    """Run `plan` against `host`, keep locust's CSVs and log in
-    `out_dir`, return the measured statistics. RuntimeError if locust did not complete."""
+def run_locust(plan: RunPlan, host: str, out_dir: Path, server_pid: int | None = None) -> RunStats:
+    """Run `plan` against `host`, keep locust's CSVs and log in `out_dir`, return the measured
+    statistics, with the server's memory over the run when its process (`server_pid`, on this
+    machine) is known. RuntimeError if locust did not complete."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / f"{plan.task}-{plan.attention}-u{plan.users}"
     log = prefix.with_name(prefix.name + ".log")
-    with log.open("w") as handle:
+    memory = PeakRss(server_pid) if server_pid is not None else nullcontext()
+    with log.open("w") as handle, memory:
         result = subprocess.run(locust_command(plan, host, prefix), stdout=handle, stderr=subprocess.STDOUT)
     stats_csv = prefix.with_name(prefix.name + "_stats.csv")
     if result.returncode not in MEASURED_EXIT_CODES or not stats_csv.exists():
         raise RuntimeError(f"locust exited {result.returncode} for {prefix.name}; see {log}")
-    return read_run_stats(stats_csv, plan.task, plan.attention, plan.users, plan.model)
+    stats = read_run_stats(stats_csv, plan.task, plan.attention, plan.users, plan.model)
+    if not isinstance(memory, PeakRss):
+        return stats
+    return dataclasses.replace(
+        stats, server_rss_start_mb=memory.start_bytes / MB, server_rss_peak_mb=memory.peak_bytes / MB
+    )

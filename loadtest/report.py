@@ -49,16 +49,24 @@ def _ratio(numerator: float, denominator: float) -> str:
     return f"{numerator / denominator:.2f}x"
 
 
+def _memory(run: RunStats) -> str:
+    if run.server_rss_start_mb is None or run.server_rss_peak_mb is None:
+        return "n/a"
+    return f"{run.server_rss_start_mb:,.0f}, {run.server_rss_peak_mb:,.0f}"
+
+
 def runs_table(runs: list[RunStats]) -> str:
     """One markdown row per run, in the given order."""
     lines = [
-        "| task | attention | model | users | requests/s | p50 ms | p95 ms | p99 ms | requests | failures |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| task | attention | model | users | requests/s | p50 ms | p95 ms | p99 ms | requests | failures "
+        "| server MB: start, peak |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
         lines.append(
             f"| {run.task} | {run.attention} | {run.model} | {run.users} | {run.requests_per_s:.2f} "
-            f"| {_ms(run.p50_ms)} | {_ms(run.p95_ms)} | {_ms(run.p99_ms)} | {run.requests} | {run.failures} |"
+            f"| {_ms(run.p50_ms)} | {_ms(run.p95_ms)} | {_ms(run.p99_ms)} | {run.requests} | {run.failures} "
+            f"| {_memory(run)} |"
         )
     return "\n".join(lines)
 

@@ -3,18 +3,23 @@ already running; and what it serves (`/v1/models`)."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 POLL_INTERVAL_S = 0.5
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+# How often a load run reads the server's resident memory.
+RSS_INTERVAL_S = 0.1
 STOP_TIMEOUT_S = 30.0
 
 
@@ -123,6 +128,56 @@ def running_server(
         yield server.url
 
 
+def process_tree(root: int) -> list[int]:
+    """`root` and its descendants (from /proc/<pid>/task/<tid>/children); [] once it is gone."""
+    pids: list[int] = []
+    stack = [root]
+    while stack:
+        pid = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        pids.append(pid)
+        for task in tasks:
+            with suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as children:
+                stack += [int(child) for child in children.read().split()]
+    return pids
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of `root` and its descendants (0 once gone, or a zombie)."""
+    total = 0
+    for pid in process_tree(root):
+        with suppress(OSError, ValueError, IndexError), open(f"/proc/{pid}/statm") as statm:
+            total += int(statm.read().split()[1]) * PAGE_SIZE
+    return total
+
+
+class PeakRss:
+    """While in its `with` block, samples the resident memory of a process tree every
+    `RSS_INTERVAL_S`: `start_bytes` when it began, `peak_bytes` the most seen."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.start_bytes = self.peak_bytes = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self.start_bytes = self.peak_bytes = tree_rss_bytes(self.root)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _sample(self) -> None:
+        while not self._done.wait(RSS_INTERVAL_S):
+            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.root))
+
+
 def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) spent so far by process `pid` and all its descendants: those
     alive now, and those that have exited and been waited for by a process of the tree (counted
@@ -144,15 +199,17 @@ def process_tree_cpu_s(pid: int) -> float:
 
 
 @contextmanager
-def local_server(log_path: Path, ready_timeout_s: float, weights_dirs: list[Path] | None = None) -> Iterator[str]:
-    """`easerve serve` on a free loopback port (`running_server`) with every model of
+def local_server(
+    log_path: Path, ready_timeout_s: float, weights_dirs: list[Path] | None = None
+) -> Iterator[RunningServer]:
+    """`easerve serve` on a free loopback port (`running_server_process`) with every model of
     `weights_dirs` (default: the service's own default, the bundled models)."""
     port = free_port()
     command = [sys.executable, "-m", "easerve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     for weights_dir in weights_dirs or []:
         command += ["--weights-dir", str(weights_dir)]
-    with running_server(command, f"http://127.0.0.1:{port}", log_path, ready_timeout_s) as url:
-        yield url
+    with running_server_process(command, f"http://127.0.0.1:{port}", log_path, ready_timeout_s) as server:
+        yield server
 
 
 def served_models(url: str) -> list[ServedModel]:

@@ -31,6 +31,10 @@ class RunStats:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    # The server's resident memory (its process tree) when the run began and at its highest
+    # during it; None against a server not started here (`--host`).
+    server_rss_start_mb: float | None = None
+    server_rss_peak_mb: float | None = None
 
 
 def _number(text: str) -> float:

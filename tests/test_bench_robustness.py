@@ -23,7 +23,6 @@ from easerve.bench.robustness_probes import (
     RssSampler,
     raw_request,
     succeeded,
-    tree_rss_bytes,
 )
 from easerve.bench.robustness_report import (
     REPORT_NAME,
@@ -53,6 +52,7 @@ from easerve.bench.robustness_scenarios import (
     small_jpeg,
     small_png,
 )
+from easerve.loadtest.server import tree_rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK_SCENARIOS = ("batch-poisoning", "malformed-500s", "shutdown")

@@ -187,8 +187,8 @@ def weights_dirs(tmp_path_factory) -> list[Path]:
 def service_url(weights_dirs, tmp_path_factory):
     """`easerve serve` with those models, as `easerve loadtest` starts it."""
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with local_server(log, ready_timeout_s=300, weights_dirs=weights_dirs) as url:
-        yield url
+    with local_server(log, ready_timeout_s=300, weights_dirs=weights_dirs) as server:
+        yield server.url
 
 
 def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path):
@@ -257,7 +257,10 @@ def test_loadtest_command_serves_segmentation_at_the_image_size_and_compares_ea_
     runs = load_runs(out / RUNS_FILE)
     assert [(run.attention, run.users) for run in runs] == [("ea", 1), ("sa", 1), ("ea", 2), ("sa", 2)]
     assert all(run.requests > 0 and run.failures == 0 for run in runs)
+    # The server started here is watched: its memory beside each run's time, EA and SA alike.
+    assert all(0 < run.server_rss_start_mb <= run.server_rss_peak_mb for run in runs)
     report = (out / REPORT_FILE).read_text()
+    assert f"| {runs[0].server_rss_start_mb:,.0f}, {runs[0].server_rss_peak_mb:,.0f} |" in report
     for run in runs:
         assert f"{run.model} (96x96)" in report
     assert "| segment | 2 |" in report
