@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import easerve
-from easerve.service.admission import WorkerPools, memory_budget
+from easerve.service.admission import MB, WorkerPools, memory_budget
 from easerve.service.auth import ApiKeyMiddleware
 from easerve.service.body_limit import BodySizeLimitMiddleware
 from easerve.service.dependencies import route_tasks
@@ -103,7 +103,7 @@ def create_app(
     service_metrics = metrics if metrics is not None else ServiceMetrics()
     service_metrics.watch(scheduler)
     if model_loader is None:
-        loader = local_loader(runner_factory, service_metrics, scheduler)
+        loader = local_loader(runner_factory, service_metrics, scheduler, int(settings.server_memory_mb * MB))
     else:
         loader = model_loader(repository, service_metrics)
     lifecycle = ServiceLifecycle(repository, loader, settings, on_load_failure)

@@ -21,6 +21,7 @@ import numpy as np
 from easerve.artifacts.manifest import VariantName
 from easerve.artifacts.shapes import concrete_shape
 from easerve.service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
+from easerve.service.contract import served_working_bytes
 from easerve.service.model_files import ModelFiles
 from easerve.service.repository import ServedModel
 from easerve.service.runners.base import Runner, RunnerFactory
@@ -43,18 +44,28 @@ def zero_inputs(files: ModelFiles, batch: int) -> dict[str, np.ndarray]:
     }
 
 
-def warm_up(runner: Runner, files: ModelFiles, max_batch_size: int) -> None:
-    """Run zeros at batch 1 and at `max_batch_size`, so allocations, kernel choices and engine
-    profiles are settled before the model reports ready."""
-    for batch in sorted({1, max_batch_size}):
+def largest_warm_batch(files: ModelFiles, max_batch_size: int, memory_bytes: int) -> int:
+    """The largest batch warm-up runs: the max batch, or the most items whose predicted working
+    memory at the manifest's size fits `memory_bytes` (the server's budget: no larger batch can
+    be admitted, and warming one up would take that memory), at least 1."""
+    per_item = served_working_bytes(files.manifest, 1)
+    if not per_item:
+        return max_batch_size
+    return max(1, min(max_batch_size, memory_bytes // per_item))
+
+
+def warm_up(runner: Runner, files: ModelFiles, largest: int) -> None:
+    """Run zeros at batch 1 and at `largest` (the max batch, or `largest_warm_batch`), so
+    allocations, kernel choices and engine profiles are settled before the model reports ready."""
+    for batch in sorted({1, largest}):
         runner.run(zero_inputs(files, batch))
 
 
-def profile_latency(runner: Runner, files: ModelFiles, max_batch_size: int) -> LatencyModel:
-    """The scheduler's latency model of `runner`, from one timed run at each profile size
-    after a first untimed one (the first run of a shape settles its allocations)."""
+def profile_latency(runner: Runner, files: ModelFiles, max_batch_size: int, largest: int) -> LatencyModel:
+    """The scheduler's latency model of `runner`, from one timed run at each profile size up to
+    `largest` after a first untimed one (the first run of a shape settles its allocations)."""
     profile = {}
-    for batch in profile_sizes(max_batch_size):
+    for batch in profile_sizes(largest):
         inputs = zero_inputs(files, batch)
         runner.run(inputs)
         started = time.perf_counter()
@@ -87,17 +98,22 @@ def seconds_per_call(runner: Runner, files: ModelFiles, batch: int) -> float:
 
 
 def choose_variant(
-    model: ServedModel, factory: RunnerFactory, timer: Callable[[Runner, ModelFiles, int], float] = seconds_per_call
+    model: ServedModel,
+    factory: RunnerFactory,
+    timer: Callable[[Runner, ModelFiles, int], float] = seconds_per_call,
+    largest: int | None = None,
 ) -> Runner:
     """Point `model.files` at the variant to serve (recording why) and return its first runner,
-    warmed up. With several candidates each is built and timed, and all but the fastest closed."""
+    warmed up (to `largest`, default the max batch). With several candidates each is built and
+    timed, and all but the fastest closed."""
+    largest = largest or model.max_batch_size
     candidates, reason = allowed_variants(model.files, model.serving.precision)
     batch = min(TYPICAL_BATCH, model.max_batch_size)
     if len(candidates) == 1:
         files = model.files.with_variant(candidates[0])
         files.verify()
         runner = factory(files, model.max_batch_size)
-        warm_up(runner, files, model.max_batch_size)
+        warm_up(runner, files, largest)
         model.files, model.variant_reason = files, reason
         return runner
     timed: list[tuple[float, VariantName, Runner]] = []
@@ -118,31 +134,33 @@ def choose_variant(
     figures = ", ".join(f"{variant} {1000 * s:.2f} ms" for s, variant, _ in timed)
     model.files = model.files.with_variant(name)
     model.variant_reason = f"auto: {name} was fastest at batch {batch} here ({figures})"
-    warm_up(runner, model.files, model.max_batch_size)
+    warm_up(runner, model.files, largest)
     return runner
 
 
-def prepare_runners(model: ServedModel, factory: RunnerFactory) -> None:
-    """`model.runners`: one warmed-up runner per instance of the chosen variant; on a failure
-    none is kept."""
-    runners = [choose_variant(model, factory)]
+def prepare_runners(model: ServedModel, factory: RunnerFactory, memory_bytes: int) -> None:
+    """`model.runners`: one warmed-up runner per instance of the chosen variant, warmed and
+    profiled up to the largest batch `memory_bytes` (the server's budget) could admit; on a
+    failure none is kept."""
+    largest = largest_warm_batch(model.files, model.max_batch_size, memory_bytes)
+    runners = [choose_variant(model, factory, largest=largest)]
     try:
         for _ in range(model.serving.instances - 1):
             runners.append(factory(model.files, model.max_batch_size))
-            warm_up(runners[-1], model.files, model.max_batch_size)
+            warm_up(runners[-1], model.files, largest)
     except Exception:
         for runner in runners:
             runner.close()
         raise
     model.runners = runners
-    model.latency = profile_latency(runners[0], model.files, model.max_batch_size)
+    model.latency = profile_latency(runners[0], model.files, model.max_batch_size, largest)
     model.backend_name = f"{runners[0].backend}/{model.files.variant_name}"
     logger.info(
         "%s: %d instance(s) of %s loaded, warmed up at batch 1 and %d (%s)",
         model.name,
         len(runners),
         model.backend,
-        model.max_batch_size,
+        largest,
         model.variant_reason,
     )
 
@@ -152,12 +170,14 @@ def prepare_runners(model: ServedModel, factory: RunnerFactory) -> None:
 ModelLoader = Callable[[ServedModel], Awaitable[None]]
 
 
-def local_loader(factory: RunnerFactory, observer: BatchObserver, scheduler: DeviceScheduler) -> ModelLoader:
-    """Runners built here (on a thread: loading takes seconds) and a batcher over them, on
-    this process's device `scheduler`."""
+def local_loader(
+    factory: RunnerFactory, observer: BatchObserver, scheduler: DeviceScheduler, memory_bytes: int
+) -> ModelLoader:
+    """Runners built here (on a thread: loading takes seconds), warmed within `memory_bytes`,
+    and a batcher over them, on this process's device `scheduler`."""
 
     async def load(model: ServedModel) -> None:
-        await asyncio.to_thread(prepare_runners, model, factory)
+        await asyncio.to_thread(prepare_runners, model, factory, memory_bytes)
         model.batcher = new_batcher(model, observer, scheduler)
 
     return load

@@ -40,6 +40,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from ray.serve.handle import DeploymentHandle
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from easerve.service.admission import MB
 from easerve.service.app import create_app
 from easerve.service.batcher import (
     UNCOUNTED,
@@ -151,7 +152,7 @@ class ModelReplica:
         def build(model_files: ModelFiles, max_batch_size: int) -> Runner:
             return create_runner(model_files, service, self._choice.backend, max_batch_size)
 
-        await asyncio.to_thread(prepare_runners, self._model, build)
+        await asyncio.to_thread(prepare_runners, self._model, build, int(service.server_memory_mb * MB))
         # Each replica is a process of its own with its own share of its node: a device
         # scheduler of its own, as `easerve serve` has one.
         self._batcher: DynamicBatcher = new_batcher(

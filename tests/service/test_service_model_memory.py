@@ -226,3 +226,44 @@ def test_memory_of_a_large_sa_run_is_given_back(tmp_path):
             10,
             f"RSS back near {idle:.0f} MB after a run predicted at {predicted:.0f} MB, now {rss_mb():.0f} MB",
         )
+
+
+class RecordingRunner:
+    """Records the batch size of every run; answers nothing (warm-up reads no output)."""
+
+    backend = "recording"
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.batches.append(next(iter(inputs.values())).shape[0])
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+def test_warm_up_stops_at_the_largest_batch_the_memory_budget_could_admit():
+    from easerve.service.model_config import serving_config
+    from easerve.service.model_files import discover_models
+    from easerve.service.model_loading import largest_warm_batch, prepare_runners
+    from easerve.service.repository import ServedModel
+    from easerve.service.settings import Settings
+
+    (files,) = discover_models([BUNDLED], ["eanet-sa-tiny"])
+    per_item = served_working_bytes(files.manifest, 1)
+    assert per_item > 0
+    assert largest_warm_batch(files, 32, 5 * per_item + 1) == 5
+    assert largest_warm_batch(files, 32, 10**15) == 32
+    assert largest_warm_batch(files, 32, 1) == 1  # one item always runs
+    model = ServedModel(files, serving_config(files.name, files.directory, 32, Settings(), {}))
+    runners: list[RecordingRunner] = []
+
+    def factory(model_files, max_batch_size):
+        runners.append(RecordingRunner())
+        return runners[-1]
+
+    prepare_runners(model, factory, memory_bytes=5 * per_item + 1)
+    assert max(runners[0].batches) == 5  # warmed and profiled up to 5, never at 32
+    assert model.latency is not None and model.latency.predict(32) > model.latency.predict(5)
