@@ -134,16 +134,16 @@ def _per_model(given: list[float] | None, default: tuple[float, ...], count: int
 
 def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[str]:
     """`names`, or the first EA model served for each task endpoint, in the endpoints' order."""
-    from easerve.loadtest.endpoints import ENDPOINTS
+    from easerve.artifacts.tasks import TASKS
     from easerve.service.model_files import ModelFilesError, discover_models
 
     found = discover_models(weights_dirs, names or [])
     if names:
         return [files.name for files in found]
     chosen = []
-    for endpoint in ENDPOINTS.values():
+    for spec in TASKS.values():
         for files in found:
-            if files.manifest.task == endpoint.manifest_task and files.manifest.attention == "ea":
+            if files.manifest.task == spec.name and files.manifest.attention == "ea":
                 chosen.append(files.name)
                 break
     if not chosen:

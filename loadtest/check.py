@@ -113,7 +113,7 @@ CHECKS: dict[tuple[RequestKind, Answer], Callable[[dict, SampleSet], tuple[bool,
 
 def answer_check(task: str) -> Callable[[dict, SampleSet], tuple[bool, str]]:
     """The judge of the answers of the endpoint `task`."""
-    spec = ENDPOINTS[task].spec
+    spec = ENDPOINTS[task]
     return CHECKS[spec.request, spec.answer]
 
 

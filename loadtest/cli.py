@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from easerve.loadtest.endpoints import ENDPOINTS  # light: no numpy until requests are prepared
+from easerve.loadtest.endpoints import ENDPOINTS, user_class  # light: no numpy until requests are prepared
 
 
 def _user_counts(text: str) -> list[int]:
@@ -88,9 +88,9 @@ def _run_all(args: argparse.Namespace, url: str, server_pid: int | None = None) 
     plans = [
         RunPlan(
             task,
-            ENDPOINTS[task].user_class,
+            user_class(ENDPOINTS[task]),
             kind,
-            _model_for(models, ENDPOINTS[task].manifest_task, kind),
+            _model_for(models, ENDPOINTS[task].name, kind),
             users,
             args.duration,
             args.image_size,

@@ -27,33 +27,15 @@ NPY = "application/octet-stream"
 CLASS_NAME_WORDS = {"pointcloud": "PointCloud"}
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One task endpoint: `task` (the spec's endpoint name) names it on the command line and tags
-    its locust user; `manifest_task` is the task of the models that serve it (manifest.json)."""
-
-    spec: TaskSpec
-
-    @property
-    def task(self) -> str:
-        return self.spec.endpoint
-
-    @property
-    def manifest_task(self) -> str:
-        return self.spec.name
-
-    @property
-    def path(self) -> str:
-        return self.spec.path
-
-    @property
-    def user_class(self) -> str:
-        """The locust user class of the endpoint: "pointcloud-classify" -> "PointCloudClassifyUser"."""
-        words = self.task.split("-")
-        return "".join(CLASS_NAME_WORDS.get(word, word.capitalize()) for word in words) + "User"
+# The task endpoints by their name (the spec's `endpoint`: on the command line, and the tag of
+# each locust user).
+ENDPOINTS: dict[str, TaskSpec] = {spec.endpoint: spec for spec in TASKS.values()}
 
 
-ENDPOINTS: dict[str, Endpoint] = {spec.endpoint: Endpoint(spec) for spec in TASKS.values()}
+def user_class(spec: TaskSpec) -> str:
+    """The locust user class of a task's endpoint: "pointcloud-classify" -> "PointCloudClassifyUser"."""
+    words = spec.endpoint.split("-")
+    return "".join(CLASS_NAME_WORDS.get(word, word.capitalize()) for word in words) + "User"
 
 
 @dataclass(frozen=True)
@@ -121,7 +103,7 @@ def prepared_requests(
     answers for the i-th image / scene / cloud / shape class). Images are sent as raw PNG,
     stretched to `image_size` x `image_size` if given; classes to draw as JSON; clouds as JSON,
     or as their raw `.npy` file with `clouds_as_npy` (far cheaper to parse)."""
-    spec = ENDPOINTS[task].spec
+    spec = ENDPOINTS[task]
     bodies = BODY_BUILDERS[spec.request](spec, samples, BodyOptions(image_size, clouds_as_npy))
     url = f"{spec.path}?{urlencode(selector)}"
     return [PreparedRequest(spec.path, url, body, content_type) for body, content_type in bodies]

@@ -20,13 +20,14 @@ from functools import cache
 import gevent
 from locust import FastHttpUser, constant, events, tag, task
 
+from easerve.artifacts.tasks import TaskSpec
 from easerve.loadtest.endpoints import (
     ATTENTION_KINDS,
     ENDPOINTS,
-    Endpoint,
     PreparedRequest,
     model_selector,
     prepared_requests,
+    user_class,
 )
 from easerve.loadtest.samples import load_samples
 
@@ -99,17 +100,18 @@ class EndpointUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
 
 
-def endpoint_user(endpoint: Endpoint) -> type[EndpointUser]:
-    """The user class of `endpoint`, named `endpoint.user_class`, its one task tagged `endpoint.task`."""
+def endpoint_user(spec: TaskSpec) -> type[EndpointUser]:
+    """The user class of a task's endpoint, named `user_class(spec)`, its one task tagged with the
+    endpoint's name."""
 
-    @tag(endpoint.task)
+    @tag(spec.endpoint)
     @task
     def send_one(user: EndpointUser) -> None:
         user.send()
 
-    namespace = {"task_name": endpoint.task, "send_one": send_one, "__module__": __name__}
-    return types.new_class(endpoint.user_class, (EndpointUser,), exec_body=lambda body: body.update(namespace))
+    namespace = {"task_name": spec.endpoint, "send_one": send_one, "__module__": __name__}
+    return types.new_class(user_class(spec), (EndpointUser,), exec_body=lambda body: body.update(namespace))
 
 
 # Locust finds its user classes among the locustfile's globals, by the names given on its command line.
-globals().update({endpoint.user_class: endpoint_user(endpoint) for endpoint in ENDPOINTS.values()})
+globals().update({user_class(spec): endpoint_user(spec) for spec in ENDPOINTS.values()})

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from easerve.artifacts.manifest import discover_manifests, load_manifest
-from easerve.loadtest.endpoints import ENDPOINTS, model_selector, prepared_requests
+from easerve.loadtest.endpoints import ENDPOINTS, model_selector, prepared_requests, user_class
 from easerve.loadtest.report import REPORT_FILE, RUNS_FILE, ReportContext, ratio_table, write_report
 from easerve.loadtest.resized_models import write_resized_models
 from easerve.loadtest.samples import load_samples
@@ -161,7 +161,7 @@ def test_locustfile_has_one_user_class_per_endpoint_tagged_with_its_task():
     )
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
     users = json.loads(result.stdout.strip().splitlines()[-1])
-    assert users == {e.user_class: [e.task, [e.task]] for e in ENDPOINTS.values()}
+    assert users == {user_class(e): [e.endpoint, [e.endpoint]] for e in ENDPOINTS.values()}
 
 
 # --- against the service, on a loopback port -------------------------------------------------
@@ -192,7 +192,7 @@ def service_url(weights_dirs, tmp_path_factory):
 
 
 def test_every_locust_user_runs_headless_without_failures(service_url, tmp_path):
-    users = [endpoint.user_class for endpoint in ENDPOINTS.values()]
+    users = [user_class(endpoint) for endpoint in ENDPOINTS.values()]
     command = [
         sys.executable,
         "-m",
