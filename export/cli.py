@@ -142,6 +142,7 @@ def _model_dirs(args: argparse.Namespace) -> list[Path] | str:
 
 def run(args: argparse.Namespace) -> int:
     from easerve.artifacts.tensorrt import tensorrt_unavailable_reason
+    from easerve.export.memory_profile import MemoryProfileError
     from easerve.export.onnx_graph import ExportError
     from easerve.export.parity import ParityError, ParityThresholds
     from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
@@ -176,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         if manifest is None:
             try:
                 result = export_checkpoint(model_dir, options, log)
-            except (ParityError, ExportError) as error:
+            except (ParityError, ExportError, MemoryProfileError) as error:
                 print(f"error: {name}: {error}\n[{name}] nothing was written")
                 status = EXIT_NOT_PRODUCED
                 continue

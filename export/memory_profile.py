@@ -116,15 +116,17 @@ def _peak_reader() -> Callable[[], int]:
     """A reader of this process's peak RSS in bytes from now on. On Linux the high-water mark is
     reset to the current RSS first (/proc/self/clear_refs): `getrusage().ru_maxrss` keeps the peak
     of the process that spawned this one (it survives fork and exec), so it would hide any growth
-    below the exporter's own size. Elsewhere, `ru_maxrss` as it is."""
+    below the exporter's own size. On macOS (a fresh process's own peak there), `ru_maxrss` as it
+    is; on a Linux that refuses the reset, MemoryProfileError rather than a model of zeros."""
+    if sys.platform == "darwin":
+        return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS
     try:
         with open("/proc/self/clear_refs", "w") as clear_refs:
             clear_refs.write("5")
         _status_kilobytes("VmHWM")
-        return lambda: _status_kilobytes("VmHWM") * 1024
-    except OSError:
-        scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, kilobytes on Linux
-        return lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+    except OSError as error:
+        raise MemoryProfileError(f"cannot reset this process's peak memory to measure from: {error}") from None
+    return lambda: _status_kilobytes("VmHWM") * 1024
 
 
 def _probe_main(onnx_path: str) -> None:

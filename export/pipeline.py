@@ -152,7 +152,8 @@ def export_checkpoint(model_dir: Path, options: ExportOptions, log: Log = print)
             memory = _memory_model(fp32, info.preprocessing, input_multiple)
         _publish(staging, model_dir, [ONNX_FILE, *(v.file.path for v in variants)], log)
     manifest = build_manifest(entry, info, model_dir, ONNX_FILE, parity, variants, options.max_batch, input_multiple)
-    save_manifest(model_dir, manifest.model_copy(update={"memory": memory}))
+    manifest = manifest.model_copy(update={"memory": memory})
+    save_manifest(model_dir, manifest)
     return ExportResult(manifest, refused)
 
 

@@ -96,6 +96,8 @@ def serve_on_ray(settings: Settings) -> int:
     _stop_on_signals(stop)
     running = False
     try:
+        if stop.is_set():  # asked to stop while joining or starting the cluster: deploy nothing
+            return 0
         serve.start(http_options={"host": settings.host, "port": settings.port})
         failure = _deploy(plan, settings.deploy_timeout_s, stop)
         if failure is not None or stop.is_set():
@@ -139,11 +141,16 @@ def _deploy(plan: AppPlan, timeout_s: float, stop: threading.Event) -> str | Non
     """Deploy the application and wait, logging its progress, until it is running (None), it
     failed or `timeout_s` passed (the reason), or `stop` is set (None: the caller looks)."""
     target = serve.RunTarget(bind_plan(plan), name=APP_NAME, route_prefix="/")
-    # Not Serve's own wait: it cannot be interrupted, and says nothing while it waits.
-    serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    try:
+        # Not Serve's own wait: it cannot be interrupted, and says nothing while it waits.
+        serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+    except RuntimeError as error:
+        return f"the application failed to deploy: {error}"
     deadline = time.monotonic() + timeout_s
-    reported, warned = "", set()
+    reported, progress, warned = "", "not yet known to Serve", set()
     while not stop.wait(PROGRESS_INTERVAL_S):
+        if time.monotonic() > deadline:
+            return f"the application was not running after {timeout_s:g} s (--deploy-timeout): {progress}"
         application = serve.status().applications.get(APP_NAME)
         if application is None:
             continue
@@ -159,8 +166,6 @@ def _deploy(plan: AppPlan, timeout_s: float, stop: threading.Event) -> str | Non
             if name not in warned and UNSCHEDULABLE in deployment.message:
                 warned.add(name)
                 logger.warning("%s%s", deployment.message, PLACEMENT_HINT)
-        if time.monotonic() > deadline:
-            return f"the application was not running after {timeout_s:g} s (--deploy-timeout): {progress}"
     return None
 
 
