@@ -41,7 +41,10 @@ class Ticket:
     it started have finished (`hold` / `release` count them)."""
 
     def __init__(self, budget: MemoryBudget, cost: int) -> None:
-        self.cost = cost
+        self.cost = cost  # all it holds of the budget
+        # The part its worker threads spend (decoding, answers), which picks their pool: the
+        # model's working memory is spent on the runner, not on a worker.
+        self.work_cost = cost
         self._budget = budget
         self._holders = 1
 

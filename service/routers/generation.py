@@ -37,7 +37,7 @@ async def generate_images(body: GenerateRequest, state: State, context: Generate
     manifest = context.model.manifest
     label = label_index(body.label, manifest.labels)
     model = served_working_bytes(manifest, body.n) or 0
-    context.admit(generated_bytes(manifest, body.n) + model, f"{body.n} generated image(s)")
+    context.admit(generated_bytes(manifest, body.n), f"{body.n} generated image(s)", model_bytes=model)
     outcome = await context.infer(await context.offload(latent_inputs, manifest, label, body.seed, body.n))
 
     def answer() -> bytes:

@@ -50,11 +50,11 @@ async def _prepared_cloud(request: Request, state: State, context: InferenceCont
     manifest = context.model.manifest
     per_byte = _JSON_BYTES_PER_BODY_BYTE if upload.json_body is not None else _FILE_BYTES_PER_BODY_BYTE
     model = served_working_bytes(manifest, 1)
-    context.admit(per_byte * upload.size + (model or 0), "the point cloud")
+    context.admit(per_byte * upload.size, "the point cloud", model_bytes=model or 0)
     points, cloud = await context.offload(_decode_and_sample, upload, state.settings.max_points, manifest)
     if model is None:
         shapes = {name: array.shape for name, array in cloud.inputs.items()}
-        context.admit(tensors_working_bytes(manifest, shapes), f"the point cloud of {len(points)} points")
+        context.admit(0, f"the point cloud of {len(points)} points", tensors_working_bytes(manifest, shapes))
     return points, cloud
 
 

@@ -195,6 +195,6 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
             context.with_timeout(timeout_us * _MICROSECONDS)
         _check_wanted_outputs(document, model)
         shapes = {name: array.shape for name, array in arrays.items()}
-        context.admit(tensors_working_bytes(model.manifest, shapes), f"the model's work on shapes {shapes}")
+        context.admit(0, f"the model's work on shapes {shapes}", tensors_working_bytes(model.manifest, shapes))
         outcome = await context.infer(arrays)
         return await context.offload(_encode, document, model, outcome.outputs, _parameters(context, outcome))

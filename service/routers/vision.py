@@ -78,7 +78,8 @@ async def _admitted_images(
         images = await context.offload(inspect_images, *limits)
     decoding = sum(image.header.working_bytes for image in images)
     model = served_working_bytes(context.model.manifest, len(images)) or 0
-    context.admit(_BODY_COPIES * upload.size + decoding + model + output_bytes(images), f"{len(images)} image(s)")
+    work = _BODY_COPIES * upload.size + decoding + output_bytes(images)
+    context.admit(work, f"{len(images)} image(s)", model_bytes=model)
     return images
 
 

@@ -267,3 +267,30 @@ def test_warm_up_stops_at_the_largest_batch_the_memory_budget_could_admit():
     prepare_runners(model, factory, memory_bytes=5 * per_item + 1)
     assert max(runners[0].batches) == 5  # warmed and profiled up to 5, never at 32
     assert model.latency is not None and model.latency.predict(32) > model.latency.predict(5)
+
+
+def test_the_models_memory_counts_against_the_budget_but_not_toward_the_heavy_worker_pool():
+    import threading
+    import time as clock
+
+    from easerve.service.admission import MemoryBudget, WorkerPools
+    from easerve.service.contract import InputLimits
+    from easerve.service.deadline import Deadline
+    from easerve.service.inference import InferenceContext
+    from easerve.service.settings import Settings
+
+    pools = WorkerPools.from_settings(Settings())
+    budget = MemoryBudget(10_000 * MB, 10_000 * MB, MB, lambda: None)
+    now = clock.perf_counter()
+    context = InferenceContext(None, now, Deadline(now + 5), pools, budget, InputLimits(1, 1, 1))
+    context.admit(MB, "a small image", model_bytes=4 * pools.heavy_bytes)  # an SA model at a large size
+    assert budget.in_flight_bytes == MB + 4 * pools.heavy_bytes
+
+    def thread() -> str:
+        return threading.current_thread().name
+
+    assert asyncio.run(context.offload(thread)).startswith("easerve-worker")  # a small image: the light pool
+    context.admit(2 * pools.heavy_bytes, "a large image")
+    assert asyncio.run(context.offload(thread)).startswith("easerve-heavy")
+    context.finish()
+    pools.shutdown()
