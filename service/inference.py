@@ -156,10 +156,13 @@ class InferenceContext:
         assert task is not None
         gone = asyncio.ensure_future(self.client_gone())
         left = False
+        watching = True
 
         def interrupt(watch: asyncio.Future[None]) -> None:
             nonlocal left
-            if not watch.cancelled():
+            # A callback already scheduled when `submit` returned must not cancel what follows;
+            # a watch that failed (rather than saw the disconnect) says nothing of the client.
+            if watching and not watch.cancelled() and watch.exception() is None:
                 left = True
                 task.cancel()
 
@@ -171,6 +174,7 @@ class InferenceContext:
                 raise ClientClosedRequest("the client closed the connection while its request waited") from None
             raise
         finally:
+            watching = False
             gone.remove_done_callback(interrupt)
             gone.cancel()
 
