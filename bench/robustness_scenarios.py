@@ -27,6 +27,7 @@ import numpy as np
 
 from easerve.bench.robustness_probes import (
     HOST,
+    MB,
     REFUSED,
     RESET,
     TIMEOUT,
@@ -890,13 +891,12 @@ def attention_of(model: str) -> str:
 def predicted_item_mb(env: Env, model: str, positions: int) -> float | None:
     """The working memory of one item of `positions` positions that the model's manifest predicts
     (MB); None without a manifest or its memory model."""
-    from easerve.artifacts.memory_model import MemoryModel
+    from easerve.artifacts.manifest import MANIFEST_FILE, load_manifest
 
     for folder in env.weights_dirs:
-        path = folder / model / "manifest.json"
-        if path.is_file():
-            memory = json.loads(path.read_text()).get("memory")
-            return None if memory is None else MemoryModel(**memory).item_bytes(positions) / (1024 * 1024)
+        if (folder / model / MANIFEST_FILE).is_file():
+            memory = load_manifest(folder / model).memory
+            return None if memory is None else memory.item_bytes(positions) / MB
     return None
 
 

@@ -100,13 +100,12 @@ def seconds_per_call(runner: Runner, files: ModelFiles, batch: int) -> float:
 def choose_variant(
     model: ServedModel,
     factory: RunnerFactory,
+    largest: int,
     timer: Callable[[Runner, ModelFiles, int], float] = seconds_per_call,
-    largest: int | None = None,
 ) -> Runner:
     """Point `model.files` at the variant to serve (recording why) and return its first runner,
-    warmed up (to `largest`, default the max batch). With several candidates each is built and
-    timed, and all but the fastest closed."""
-    largest = largest or model.max_batch_size
+    warmed up (at batch 1 and `largest`). With several candidates each is built and timed, and
+    all but the fastest closed."""
     candidates, reason = allowed_variants(model.files, model.serving.precision)
     batch = min(TYPICAL_BATCH, model.max_batch_size)
     if len(candidates) == 1:
@@ -143,7 +142,7 @@ def prepare_runners(model: ServedModel, factory: RunnerFactory, memory_bytes: in
     profiled up to the largest batch `memory_bytes` (the server's budget) could admit; on a
     failure none is kept."""
     largest = largest_warm_batch(model.files, model.max_batch_size, memory_bytes)
-    runners = [choose_variant(model, factory, largest=largest)]
+    runners = [choose_variant(model, factory, largest)]
     try:
         for _ in range(model.serving.instances - 1):
             runners.append(factory(model.files, model.max_batch_size))

@@ -102,7 +102,7 @@ def test_auto_serves_the_variant_measured_fastest_here_and_closes_the_others():
     for timings, expected in (({"fp32": 0.004, "int8": 0.002}, "int8"), ({"fp32": 0.002, "int8": 0.005}, "fp32")):
         built.clear()
         model = ServedModel(files, serving_config(files.name, files.directory, 32, Settings(precision="auto"), {}))
-        runner = choose_variant(model, factory, timer=lambda runner, f, batch, t=timings: t[f.variant_name])
+        runner = choose_variant(model, factory, 32, timer=lambda runner, f, batch, t=timings: t[f.variant_name])
         assert model.files.variant_name == expected and runner.files.variant_name == expected
         assert f"auto: {expected} was fastest" in model.variant_reason
         assert [r.closed for r in built] == [r is not runner for r in built]
