@@ -10,7 +10,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,11 +20,9 @@ from typing import Any
 
 import aiohttp
 
-from easerve.loadtest.server import STOP_TIMEOUT_S, free_port, process_tree, tree_rss_bytes, wait_ready
+from easerve.loadtest.server import STOP_TIMEOUT_S, RssSampler, free_port, process_tree, wait_ready
 
 HOST = "127.0.0.1"
-MB = 1024 * 1024
-SAMPLE_INTERVAL_S = 0.05
 
 # Outcomes of a request that got no HTTP answer.
 RESET = "reset"  # the connection closed or was reset before an answer
@@ -37,65 +34,6 @@ TRANSPORT_OUTCOMES = (RESET, TIMEOUT, REFUSED)
 def succeeded(outcome: str) -> bool:
     """Whether an outcome (an HTTP status as text, or a transport outcome) is a 2xx answer."""
     return outcome.isdigit() and 200 <= int(outcome) < 300
-
-
-# --- memory -------------------------------------------------------------------------------------
-
-
-class RssSampler(threading.Thread):
-    """Samples the resident memory of a process tree every 50 ms; kills the tree (SIGKILL) when it
-    passes `cap_mb` (0: no cap), so an attack cannot take the shared machine down with it."""
-
-    def __init__(self, root: int, cap_mb: float) -> None:
-        super().__init__(name="rss-sampler", daemon=True)
-        self.root = root
-        self.cap_bytes = int(cap_mb * MB)
-        self.peak_bytes = 0
-        self.window_peak_bytes = 0  # the peak since `start_window`
-        self._window_lock = threading.Lock()
-        self.last_bytes = 0
-        self.killed_at_mb: float | None = None
-        self._stop_event = threading.Event()
-
-    def sample(self) -> int:
-        rss = tree_rss_bytes(self.root)
-        self.last_bytes = rss
-        self.peak_bytes = max(self.peak_bytes, rss)
-        with self._window_lock:
-            self.window_peak_bytes = max(self.window_peak_bytes, rss)
-        if self.cap_bytes and rss > self.cap_bytes and self.killed_at_mb is None:
-            self.killed_at_mb = rss / MB
-            for pid in process_tree(self.root):
-                with suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        return rss
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.sample()
-            self._stop_event.wait(SAMPLE_INTERVAL_S)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout=2.0)
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak_bytes / MB
-
-    def start_window(self) -> float:
-        """Starts a new window for `window_peak_mb` (the whole run's peak is kept); the RSS now (MB)."""
-        with self._window_lock:
-            self.window_peak_bytes = 0
-        return self.current_mb()
-
-    @property
-    def window_peak_mb(self) -> float:
-        return self.window_peak_bytes / MB
-
-    def current_mb(self) -> float:
-        return self.sample() / MB
 
 
 # --- the server ---------------------------------------------------------------------------------

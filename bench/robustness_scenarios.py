@@ -27,7 +27,6 @@ import numpy as np
 
 from easerve.bench.robustness_probes import (
     HOST,
-    MB,
     REFUSED,
     RESET,
     TIMEOUT,
@@ -48,6 +47,7 @@ from easerve.bench.robustness_probes import (
 )
 from easerve.bench.robustness_report import ScenarioResult, ShutdownRun, format_statuses
 from easerve.loadtest.samples import load_samples, resized_png
+from easerve.loadtest.server import MB
 from easerve.service.settings import Settings
 
 CLASSIFIER = "eamlp-ea-tiny"  # also the bystanders' model

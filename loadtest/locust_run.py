@@ -6,18 +6,16 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from easerve.loadtest.server import PeakRss
+from easerve.loadtest.server import MB, RssSampler
 from easerve.loadtest.stats import RunStats, read_run_stats
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # locust exits 1 when some requests failed: the run still measured something, and the report
 # shows the failures.
 MEASURED_EXIT_CODES = (0, 1)
-MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -75,15 +73,20 @@ def run_locust(plan: RunPlan, host: str, out_dir: Path, server_pid: int | None =
     out_dir.mkdir(parents=True, exist_ok=True)
     prefix = out_dir / f"{plan.task}-{plan.attention}-u{plan.users}"
     log = prefix.with_name(prefix.name + ".log")
-    memory = PeakRss(server_pid) if server_pid is not None else nullcontext()
-    with log.open("w") as handle, memory:
-        result = subprocess.run(locust_command(plan, host, prefix), stdout=handle, stderr=subprocess.STDOUT)
+    memory = RssSampler(server_pid, cap_mb=0) if server_pid is not None else None
+    start_bytes = memory.sample() if memory is not None else 0
+    if memory is not None:
+        memory.start()
+    try:
+        with log.open("w") as handle:
+            result = subprocess.run(locust_command(plan, host, prefix), stdout=handle, stderr=subprocess.STDOUT)
+    finally:
+        if memory is not None:
+            memory.stop()
     stats_csv = prefix.with_name(prefix.name + "_stats.csv")
     if result.returncode not in MEASURED_EXIT_CODES or not stats_csv.exists():
         raise RuntimeError(f"locust exited {result.returncode} for {prefix.name}; see {log}")
     stats = read_run_stats(stats_csv, plan.task, plan.attention, plan.users, plan.model)
-    if not isinstance(memory, PeakRss):
+    if memory is None:
         return stats
-    return dataclasses.replace(
-        stats, server_rss_start_mb=memory.start_bytes / MB, server_rss_peak_mb=memory.peak_bytes / MB
-    )
+    return dataclasses.replace(stats, server_rss_start_mb=start_bytes / MB, server_rss_peak_mb=memory.peak_mb)

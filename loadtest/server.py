@@ -4,6 +4,7 @@ already running; and what it serves (`/v1/models`)."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,8 +19,9 @@ import httpx
 
 POLL_INTERVAL_S = 0.5
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-# How often a load run reads the server's resident memory.
-RSS_INTERVAL_S = 0.1
+# How often the resident memory of a server under load is read.
+RSS_INTERVAL_S = 0.05
+MB = 1024 * 1024
 STOP_TIMEOUT_S = 30.0
 
 
@@ -154,28 +156,60 @@ def tree_rss_bytes(root: int) -> int:
     return total
 
 
-class PeakRss:
-    """While in its `with` block, samples the resident memory of a process tree every
-    `RSS_INTERVAL_S`: `start_bytes` when it began, `peak_bytes` the most seen."""
+class RssSampler(threading.Thread):
+    """Samples the resident memory of a process tree every `RSS_INTERVAL_S`; kills the tree (SIGKILL) when it
+    passes `cap_mb` (0: no cap), so an attack cannot take the shared machine down with it."""
 
-    def __init__(self, root: int) -> None:
+    def __init__(self, root: int, cap_mb: float) -> None:
+        super().__init__(name="rss-sampler", daemon=True)
         self.root = root
-        self.start_bytes = self.peak_bytes = 0
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, name="peak-rss", daemon=True)
+        self.cap_bytes = int(cap_mb * MB)
+        self.peak_bytes = 0
+        self.window_peak_bytes = 0  # the peak since `start_window`
+        self._window_lock = threading.Lock()
+        self.last_bytes = 0
+        self.killed_at_mb: float | None = None
+        self._stop_event = threading.Event()
 
-    def __enter__(self) -> PeakRss:
-        self.start_bytes = self.peak_bytes = tree_rss_bytes(self.root)
-        self._thread.start()
-        return self
+    def sample(self) -> int:
+        rss = tree_rss_bytes(self.root)
+        self.last_bytes = rss
+        self.peak_bytes = max(self.peak_bytes, rss)
+        with self._window_lock:
+            self.window_peak_bytes = max(self.window_peak_bytes, rss)
+        if self.cap_bytes and rss > self.cap_bytes and self.killed_at_mb is None:
+            self.killed_at_mb = rss / MB
+            for pid in process_tree(self.root):
+                with suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        return rss
 
-    def __exit__(self, *exc_info: object) -> None:
-        self._done.set()
-        self._thread.join()
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(RSS_INTERVAL_S)
 
-    def _sample(self) -> None:
-        while not self._done.wait(RSS_INTERVAL_S):
-            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(self.root))
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=2.0)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / MB
+
+    def start_window(self) -> float:
+        """Starts a new window for `window_peak_mb` (the whole run's peak is kept); the RSS now (MB)."""
+        with self._window_lock:
+            self.window_peak_bytes = 0
+        return self.current_mb()
+
+    @property
+    def window_peak_mb(self) -> float:
+        return self.window_peak_bytes / MB
+
+    def current_mb(self) -> float:
+        return self.sample() / MB
 
 
 def process_tree_cpu_s(pid: int) -> float:
