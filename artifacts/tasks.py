@@ -18,14 +18,15 @@ TaskName = Literal[
     "generation",
     "pointcloud-classification",
     "pointcloud-segmentation",
+    "instance-segmentation",
 ]
 # What a model learns from (and, but for generation, what a request carries).
 Data = Literal["image", "pointcloud"]
 # What a request carries: an image, a point cloud, or a class to draw (generation).
 RequestKind = Literal["image", "pointcloud", "class"]
 # What each training sample is labelled with, and what an answer holds.
-Target = Literal["label", "pixel-labels", "boxes", "point-labels"]
-Answer = Literal["labels", "pixel-labels", "boxes", "image", "point-labels"]
+Target = Literal["label", "pixel-labels", "boxes", "point-labels", "instance-masks"]
+Answer = Literal["labels", "pixel-labels", "boxes", "image", "point-labels", "instances"]
 # Which of the bundled sample inputs (loadtest/samples) suits a request of the task.
 SampleSet = Literal["images", "scenes", "clouds"]
 
@@ -77,6 +78,16 @@ POINTCLOUD_SEGMENTATION = TaskSpec(
     "/v1/pointcloud/segment",
     "clouds",
 )
+INSTANCE_SEGMENTATION = TaskSpec(
+    "instance-segmentation",
+    "Instance segmentation",
+    "image",
+    "image",
+    "instance-masks",
+    "instances",
+    "/v1/instances",
+    "scenes",
+)
 
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
@@ -87,6 +98,7 @@ TASKS: dict[str, TaskSpec] = {
         GENERATION,
         POINTCLOUD_CLASSIFICATION,
         POINTCLOUD_SEGMENTATION,
+        INSTANCE_SEGMENTATION,
     )
 }
 

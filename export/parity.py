@@ -34,6 +34,9 @@ DETECTION_SCORE_TOLERANCE = 0.01
 # heat-map peak that float noise makes (or unmakes) on a plateau elsewhere pushes the lowest one
 # out. Reference detections this close to the lowest kept score need not be reproduced.
 DETECTION_CUTOFF_BAND = 1e-4
+# A reproduced instance: its detection reproduced, and at most this fraction of its mask's pixels
+# on the other side of 0.5 (a box edge moved by float noise moves a whole mask column).
+INSTANCE_MASK_TOLERANCE = 0.01
 
 # Sizes of the symbolic dims for the random-input check: none equals the export example's, so a
 # dimension that the exporter silently fixed shows up as a failure.
@@ -47,6 +50,8 @@ AGREEMENT_UNITS: dict[Answer, str] = {
     f"{DETECTION_BOX_TOLERANCE} px and score within {DETECTION_SCORE_TOLERANCE} (ties at a full "
     "top-K cut-off excepted)",
     "image": "same 8-bit value per generated pixel",
+    "instances": "instances matched as detections are, with at most "
+    f"{INSTANCE_MASK_TOLERANCE:.0%} of their mask pixels on the other side of 0.5",
 }
 
 
@@ -150,29 +155,75 @@ def _required_detections(scores: np.ndarray) -> np.ndarray:
     return np.flatnonzero(scores > floor)
 
 
-def compare_detections(
-    names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
-) -> Comparison:
-    """Match each required reference detection (see `_required_detections`) to the candidate's
-    nearest same-label box; errors are measured on matched pairs, agreement counts matched
-    detections."""
-    boxes_name, scores_name, labels_name = names
-    result = Comparison({boxes_name: 0.0, scores_name: 0.0, labels_name: 0.0})
-    for ref_boxes, ref_scores, ref_labels, boxes, scores, labels in zip(*reference, *candidate, strict=True):
+@dataclass(frozen=True)
+class DetectionMatch:
+    """A required reference detection and the candidate's detection that reproduces it."""
+
+    image: int
+    reference: int
+    candidate: int
+    box_error: float
+    score_error: float
+
+
+def match_detections(
+    reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+) -> tuple[list[DetectionMatch], int]:
+    """Match each required reference detection (see `_required_detections`) of (boxes, scores,
+    labels) to the candidate's nearest same-label box; returns the reproduced ones and how many
+    were required."""
+    matches, required = [], 0
+    for image, (ref_boxes, ref_scores, ref_labels, boxes, scores, labels) in enumerate(
+        zip(*reference[:3], *candidate[:3], strict=True)
+    ):
         for index in _required_detections(ref_scores):
-            result.compared += 1
+            required += 1
             same_label = np.flatnonzero(labels == ref_labels[index])
             if same_label.size == 0:
                 continue
             distances = np.abs(boxes[same_label] - ref_boxes[index]).max(axis=1)
-            nearest = same_label[int(np.argmin(distances))]
+            nearest = int(same_label[int(np.argmin(distances))])
             box_error = float(distances.min())
             score_error = abs(float(ref_scores[index]) - float(scores[nearest]))
-            if box_error > DETECTION_BOX_TOLERANCE or score_error > DETECTION_SCORE_TOLERANCE:
-                continue
+            if box_error <= DETECTION_BOX_TOLERANCE and score_error <= DETECTION_SCORE_TOLERANCE:
+                matches.append(DetectionMatch(image, int(index), nearest, box_error, score_error))
+    return matches, required
+
+
+def compare_detections(
+    names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+) -> Comparison:
+    """Errors of the matched detections (`match_detections`); agreement counts them."""
+    boxes_name, scores_name, labels_name = names[:3]
+    matches, required = match_detections(reference, candidate)
+    return Comparison(
+        {
+            boxes_name: max((m.box_error for m in matches), default=0.0),
+            scores_name: max((m.score_error for m in matches), default=0.0),
+            labels_name: 0.0,
+        },
+        len(matches),
+        required,
+    )
+
+
+def compare_instances(
+    names: Sequence[str], reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]
+) -> Comparison:
+    """Detections matched as `compare_detections` does, then their masks (the fourth output):
+    an instance agrees when its detection is reproduced and at most `INSTANCE_MASK_TOLERANCE` of
+    its mask pixels fall on the other side of 0.5."""
+    result = compare_detections(names, reference, candidate)
+    matches, _ = match_detections(reference, candidate)
+    masks_name, ref_masks, masks = names[3], reference[3], candidate[3]
+    result.max_abs_error[masks_name] = 0.0
+    result.agreeing = 0
+    for match in matches:
+        ref_mask, mask = ref_masks[match.image, match.reference], masks[match.image, match.candidate]
+        error = _abs_error(ref_mask, mask)
+        result.max_abs_error[masks_name] = max(result.max_abs_error[masks_name], error)
+        if ref_mask.shape == mask.shape and np.mean((ref_mask >= 0.5) != (mask >= 0.5)) <= INSTANCE_MASK_TOLERANCE:
             result.agreeing += 1
-            result.max_abs_error[boxes_name] = max(result.max_abs_error[boxes_name], box_error)
-            result.max_abs_error[scores_name] = max(result.max_abs_error[scores_name], score_error)
     return result
 
 
@@ -183,6 +234,7 @@ COMPARISONS: dict[Answer, Callable[[Sequence[str], Sequence[np.ndarray], Sequenc
     "point-labels": _elementwise(_same_argmax(-1)),
     "image": _elementwise(_same_8bit_pixels),
     "boxes": compare_detections,
+    "instances": compare_instances,
 }
 
 

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 import httpx
 import numpy as np
 from PIL import Image
+from pycocotools import mask as coco_mask
 
 from easerve.artifacts.tasks import Answer, RequestKind
 from easerve.loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
 from easerve.loadtest.samples import SampleSet, load_samples
 
 MIN_BOX_IOU = 0.5
+MIN_MASK_IOU = 0.5
 MIN_BOX_RECALL = 0.5  # of the scene's shapes, found with the right class at MIN_BOX_IOU
 MIN_PIXEL_ACCURACY = 0.8
 MIN_PART_ACCURACY = 0.7
@@ -78,6 +80,28 @@ def check_segment(answer: dict, samples: SampleSet) -> tuple[bool, str]:
     return accuracy >= MIN_PIXEL_ACCURACY, f"pixel accuracy {accuracy:.3f}"
 
 
+def check_instances(answer: dict, samples: SampleSet) -> tuple[bool, str]:
+    """Recall of the scene's shapes: an instance of the right class whose box has IoU >=
+    MIN_BOX_IOU with the shape's and whose mask has IoU >= MIN_MASK_IOU with the shape's pixels
+    (its class's pixels inside its box: the scenes' shapes barely overlap)."""
+    scene = samples.scenes[0]
+    found = answer["results"][0]["instances"]
+    masks = [coco_mask.decode({"size": i["mask"]["size"], "counts": i["mask"]["counts"]}) > 0 for i in found]
+    matched = 0
+    for index, (box, label) in enumerate(zip(scene.boxes, scene.labels)):
+        truth = scene.instances == index + 1
+        matched += any(
+            i["label"] == label
+            and _iou(box, np.asarray(i["box"], np.float32)) >= MIN_BOX_IOU
+            and mask.shape == truth.shape
+            and (mask & truth).sum() >= MIN_MASK_IOU * (mask | truth).sum()
+            for i, mask in zip(found, masks)
+        )
+    recall = matched / len(scene.labels)
+    detail = f"{matched}/{len(scene.labels)} shapes found (box IoU >= {MIN_BOX_IOU}, mask IoU >= {MIN_MASK_IOU})"
+    return recall >= MIN_BOX_RECALL, detail
+
+
 def check_generate(answer: dict, samples: SampleSet) -> tuple[bool, str]:
     images = [_decode_png(encoded) for encoded in answer["images"]]
     shapes = {image.shape for image in images}
@@ -104,6 +128,7 @@ def check_pointcloud_segment(answer: dict, samples: SampleSet) -> tuple[bool, st
 CHECKS: dict[tuple[RequestKind, Answer], Callable[[dict, SampleSet], tuple[bool, str]]] = {
     ("image", "labels"): check_classify,
     ("image", "boxes"): check_detect,
+    ("image", "instances"): check_instances,
     ("image", "pixel-labels"): check_segment,
     ("class", "image"): check_generate,
     ("pointcloud", "labels"): check_pointcloud_classify,

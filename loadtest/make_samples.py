@@ -46,16 +46,20 @@ def write_images(out: Path) -> list[dict]:
 
 
 def write_scenes(out: Path) -> list[dict]:
-    """Multi-shape 128x128 scenes with their boxes, labels and segmentation masks."""
+    """Multi-shape 128x128 scenes with their boxes, labels, segmentation masks and instance maps."""
     scenes = render_scenes(NUM_SCENES, SCENE_SIZE, MULTI_SHAPE, SEED, "test")
     entries = []
-    for index, (image, mask, boxes, labels) in enumerate(zip(scenes.images, scenes.masks, scenes.boxes, scenes.labels)):
+    for index, (image, mask, instances, boxes, labels) in enumerate(
+        zip(scenes.images, scenes.masks, scenes.instances, scenes.boxes, scenes.labels)
+    ):
         (out / f"scene-{index}.png").write_bytes(_png(image))
         (out / f"scene-{index}-mask.png").write_bytes(_png(mask))
+        (out / f"scene-{index}-instances.png").write_bytes(_png(instances))
         entries.append(
             {
                 "file": f"scene-{index}.png",
                 "mask": f"scene-{index}-mask.png",
+                "instances": f"scene-{index}-instances.png",
                 "boxes": np.round(boxes, 2).tolist(),
                 "labels": [SHAPE_CLASSES[label] for label in labels],
             }

@@ -35,13 +35,15 @@ class ImageSample:
 @dataclass(frozen=True)
 class SceneSample:
     """A multi-shape scene (PNG bytes), its boxes (k, 4) xyxy pixels with their shape classes,
-    and its segmentation mask (H, W) uint8: 0 background, 1 + shape class index."""
+    its segmentation mask (H, W) uint8: 0 background, 1 + shape class index, and its instance
+    map (H, W) uint8: 0 background, 1 + the index of the shape in `boxes` and `labels`."""
 
     name: str
     png: bytes
     boxes: np.ndarray
     labels: tuple[str, ...]
     mask: np.ndarray
+    instances: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def load_samples(directory: Path = SAMPLES_DIR) -> SampleSet:
             boxes=np.asarray(entry["boxes"], np.float32).reshape(-1, 4),
             labels=tuple(entry["labels"]),
             mask=np.asarray(Image.open(directory / entry["mask"])),
+            instances=np.asarray(Image.open(directory / entry["instances"])),
         )
         for entry in index["scenes"]
     )

@@ -60,13 +60,17 @@ class DetectionBackbone(nn.Module):
         self.channels = (w, 2 * w, 4 * w, 4 * w)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_with_stem(image)[1]
+
+    def forward_with_stem(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stride-2 stem features, and the stage features `forward` returns."""
         features = []
-        x = self.stem(image)
+        stem = x = self.stem(image)
         for stage in self.stages:
             x = stage(x)
             features.append(x)
         features[-1] = self.attention(features[-1])
-        return features
+        return stem, features
 
 
 class TopDownNeck(nn.Module):
@@ -84,7 +88,7 @@ class TopDownNeck(nn.Module):
         return self.smooth(x)
 
 
-def _head(dim: int, out_channels: int) -> nn.Sequential:
+def prediction_head(dim: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(dim, dim, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(dim, out_channels, 1))
 
 
@@ -104,9 +108,9 @@ class EADetector(nn.Module):
         self.input_multiple = INPUT_MULTIPLE
         self.backbone = DetectionBackbone(config)
         self.neck = TopDownNeck(self.backbone.channels, config.head_dim)
-        self.heatmap_head = _head(config.head_dim, config.num_classes)
-        self.size_head = _head(config.head_dim, 2)
-        self.offset_head = _head(config.head_dim, 2)
+        self.heatmap_head = prediction_head(config.head_dim, config.num_classes)
+        self.size_head = prediction_head(config.head_dim, 2)
+        self.offset_head = prediction_head(config.head_dim, 2)
         self.apply(init_kaiming_conv)
         # Small prediction layers, so training starts from the prior instead of random maps.
         for head in (self.heatmap_head, self.size_head, self.offset_head):
@@ -135,6 +139,39 @@ class EADetector(nn.Module):
         return decode_detections(self.forward_raw(image), self.config.max_detections, self.stride)
 
 
+def heatmap_peaks(heatmap: torch.Tensor, max_detections: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The top-K 3x3 peaks of centre logits (B, C, h, w) as (scores, labels int64, cells int64),
+    each (B, K); a cell is y * w + x. Needs C * h * w >= max_detections."""
+    heat = heatmap.sigmoid()
+    is_peak = F.max_pool2d(heat, 3, stride=1, padding=1) == heat
+    # Non-peaks rank below every peak but keep distinct values, so top-K is deterministic
+    # (no ties among zeros) and the same in every runtime; their reported score is 0.
+    ranking = torch.where(is_peak, heat, heat - 1.0).flatten(1)
+    values, index = ranking.topk(max_detections, dim=1)
+    cells = heat.shape[-2] * heat.shape[-1]
+    labels = torch.div(index, cells, rounding_mode="floor")
+    return values.clamp(min=0.0), labels, index - labels * cells
+
+
+def gather_cells(maps: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Values of maps (B, C, h, w) at cells (B, K) -> (B, C, K)."""
+    batch, channels = maps.shape[:2]
+    return maps.flatten(2).gather(2, cells.unsqueeze(1).expand(batch, channels, cells.shape[1]))
+
+
+def peak_boxes(raw: dict[str, torch.Tensor], cells: torch.Tensor) -> torch.Tensor:
+    """xyxy boxes (B, K, 4) in head-map cells of the objects centred at `cells`."""
+    width = raw["heatmap"].shape[-1]
+    y = torch.div(cells, width, rounding_mode="floor")
+    x = cells - y * width
+    size = gather_cells(raw["size"], cells)
+    offset = gather_cells(raw["offset"], cells)
+    centre_x = x.to(size.dtype) + offset[:, 0]
+    centre_y = y.to(size.dtype) + offset[:, 1]
+    half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
+    return torch.stack((centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h), dim=-1)
+
+
 def decode_detections(
     raw: dict[str, torch.Tensor], max_detections: int, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -143,27 +180,8 @@ def decode_detections(
     Graph-only ops (max-pool, top-K, gather) so the decode exports with the model. Needs
     num_classes * H/4 * W/4 >= max_detections.
     """
-    heat = raw["heatmap"].sigmoid()
-    batch, _, height, width = heat.shape
-    is_peak = F.max_pool2d(heat, 3, stride=1, padding=1) == heat
-    # Non-peaks rank below every peak but keep distinct values, so top-K is deterministic
-    # (no ties among zeros) and the same in every runtime; their reported score is 0.
-    ranking = torch.where(is_peak, heat, heat - 1.0).flatten(1)
-    values, index = ranking.topk(max_detections, dim=1)
-    scores = values.clamp(min=0.0)
-    cells = height * width
-    labels = torch.div(index, cells, rounding_mode="floor")
-    cell = index - labels * cells
-    y = torch.div(cell, width, rounding_mode="floor")
-    x = cell - y * width
-    gather_index = cell.unsqueeze(1).expand(batch, 2, max_detections)
-    size = raw["size"].flatten(2).gather(2, gather_index)
-    offset = raw["offset"].flatten(2).gather(2, gather_index)
-    centre_x = x.to(heat.dtype) + offset[:, 0]
-    centre_y = y.to(heat.dtype) + offset[:, 1]
-    half_w, half_h = size[:, 0] / 2, size[:, 1] / 2
-    boxes = torch.stack((centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h), dim=-1)
-    return boxes * stride, scores, labels
+    scores, labels, cells = heatmap_peaks(raw["heatmap"], max_detections)
+    return peak_boxes(raw, cells) * stride, scores, labels
 
 
 def centernet_targets(

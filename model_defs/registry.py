@@ -18,6 +18,7 @@ from easerve.artifacts.tasks import (
     CLASSIFICATION,
     DETECTION,
     GENERATION,
+    INSTANCE_SEGMENTATION,
     POINTCLOUD_CLASSIFICATION,
     POINTCLOUD_SEGMENTATION,
     SEGMENTATION,
@@ -29,6 +30,7 @@ from easerve.model_defs.attention import ATTENTION_KINDS, AttentionKind
 from easerve.model_defs.classification import EAMLP, EAMLPConfig
 from easerve.model_defs.detection import CenterNetConfig, EADetector
 from easerve.model_defs.generation import ConditionalGAN, SAGANConfig
+from easerve.model_defs.instances import EAInstanceSegmenter, InstanceConfig
 from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
 from easerve.model_defs.pointcloud import PCTClassifier, PCTConfig, PCTPartSegmenter
 from easerve.model_defs.segmentation import EANet, EANetConfig
@@ -256,12 +258,35 @@ def _register_pointcloud() -> None:
     )
 
 
+def _register_instance_segmentation() -> None:
+    config = InstanceConfig(num_classes=len(SHAPE_CLASSES))
+    k = config.max_detections
+    _register_twins(
+        "eainst",
+        "tiny",
+        INSTANCE_SEGMENTATION.name,
+        EAInstanceSegmenter,
+        config,
+        (_image("var"),),
+        (
+            TensorSpec("boxes", ("batch", k, 4)),
+            TensorSpec("scores", ("batch", k)),
+            TensorSpec("labels", ("batch", k), "int64"),
+            TensorSpec("masks", ("batch", k, "height", "width")),
+        ),
+        {"height": 96, "width": 96},
+        True,
+        "CenterNet-style detector with YOLACT-style masks (prototypes + per-instance coefficients and box prior)",
+    )
+
+
 for _register in (
     _register_classification,
     _register_segmentation,
     _register_detection,
     _register_generation,
     _register_pointcloud,
+    _register_instance_segmentation,
 ):
     _register()
 

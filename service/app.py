@@ -29,7 +29,7 @@ from easerve.service.model_files import ModelFiles, ModelFilesError, discover_mo
 from easerve.service.model_loading import ModelLoader, local_loader
 from easerve.service.openapi import COMMON_ERRORS
 from easerve.service.repository import ModelRepository, ServedModel
-from easerve.service.routers import console, generation, health, metrics, pointcloud, repository, v2, vision
+from easerve.service.routers import console, generation, health, instances, metrics, pointcloud, repository, v2, vision
 from easerve.service.runners.base import Runner, RunnerFactory
 from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
 from easerve.service.scheduler.device import DeviceScheduler
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 ROUTERS = (
     health.router,
     vision.router,
+    instances.router,
     generation.router,
     pointcloud.router,
     v2.router,

@@ -132,6 +132,60 @@ def test_coco_pooled_layout_splits_images(tmp_path):
     assert {r.path for r in train.images}.isdisjoint(r.path for r in test.images)
 
 
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE: run lengths over the column-major pixels, zeros first."""
+    flat = mask.flatten(order="F")
+    edges = [0, *(np.flatnonzero(np.diff(flat)) + 1), flat.size]
+    runs = np.diff(edges).tolist()
+    return {"size": list(mask.shape), "counts": [0, *runs] if flat[0] else runs}
+
+
+def _coco_train_split(root: Path, annotations: list[dict]) -> None:
+    (root / "annotations").mkdir()
+    _save_image(root / "train2017" / "a.jpg", (9, 9, 9), size=(40, 20))
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(_coco_file([(1, "a.jpg")], annotations)))
+
+
+def test_coco_instance_masks_from_polygons_and_rle(tmp_path):
+    from pycocotools import mask as coco_mask
+
+    square = np.zeros((20, 40), np.uint8)
+    square[10:20, 20:30] = 1
+    compressed = coco_mask.encode(np.asfortranarray(square))
+    compressed["counts"] = compressed["counts"].decode("ascii")
+    polygon = [[4, 2, 14, 2, 14, 8, 4, 8]]  # the rectangle of columns 4-13, rows 2-7
+    _coco_train_split(
+        tmp_path,
+        [
+            {"image_id": 1, "category_id": 7, "bbox": [4, 2, 10, 6], "segmentation": polygon},
+            {"image_id": 1, "category_id": 3, "bbox": [20, 10, 10, 10], "segmentation": compressed},
+            {"image_id": 1, "category_id": 3, "bbox": [20, 10, 10, 10], "segmentation": _uncompressed_rle(square)},
+        ],
+    )
+    _, target = open_dataset(str(tmp_path), "instance-segmentation", "train", size=80)[0]
+    masks = target["masks"].numpy()
+    assert masks.shape == (3, 80, 80) and target["labels"].tolist() == [1, 0, 0]
+    # x scales by 2, y by 4: the polygon's columns 4-13 and rows 2-7 become 8-27 and 8-31
+    # (pycocotools may rasterise a polygon's far edges in: a pixel more).
+    assert masks[0, 8:32, 8:28].all() and masks[0].sum() <= (32 - 8 + 4) * (28 - 8 + 2)
+    assert masks[1, 40:80, 40:60].all() and masks[1].sum() == 40 * 20
+    np.testing.assert_array_equal(masks[1], masks[2])
+    torch.testing.assert_close(target["boxes"][1], torch.tensor([40.0, 40, 60, 80]))
+
+
+def test_coco_instances_need_every_objects_segmentation(tmp_path):
+    _coco_train_split(tmp_path, [{"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5]}])
+    with pytest.raises(DatasetError, match=r"instances_train2017\.json.*no segmentation"):
+        open_dataset(str(tmp_path), "instance-segmentation", "train")
+    assert len(open_dataset(str(tmp_path), "detection", "train")) == 1
+
+
+def test_coco_segmentation_that_cannot_be_decoded_names_the_image(tmp_path):
+    _coco_train_split(tmp_path, [{"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": "x"}])
+    with pytest.raises(DatasetError, match=r"a\.jpg.*segmentation cannot be decoded"):
+        open_dataset(str(tmp_path), "instance-segmentation", "train")[0]
+
+
 @pytest.mark.parametrize(
     "breakage,message",
     [

@@ -16,6 +16,7 @@ from torch import nn
 from easerve.artifacts.tasks import TaskName
 from easerve.export.onnx_graph import export_onnx, signature_of
 from easerve.model_defs.detection import centernet_loss, centernet_targets
+from easerve.model_defs.instances import instance_targets, mask_loss
 from easerve.model_defs.registry import ModelEntry, list_models, twin_of
 
 BUNDLED = list_models(bundled=True)
@@ -67,6 +68,17 @@ def _detection_loss(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch
     return centernet_loss(raw, batched)["loss"]
 
 
+def _instance_loss(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The detector's loss plus the mask loss; one square instance of class 1 per image."""
+    (image,) = inputs
+    raw = model.forward_raw(image)
+    mask = torch.zeros(1, *image.shape[-2:], dtype=torch.uint8)
+    mask[0, 24:80, 16:64] = 1
+    target = {"boxes": torch.tensor([[16.0, 24.0, 64.0, 80.0]]), "labels": torch.tensor([1]), "masks": mask}
+    objects = instance_targets([target] * image.shape[0], tuple(raw["heatmap"].shape[-2:]))
+    return _detection_loss(model, inputs) + mask_loss(raw, objects)
+
+
 def _generation_loss(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Mean squared distance of the generated images to a fixed image in [-1, 1]."""
     images = model(*inputs)
@@ -81,6 +93,7 @@ TASK_LOSSES: dict[TaskName, Callable[[nn.Module, tuple[torch.Tensor, ...]], torc
     "generation": _generation_loss,
     "pointcloud-classification": _class_loss(-1),
     "pointcloud-segmentation": _class_loss(-1),
+    "instance-segmentation": _instance_loss,
 }
 
 

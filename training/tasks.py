@@ -21,11 +21,12 @@ from easerve.artifacts.tasks import (
     CLASSIFICATION,
     DETECTION,
     GENERATION,
+    INSTANCE_SEGMENTATION,
     POINTCLOUD_CLASSIFICATION,
     POINTCLOUD_SEGMENTATION,
     SEGMENTATION,
 )
-from easerve.model_defs import detection, generation
+from easerve.model_defs import detection, generation, instances
 from easerve.model_defs.registry import ModelEntry
 from easerve.training import augment, metrics
 
@@ -143,6 +144,9 @@ class DetectionTask(Task):
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, targets = batch
         raw = model.forward_raw(self.prepare(images))
+        return self.detection_loss(model, raw, targets)
+
+    def detection_loss(self, model: nn.Module, raw: dict[str, torch.Tensor], targets: list[dict]) -> torch.Tensor:
         heatmap_size = tuple(raw["heatmap"].shape[-2:])
         per_image = [
             detection.centernet_targets(
@@ -150,7 +154,8 @@ class DetectionTask(Task):
             )
             for t in targets
         ]
-        stacked = {k: torch.stack([t[k] for t in per_image]).to(images.device) for k in per_image[0]}
+        device = raw["heatmap"].device
+        stacked = {k: torch.stack([t[k] for t in per_image]).to(device) for k in per_image[0]}
         return detection.centernet_loss(raw, stacked, model.config.size_loss_weight, model.config.offset_loss_weight)[
             "loss"
         ]
@@ -169,6 +174,40 @@ class DetectionTask(Task):
                 truth_labels.append(target["labels"].numpy())
         score = metrics.mean_average_precision_50(found, truth_boxes, truth_labels, len(self.class_names))
         return {"map50": score}
+
+
+@dataclass
+class InstanceSegmentationTask(DetectionTask):
+    """The detector's loss plus the masks' (`instances.mask_loss`); judged by COCO mask AP."""
+
+    primary_metric: str = "mask_ap"
+    # Detections scoring less are left out of the evaluation (they only lengthen its lists).
+    score_floor: ClassVar[float] = 0.05
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        images, targets = batch
+        raw = model.forward_raw(self.prepare(images))
+        objects = instances.instance_targets(
+            [{k: v.to(images.device) for k, v in t.items()} for t in targets], tuple(raw["heatmap"].shape[-2:])
+        )
+        masks = instances.mask_loss(raw, objects)
+        return self.detection_loss(model, raw, targets) + model.config.mask_loss_weight * masks
+
+    def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
+        found = metrics.InstanceMasks([], [], [])
+        truth = metrics.InstanceMasks([], [], [])
+        for images, targets in loader:
+            _, scores, labels, masks = model(self.prepare(images))
+            masks = masks >= 0.5
+            for i, target in enumerate(targets):
+                keep = scores[i] > self.score_floor
+                found.masks.append(masks[i][keep].numpy())
+                found.labels.append(labels[i][keep].numpy())
+                found.scores.append(scores[i][keep].numpy())
+                truth.masks.append(target["masks"].numpy().astype(bool))
+                truth.labels.append(target["labels"].numpy())
+                truth.scores.append(np.ones(len(target["labels"]), np.float32))
+        return metrics.mask_average_precision(found, truth, len(self.class_names))
 
 
 @dataclass(frozen=True)
@@ -312,6 +351,7 @@ TASK_TYPES: dict[str, type[Task]] = {
     GENERATION.name: GenerationTask,
     POINTCLOUD_CLASSIFICATION.name: PointCloudClassificationTask,
     POINTCLOUD_SEGMENTATION.name: PointCloudSegmentationTask,
+    INSTANCE_SEGMENTATION.name: InstanceSegmentationTask,
 }
 
 

@@ -42,11 +42,18 @@ from easerve.service.tasks.segmentation import Overlay, SegmentResponse, segment
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
 # The body the route reads itself, and the API key (checked by the middleware).
-_OPENAPI = IMAGE_BODY_OPENAPI | API_KEY_OPENAPI
+IMAGE_ROUTE_OPENAPI = IMAGE_BODY_OPENAPI | API_KEY_OPENAPI
 
 ClassifyContext = Annotated[InferenceContext, Depends(task_inference(CLASSIFICATION))]
 DetectContext = Annotated[InferenceContext, Depends(task_inference(DETECTION))]
 SegmentContext = Annotated[InferenceContext, Depends(task_inference(SEGMENTATION))]
+
+# The overlay's options, as every route that draws one takes them.
+OverlayAlpha = Annotated[float, Query(ge=0, le=1, description="overlay opacity")]
+OverlayWidth = Annotated[
+    int | None,
+    Query(ge=1, le=65535, description="draw the overlay this wide, height in proportion (default: the image's)"),
+]
 
 # The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
 _BODY_COPIES = 2
@@ -58,12 +65,7 @@ _INLINE_INSPECTION_BYTES = 256 * 1024
 OutputBytes = Callable[[list[OpenedImage]], int]
 
 
-def _model_size(context: InferenceContext) -> NeededSize:
-    height, width = model_image_size(context.model.manifest)
-    return lambda _width, _height: (width, height)
-
-
-async def _admitted_images(
+async def admitted_images(
     request: Request, state: State, context: InferenceContext, needed: NeededSize, output_bytes: OutputBytes
 ) -> list[OpenedImage]:
     """The request's images, read and inspected by the deadline, their cost admitted: the body,
@@ -90,16 +92,29 @@ def _decoded_batch(
     return decoded, image_batch([image.image for image in decoded], manifest)
 
 
-async def _decoded(context: InferenceContext, images: list[OpenedImage]) -> tuple[list[DecodedImage], Tensors]:
+async def decoded_images(context: InferenceContext, images: list[OpenedImage]) -> tuple[list[DecodedImage], Tensors]:
     """Decode, as inspection planned them, and batch the admitted images (one worker call)."""
     return await context.offload(_decoded_batch, images, context.model.manifest, context.deadline)
+
+
+def overlay_needed(manifest: Manifest, drawn: Overlay | None) -> NeededSize:
+    """The size to decode an image at: the model's, or its overlay's where that is larger."""
+    model_height, model_width = model_image_size(manifest)
+
+    def needed(width: int, height: int) -> tuple[int, int]:
+        if drawn is None:
+            return model_width, model_height
+        drawn_width, drawn_height = drawn.size(width, height)
+        return max(drawn_width, model_width), max(drawn_height, model_height)
+
+    return needed
 
 
 def _no_output_bytes(images: list[OpenedImage]) -> int:
     return 0
 
 
-@router.post("/classify", response_model=ClassifyResponse, openapi_extra=_OPENAPI)
+@router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
 @finishes_inference
 async def classify_images(
     request: Request,
@@ -108,9 +123,9 @@ async def classify_images(
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels per image")] = 5,
 ) -> JSONBytes:
     """Top-k labels with probabilities for each image."""
-    needed = _model_size(context)
-    images = await _admitted_images(request, state, context, needed, _no_output_bytes)
-    _, inputs = await _decoded(context, images)
+    needed = overlay_needed(context.model.manifest, None)
+    images = await admitted_images(request, state, context, needed, _no_output_bytes)
+    _, inputs = await decoded_images(context, images)
     manifest = context.model.manifest
     finish = context.answer_with(
         lambda prepared: {"results": ranked(prepared, manifest.labels, top_k)},
@@ -119,7 +134,7 @@ async def classify_images(
     return JSONBytes((await context.infer(inputs, finish)).answer)
 
 
-@router.post("/detect", response_model=DetectResponse, openapi_extra=_OPENAPI)
+@router.post("/detect", response_model=DetectResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
 @finishes_inference
 async def detect_objects(
     request: Request,
@@ -129,38 +144,30 @@ async def detect_objects(
     top_k: Annotated[int, Query(ge=1, le=1000, description="detections per image, best first")] = 100,
 ) -> JSONBytes:
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
-    needed = _model_size(context)
-    images = await _admitted_images(request, state, context, needed, _no_output_bytes)
-    decoded, inputs = await _decoded(context, images)
+    needed = overlay_needed(context.model.manifest, None)
+    images = await admitted_images(request, state, context, needed, _no_output_bytes)
+    decoded, inputs = await decoded_images(context, images)
     manifest = context.model.manifest
     sizes = [image.original_size for image in decoded]
     finish = context.answer_with(lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)})
     return JSONBytes((await context.infer(inputs, finish)).answer)
 
 
-@router.post("/segment", response_model=SegmentResponse, openapi_extra=_OPENAPI)
+@router.post("/segment", response_model=SegmentResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
 @finishes_inference
 async def segment_images(
     request: Request,
     state: State,
     context: SegmentContext,
     overlay: Annotated[bool, Query(description="also return the image with classes coloured")] = False,
-    alpha: Annotated[float, Query(ge=0, le=1, description="overlay opacity")] = 0.5,
-    overlay_width: Annotated[
-        int | None,
-        Query(ge=1, le=65535, description="draw the overlay this wide, height in proportion (default: the image's)"),
-    ] = None,
+    alpha: OverlayAlpha = 0.5,
+    overlay_width: OverlayWidth = None,
 ) -> JSONBytes:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
     manifest = context.model.manifest
     drawn = Overlay(alpha, state.settings.max_overlay_pixels, overlay_width) if overlay else None
-    model_height, model_width = model_image_size(manifest)
-
-    def needed(width: int, height: int) -> tuple[int, int]:
-        if drawn is None:
-            return model_width, model_height
-        drawn_width, drawn_height = drawn.size(width, height)
-        return max(drawn_width, model_width), max(drawn_height, model_height)
+    model_height, _ = model_image_size(manifest)
+    needed = overlay_needed(manifest, drawn)
 
     def output_bytes(images: list[OpenedImage]) -> int:
         total = 0
@@ -170,8 +177,8 @@ async def segment_images(
             total += segmentation_bytes(width, height, len(manifest.labels), model_height, overlay_pixels)
         return total
 
-    images = await _admitted_images(request, state, context, needed, output_bytes)
-    decoded, inputs = await _decoded(context, images)
+    images = await admitted_images(request, state, context, needed, output_bytes)
+    decoded, inputs = await decoded_images(context, images)
     outcome = await context.infer(inputs)
 
     def answer() -> bytes:

@@ -163,6 +163,50 @@ def test_detection_draws_a_box_per_detection(console_server, page, tmp_path):
     check_screenshot(page, tmp_path / "detect.png")
 
 
+def test_instances_are_drawn_in_their_own_colours_with_labels(console_server, page, tmp_path):
+    expected = api(console_server, "/v1/instances?overlay=true", **png_post("scene-0.png"))["results"][0]
+    assert expected["instances"]
+    choose_task(page, "try", "instances")
+    use_input(page, "try", "scene-0.png", upload=True)
+    assert run_and_wait(page, "try-run", "try-result") == "done"
+    overlay = page.execute_script(
+        "const img = document.querySelector('#try-result img.inst-overlay');"
+        "return img && img.complete && [img.naturalWidth, img.naturalHeight]"
+    )
+    assert overlay == [expected["width"], expected["height"]]
+    drawn = page.execute_script(
+        "return [...document.querySelectorAll('#try-result .inst-box')]"
+        ".map(b => [b.dataset.label, getComputedStyle(b).borderTopColor])"
+    )
+    assert [label for label, _ in drawn] == [instance["label"] for instance in expected["instances"]]
+    assert len({colour for _, colour in drawn}) == len(drawn), drawn
+    rows = page.execute_script(
+        "return [...document.querySelectorAll('#try-result .instance-row')].map(r => r.dataset.label)"
+    )
+    assert rows == [instance["label"] for instance in expected["instances"]]
+    check_screenshot(page, tmp_path / "instances.png")
+
+
+def compare_twins(page, url: str, task: str, sample: str) -> list[str]:
+    """Run the compare tab on `task` and `sample`; the models that answered, EA then SA."""
+    open_console(page, url, "compare")
+    choose_task(page, "compare", task)
+    use_input(page, "compare", sample, upload=False)
+    page.find_element("id", "compare-run").click()
+    for attention in ("ea", "sa"):
+        wait_for(page, f"document.getElementById('compare-{attention}').dataset.state === 'done'", attention)
+    return page.execute_script(
+        "return ['ea', 'sa'].map(a => document.querySelector(`#compare-${a} .answer`).dataset.model)"
+    )
+
+
+def test_instances_of_ea_and_sa_side_by_side(console_server, page, tmp_path):
+    models = compare_twins(page, console_server.url, "instances", "scene-1.png")
+    assert models == ["eainst-ea-tiny", "eainst-sa-tiny"]
+    assert page.execute_script("return document.querySelectorAll('.result img.inst-overlay').length") >= 2
+    check_screenshot(page, tmp_path / "compare-instances.png")
+
+
 def test_segmentation_overlays_the_mask_with_a_legend(console_server, page, tmp_path):
     expected = api(console_server, "/v1/segment?overlay=true", **png_post("scene-1.png"))["results"][0]
     present = [label for label, fraction in expected["class_fractions"].items() if fraction > 0]
@@ -238,15 +282,7 @@ def test_point_cloud_parts_are_drawn_in_3d_and_turn_with_the_mouse(console_serve
 
 
 def test_ea_and_sa_answer_side_by_side(console_server, page, tmp_path):
-    open_console(page, console_server.url, "compare")
-    choose_task(page, "compare", "segment")
-    use_input(page, "compare", "scene-0.png", upload=False)
-    page.find_element("id", "compare-run").click()
-    for attention in ("ea", "sa"):
-        wait_for(page, f"document.getElementById('compare-{attention}').dataset.state === 'done'", attention)
-    models = page.execute_script(
-        "return ['ea', 'sa'].map(a => document.querySelector(`#compare-${a} .answer`).dataset.model)"
-    )
+    models = compare_twins(page, console_server.url, "segment", "scene-0.png")
     assert models == ["eanet-ea-tiny", "eanet-sa-tiny"]
     wait_for(page, "document.getElementById('compare-timings').dataset.state === 'done'", "the timings")
     rows = page.execute_script(

@@ -6,6 +6,7 @@ answers from the input:
 - segmentation: a 1x1 conv; class 0 (background) scores 0.5, classes 1/2/3 score the pixel's
   R/G/B -> a red square on black is class 1 inside, background outside.
 - detection: four fixed boxes in model pixels, scores = base score x the image's mean intensity.
+- instance segmentation: the detection graph, each box's mask 0.9 inside the box, 0 outside.
 - generation: image = tanh(tanh(z[:3]) + 0.1 label), broadcast to 8x8.
 - point cloud classification: logits = 5 * (max x, max y, max z, 0, 0, 0) of the normalised cloud.
 - point cloud segmentation: part logits = (x, y, z, 0, ...) per point.
@@ -128,6 +129,29 @@ def detection_graph() -> onnx.GraphProto:
     )
 
 
+def instance_masks() -> np.ndarray:
+    """(1, K, H, W) masks of the instance fixture: 0.9 inside each detection box."""
+    masks = np.zeros((1, len(DETECTION_SCORES), *DETECT_SIZE), np.float32)
+    for slot, (x0, y0, x1, y1) in enumerate(DETECTION_BOXES.astype(int)):
+        masks[0, slot, y0:y1, x0:x1] = 0.9
+    return masks
+
+
+def instance_graph() -> onnx.GraphProto:
+    graph = detection_graph()
+    k = len(DETECTION_SCORES)
+    graph.node.extend(
+        [
+            helper.make_node("Unsqueeze", ["zeros3", "axis3"], ["zeros4"]),  # (b, 1, 1, 1)
+            helper.make_node("Add", ["zeros4", "base_masks"], ["masks"]),
+        ]
+    )
+    graph.initializer.extend([_const("axis3", np.array([3], np.int64)), _const("base_masks", instance_masks())])
+    graph.output.append(_value("masks", TensorProto.FLOAT, ["batch", k, "height", "width"]))
+    graph.name = "instances"
+    return graph
+
+
 def generation_graph() -> onnx.GraphProto:
     return helper.make_graph(
         [
@@ -212,6 +236,12 @@ FIXTURES = {
     "fixdet": (
         "detection",
         detection_graph,
+        Preprocessing(kind="image", image_size=DETECT_SIZE, mean=(0, 0, 0), std=(1, 1, 1)),
+        SHAPES,
+    ),
+    "fixinst": (
+        "instance-segmentation",
+        instance_graph,
         Preprocessing(kind="image", image_size=DETECT_SIZE, mean=(0, 0, 0), std=(1, 1, 1)),
         SHAPES,
     ),

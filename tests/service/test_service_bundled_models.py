@@ -39,11 +39,8 @@ def bundled():
 
 def sample_alone(samples: SampleSet, task: str, index: int) -> SampleSet:
     """`samples` with only the `index`-th sample that `task` takes (the checks judge the first)."""
-    if task in ("classify", "generate"):
-        return dataclasses.replace(samples, images=(samples.images[index],))
-    if task in ("detect", "segment"):
-        return dataclasses.replace(samples, scenes=(samples.scenes[index],))
-    return dataclasses.replace(samples, clouds=(samples.clouds[index],))
+    kind = ENDPOINTS[task].samples or "images"
+    return dataclasses.replace(samples, **{kind: (getattr(samples, kind)[index],)})
 
 
 @pytest.mark.parametrize("attention", ATTENTION_KINDS)

@@ -1,4 +1,5 @@
-"""COCO-json detection data: boxes of each image from an instances annotation file.
+"""COCO-json detection and instance data: boxes (and masks) of each image from an instances
+annotation file.
 
 Layouts:
 - official: `root/annotations/instances_<split>*.json` with the images in the folder named like
@@ -10,7 +11,9 @@ Layouts:
 Boxes go from COCO's xywh to xyxy pixels of the resized image. Category ids, in increasing
 order, map to contiguous indices and `class_names` are their names, so both split files must list
 the same categories. Crowd annotations (`iscrowd` = 1) mark regions, not objects to detect, and
-are left out; images without boxes are kept as negatives.
+are left out; images without boxes are kept as negatives. For instance segmentation each
+object's mask comes from its `segmentation` (polygons, or RLE, compressed or not: decoded by
+pycocotools), resized with the image (nearest), its box the tight box of that mask.
 """
 
 from __future__ import annotations
@@ -24,10 +27,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 
-from easerve.training.datasets.canonical import DatasetRequest, DetectionTarget, Split, detection_target, image_tensor
+from easerve.training.datasets.canonical import (
+    DatasetRequest,
+    DetectionTarget,
+    Split,
+    detection_target,
+    image_tensor,
+    instance_target,
+)
 from easerve.training.datasets.errors import DatasetError
 from easerve.training.datasets.image_io import read_rgb, resize_rgb
 from easerve.training.datasets.splits import holdout_split, limit_items
@@ -38,11 +50,15 @@ SPLIT_FILE_PREFIXES: dict[Split, tuple[str, ...]] = {"train": ("train",), "test"
 
 @dataclass(frozen=True)
 class CocoImage:
-    """One annotated image: its file, xyxy boxes (k, 4) in its own pixels, class indices (k,)."""
+    """One annotated image: its file, xyxy boxes (k, 4) in its own pixels, class indices (k,),
+    the objects' `segmentation` fields as annotated, and its size in the annotations."""
 
     path: Path
     boxes: np.ndarray
     labels: np.ndarray
+    segmentations: list
+    height: int
+    width: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,36 @@ class CocoDetectionDataset(Dataset):
         scale = np.array([self.size / width, self.size / height] * 2, np.float32)
         target = detection_target(record.boxes * scale, record.labels)
         return image_tensor(resize_rgb(image, self.size)), target
+
+
+class CocoInstanceDataset(CocoDetectionDataset):
+    """`CocoDetectionDataset` whose targets carry each object's mask (see the module docstring)."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, DetectionTarget]:
+        record = self.images[index]
+        image = read_rgb(record.path)
+        masks = np.zeros((len(record.labels), self.size, self.size), np.uint8)
+        for slot, segmentation in enumerate(record.segmentations):
+            mask = decode_segmentation(record.path, segmentation, record.height, record.width)
+            masks[slot] = np.asarray(Image.fromarray(mask).resize((self.size, self.size), Image.Resampling.NEAREST))
+        return image_tensor(resize_rgb(image, self.size)), instance_target(masks, record.labels)
+
+
+def decode_segmentation(path: Path, segmentation: object, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 mask of a COCO `segmentation`: polygons or RLE (compressed or
+    not); DatasetError naming the image `path` for anything else."""
+    try:
+        if isinstance(segmentation, list):
+            rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
+            rle = coco_mask.frPyObjects(segmentation, height, width)
+        elif isinstance(segmentation, dict):
+            rle = segmentation
+        else:
+            raise TypeError(f"a {type(segmentation).__name__}")
+        return coco_mask.decode(rle)
+    except (TypeError, ValueError, KeyError, IndexError) as error:
+        raise DatasetError(path, f"an object's segmentation cannot be decoded ({error})") from error
 
 
 def find_coco_source(root: Path, split: Split) -> CocoSource:
@@ -129,7 +175,17 @@ def _annotated_images(coco: COCO, source: CocoSource, index_of: dict[int, int]) 
                 source.annotations, f"image {image_id} has boxes of unknown category ids {sorted(unknown)}"
             )
         labels = np.array([index_of[a["category_id"]] for a in annotations], np.int64)
-        images.append(CocoImage(path, _xyxy_boxes(source.annotations, annotations), labels))
+        info = coco.imgs[image_id]
+        images.append(
+            CocoImage(
+                path,
+                _xyxy_boxes(source.annotations, annotations),
+                labels,
+                [a.get("segmentation") for a in annotations],
+                int(info.get("height", 0)),
+                int(info.get("width", 0)),
+            )
+        )
     return images
 
 
@@ -151,10 +207,23 @@ def load_coco_images(source: CocoSource) -> tuple[list[CocoImage], list[str]]:
     return images, names
 
 
+def _check_masks(source: CocoSource, images: list[CocoImage]) -> None:
+    for image in images:
+        if image.segmentations and (image.height <= 0 or image.width <= 0):
+            raise DatasetError(source.annotations, f"image {image.path.name} has no height and width for its masks")
+        if any(not segmentation for segmentation in image.segmentations):
+            raise DatasetError(source.annotations, f"an object of image {image.path.name} has no segmentation")
+
+
 def open_coco(root: Path, request: DatasetRequest) -> CocoDetectionDataset:
-    """The requested split of the COCO-json data set at `root`."""
+    """The requested split of the COCO-json data set at `root`: boxes, and with the
+    "instance-masks" target, masks."""
     source = find_coco_source(root, request.split)
     images, class_names = load_coco_images(source)
+    with_masks = request.target == "instance-masks"
+    if with_masks:
+        _check_masks(source, images)
     indices = holdout_split(len(images), request.split) if source.pooled else np.arange(len(images))
     indices = indices[limit_items(len(indices), request.num_samples, request.seed)]
-    return CocoDetectionDataset([images[i] for i in indices], class_names, request.size)
+    dataset = CocoInstanceDataset if with_masks else CocoDetectionDataset
+    return dataset([images[i] for i in indices], class_names, request.size)

@@ -48,10 +48,18 @@ class SceneLayout:
     max_objects: int
     radius: tuple[float, float]
     max_overlap: float = 0.0
+    # Chance that an object takes the class of the one drawn before it, and chance that it is
+    # placed against that one: touching and occluding objects of one class, which only
+    # instance masks tell apart.
+    same_class: float = 0.0
+    touching: float = 0.0
 
 
 SINGLE_SHAPE = SceneLayout("single", 1, 1, (0.22, 0.42))
 MULTI_SHAPE = SceneLayout("multi", 1, 4, (0.09, 0.2), max_overlap=0.15)
+CROWDED_SHAPES = SceneLayout("crowded", 2, 5, (0.1, 0.2), max_overlap=0.3, same_class=0.4, touching=0.6)
+# A touching object's centre lies this fraction of the two circumradii from its neighbour's.
+TOUCHING_DISTANCE = (0.7, 1.0)
 
 
 @dataclass(frozen=True)
@@ -186,40 +194,76 @@ def _overlaps_too_much(new: np.ndarray, placed: list[np.ndarray], max_overlap: f
     return False
 
 
+@dataclass(frozen=True)
+class Placement:
+    outline: np.ndarray
+    coverage: np.ndarray
+    centre: np.ndarray
+    radius: float
+
+
+def _centre(rng: np.random.Generator, radius: float, size: int, neighbour: Placement | None) -> np.ndarray:
+    """A centre that keeps the shape inside the image: against `neighbour` when one is given and
+    such a centre fits, else anywhere."""
+    if neighbour is not None:
+        angle = rng.uniform(0, 2 * np.pi)
+        distance = rng.uniform(*TOUCHING_DISTANCE) * (radius + neighbour.radius)
+        centre = neighbour.centre + distance * np.array([np.cos(angle), np.sin(angle)])
+        if (centre >= radius + 1).all() and (centre <= size - radius - 1).all():
+            return centre
+    return rng.uniform(radius + 1, size - radius - 1, 2)
+
+
 def _place_shape(
-    rng: np.random.Generator, label: int, layout: SceneLayout, size: int, placed: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Outline and coverage of shape `label` at a random pose inside the image that overlaps the
-    `placed` silhouettes at most `layout.max_overlap`; None when no such pose was found."""
+    rng: np.random.Generator,
+    label: int,
+    layout: SceneLayout,
+    size: int,
+    placed: list[np.ndarray],
+    neighbour: Placement | None = None,
+) -> Placement | None:
+    """Shape `label` at a random pose inside the image (against `neighbour` when given) that
+    overlaps the `placed` silhouettes at most `layout.max_overlap`; None when no such pose was
+    found."""
     for _ in range(PLACEMENT_ATTEMPTS):
         radius = rng.uniform(*layout.radius) * size
-        centre = rng.uniform(radius + 1, size - radius - 1, 2)
+        centre = _centre(rng, radius, size, neighbour)
         angle, aspect = rng.uniform(0, 2 * np.pi), rng.uniform(*ELLIPSE_ASPECT)
         outline = shape_outline(label, centre, radius, angle, aspect)
         coverage = silhouette_coverage(outline, size)
         if not _overlaps_too_much(coverage >= 0.5, placed, layout.max_overlap):
-            return outline, coverage
+            return Placement(outline, coverage, centre, radius)
     return None
+
+
+def _classes(rng: np.random.Generator, layout: SceneLayout, first_label: int) -> list[int]:
+    count = int(rng.integers(layout.min_objects, layout.max_objects + 1))
+    wanted = [first_label, *(int(label) for label in rng.integers(0, len(SHAPE_CLASSES), count - 1))]
+    if layout.same_class > 0:
+        for index in range(1, count):
+            if rng.random() < layout.same_class:
+                wanted[index] = wanted[index - 1]
+    return wanted
 
 
 def render_scene(rng: np.random.Generator, layout: SceneLayout, size: int, first_label: int) -> Scene:
     """One size x size scene drawn from `rng`. The first object has class `first_label` (so
     callers can balance classes), the others random classes."""
     image, background_ends = _background(rng, size)
-    count = int(rng.integers(layout.min_objects, layout.max_objects + 1))
-    wanted = [first_label, *rng.integers(0, len(SHAPE_CLASSES), count - 1)]
     silhouettes, colours, labels = [], [], []
-    for label in wanted:
-        placement = _place_shape(rng, int(label), layout, size, silhouettes)
+    previous: Placement | None = None
+    for label in _classes(rng, layout, first_label):
+        neighbour = previous if layout.touching > 0 and rng.random() < layout.touching else None
+        placement = _place_shape(rng, label, layout, size, silhouettes, neighbour)
         if placement is None:
             continue
-        outline, coverage = placement
+        window = pixel_window(placement.outline, size)
         colour = contrasting_colour(rng, background_ends, colours).astype(np.float32)
-        window = image[pixel_window(outline, size)]
-        window += coverage[pixel_window(outline, size)][..., None] * (colour - window)
-        silhouettes.append(coverage >= 0.5)
+        image[window] += placement.coverage[window][..., None] * (colour - image[window])
+        silhouettes.append(placement.coverage >= 0.5)
         colours.append(colour)
-        labels.append(int(label))
+        labels.append(label)
+        previous = placement
     amplitude = np.float32(rng.uniform(0, MAX_NOISE_AMPLITUDE))
     # Grey (channel-shared) noise: as good a nuisance as colour noise, at a third of the draws.
     image += (rng.random((size, size, 1), dtype=np.float32) - np.float32(0.5)) * (2 * amplitude)

@@ -20,6 +20,7 @@ from easerve.training.datasets.canonical import (
     DatasetRequest,
     DetectionArrays,
     ImageArrays,
+    InstanceArrays,
     PointArrays,
     Split,
 )
@@ -30,7 +31,14 @@ from easerve.training.datasets.imagefolder import open_image_folder
 from easerve.training.datasets.modelnet40 import TEXT_NAMES_FILE, open_modelnet40
 from easerve.training.datasets.primitives3d import generate_primitives
 from easerve.training.datasets.shapenet_part import CATEGORY_FILE, open_shapenet_part
-from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, render_scenes
+from easerve.training.datasets.shapes2d import (
+    CROWDED_SHAPES,
+    MULTI_SHAPE,
+    SINGLE_SHAPE,
+    SceneLayout,
+    Scenes,
+    render_scenes,
+)
 from easerve.training.datasets.voc import open_voc
 
 DEFAULT_IMAGE_SIZE = 128
@@ -40,16 +48,19 @@ DEFAULT_NUM_POINTS = 1024
 DEFAULT_GENERATED_SAMPLES: dict[Split, int] = {"train": 4000, "test": 500}
 
 
+# The scenes drawn for each target, and the data set of their labels.
+SHAPES_2D: dict[Target, tuple[SceneLayout, Callable[[Scenes], Dataset]]] = {
+    "label": (SINGLE_SHAPE, lambda s: ImageArrays(s.images, np.array([ls[0] for ls in s.labels]), SHAPE_CLASSES)),
+    "pixel-labels": (MULTI_SHAPE, lambda s: ImageArrays(s.images, s.masks, SEGMENTATION_CLASSES)),
+    "boxes": (MULTI_SHAPE, lambda s: DetectionArrays(s.images, s.boxes, s.labels, SHAPE_CLASSES)),
+    "instance-masks": (CROWDED_SHAPES, lambda s: InstanceArrays(s.images, s.instances, s.labels, SHAPE_CLASSES)),
+}
+
+
 def _open_shapes_2d(request: DatasetRequest) -> Dataset:
     count = request.num_samples or DEFAULT_GENERATED_SAMPLES[request.split]
-    single = request.target == "label"
-    layout = SINGLE_SHAPE if single else MULTI_SHAPE
-    scenes = render_scenes(count, request.size, layout, request.seed, request.split)
-    if single:
-        return ImageArrays(scenes.images, np.array([labels[0] for labels in scenes.labels]), SHAPE_CLASSES)
-    if request.target == "pixel-labels":
-        return ImageArrays(scenes.images, scenes.masks, SEGMENTATION_CLASSES)
-    return DetectionArrays(scenes.images, scenes.boxes, scenes.labels, SHAPE_CLASSES)
+    layout, labelled = SHAPES_2D[request.target]
+    return labelled(render_scenes(count, request.size, layout, request.seed, request.split))
 
 
 def _open_primitives_3d(request: DatasetRequest) -> Dataset:
@@ -73,10 +84,10 @@ FORMATS: dict[str, Callable[[Path, DatasetRequest], Dataset]] = {
 }
 # What each source holds: its samples' data, and the targets they are labelled with.
 TARGETS_OF_SOURCE: dict[str, tuple[Data, tuple[Target, ...]]] = {
-    "shapes-2d": ("image", ("label", "boxes", "pixel-labels")),
+    "shapes-2d": ("image", ("label", "boxes", "pixel-labels", "instance-masks")),
     "primitives-3d": ("pointcloud", ("label", "point-labels")),
     "imagefolder": ("image", ("label",)),
-    "coco": ("image", ("boxes",)),
+    "coco": ("image", ("boxes", "instance-masks")),
     "voc": ("image", ("pixel-labels",)),
     "modelnet40": ("pointcloud", ("label",)),
     "shapenet-part": ("pointcloud", ("point-labels", "label")),

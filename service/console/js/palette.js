@@ -24,6 +24,11 @@ export function labelColours(count) {
   return classColours(count + 1).slice(1);
 }
 
+/** One colour per instance, neighbours far apart in hue (tasks/instances.py instance_colours). */
+export function instanceColours(count) {
+  return Array.from({ length: count }, (_, i) => hsvToRgb((i * 0.618034 + 0.1) % 1, 0.8, 1).map((c) => Math.round(c * 255)));
+}
+
 export function css([r, g, b]) {
   return `rgb(${r}, ${g}, ${b})`;
 }

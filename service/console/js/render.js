@@ -1,8 +1,11 @@
 // Every task's answer drawn: bars, boxes over the image, the mask with its legend, a grid of
-// generated images, the point cloud in 3-D coloured by part or class. Plus timings and errors.
+// generated images, the point cloud in 3-D coloured by part or class, the instances (instances.js).
+// Plus timings and errors.
 
 import { CloudView } from "./cloud3d.js";
 import { formatMs, h, percent } from "./dom.js";
+import { boxFrame } from "./frame.js";
+import { instances } from "./instances.js";
 import { classColours, css, labelColours } from "./palette.js";
 
 const STATUS_TEXT = {
@@ -47,26 +50,14 @@ function labelledImage(result, input) {
 
 function boxes(result, input, model) {
   const colours = labelColours(model?.labels.length || 16);
-  const drawn = result.detections.map((d) => {
-    const [x1, y1, x2, y2] = d.box;
-    return h("div", {
-      class: "det-box",
-      "data-label": d.label,
-      style: {
-        left: `${(100 * x1) / result.width}%`, top: `${(100 * y1) / result.height}%`,
-        width: `${(100 * (x2 - x1)) / result.width}%`, height: `${(100 * (y2 - y1)) / result.height}%`,
-        borderColor: css(colours[d.index % colours.length]),
-      },
-    }, h("span", { class: "det-label", style: { background: css(colours[d.index % colours.length]) } },
-      `${d.label} ${d.score.toFixed(2)}`));
-  });
+  const picture = h("img", { src: input?.url, alt: input?.name, class: "pixelated" });
+  const frame = boxFrame(picture, result.detections, result.width, result.height, (d) => colours[d.index % colours.length]);
   const list = result.detections.length === 0 ? null : h("table", { class: "table compact" },
     h("tr", {}, h("th", {}, "label"), h("th", {}, "score"), h("th", {}, "box x1, y1, x2, y2")),
     result.detections.map((d) => h("tr", {}, h("td", {}, d.label), h("td", {}, d.score.toFixed(3)),
       h("td", {}, d.box.map((v) => v.toFixed(1)).join(", ")))));
   return [
-    h("div", { class: "detections", "data-count": result.detections.length },
-      h("div", { class: "image-frame" }, h("img", { src: input?.url, alt: input?.name, class: "pixelated" }), drawn)),
+    h("div", { class: "detections", "data-count": result.detections.length }, frame),
     h("p", { class: "muted" }, `${result.detections.length} detection(s) in ${result.width} × ${result.height}`),
     list,
   ];
@@ -161,7 +152,9 @@ function labelled(result, input, model, task) {
 }
 
 /** Per answer kind: the answer for the one input sent, drawn. */
-const RENDERERS = { labels: labelled, boxes, "pixel-labels": pixelLabels, image: images, "point-labels": pointLabels };
+const RENDERERS = {
+  labels: labelled, boxes, "pixel-labels": pixelLabels, image: images, "point-labels": pointLabels, instances,
+};
 
 // An answer to a request that may carry several inputs (images) lists a result per input.
 function resultOf(answer) {

@@ -46,6 +46,15 @@ const ANSWERS = {
     params: (options) => ({ seed: Number(options.seed || 0), n: Number(options.n || 1) }),
   },
   "point-labels": { fields: () => [], params: () => ({}) },
+  instances: {
+    fields: () => [
+      rangeField("score_threshold", "Min score", 0.3, { min: 0, max: 1, step: 0.05 }),
+      rangeField("alpha", "Overlay opacity", 0.5, { min: 0, max: 1, step: 0.05 }),
+    ],
+    params: (options) => ({
+      score_threshold: options.score_threshold, overlay: "true", alpha: options.alpha, overlay_width: OVERLAY_WIDTH,
+    }),
+  },
 };
 
 /** An input posted as it is, the answer's parameters in the query. */

@@ -1,0 +1,73 @@
+"""`/v1/instances`: per image its objects' classes, scores, boxes and masks, in the original
+image's terms (see `service.tasks.instances`).
+
+The request goes as every image request does (`vision`): the body read by its deadline, the
+images inspected and their cost admitted, decoded no larger than the model (or the overlay)
+needs, batched; the masks are made and encoded on a worker.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from easerve.artifacts.tasks import INSTANCE_SEGMENTATION
+from easerve.service.codecs.images import OpenedImage
+from easerve.service.dependencies import State, finishes_inference, task_inference
+from easerve.service.inference import InferenceContext
+from easerve.service.json_answers import JSONBytes, json_bytes
+from easerve.service.openapi import INFERENCE_ERRORS
+from easerve.service.routers.vision import (
+    IMAGE_ROUTE_OPENAPI,
+    OverlayAlpha,
+    OverlayWidth,
+    admitted_images,
+    decoded_images,
+    overlay_needed,
+)
+from easerve.service.tasks.instances import InstancesResponse, MaskFormat, instance_bytes, segment_instances
+from easerve.service.tasks.segmentation import Overlay
+
+router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
+
+InstancesContext = Annotated[InferenceContext, Depends(task_inference(INSTANCE_SEGMENTATION))]
+
+
+@router.post("/instances", response_model=InstancesResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
+@finishes_inference
+async def segment_instances_route(
+    request: Request,
+    state: State,
+    context: InstancesContext,
+    score_threshold: Annotated[float, Query(ge=0, le=1, description="drop instances scoring less")] = 0.3,
+    top_k: Annotated[int, Query(ge=1, le=1000, description="instances per image, best first")] = 100,
+    mask_format: Annotated[MaskFormat, Query(description="COCO run-length encoding, or a 1-bit PNG")] = "rle",
+    overlay: Annotated[bool, Query(description="also return the image with the instances drawn")] = False,
+    alpha: OverlayAlpha = 0.5,
+    overlay_width: OverlayWidth = None,
+) -> JSONBytes:
+    """Per image its instances, best first: class, score, box (x1, y1, x2, y2) and mask at the
+    original resolution, and with `overlay=true` the image with each instance coloured."""
+    manifest = context.model.manifest
+    drawn = Overlay(alpha, state.settings.max_overlay_pixels, overlay_width) if overlay else None
+
+    def output_bytes(images: list[OpenedImage]) -> int:
+        total = 0
+        for image in images:
+            width, height = image.header.width, image.header.height
+            total += instance_bytes(width, height, math.prod(drawn.size(width, height)) if drawn else 0)
+        return total
+
+    images = await admitted_images(request, state, context, overlay_needed(manifest, drawn), output_bytes)
+    decoded, inputs = await decoded_images(context, images)
+    outcome = await context.infer(inputs)
+
+    def answer() -> bytes:
+        results = segment_instances(
+            outcome.outputs, manifest, decoded, score_threshold, top_k, mask_format, drawn, context.deadline
+        )
+        return json_bytes({**context.response_fields(outcome), "results": results})
+
+    return JSONBytes(await context.offload(answer))

@@ -1,0 +1,159 @@
+"""`/v1/instances` and the v2 protocol on the instance fixture (onnx_fixtures: the detection
+fixture's boxes, each with a mask of 0.9 inside its box): every image transport, both mask
+formats, the overlay, and bad requests."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from onnx_fixtures import DETECT_SIZE, DETECTION_BOXES, instance_masks, model_name
+from PIL import Image
+from pycocotools import mask as coco_mask
+from service_helpers import image_bytes
+
+from easerve.service.tasks.instances import place_mask
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+PNG = {"content-type": "image/png"}
+INSTANCES = model_name("fixinst")
+
+
+def expected_masks(width: int, height: int, count: int) -> np.ndarray:
+    """The fixture's first `count` masks resized bilinearly to `width` x `height`, cut at 0.5."""
+    resized = [
+        np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.BILINEAR))
+        for mask in instance_masks()[0, :count]
+    ]
+    return (np.stack(resized) >= 0.5).astype(np.uint8)
+
+
+def box_masks(width: int, height: int, count: int) -> np.ndarray:
+    """The fixture's first `count` boxes scaled to `width` x `height`, filled."""
+    scale = np.array([width / DETECT_SIZE[1], height / DETECT_SIZE[0]] * 2)
+    masks = np.zeros((count, height, width), np.uint8)
+    for slot, (x0, y0, x1, y1) in enumerate(np.round(DETECTION_BOXES[:count] * scale).astype(int)):
+        masks[slot, y0:y1, x0:x1] = 1
+    return masks
+
+
+def rle_masks(result: dict) -> np.ndarray:
+    return np.stack([coco_mask.decode(instance["mask"]) for instance in result["instances"]])
+
+
+def test_instances_have_class_score_box_and_rle_mask_in_the_original_pixels(client):
+    width, height = 64, 96  # the model sees 32x32: x scaled by 2, y by 3
+    response = client.post(
+        "/v1/instances?score_threshold=0.5", content=image_bytes(WHITE, (width, height)), headers=PNG
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model"] == INSTANCES and answer["batch_size"] >= 1
+    (result,) = answer["results"]
+    assert (result["width"], result["height"], result["overlay_png"]) == (width, height, None)
+    found = result["instances"]
+    assert [(i["label"], i["index"], round(i["score"], 3)) for i in found] == [("circle", 0, 0.9), ("square", 1, 0.6)]
+    scale = np.array([width / DETECT_SIZE[1], height / DETECT_SIZE[0]] * 2)
+    np.testing.assert_allclose([i["box"] for i in found], DETECTION_BOXES[:2] * scale, atol=1e-3)
+    masks = rle_masks(result)
+    assert all(i["mask"]["size"] == [height, width] for i in found)
+    np.testing.assert_array_equal(masks, expected_masks(width, height, 2))
+    boxes = box_masks(width, height, 2)  # the same, but for the corners the bilinear blend rounds off
+    assert ((masks & boxes).sum(axis=(1, 2)) / (masks | boxes).sum(axis=(1, 2)) > 0.9).all()
+    assert [i["area"] for i in found] == masks.sum(axis=(1, 2)).tolist()
+
+
+def test_png_masks_on_request(client):
+    body = image_bytes(WHITE, (48, 40))
+    result = client.post("/v1/instances?mask_format=png&top_k=1", content=body, headers=PNG).json()["results"][0]
+    (instance,) = result["instances"]
+    assert "mask" not in instance
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(instance["mask_png"]))))
+    assert mask.shape == (40, 48) and mask.dtype == bool
+    np.testing.assert_array_equal(mask, expected_masks(48, 40, 1)[0].astype(bool))
+
+
+@pytest.mark.parametrize("transport", ["raw", "multipart", "json"])
+def test_every_image_transport(client, transport):
+    body = image_bytes(WHITE, (32, 32))
+    if transport == "raw":
+        response = client.post("/v1/instances", content=body, headers=PNG)
+    elif transport == "multipart":
+        response = client.post("/v1/instances", files=[("files", ("a.png", body, "image/png"))] * 2)
+    else:
+        response = client.post("/v1/instances", json={"images": [base64.b64encode(body).decode()] * 2})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == (1 if transport == "raw" else 2)
+    assert all([i["label"] for i in r["instances"]] == ["circle", "square"] for r in results)
+
+
+def test_a_dark_image_has_no_instances(client):
+    result = client.post("/v1/instances", content=image_bytes(BLACK, (32, 32)), headers=PNG).json()["results"][0]
+    assert result["instances"] == []
+
+
+def test_overlay_colours_each_instance_at_the_width_asked_for(client):
+    white = image_bytes(WHITE, (64, 64))
+    answer = client.post("/v1/instances?overlay=true&alpha=1&overlay_width=32", content=white, headers=PNG).json()
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["results"][0]["overlay_png"]))))
+    assert overlay.shape == (32, 32, 3)
+    # Inside the first box (4..12 of 32) the instance's colour replaces the white image.
+    assert not (overlay[8, 8] == 255).all()
+    assert (overlay[28, 2] == 255).all()  # outside every mask and box: the image itself
+
+
+@pytest.mark.parametrize(
+    "query,fragment",
+    [
+        ("mask_format=svg", "mask_format"),
+        ("score_threshold=2", "score_threshold"),
+        ("top_k=0", "top_k"),
+        ("overlay_width=0", "overlay_width"),
+        ("alpha=-1", "alpha"),
+    ],
+)
+def test_bad_parameters_are_422_with_the_field(client, query, fragment):
+    response = client.post(f"/v1/instances?{query}", content=image_bytes(WHITE), headers=PNG)
+    assert response.status_code == 422 and fragment in response.text
+
+
+def test_bad_bodies_are_4xx_with_a_message(client):
+    not_an_image = client.post("/v1/instances", content=b"not an image at all", headers=PNG)
+    assert not_an_image.status_code in (400, 415) and not_an_image.json()["error"]
+    empty = client.post("/v1/instances", content=b"", headers=PNG)
+    assert 400 <= empty.status_code < 500 and empty.json()["error"]
+    wrong_task = client.post(f"/v1/instances?model={model_name('fixdet')}", content=image_bytes(WHITE), headers=PNG)
+    assert wrong_task.status_code in (400, 404, 422) and "instance" in wrong_task.json()["error"]
+
+
+def test_v2_infer_returns_the_four_outputs(client):
+    images = np.ones((2, 3, *DETECT_SIZE), np.float32)
+    body = {
+        "inputs": [{"name": "image", "shape": list(images.shape), "datatype": "FP32", "data": images.ravel().tolist()}]
+    }
+    response = client.post(f"/v2/models/{INSTANCES}/infer", json=body)
+    assert response.status_code == 200, response.text
+    outputs = {output["name"]: output for output in response.json()["outputs"]}
+    assert list(outputs) == ["boxes", "scores", "labels", "masks"]
+    k = len(DETECTION_BOXES)
+    assert outputs["masks"]["shape"] == [2, k, *DETECT_SIZE] and outputs["masks"]["datatype"] == "FP32"
+    masks = np.reshape(outputs["masks"]["data"], (2, k, *DETECT_SIZE))
+    assert masks[1, 0, 4:12, 4:12].min() == pytest.approx(0.9) and masks[1, 0, 20, 20] == 0
+    metadata = client.get(f"/v2/models/{INSTANCES}").json()
+    assert [o["shape"] for o in metadata["outputs"]][-1] == [-1, k, -1, -1]
+
+
+@pytest.mark.parametrize("width,height", [(101, 77), (96, 96), (17, 13)])
+def test_place_mask_resizes_only_around_the_mask_and_matches_a_whole_resize(width, height):
+    rng = np.random.default_rng(0)
+    probabilities = np.zeros((48, 48), np.float32)
+    probabilities[10:30, 16:40] = rng.uniform(0.3, 1.0, (20, 24))
+    placement = place_mask(probabilities, width, height)
+    whole = np.asarray(Image.fromarray(probabilities).resize((width, height), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(placement.full(height, width), (whole >= 0.5).astype(np.uint8))
+    assert placement.pixels.size < width * height
+    empty = place_mask(np.full((48, 48), 0.2, np.float32), width, height)
+    assert empty.full(height, width).sum() == 0
