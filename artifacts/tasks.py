@@ -26,7 +26,7 @@ Data = Literal["image", "pointcloud"]
 RequestKind = Literal["image", "pointcloud", "class"]
 # What each training sample is labelled with, and what an answer holds.
 Target = Literal["label", "pixel-labels", "boxes", "point-labels", "instance-masks"]
-Answer = Literal["labels", "pixel-labels", "boxes", "image", "point-labels", "instances"]
+Answer = Literal["labels", "pixel-labels", "boxes", "image", "point-labels", "instance-masks"]
 # Which of the bundled sample inputs (loadtest/samples) suits a request of the task.
 SampleSet = Literal["images", "scenes", "clouds"]
 
@@ -84,8 +84,8 @@ INSTANCE_SEGMENTATION = TaskSpec(
     "image",
     "image",
     "instance-masks",
-    "instances",
-    "/v1/instances",
+    "instance-masks",
+    "/v1/segment/instances",
     "scenes",
 )
 

@@ -86,7 +86,7 @@ def check_instances(answer: dict, samples: SampleSet) -> tuple[bool, str]:
     (its class's pixels inside its box: the scenes' shapes barely overlap)."""
     scene = samples.scenes[0]
     found = answer["results"][0]["instances"]
-    masks = [coco_mask.decode({"size": i["mask"]["size"], "counts": i["mask"]["counts"]}) > 0 for i in found]
+    masks = [coco_mask.decode(instance["mask"]) > 0 for instance in found]
     matched = 0
     for index, (box, label) in enumerate(zip(scene.boxes, scene.labels)):
         truth = scene.instances == index + 1
@@ -128,7 +128,7 @@ def check_pointcloud_segment(answer: dict, samples: SampleSet) -> tuple[bool, st
 CHECKS: dict[tuple[RequestKind, Answer], Callable[[dict, SampleSet], tuple[bool, str]]] = {
     ("image", "labels"): check_classify,
     ("image", "boxes"): check_detect,
-    ("image", "instances"): check_instances,
+    ("image", "instance-masks"): check_instances,
     ("image", "pixel-labels"): check_segment,
     ("class", "image"): check_generate,
     ("pointcloud", "labels"): check_pointcloud_classify,

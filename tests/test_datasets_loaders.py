@@ -180,9 +180,28 @@ def test_coco_instances_need_every_objects_segmentation(tmp_path):
     assert len(open_dataset(str(tmp_path), "detection", "train")) == 1
 
 
-def test_coco_segmentation_that_cannot_be_decoded_names_the_image(tmp_path):
-    _coco_train_split(tmp_path, [{"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": "x"}])
-    with pytest.raises(DatasetError, match=r"a\.jpg.*segmentation cannot be decoded"):
+@pytest.mark.parametrize(
+    "segmentation",
+    [
+        "x",
+        [[]],
+        [[1, 2, 3]],
+        [[1, 2, 3, 4, 5, 6, 7]],
+        [[[1, 2], [3, 4], [5, 6]]],
+        [[1, 2, 3, 4, 5, float("nan")]],  # pycocotools crashes the process on these two
+        [[1, 2, 3, 4, 5, 1e12]],
+        {"counts": [1, 2]},
+        {"size": [20, 40], "counts": [0, -5]},
+        {"size": [20, 40], "counts": [5, 5]},
+        {"size": [4, 4], "counts": "0"},
+        {"size": [20, 40], "counts": "zzzz"},
+        {"size": [20, 40], "counts": 7},
+    ],
+)
+def test_coco_segmentation_that_cannot_be_read_names_the_image(tmp_path, segmentation):
+    annotation = {"image_id": 1, "category_id": 7, "bbox": [1, 1, 5, 5], "segmentation": segmentation}
+    _coco_train_split(tmp_path, [annotation])
+    with pytest.raises(DatasetError, match=r"a\.jpg.*segmentation is"):
         open_dataset(str(tmp_path), "instance-segmentation", "train")[0]
 
 

@@ -35,6 +35,7 @@ from easerve.export.parity import (
     ParityThresholds,
     check_parity,
     compare_detections,
+    compare_outputs,
     measure_parity,
 )
 from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
@@ -235,6 +236,27 @@ def test_detections_match_across_slot_order_but_not_across_moved_boxes():
     moved[0, 1] += 3
     differ = compare_detections(names, (boxes, scores, labels), (moved, scores, labels))
     assert (differ.agreeing, differ.compared) == (1, 2)
+
+
+def test_instances_agree_when_their_detections_match_and_masks_barely_differ():
+    boxes = np.array([[[2.0, 2, 10, 10], [0, 0, 1, 1]]], np.float32)
+    scores, labels = np.array([[0.9, 0.01]], np.float32), np.array([[1, 0]], np.int64)
+    masks = np.zeros((1, 2, 16, 16), np.float32)
+    masks[0, 0, 2:10, 2:10] = 0.8
+    names = ["boxes", "scores", "labels", "masks"]
+    reference = [boxes, scores, labels, masks]
+    # The same, slots swapped, and one window column more (a box edge moved by float noise).
+    moved = masks[:, ::-1].copy()
+    moved[0, 1, 2:10, 10] = 0.1
+    same = compare_outputs(
+        "instance-segmentation", names, reference, [boxes[:, ::-1], scores[:, ::-1], labels[:, ::-1], moved]
+    )
+    assert (same.agreeing, same.compared) == (1, 1) and same.max_abs_error["masks"] == 0.0
+    # A mask that lost a row of the object: the detection matches, the instance does not.
+    cut = masks.copy()
+    cut[0, 0, 9, 2:10] = 0.2
+    different = compare_outputs("instance-segmentation", names, reference, [boxes, scores, labels, cut])
+    assert (different.agreeing, different.compared) == (0, 1) and different.max_abs_error["masks"] == pytest.approx(0.6)
 
 
 def test_a_full_top_k_may_swap_its_lowest_detection_for_another():

@@ -56,5 +56,5 @@ def test_endpoint_names_come_from_the_path():
         "generate",
         "pointcloud-classify",
         "pointcloud-segment",
-        "instances",
+        "segment-instances",
     ]

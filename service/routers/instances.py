@@ -1,4 +1,4 @@
-"""`/v1/instances`: per image its objects' classes, scores, boxes and masks, in the original
+"""`/v1/segment/instances`: per image its objects' classes, scores, boxes and masks, in the original
 image's terms (see `service.tasks.instances`).
 
 The request goes as every image request does (`vision`): the body read by its deadline, the
@@ -35,7 +35,7 @@ router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
 InstancesContext = Annotated[InferenceContext, Depends(task_inference(INSTANCE_SEGMENTATION))]
 
 
-@router.post("/instances", response_model=InstancesResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
+@router.post("/segment/instances", response_model=InstancesResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
 @finishes_inference
 async def segment_instances_route(
     request: Request,

@@ -3,15 +3,16 @@ pixels, and optionally a colour overlay.
 
 The model's outputs are the detector's `boxes`, `scores` and `labels` (see `detection`) and
 `masks` (n, K, h, w), each object's probability map in the pixels of the model's input. A mask
-is that map resized bilinearly to the original image and cut at 0.5; only the rows and columns
-around the map's cells at or above 0.5 are resized (no other pixel can reach 0.5). Masks are COCO
+is that map resized to the original image with Pillow's bilinear filter (half-pixel centres; a
+reduction averages the cells under the filter) and cut at 0.5; only the region around the map's
+cells at or above 0.5 is resized (no pixel outside it can reach 0.5), and the run-length encoding
+is made from that region, so an object costs its own extent, not the image's. Masks are COCO
 run-length encodings by default (`{"size": [height, width], "counts": ...}`, decoded by
 pycocotools' `mask.decode` and every COCO tool) or, on request, a 1-bit PNG each.
 """
 
 from __future__ import annotations
 
-import colorsys
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -26,14 +27,14 @@ from easerve.service.codecs.images import DecodedImage, encode_png_base64
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 from easerve.service.tasks.detection import Detection, ImageScale, detection_at, kept_slots
-from easerve.service.tasks.segmentation import Overlay
+from easerve.service.tasks.segmentation import OVERLAY_BYTES_PER_PIXEL, Overlay, class_colours, paint_overlay
 
 MaskFormat = Literal["rle", "png"]
 MASK_THRESHOLD = 0.5
-# Bytes per original pixel held while one mask is made (its region resized as float32, the
-# full-size mask in Fortran order for the encoder), and per overlay pixel while it is drawn.
-_MASK_BYTES_PER_PIXEL = 6
-_OVERLAY_BYTES_PER_PIXEL = 16
+# Bytes per original pixel while one mask is made (the region is at most the image): the region
+# resized as float32 (Pillow's image and numpy's copy), cut (bool), kept (uint8), its column edges
+# for the run lengths (int8, twice), and for a PNG the whole mask and its encoding.
+_MASK_BYTES_PER_PIXEL = 14
 
 
 class CocoRLE(BaseModel):
@@ -62,37 +63,73 @@ class InstancesResponse(InferenceResponse):
 
 def instance_bytes(width: int, height: int, overlay_pixels: int) -> int:
     """Estimated peak working memory of `segment_instances` for one image."""
-    return _MASK_BYTES_PER_PIXEL * width * height + _OVERLAY_BYTES_PER_PIXEL * overlay_pixels
+    return _MASK_BYTES_PER_PIXEL * width * height + OVERLAY_BYTES_PER_PIXEL * overlay_pixels
 
 
 def instance_colours(count: int) -> np.ndarray:
-    """uint8 (count, 3) colours, neighbours far apart in hue."""
-    colours = [colorsys.hsv_to_rgb((i * 0.618034 + 0.1) % 1.0, 0.8, 1.0) for i in range(count)]
-    return (np.asarray(colours).reshape(-1, 3) * 255).round().astype(np.uint8)
+    """uint8 (count, 3): the class palette without its black, one colour per instance in order."""
+    return class_colours(count + 1)[1:]
 
 
 @dataclass(frozen=True)
 class MaskPlacement:
-    """Where a mask lies in an image: its rows and columns, and the pixels there that are in it."""
+    """Where a mask lies in an image: the top-left corner of its region and the region's pixels
+    (uint8, 1 = in the mask)."""
 
-    rows: slice
-    columns: slice
+    top: int
+    left: int
     pixels: np.ndarray
 
+    @property
+    def area(self) -> int:
+        return int(np.count_nonzero(self.pixels))
+
     def full(self, height: int, width: int) -> np.ndarray:
-        """The whole (height, width) uint8 mask, column-major (as the RLE encoder reads it)."""
-        mask = np.zeros((height, width), np.uint8, order="F")
-        mask[self.rows, self.columns] = self.pixels
+        """The whole (height, width) mask, bool."""
+        mask = np.zeros((height, width), bool)
+        rows, columns = self.pixels.shape
+        mask[self.top : self.top + rows, self.left : self.left + columns] = self.pixels
         return mask
+
+    def run_lengths(self, height: int, width: int) -> list[int]:
+        """COCO's uncompressed counts of the whole mask (column-major runs, zeros first), from the
+        region alone."""
+        # Per region column, where its runs of ones start and end (row offsets into the column).
+        rows, columns = self.pixels.shape
+        padded = np.zeros((columns, rows + 2), np.int8)
+        padded[:, 1:-1] = self.pixels.T
+        edges = np.diff(padded, axis=1)
+        start_column, start_row = np.nonzero(edges == 1)
+        end_column, end_row = np.nonzero(edges == -1)
+        starts = (self.left + start_column) * height + self.top + start_row
+        ends = (self.left + end_column) * height + self.top + end_row
+        # A run that ends at the foot of a column and one that starts at the head of the next
+        # are one run in column-major order.
+        joined = np.zeros(len(starts), bool)
+        joined[1:] = starts[1:] == ends[:-1]
+        boundaries = np.empty(2 * len(starts), np.int64)
+        boundaries[0::2], boundaries[1::2] = starts, ends
+        keep = np.ones(len(boundaries), bool)
+        keep[1:-1:2] = ~joined[1:]
+        keep[2::2] = ~joined[1:]
+        counts = np.diff(np.concatenate(([0], boundaries[keep], [height * width])))
+        return counts.tolist()
+
+    def rle(self, height: int, width: int) -> dict[str, object]:
+        """The whole mask as COCO compressed RLE."""
+        encoded = coco_mask.frPyObjects(
+            {"size": [height, width], "counts": self.run_lengths(height, width)}, height, width
+        )
+        return {"size": [height, width], "counts": encoded["counts"].decode("ascii")}
 
 
 def place_mask(probabilities: np.ndarray, width: int, height: int) -> MaskPlacement:
-    """The (h, w) probability map resized bilinearly (half-pixel centres) to width x height and
-    cut at 0.5, computed only over the region its cells at or above 0.5 can reach."""
+    """The (h, w) probability map resized (Pillow's bilinear filter) to width x height and cut at
+    0.5, computed only over the region its cells at or above 0.5 can reach."""
     in_height, in_width = probabilities.shape
     rows, columns = np.nonzero(probabilities >= MASK_THRESHOLD)
     if rows.size == 0:
-        return MaskPlacement(slice(0, 0), slice(0, 0), np.zeros((0, 0), np.uint8))
+        return MaskPlacement(0, 0, np.zeros((0, 0), np.uint8))
     # An output pixel averages the cells under its filter (one cell either side of its centre when
     # the map is enlarged, the shrink factor when it is reduced): only pixels whose filter reaches
     # a cell at or above 0.5 can reach 0.5. One more cell covers the rounding of the region.
@@ -104,36 +141,60 @@ def place_mask(probabilities: np.ndarray, width: int, height: int) -> MaskPlacem
     source = Image.fromarray(probabilities.astype(np.float32))
     region = (x0 * in_width / width, y0 * in_height / height, x1 * in_width / width, y1 * in_height / height)
     resized = source.resize((x1 - x0, y1 - y0), Image.Resampling.BILINEAR, box=region)
-    return MaskPlacement(slice(y0, y1), slice(x0, x1), (np.asarray(resized) >= MASK_THRESHOLD).astype(np.uint8))
+    return MaskPlacement(y0, x0, (np.asarray(resized) >= MASK_THRESHOLD).astype(np.uint8))
 
 
-def encode_rle(mask: np.ndarray) -> dict[str, object]:
-    """COCO compressed RLE of a (height, width) uint8 mask."""
-    encoded = coco_mask.encode(np.asfortranarray(mask))
-    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+class OverlayCanvas:
+    """An image's overlay: each instance's mask painted, at the overlay's size, as its index (1 +
+    the order it came in) into one map; coloured, boxed and labelled at the end."""
+
+    def __init__(self, image: DecodedImage, overlay: Overlay) -> None:
+        self.image = image
+        self.overlay = overlay
+        width, height = image.original_size
+        self.size = overlay.size(width, height)
+        self.scale = (self.size[0] / width, self.size[1] / height)
+        self.indices = np.zeros((self.size[1], self.size[0]), np.uint8)
+        self.instances: list[dict] = []
+
+    def paint(self, placement: MaskPlacement, instance: dict) -> None:
+        self.instances.append(instance)
+        rows, columns = placement.pixels.shape
+        if rows == 0 or len(self.instances) > np.iinfo(self.indices.dtype).max:
+            return
+        scale_x, scale_y = self.scale
+        x0, y0 = int(placement.left * scale_x), int(placement.top * scale_y)
+        x1 = max(x0 + 1, min(self.size[0], math.ceil((placement.left + columns) * scale_x)))
+        y1 = max(y0 + 1, min(self.size[1], math.ceil((placement.top + rows) * scale_y)))
+        drawn = Image.fromarray(placement.pixels * 255).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
+        self.indices[y0:y1, x0:x1][np.asarray(drawn) > 0] = len(self.instances)
+
+    def encoded(self) -> str:
+        """The overlay as a base64 PNG: masks coloured, boxes outlined and labelled."""
+        picture = self.image.image
+        if picture.size != self.size:
+            picture = picture.resize(self.size, Image.Resampling.BILINEAR)
+        colours = np.concatenate([np.zeros((1, 3), np.uint8), instance_colours(len(self.instances))])
+        drawn = Image.fromarray(paint_overlay(picture, self.indices, colours, self.overlay.alpha))
+        pen = ImageDraw.Draw(drawn)
+        scale_x, scale_y = self.scale
+        for instance, colour in zip(self.instances, colours[1:], strict=True):
+            box = np.asarray(instance["box"], np.float64) * (scale_x, scale_y, scale_x, scale_y)
+            if not np.isfinite(box).all():
+                continue
+            x0, x1 = sorted(box[0::2])
+            y0, y1 = sorted(box[1::2])
+            pen.rectangle((x0, y0, x1, y1), outline=tuple(int(c) for c in colour))
+            pen.text(
+                (x0 + 2, y0 + 1), f"{instance['label']} {instance['score']:.2f}", fill=tuple(int(c) for c in colour)
+            )
+        return encode_png_base64(np.asarray(drawn))
 
 
-def _draw_overlay(image: DecodedImage, placements: list[MaskPlacement], found: list[dict], overlay: Overlay) -> str:
-    """The image at its overlay size with each instance's mask coloured, its box outlined and
-    its label and score written at the box's corner."""
-    width, height = image.original_size
-    size = overlay.size(width, height)
-    picture = image.image if image.image.size == size else image.image.resize(size, Image.Resampling.BILINEAR)
-    pixels = np.asarray(picture).astype(np.float32)
-    colours = instance_colours(len(found))
-    scale_x, scale_y = size[0] / width, size[1] / height
-    for placement, colour in zip(placements, colours, strict=True):
-        mask = Image.fromarray(placement.full(height, width) * 255).resize(size, Image.Resampling.NEAREST)
-        inside = np.asarray(mask) > 0
-        pixels[inside] += overlay.alpha * (colour - pixels[inside])
-    drawn = Image.fromarray(pixels.round().astype(np.uint8))
-    pen = ImageDraw.Draw(drawn)
-    for instance, colour in zip(found, colours, strict=True):
-        x0, y0, x1, y1 = instance["box"]
-        box = (x0 * scale_x, y0 * scale_y, x1 * scale_x, y1 * scale_y)
-        pen.rectangle(box, outline=tuple(int(c) for c in colour))
-        pen.text((box[0] + 2, box[1] + 1), f"{instance['label']} {instance['score']:.2f}", fill=tuple(colour))
-    return encode_png_base64(np.asarray(drawn))
+def _encoded_mask(placement: MaskPlacement, width: int, height: int, mask_format: MaskFormat) -> dict[str, object]:
+    if mask_format == "rle":
+        return {"mask": placement.rle(height, width)}
+    return {"mask_png": encode_png_base64(placement.full(height, width))}
 
 
 def segment_instances(
@@ -155,15 +216,15 @@ def segment_instances(
     ):
         width, height = image.original_size
         scale = ImageScale.of(manifest, width, height)
-        found, placements = [], []
+        canvas = OverlayCanvas(image, overlay) if overlay is not None else None
+        found = []
         for slot in kept_slots(scores, labels, len(manifest.labels), score_threshold, k):
             deadline.check("drawing instance masks")
             placement = place_mask(masks[slot], width, height)
-            full = placement.full(height, width)
-            encoded = {"mask": encode_rle(full)} if mask_format == "rle" else {"mask_png": encode_png_base64(full > 0)}
-            area = int(placement.pixels.sum())
-            found.append(detection_at(slot, boxes, scores, labels, manifest, scale) | {"area": area} | encoded)
-            placements.append(placement)
-        drawn = _draw_overlay(image, placements, found, overlay) if overlay is not None else None
+            instance = detection_at(slot, boxes, scores, labels, manifest, scale) | {"area": placement.area}
+            found.append(instance | _encoded_mask(placement, width, height, mask_format))
+            if canvas is not None:
+                canvas.paint(placement, instance)
+        drawn = canvas.encoded() if canvas is not None else None
         results.append({"width": width, "height": height, "instances": found, "overlay_png": drawn})
     return results

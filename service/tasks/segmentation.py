@@ -27,6 +27,9 @@ from easerve.service.schemas import InferenceResponse
 _BAND_VALUES = 8_000_000
 # A band with more than 1/this of its pixels between rows of different classes is blended whole.
 _MOSTLY_BOUNDARIES = 8
+# Bytes per overlay pixel while one is drawn: the picture, its colours, the blend, the mask of
+# what is coloured, the composite and its PNG.
+OVERLAY_BYTES_PER_PIXEL = 16
 
 
 class ImageSegmentation(BaseModel):
@@ -108,7 +111,7 @@ def segmentation_bytes(width: int, height: int, classes: int, logits_height: int
     """Estimated peak working memory of `segment` for one image: the resized logits (in bands),
     the mask and its PNG, and the overlay's images."""
     resize = 4 * classes * logits_height * width + 8 * min(_BAND_VALUES, classes * width * height)
-    return resize + 3 * width * height + 16 * overlay_pixels
+    return resize + 3 * width * height + OVERLAY_BYTES_PER_PIXEL * overlay_pixels
 
 
 @dataclass(frozen=True)
@@ -130,11 +133,16 @@ class Overlay:
 def _overlay(image: DecodedImage, logits: np.ndarray, colours: np.ndarray, overlay: Overlay) -> str:
     size = overlay.size(*image.original_size)
     picture = image.image if image.image.size == size else image.image.resize(size, Image.Resampling.BILINEAR)
-    mask = mask_at(logits, *size)
-    coloured = Image.fromarray(colours[mask])
-    blended = Image.blend(picture, coloured, overlay.alpha)
-    foreground = Image.fromarray(((mask > 0) * 255).astype(np.uint8))
-    return encode_png_base64(np.asarray(Image.composite(blended, picture, foreground)))
+    return encode_png_base64(paint_overlay(picture, mask_at(logits, *size), colours, overlay.alpha))
+
+
+def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """The RGB `picture` with every pixel whose label (an index into `colours`, same size) is
+    not 0 blended with its label's colour at opacity `alpha`."""
+    coloured = Image.fromarray(colours[labels])
+    blended = Image.blend(picture, coloured, alpha)
+    foreground = Image.fromarray(((labels > 0) * 255).astype(np.uint8))
+    return np.asarray(Image.composite(blended, picture, foreground))
 
 
 def segment(

@@ -164,9 +164,9 @@ def test_detection_draws_a_box_per_detection(console_server, page, tmp_path):
 
 
 def test_instances_are_drawn_in_their_own_colours_with_labels(console_server, page, tmp_path):
-    expected = api(console_server, "/v1/instances?overlay=true", **png_post("scene-0.png"))["results"][0]
+    expected = api(console_server, "/v1/segment/instances?overlay=true", **png_post("scene-0.png"))["results"][0]
     assert expected["instances"]
-    choose_task(page, "try", "instances")
+    choose_task(page, "try", "segment-instances")
     use_input(page, "try", "scene-0.png", upload=True)
     assert run_and_wait(page, "try-run", "try-result") == "done"
     overlay = page.execute_script(
@@ -201,7 +201,7 @@ def compare_twins(page, url: str, task: str, sample: str) -> list[str]:
 
 
 def test_instances_of_ea_and_sa_side_by_side(console_server, page, tmp_path):
-    models = compare_twins(page, console_server.url, "instances", "scene-1.png")
+    models = compare_twins(page, console_server.url, "segment-instances", "scene-1.png")
     assert models == ["eainst-ea-tiny", "eainst-sa-tiny"]
     assert page.execute_script("return document.querySelectorAll('.result img.inst-overlay').length") >= 2
     check_screenshot(page, tmp_path / "compare-instances.png")
@@ -401,8 +401,9 @@ def test_the_resolution_sweep_measures_both_twins_through_v2(console_server, pag
 
 
 def test_the_server_panel_lists_the_models_and_its_charts_move(console_server, page, tmp_path):
+    served = len(httpx.get(f"{console_server.url}/v1/models").json()["models"])
     open_console(page, console_server.url, "server")
-    wait_for(page, "document.querySelectorAll('#models-table tr[data-model]').length === 12", "the model table")
+    wait_for(page, f"document.querySelectorAll('#models-table tr[data-model]').length === {served}", "the model table")
     states = page.execute_script(
         "return [...document.querySelectorAll('#models-table tr[data-model] .badge')].map(b => b.textContent)"
     )

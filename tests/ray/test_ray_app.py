@@ -51,7 +51,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 KEY = "ray-test-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
-EA_MODELS = ["eamlp-ea-tiny", "eanet-ea-tiny", "eadet-ea-tiny", "eagan-ea-tiny", "pct-ea-tiny", "pctpart-ea-tiny"]
+EA_MODELS = [
+    "eamlp-ea-tiny",
+    "eanet-ea-tiny",
+    "eadet-ea-tiny",
+    "eagan-ea-tiny",
+    "pct-ea-tiny",
+    "pctpart-ea-tiny",
+    "eainst-ea-tiny",
+]
 SPREAD = "eamlp-ea-tiny"
 CRASH = "eamlp-sa-tiny"
 SLOW = "pct-sa-tiny"

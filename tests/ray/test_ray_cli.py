@@ -61,6 +61,9 @@ def test_easerve_serve_engine_ray_serves_and_stops_cleanly(tmp_path):
                 assert answer.json()["results"][0]["top_k"][0]["label"] == "star"
                 replicas[answer.headers[REPLICA_HEADER]] += 1
             assert len(replicas) == 2, replicas
+            # The launcher announces the application once Serve reports it running, which may
+            # come a poll after the ingress already answers.
+            wait_until(lambda: "serving " in log_path.read_text(), 60.0, "the launcher's announcement", pause_s=0.5)
             process.send_signal(signal.SIGTERM)
             assert process.wait(90) == 0, log_path.read_text()[-3000:]
         finally:

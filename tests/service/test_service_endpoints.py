@@ -302,7 +302,7 @@ def test_pointcloud_answers_are_deterministic(client):
 def test_models_lists_every_model_with_its_task_backend_and_batching(client):
     answer = client.get("/v1/models").json()
     models = {entry["name"]: entry for entry in answer["models"]}
-    assert len(models) == 12
+    assert len(models) == 14  # every fixture (onnx_fixtures.FIXTURES), EA and SA
     classifier = models[model_name("fixcls")]
     assert (classifier["task"], classifier["attention"], classifier["state"]) == ("classification", "ea", "ready")
     assert classifier["backend"] == "onnxruntime-cpu/fp32"

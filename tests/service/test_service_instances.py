@@ -1,4 +1,4 @@
-"""`/v1/instances` and the v2 protocol on the instance fixture (onnx_fixtures: the detection
+"""`/v1/segment/instances` and the v2 protocol on the instance fixture (onnx_fixtures: the detection
 fixture's boxes, each with a mask of 0.9 inside its box): every image transport, both mask
 formats, the overlay, and bad requests."""
 
@@ -14,7 +14,9 @@ from PIL import Image
 from pycocotools import mask as coco_mask
 from service_helpers import image_bytes
 
-from easerve.service.tasks.instances import place_mask
+from easerve.service.codecs.images import DecodedImage
+from easerve.service.tasks.instances import MaskPlacement, OverlayCanvas, place_mask
+from easerve.service.tasks.segmentation import Overlay
 
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
 PNG = {"content-type": "image/png"}
@@ -46,7 +48,7 @@ def rle_masks(result: dict) -> np.ndarray:
 def test_instances_have_class_score_box_and_rle_mask_in_the_original_pixels(client):
     width, height = 64, 96  # the model sees 32x32: x scaled by 2, y by 3
     response = client.post(
-        "/v1/instances?score_threshold=0.5", content=image_bytes(WHITE, (width, height)), headers=PNG
+        "/v1/segment/instances?score_threshold=0.5", content=image_bytes(WHITE, (width, height)), headers=PNG
     )
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -67,7 +69,9 @@ def test_instances_have_class_score_box_and_rle_mask_in_the_original_pixels(clie
 
 def test_png_masks_on_request(client):
     body = image_bytes(WHITE, (48, 40))
-    result = client.post("/v1/instances?mask_format=png&top_k=1", content=body, headers=PNG).json()["results"][0]
+    result = client.post("/v1/segment/instances?mask_format=png&top_k=1", content=body, headers=PNG).json()["results"][
+        0
+    ]
     (instance,) = result["instances"]
     assert "mask" not in instance
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(instance["mask_png"]))))
@@ -79,11 +83,11 @@ def test_png_masks_on_request(client):
 def test_every_image_transport(client, transport):
     body = image_bytes(WHITE, (32, 32))
     if transport == "raw":
-        response = client.post("/v1/instances", content=body, headers=PNG)
+        response = client.post("/v1/segment/instances", content=body, headers=PNG)
     elif transport == "multipart":
-        response = client.post("/v1/instances", files=[("files", ("a.png", body, "image/png"))] * 2)
+        response = client.post("/v1/segment/instances", files=[("files", ("a.png", body, "image/png"))] * 2)
     else:
-        response = client.post("/v1/instances", json={"images": [base64.b64encode(body).decode()] * 2})
+        response = client.post("/v1/segment/instances", json={"images": [base64.b64encode(body).decode()] * 2})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == (1 if transport == "raw" else 2)
@@ -91,13 +95,17 @@ def test_every_image_transport(client, transport):
 
 
 def test_a_dark_image_has_no_instances(client):
-    result = client.post("/v1/instances", content=image_bytes(BLACK, (32, 32)), headers=PNG).json()["results"][0]
+    result = client.post("/v1/segment/instances", content=image_bytes(BLACK, (32, 32)), headers=PNG).json()["results"][
+        0
+    ]
     assert result["instances"] == []
 
 
 def test_overlay_colours_each_instance_at_the_width_asked_for(client):
     white = image_bytes(WHITE, (64, 64))
-    answer = client.post("/v1/instances?overlay=true&alpha=1&overlay_width=32", content=white, headers=PNG).json()
+    answer = client.post(
+        "/v1/segment/instances?overlay=true&alpha=1&overlay_width=32", content=white, headers=PNG
+    ).json()
     overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["results"][0]["overlay_png"]))))
     assert overlay.shape == (32, 32, 3)
     # Inside the first box (4..12 of 32) the instance's colour replaces the white image.
@@ -116,16 +124,18 @@ def test_overlay_colours_each_instance_at_the_width_asked_for(client):
     ],
 )
 def test_bad_parameters_are_422_with_the_field(client, query, fragment):
-    response = client.post(f"/v1/instances?{query}", content=image_bytes(WHITE), headers=PNG)
+    response = client.post(f"/v1/segment/instances?{query}", content=image_bytes(WHITE), headers=PNG)
     assert response.status_code == 422 and fragment in response.text
 
 
 def test_bad_bodies_are_4xx_with_a_message(client):
-    not_an_image = client.post("/v1/instances", content=b"not an image at all", headers=PNG)
+    not_an_image = client.post("/v1/segment/instances", content=b"not an image at all", headers=PNG)
     assert not_an_image.status_code in (400, 415) and not_an_image.json()["error"]
-    empty = client.post("/v1/instances", content=b"", headers=PNG)
+    empty = client.post("/v1/segment/instances", content=b"", headers=PNG)
     assert 400 <= empty.status_code < 500 and empty.json()["error"]
-    wrong_task = client.post(f"/v1/instances?model={model_name('fixdet')}", content=image_bytes(WHITE), headers=PNG)
+    wrong_task = client.post(
+        f"/v1/segment/instances?model={model_name('fixdet')}", content=image_bytes(WHITE), headers=PNG
+    )
     assert wrong_task.status_code in (400, 404, 422) and "instance" in wrong_task.json()["error"]
 
 
@@ -157,3 +167,37 @@ def test_place_mask_resizes_only_around_the_mask_and_matches_a_whole_resize(widt
     assert placement.pixels.size < width * height
     empty = place_mask(np.full((48, 48), 0.2, np.float32), width, height)
     assert empty.full(height, width).sum() == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_run_lengths_from_the_region_are_cocos_encoding_of_the_whole_mask(seed):
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(5, 60, 2))
+    rows, columns = (int(v) for v in rng.integers(1, [height + 1, width + 1]))
+    top, left = int(rng.integers(0, height - rows + 1)), int(rng.integers(0, width - columns + 1))
+    # Full-height regions and masks touching the image's edges join runs across columns.
+    if seed % 2:
+        top, rows = 0, height
+    pixels = (rng.random((rows, columns)) < rng.uniform(0.2, 0.9)).astype(np.uint8)
+    placement = MaskPlacement(top, left, pixels)
+    whole = placement.full(height, width)
+    expected = coco_mask.encode(np.asfortranarray(whole.astype(np.uint8)))
+    assert placement.rle(height, width) == {"size": [height, width], "counts": expected["counts"].decode("ascii")}
+    assert sum(placement.run_lengths(height, width)) == height * width
+    assert placement.area == int(whole.sum())
+
+
+def test_an_empty_mask_is_one_run_of_zeros():
+    empty = MaskPlacement(0, 0, np.zeros((0, 0), np.uint8))
+    assert empty.run_lengths(7, 5) == [35] and empty.area == 0
+    assert coco_mask.decode(empty.rle(7, 5)).sum() == 0
+
+
+def test_the_overlay_draws_boxes_a_model_gives_reversed_or_not_finite():
+    image = DecodedImage(Image.new("RGB", (40, 30), "white"), (40, 30))
+    canvas = OverlayCanvas(image, Overlay(0.5, 10_000_000))
+    placement = place_mask(np.pad(np.ones((4, 4), np.float32), 6), 40, 30)
+    for box in ([30.0, 20.0, 10.0, 5.0], [float("nan"), 0.0, 5.0, 5.0], [0.0, 0.0, float("inf"), 5.0]):
+        canvas.paint(placement, {"box": box, "label": "circle", "score": 0.9})
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.encoded()))))
+    assert overlay.shape == (30, 40, 3) and not (overlay == 255).all()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,9 @@ from easerve.training.datasets.image_io import read_rgb, resize_rgb
 from easerve.training.datasets.splits import holdout_split, limit_items
 
 POOLED_ANNOTATIONS = "annotations.json"
+# Polygon coordinates further than this many image sizes from the image are refused (pycocotools
+# crashes on huge or non-finite ones).
+POLYGON_BOUND = 10
 SPLIT_FILE_PREFIXES: dict[Split, tuple[str, ...]] = {"train": ("train",), "test": ("val", "test")}
 
 
@@ -103,21 +107,91 @@ class CocoInstanceDataset(CocoDetectionDataset):
         return image_tensor(resize_rgb(image, self.size)), instance_target(masks, record.labels)
 
 
+def _polygons_problem(polygons: list, height: int, width: int) -> str | None:
+    limit = POLYGON_BOUND * max(height, width)
+    if not polygons:
+        return "an empty polygon list"
+    for polygon in polygons:
+        if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+            return "a polygon that is not a list of at least three x, y pairs"
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in polygon):
+            return "a polygon coordinate that is not a number"
+        if not all(math.isfinite(v) and abs(v) <= limit for v in polygon):
+            return f"a polygon coordinate that is not finite or beyond {POLYGON_BOUND}x the image"
+    return None
+
+
+def _rle_problem(rle: dict, height: int, width: int) -> str | None:
+    if rle.get("size") != [height, width]:
+        return f"an RLE of size {rle.get('size')}, not the image's [{height}, {width}]"
+    counts = rle.get("counts")
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return "RLE counts that are not non-negative integers"
+        if sum(counts) != height * width:
+            return f"RLE counts that cover {sum(counts)} pixels, not the image's {height * width}"
+        return None
+    if not isinstance(counts, str) or not counts:
+        return "RLE counts that are neither a list nor a string"
+    try:
+        decoded = compressed_counts(counts)
+    except ValueError as error:
+        return f"a compressed RLE that cannot be read ({error})"
+    if min(decoded) < 0 or sum(decoded) != height * width:
+        return f"a compressed RLE that covers {sum(decoded)} pixels, not the image's {height * width}"
+    return None
+
+
 def decode_segmentation(path: Path, segmentation: object, height: int, width: int) -> np.ndarray:
     """The (height, width) uint8 mask of a COCO `segmentation`: polygons or RLE (compressed or
-    not); DatasetError naming the image `path` for anything else."""
+    not), checked before pycocotools reads it (it crashes on some malformed input); DatasetError
+    naming the image `path` for anything else."""
+    if isinstance(segmentation, list):
+        problem = _polygons_problem(segmentation, height, width)
+    elif isinstance(segmentation, dict):
+        problem = _rle_problem(segmentation, height, width)
+    else:
+        problem = f"a {type(segmentation).__name__}, neither polygons nor RLE"
+    if problem is not None:
+        raise DatasetError(path, f"an object's segmentation is {problem}")
     try:
         if isinstance(segmentation, list):
             rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
-        elif isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-            rle = coco_mask.frPyObjects(segmentation, height, width)
-        elif isinstance(segmentation, dict):
-            rle = segmentation
         else:
-            raise TypeError(f"a {type(segmentation).__name__}")
-        return coco_mask.decode(rle)
-    except (TypeError, ValueError, KeyError, IndexError) as error:
+            counts = segmentation["counts"]
+            runs = counts if isinstance(counts, list) else compressed_counts(counts)
+            rle = coco_mask.frPyObjects({"size": [height, width], "counts": runs}, height, width)
+        mask = coco_mask.decode(rle)
+    except Exception as error:  # pycocotools raises bare Exception for input it cannot read
         raise DatasetError(path, f"an object's segmentation cannot be decoded ({error})") from error
+    if mask.shape != (height, width):
+        raise DatasetError(path, f"an object's segmentation decodes to {mask.shape}, not ({height}, {width})")
+    return mask
+
+
+def compressed_counts(text: str) -> list[int]:
+    """The run lengths of a COCO compressed RLE string (pycocotools' `rleFrString`, in Python, so
+    that a malformed string is refused instead of decoded from memory it does not own)."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise ValueError("the string ends inside a count")
+            chunk = ord(text[position]) - 48
+            if not 0 <= chunk < 64:
+                raise ValueError(f"character {text[position]!r} is not in the encoding")
+            value |= (chunk & 0x1F) << shift
+            more = bool(chunk & 0x20)
+            position += 1
+            shift += 5
+            if not more and chunk & 0x10:
+                value -= 1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
 
 
 def find_coco_source(root: Path, split: Split) -> CocoSource:
@@ -162,6 +236,14 @@ def _xyxy_boxes(path: Path, annotations: list[dict]) -> np.ndarray:
     return np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
 
 
+def _image_side(path: Path, info: dict, side: str) -> int:
+    """An image's `side` ("height" or "width") as annotated, 0 when absent."""
+    value = info.get(side, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise DatasetError(path, f"image {info.get('id')} has an invalid {side} {value!r}")
+    return value
+
+
 def _annotated_images(coco: COCO, source: CocoSource, index_of: dict[int, int]) -> list[CocoImage]:
     images = []
     for image_id in sorted(coco.imgs):
@@ -182,8 +264,8 @@ def _annotated_images(coco: COCO, source: CocoSource, index_of: dict[int, int]) 
                 _xyxy_boxes(source.annotations, annotations),
                 labels,
                 [a.get("segmentation") for a in annotations],
-                int(info.get("height", 0)),
-                int(info.get("width", 0)),
+                _image_side(source.annotations, info, "height"),
+                _image_side(source.annotations, info, "width"),
             )
         )
     return images

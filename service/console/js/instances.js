@@ -3,11 +3,11 @@
 
 import { h, percent } from "./dom.js";
 import { boxFrame } from "./frame.js";
-import { css, instanceColours } from "./palette.js";
+import { css, labelColours } from "./palette.js";
 
 export function instances(result, input) {
   const found = result.instances;
-  const colours = instanceColours(found.length);
+  const colours = labelColours(found.length);
   const source = result.overlay_png ? `data:image/png;base64,${result.overlay_png}` : input?.url;
   const picture = h("img", { src: source, alt: "instances", class: "inst-overlay pixelated" });
   const frame = boxFrame(picture, found, result.width, result.height, (_, index) => colours[index], "det-box inst-box");
@@ -20,7 +20,7 @@ export function instances(result, input) {
       h("td", {}, `${instance.area} px (${percent(instance.area / pixels)})`),
       h("td", {}, instance.box.map((v) => v.toFixed(1)).join(", ")))));
   return [
-    h("div", { class: "instances", "data-count": found.length }, frame),
+    h("div", { class: "instance-set", "data-count": found.length }, frame),
     h("p", { class: "muted" }, `${found.length} instance(s) in ${result.width} × ${result.height}`),
     table,
   ];

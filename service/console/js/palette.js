@@ -19,14 +19,10 @@ export function classColours(count) {
   return colours;
 }
 
-/** Colours for labels that have no background (point cloud parts and classes): never black. */
+/** Colours for labels that have no background (point cloud parts and classes, instances in the
+ * order they came, as tasks/instances.py instance_colours): never black. */
 export function labelColours(count) {
   return classColours(count + 1).slice(1);
-}
-
-/** One colour per instance, neighbours far apart in hue (tasks/instances.py instance_colours). */
-export function instanceColours(count) {
-  return Array.from({ length: count }, (_, i) => hsvToRgb((i * 0.618034 + 0.1) % 1, 0.8, 1).map((c) => Math.round(c * 255)));
 }
 
 export function css([r, g, b]) {

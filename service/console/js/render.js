@@ -153,7 +153,8 @@ function labelled(result, input, model, task) {
 
 /** Per answer kind: the answer for the one input sent, drawn. */
 const RENDERERS = {
-  labels: labelled, boxes, "pixel-labels": pixelLabels, image: images, "point-labels": pointLabels, instances,
+  labels: labelled, boxes, "pixel-labels": pixelLabels, image: images, "point-labels": pointLabels,
+  "instance-masks": instances,
 };
 
 // An answer to a request that may carry several inputs (images) lists a result per input.

@@ -46,7 +46,7 @@ const ANSWERS = {
     params: (options) => ({ seed: Number(options.seed || 0), n: Number(options.n || 1) }),
   },
   "point-labels": { fields: () => [], params: () => ({}) },
-  instances: {
+  "instance-masks": {
     fields: () => [
       rangeField("score_threshold", "Min score", 0.3, { min: 0, max: 1, step: 0.05 }),
       rangeField("alpha", "Overlay opacity", 0.5, { min: 0, max: 1, step: 0.05 }),
