@@ -53,7 +53,7 @@ class ImageInstances(BaseModel):
     height: int
     instances: list[Instance]
     overlay_png: str | None = Field(
-        default=None, description="base64 RGB PNG: the image with each instance coloured, boxed and labelled"
+        default=None, description="base64 RGB PNG: the image with each instance's mask and box in its own colour"
     )
 
 
@@ -146,7 +146,8 @@ def place_mask(probabilities: np.ndarray, width: int, height: int) -> MaskPlacem
 
 class OverlayCanvas:
     """An image's overlay: each instance's mask painted, at the overlay's size, as its index (1 +
-    the order it came in) into one map; coloured, boxed and labelled at the end."""
+    the order it came in) into one map; coloured and boxed at the end (labels are the answer's:
+    text in a picture is unreadable at most sizes it is shown at)."""
 
     def __init__(self, image: DecodedImage, overlay: Overlay) -> None:
         self.image = image
@@ -170,7 +171,7 @@ class OverlayCanvas:
         self.indices[y0:y1, x0:x1][np.asarray(drawn) > 0] = len(self.instances)
 
     def encoded(self) -> str:
-        """The overlay as a base64 PNG: masks coloured, boxes outlined and labelled."""
+        """The overlay as a base64 PNG: masks coloured, boxes outlined, in each instance's colour."""
         picture = self.image.image
         if picture.size != self.size:
             picture = picture.resize(self.size, Image.Resampling.BILINEAR)
@@ -185,9 +186,6 @@ class OverlayCanvas:
             x0, x1 = sorted(box[0::2])
             y0, y1 = sorted(box[1::2])
             pen.rectangle((x0, y0, x1, y1), outline=tuple(int(c) for c in colour))
-            pen.text(
-                (x0 + 2, y0 + 1), f"{instance['label']} {instance['score']:.2f}", fill=tuple(int(c) for c in colour)
-            )
         return encode_png_base64(np.asarray(drawn))
 
 
