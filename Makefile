@@ -7,14 +7,18 @@ TORCH_SPEC ?= torch==2.13.0
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The peers of `easerve bench serve --peers` (LitServe, Triton via PyTriton), in their own
+# environment: PyTriton pins numpy below 2.
+PEERS_VENV ?= build/peers
 
-.PHONY: help serve test browser lint bench models docker-smoke clean
+.PHONY: help serve test browser peers lint bench models docker-smoke clean
 
 help:
 	@echo "make serve   - serve the bundled models on $(HOST):$(PORT) (serving dependencies only)"
 	@echo "make test    - run the whole test suite"
 	@echo "make lint    - ruff (lint + format check) and the import-layer contract (.importlinter)"
 	@echo "make bench   - run the benchmarks (figures printed and written to results/)"
+	@echo "make peers   - build the environment of bench serve's peers (LitServe, Triton via PyTriton)"
 	@echo "make models  - list the model registry"
 	@echo "make docker-smoke - build the image, docker compose up, real requests, short load test"
 
@@ -38,8 +42,16 @@ serve: $(VENV)/.runtime
 # the dev machines) it is installed here when missing, elsewhere those tests skip and say why.
 BROWSER_PACKAGES := chromium chromium-driver
 
-test: $(VENV)/.dev browser
+test: $(VENV)/.dev browser peers
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+peers: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -e ".[peers]"
+	touch $@
 
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \

@@ -8,9 +8,11 @@ raw body, multipart/form-data, JSON base64); each run also reads the server's CP
 With --http-workers N (besides 1), easerve with dynamic batching is also measured behind N HTTP
 worker processes (`easerve serve --http-workers N`), right after the one-process server, and the
 report sets the two side by side (throughput and mean batch at the highest concurrency).
-Beside them, measured in this process before any server starts (`bench.serve_offline`): the
-offline ceiling, the bare model and the bare pipeline of one request. Writes OUT/bench_serve.md
-and OUT/bench_serve.png.
+With --peers, LitServe and/or Triton Inference Server (via PyTriton) serve the same ONNX models
+with the same work per image (`bench.serve_peers`), in the JSON transport (added to the
+transports when not asked), and the report sets easerve beside them. Beside them, measured in
+this process before any server starts (`bench.serve_offline`): the offline ceiling, the bare
+model and the bare pipeline of one request. Writes OUT/bench_serve.md and OUT/bench_serve.png.
 
 Only the standard library is imported at module level (see easerve/cli.py).
 """
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING
 from easerve.artifacts.machine import cpu_model, load_average
 from easerve.artifacts.tasks import CLASSIFICATION, SEGMENTATION
 from easerve.bench.arguments import add_weights_dirs, chosen_models, serve_command, weights_flags
+from easerve.bench.serve_peers import DEFAULT_PEERS_PYTHON, PEER_TRANSPORT, PEERS, missing
 
 if TYPE_CHECKING:
     from easerve.bench.serve_report import ModelResults
@@ -43,6 +46,7 @@ DEFAULT_TASKS = (CLASSIFICATION.name, SEGMENTATION.name)
 TRANSPORT_CHOICES = ("raw", "multipart", "json")
 DEFAULT_TRANSPORTS = ("raw",)
 DEFAULT_HTTP_WORKERS = (1,)
+PEER_CHOICES = tuple(PEERS)
 REPORT_NAME = "bench_serve"
 
 METHOD = """\
@@ -144,6 +148,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "one server each, measured side by side, 1 always (max batch 1 keeps 1; default: %(default)s)",
     )
     parser.add_argument(
+        "--peers",
+        nargs="*",
+        choices=PEER_CHOICES,
+        default=[],
+        metavar="PEER",
+        help=f"also measure these servers of the same models, in the JSON transport: {', '.join(PEER_CHOICES)} "
+        "(run from --peers-python; default: none)",
+    )
+    parser.add_argument(
+        "--peers-python",
+        type=Path,
+        default=DEFAULT_PEERS_PYTHON,
+        metavar="PATH",
+        help="the Python with the peers installed (`make peers` builds it; default: %(default)s)",
+    )
+    parser.add_argument(
         "--ready-timeout",
         type=float,
         default=120.0,
@@ -178,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
         print("error: --concurrency, --instances and --http-workers must be >= 1, --duration > 0 and --warmup >= 0")
         return 2
     args.http_workers = report.worker_counts(args.http_workers)
+    peers_note = _choose_peers(args)
     environment_before = _environment(args.threads, args.instances, args.spinning, args.http_workers)
+    environment_before += peers_note
     try:
         results = _measure(args, models)
     except RuntimeError as error:
@@ -186,9 +208,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     environment = f"{environment_before}; load average after: {load_average()}."
     tables = [*(report.load_table(model) for model in results), report.yardstick_table(results)]
-    workers_table = report.http_workers_table(results)
-    if workers_table is not None:
-        tables.append(workers_table)
+    for extra in (report.http_workers_table(results), report.peers_table(results)):
+        if extra is not None:
+            tables.append(extra)
     targets = report.target_checks(results)
     report.show(tables, targets)
     print(environment)
@@ -200,6 +222,24 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {markdown_path} and {plot_path}")
     missed = any(target.met is False for target in targets)
     return 1 if args.strict and missed else 0
+
+
+def _choose_peers(args: argparse.Namespace) -> str:
+    """Keep in `args.peers` those the peers' Python can run (JSON then among the transports);
+    the environment's note of which ran and why the others did not."""
+    asked = list(dict.fromkeys(args.peers))
+    reasons = {key: missing(PEERS[key], args.peers_python) for key in asked}
+    args.peers = [key for key in asked if reasons[key] is None]
+    for key, reason in reasons.items():
+        if reason is not None:
+            print(f"peer {key} left out: {reason}", flush=True)
+    if args.peers and PEER_TRANSPORT not in args.transports:
+        args.transports = [*args.transports, PEER_TRANSPORT]
+    if not asked:
+        return ""
+    ran = ", ".join(args.peers) or "none"
+    left = "; ".join(f"{key}: {reason}" for key, reason in reasons.items() if reason is not None)
+    return f"; peers measured: {ran}" + (f" (left out: {left})" if left else "")
 
 
 def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[ModelFiles]:
@@ -225,7 +265,7 @@ def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[Mo
 
 
 def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelResults]:
-    from easerve.bench.serve_load import LoadRun, image_workload, run_load
+    from easerve.bench.serve_load import LoadRun, Workload, image_workload, run_load
     from easerve.bench.serve_offline import measure_offline
     from easerve.bench.serve_pipeline import IMAGE_TASKS
     from easerve.bench.serve_report import ModelResults, server_labels
@@ -246,17 +286,23 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
         for files in models
         for transport in transports
     }
+    for peer in args.peers:
+        for files in models:
+            route = PEERS[peer].route.format(model=files.name)
+            workloads[files.name, peer] = Workload(
+                route, files.name, PEERS[peer].body(pngs[files.name]), "application/json"
+            )
     runs: dict[str, dict[tuple[str, str], list[LoadRun]]] = {files.name: {} for files in models}
-    for server, label in server_labels(args.http_workers).items():
+    for server, label in server_labels(args.http_workers, args.peers).items():
         with _running_server(server, args, [files.name for files in models]) as running:
             for files in models:
-                for transport in transports:
+                for transport in [PEER_TRANSPORT] if server in PEERS else transports:
                     key = (server, transport)
                     runs[files.name][key] = []
                     for concurrency in args.concurrency:
                         run = run_load(
                             running.url,
-                            workloads[files.name, transport],
+                            workloads[files.name, server if server in PEERS else transport],
                             concurrency,
                             args.warmup,
                             args.duration,
@@ -277,6 +323,8 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
     from easerve.bench.serve_report import BATCH1, NAIVE, http_workers_of
 
     weights = weights_flags(args.weights_dirs)
+    if server in PEERS:
+        return PEERS[server].command(args.peers_python, names, port, args.threads, weights)
     if server == NAIVE:
         spinning = ["--spinning"] if args.spinning else []
         return [
@@ -309,9 +357,10 @@ def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> 
 
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="easerve-bench-serve-")) / f"{server}.log"
-    with running_server_process(
-        _server_command(server, args, names, port), f"http://127.0.0.1:{port}", log_path, args.ready_timeout
-    ) as running:
+    ready_path = PEERS[server].ready_path.format(model=names[-1]) if server in PEERS else "/readyz"
+    command = _server_command(server, args, names, port)
+    url = f"http://127.0.0.1:{port}"
+    with running_server_process(command, url, log_path, args.ready_timeout, ready_path=ready_path) as running:
         yield running
 
 

@@ -74,14 +74,15 @@ IMAGE_TASKS: dict[str, ImageTask] = {
 }
 
 
-def _answer(runner: Runner, manifest: Manifest, images: list[DecodedImage]) -> Results:
+def answer_images(runner: Runner, manifest: Manifest, images: list[DecodedImage]) -> Results:
+    """The images' answers: preprocessed as one batch, one runner call, postprocessed."""
     outputs = runner.run(image_batch([image.image for image in images], manifest))
     return IMAGE_TASKS[manifest.task].postprocess(outputs, manifest, images)
 
 
 def answer_one(runner: Runner, manifest: Manifest, png: bytes) -> Results:
     """The task's answer for one encoded image, computed at batch 1."""
-    return _answer(runner, manifest, [decode_for(manifest, png)])
+    return answer_images(runner, manifest, [decode_for(manifest, png)])
 
 
 def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> Results:
@@ -94,4 +95,4 @@ def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> Results
         return width, height
 
     inspected = inspect_images(upload, 1, MAX_IMAGE_PIXELS, needed)
-    return _answer(runner, manifest, decode_images(inspected, NO_DEADLINE))
+    return answer_images(runner, manifest, decode_images(inspected, NO_DEADLINE))

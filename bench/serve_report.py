@@ -10,6 +10,7 @@ from easerve.artifacts.tasks import CLASSIFICATION, SEGMENTATION
 from easerve.bench.report import TableData, print_table
 from easerve.bench.serve_load import RAW, TRANSPORTS, LoadRun
 from easerve.bench.serve_offline import OfflineFigures
+from easerve.bench.serve_peers import PEER_TRANSPORT, PEERS
 
 # The servers compared, in table order: key -> label. "dynamic" is easerve with dynamic batching
 # and one HTTP process; `server_labels` adds one more such server per other --http-workers count.
@@ -18,6 +19,7 @@ SERVER_LABELS = {
     DYNAMIC: "easerve (dynamic batching)",
     BATCH1: "easerve, max batch 1",
     NAIVE: "naive FastAPI + onnxruntime",
+    **{peer.key: peer.label for peer in PEERS.values()},
 }
 WORKERS_SUFFIX = "-http-workers-"
 # The service / offline ceiling at saturation, by task; other tasks: DEFAULT_MIN_CEILING_RATIO.
@@ -58,12 +60,12 @@ def server_label(server: str) -> str:
     return SERVER_LABELS[server] if workers == 1 else f"easerve (dynamic batching, {workers} HTTP workers)"
 
 
-def server_labels(http_workers: Iterable[int] = (1,)) -> dict[str, str]:
+def server_labels(http_workers: Iterable[int] = (1,), peers: Iterable[str] = ()) -> dict[str, str]:
     """The servers a run measures, in the order they run and are tabled: key -> label. Easerve
     with dynamic batching once per worker count (1 always, first), then max batch 1 and the naive
-    server (both with one HTTP process)."""
+    server (both with one HTTP process), then the `peers` (keys of `serve_peers.PEERS`)."""
     dynamic = [dynamic_server(workers) for workers in worker_counts(http_workers)]
-    return {server: server_label(server) for server in [*dynamic, BATCH1, NAIVE]}
+    return {server: server_label(server) for server in [*dynamic, BATCH1, NAIVE, *peers]}
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,99 @@ def http_workers_table(all_results: list[ModelResults]) -> TableData | None:
     return TableData(title, headers, tuple(rows))
 
 
+def peers_table(all_results: list[ModelResults]) -> TableData | None:
+    """Per model and concurrency, in the peers' transport: easerve's (dynamic batching, each HTTP
+    worker count) throughput and p50 / p99 beside each peer's, and easerve's throughput over the
+    peer's. None when no peer ran."""
+    rows = []
+    for results in all_results:
+        peers = [server for server in results.servers if server in PEERS]
+        ours = [server for server in results.servers if server.startswith(DYNAMIC)]
+        for concurrency in results.concurrencies:
+            for peer in peers:
+                theirs = results.at(peer, concurrency, PEER_TRANSPORT)
+                for server in ours:
+                    run = results.at(server, concurrency, PEER_TRANSPORT)
+                    ratio = _ratio(_throughput(run), _throughput(theirs))
+                    rows.append(
+                        (
+                            results.name,
+                            str(concurrency),
+                            server_label(server),
+                            _number(_throughput(run), ",.1f"),
+                            *(_number(run.percentile_ms(p) if run else None, ".1f") for p in (50, 99)),
+                            server_label(peer),
+                            _number(_throughput(theirs), ",.1f"),
+                            *(_number(theirs.percentile_ms(p) if theirs else None, ".1f") for p in (50, 99)),
+                            _times(ratio, ".2f"),
+                        )
+                    )
+    if not rows:
+        return None
+    headers = (
+        "model",
+        "clients",
+        "easerve",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "peer",
+        "peer req/s",
+        "peer p50 ms",
+        "peer p99 ms",
+        "easerve / peer req/s",
+    )
+    return TableData(f"easerve against its peers ({PEER_TRANSPORT} transport)", headers, tuple(rows))
+
+
+def peer_targets(all_results: list[ModelResults]) -> list[Target]:
+    """Per model and peer that ran, in the peers' transport: at each of SPEEDUP_CONCURRENCIES
+    clients easerve (one HTTP process) answers at least as many requests per second as the peer
+    with a p99 no higher, and with one client its p50 is below the peer's."""
+    targets = []
+    for results in all_results:
+        for peer in (server for server in results.servers if server in PEERS):
+            subject = f"{results.name} [{PEER_TRANSPORT}] against {peer}"
+            for concurrency in SPEEDUP_CONCURRENCIES:
+                ours, theirs = (
+                    results.at(DYNAMIC, concurrency, PEER_TRANSPORT),
+                    results.at(peer, concurrency, PEER_TRANSPORT),
+                )
+                ratio = _ratio(_throughput(ours), _throughput(theirs))
+                targets.append(
+                    Target(
+                        f"{subject}: req/s ratio at {concurrency} clients (target >= 1)",
+                        _times(ratio, ".2f"),
+                        None if ratio is None else ratio >= 1.0,
+                    )
+                )
+                p99s = [run.percentile_ms(99) if run else None for run in (ours, theirs)]
+                measured = None not in p99s
+                targets.append(
+                    Target(
+                        f"{subject}: p99 at {concurrency} clients, easerve / peer (target easerve <= peer)",
+                        " / ".join(_ms(value, ".1f") for value in p99s),
+                        p99s[0] <= p99s[1] if measured else None,
+                    )
+                )
+            lone = [
+                run.percentile_ms(50) if run else None
+                for run in (results.at(DYNAMIC, 1, PEER_TRANSPORT), results.at(peer, 1, PEER_TRANSPORT))
+            ]
+            targets.append(
+                Target(
+                    f"{subject}: p50 with 1 client, easerve / peer (target easerve < peer)",
+                    " / ".join(_ms(value, ".2f") for value in lone),
+                    lone[0] < lone[1] if None not in lone else None,
+                )
+            )
+    return targets
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    return None if ours is None or theirs is None or theirs == 0 else ours / theirs
+
+
 def target_checks(all_results: list[ModelResults]) -> list[Target]:
     """Per model, in each transport measured: service / offline ceiling at saturation (by task),
     the speedup over the naive server at each of SPEEDUP_CONCURRENCIES clients, the one-client
@@ -301,7 +396,7 @@ def target_checks(all_results: list[ModelResults]) -> list[Target]:
                         None if cpu_ms is None else cpu_ms <= MAX_SERVER_CPU_MS,
                     )
                 )
-    return targets
+    return targets + peer_targets(all_results)
 
 
 def target_lines(targets: list[Target]) -> list[str]:

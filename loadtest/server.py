@@ -52,20 +52,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def is_ready(url: str) -> bool:
-    """True when `<url>/readyz` answers 200."""
+def is_ready(url: str, path: str = "/readyz") -> bool:
+    """True when `<url><path>` answers 200."""
     try:
-        return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
+        return httpx.get(f"{url}{path}", timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 
 
-def wait_ready(url: str, timeout_s: float, process: subprocess.Popen | None = None) -> None:
-    """Block until the server at `url` is ready. RuntimeError if `process` exits first or
-    `timeout_s` passes."""
+def wait_ready(
+    url: str, timeout_s: float, process: subprocess.Popen | None = None, ready_path: str = "/readyz"
+) -> None:
+    """Block until the server at `url` is ready (`ready_path` answers 200). RuntimeError if
+    `process` exits first or `timeout_s` passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if is_ready(url):
+        if is_ready(url, ready_path):
             return
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"the server exited with code {process.returncode} before it was ready")
@@ -93,17 +95,18 @@ def running_server_process(
     ready_timeout_s: float,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    ready_path: str = "/readyz",
 ) -> Iterator[RunningServer]:
     """Run `command` (in `cwd`, with `env`: default this process's), a server that listens at
-    `url`, its output in `log_path`; yields its URL and process once ready and stops the server
-    (SIGTERM, then SIGKILL) on exit. RuntimeError naming the log if it exits or is not ready
-    within `ready_timeout_s`."""
+    `url`, its output in `log_path`; yields its URL and process once ready (`ready_path` answers
+    200) and stops the server (SIGTERM, then SIGKILL) on exit. RuntimeError naming the log if it
+    exits or is not ready within `ready_timeout_s`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         try:
             try:
-                wait_ready(url, ready_timeout_s, process)
+                wait_ready(url, ready_timeout_s, process, ready_path)
             except RuntimeError as error:
                 raise RuntimeError(f"{error}; see {log_path}") from None
             yield RunningServer(url, process)

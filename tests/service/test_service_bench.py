@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import httpx
 import pytest
 from onnx_fixtures import model_name
 from service_helpers import TestClient, image_bytes, make_settings
@@ -21,6 +22,8 @@ from easerve.bench import serve_report
 from easerve.bench.serve_load import MULTIPART_BOUNDARY, RAW, TRANSPORTS, LoadRun, image_workload, transport_body
 from easerve.bench.serve_naive import create_naive_app
 from easerve.bench.serve_offline import OfflineFigures
+from easerve.bench.serve_peers import DEFAULT_PEERS_PYTHON, PEERS
+from easerve.loadtest.server import free_port, running_server_process
 from easerve.service.model_files import discover_models
 from easerve.service.runners.ort import OrtRunner
 
@@ -117,18 +120,19 @@ def test_the_load_table_shows_the_server_cpu_per_request_and_the_transport_when_
     assert "server CPU ms/req" in one.headers and "transport" not in one.headers
     column = one.headers.index("server CPU ms/req")
     assert {row[column] for row in one.rows} == {"0.75"}
-    assert len(one.rows) == 2 * len(serve_report.SERVER_LABELS)
+    assert len(one.rows) == 2 * len(serve_report.server_labels())
 
     several = serve_report.load_table(_results("classification", ("multipart", "json"), None))
     transport = several.headers.index("transport")
     assert {row[transport] for row in several.rows} == {"multipart", "json"}
     assert {row[several.headers.index("server CPU ms/req")] for row in several.rows} == {"-"}
-    assert len(several.rows) == 2 * 2 * len(serve_report.SERVER_LABELS)
+    assert len(several.rows) == 2 * 2 * len(serve_report.server_labels())
     assert len(serve_report.yardstick_table([_results("segmentation", ("raw", "json"), 1.0)]).headers) == 3
 
 
 def test_the_servers_are_one_dynamic_batching_server_per_http_worker_count_first():
-    assert serve_report.server_labels() == serve_report.SERVER_LABELS
+    assert list(serve_report.server_labels()) == ["dynamic", "batch1", "naive"]
+    assert list(serve_report.server_labels(peers=["triton"]))[-1] == "triton"
     labels = serve_report.server_labels([2, 1, 4, 2])
     assert list(labels) == ["dynamic", "dynamic-http-workers-2", "dynamic-http-workers-4", "batch1", "naive"]
     assert labels["dynamic-http-workers-2"] == "easerve (dynamic batching, 2 HTTP workers)"
@@ -218,6 +222,79 @@ def test_the_plot_draws_runs_with_and_without_cpu_figures(tmp_path):
         [_results("classification", ("raw", "json"), None, (1, 2)), _results("segmentation", (RAW,), 1.0)], path
     )
     assert path.stat().st_size > 0
+
+
+def test_the_report_sets_easerve_beside_its_peers():
+    results = _results("classification", ("json",), None)
+    slow_tail = LoadRun(32, 1.0, (2.0,) * 99 + (50.0,), 0, None)
+    results.runs[("triton", "json")] = [_run(1, 40, None), slow_tail]  # p50 2 ms; 100 req/s, one slow
+    results.runs[("litserve", "json")] = [replace(_run(1, 40, None), latencies_ms=(1.0,) * 40), _run(32, 60, None)]
+    table = serve_report.peers_table([results])
+    rows = [dict(zip(table.headers, row, strict=True)) for row in table.rows]
+    assert [(row["clients"], row["peer"]) for row in rows] == [
+        ("1", "Triton (PyTriton)"),
+        ("1", "LitServe"),
+        ("32", "Triton (PyTriton)"),
+        ("32", "LitServe"),
+    ]
+    assert (
+        rows[2]["req/s"] == "90.0" and rows[2]["peer req/s"] == "100.0" and rows[2]["easerve / peer req/s"] == "0.90x"
+    )
+    assert rows[3]["easerve / peer req/s"] == "1.50x"  # 90 / 60
+    verdicts = {target.description: target.met for target in serve_report.peer_targets([results])}
+
+    def verdict(peer: str, *words: str) -> bool | None:
+        (met,) = [met for text, met in verdicts.items() if f"against {peer}" in text and all(w in text for w in words)]
+        return met
+
+    assert verdict("triton", "req/s", "32 clients") is False  # 90 < 100
+    assert verdict("triton", "p99", "32 clients") is True  # 2 ms <= the peer's slow tail
+    assert verdict("litserve", "req/s", "32 clients") is True
+    assert verdict("triton", "req/s", "64 clients") is None  # not measured
+    assert verdict("litserve", "1 client") is False  # 2 ms against the peer's 1 ms
+    assert verdict("triton", "1 client") is False  # 2 ms against 2 ms: not below
+    assert serve_report.peers_table([_results("classification", ("json",), None)]) is None
+
+
+def test_a_peer_its_environment_cannot_run_is_left_out_and_said_so(tmp_path, capsys):
+    args = argparse.Namespace(peers=["triton", "litserve"], peers_python=tmp_path / "no-python", transports=["raw"])
+    note = bench_serve._choose_peers(args)
+    assert args.peers == [] and args.transports == ["raw"]
+    assert "peers measured: none" in note and "triton: no " in note and "make peers" in note
+    assert "peer litserve left out" in capsys.readouterr().out
+
+
+def _peers_python() -> Path:
+    python = REPO / DEFAULT_PEERS_PYTHON
+    if not python.is_file():
+        pytest.skip(f"no {DEFAULT_PEERS_PYTHON}: `make peers` builds it (`make test` does)")
+    return python
+
+
+@pytest.mark.parametrize("peer", list(PEERS))
+def test_each_peer_answers_the_json_image_as_the_service_answers_the_raw_body(client, weights_dir, tmp_path, peer):
+    python = _peers_python()
+    png = image_bytes((255, 0, 0))
+    port = free_port()
+    command = PEERS[peer].command(python, [CLASSIFIER, SEGMENTER], port, 1, ["--weights-dir", str(weights_dir)])
+    url = f"http://127.0.0.1:{port}"
+    ready = PEERS[peer].ready_path.format(model=SEGMENTER)  # the last model the peer loads
+    with running_server_process(command, url, tmp_path / "peer.log", 120.0, cwd=REPO, ready_path=ready):
+        for route, model in ROUTES:
+            expected = client.post(route, params={"model": model}, content=png, headers={"content-type": "image/png"})
+            answer = httpx.post(
+                f"{url}{PEERS[peer].route.format(model=model)}",
+                content=PEERS[peer].body(png),
+                headers={"content-type": "application/json"},
+                timeout=30.0,
+            )
+            assert answer.status_code == 200, answer.text
+            if peer == "triton":
+                (output,) = answer.json()["outputs"]
+                results = [json.loads(output["data"][0])]
+            else:
+                results = answer.json()["results"]
+            assert results == expected.json()["results"]
 
 
 def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tmp_path):
