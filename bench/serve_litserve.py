@@ -12,14 +12,12 @@ one onnxruntime session, with the service's own decoding, pre- and post-processi
 
 from __future__ import annotations
 
-import argparse
 import base64
-from pathlib import Path
 from typing import Any
 
 import litserve
 
-from easerve.bench.serve_pipeline import answer_images, decode_for
+from easerve.bench.serve_pipeline import answer_images, decode_for, server_arguments
 from easerve.service.model_files import ModelFiles, discover_models
 from easerve.service.runners.ort import OrtRunner
 from easerve.service.settings import Settings
@@ -60,11 +58,7 @@ class ModelAPI(litserve.LitAPI):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", type=Path, action="append", required=True)
-    parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser = server_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads)
     apis = [ModelAPI(files, settings) for files in discover_models(settings.weights_dirs, settings.models)]

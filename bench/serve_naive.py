@@ -12,8 +12,6 @@ decoding, pre- and post-processing (`bench.serve_pipeline`), so the two differ o
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -21,7 +19,7 @@ from fastapi import FastAPI, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 
 from easerve.artifacts.manifest import Manifest
-from easerve.bench.serve_pipeline import IMAGE_TASKS, answer_upload
+from easerve.bench.serve_pipeline import IMAGE_TASKS, answer_upload, server_arguments
 from easerve.service.codecs.uploads import read_image_upload
 from easerve.service.errors import install_error_handlers
 from easerve.service.model_files import discover_models
@@ -54,11 +52,7 @@ def create_naive_app(runners: dict[str, tuple[Runner, Manifest]]) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", type=Path, action="append", required=True)
-    parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser = server_arguments(__doc__.splitlines()[0])
     parser.add_argument("--spinning", action="store_true", help="idle onnxruntime threads spin for work")
     args = parser.parse_args(argv)
     settings = Settings(

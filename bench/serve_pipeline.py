@@ -9,8 +9,10 @@ transports: the naive server's path).
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +42,17 @@ def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[D
 
 def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
     return list(segment(outputs, manifest, images, None, NO_DEADLINE))
+
+
+def server_arguments(description: str) -> argparse.ArgumentParser:
+    """The command line every server of the benchmark takes: its models, where they are, its
+    port and onnxruntime's intra-op threads."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--weights-dir", type=Path, action="append", required=True)
+    parser.add_argument("--models", nargs="+", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    return parser
 
 
 def decode_for(manifest: Manifest, png: bytes) -> DecodedImage:

@@ -14,13 +14,11 @@ Needs the `peers` environment (`make peers`).
 
 from __future__ import annotations
 
-import argparse
 import base64
 import os
 import signal
 import sysconfig
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import orjson
@@ -28,7 +26,7 @@ from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
 
-from easerve.bench.serve_pipeline import answer_images, decode_for
+from easerve.bench.serve_pipeline import answer_images, decode_for, server_arguments
 from easerve.loadtest.server import free_port
 from easerve.service.model_files import ModelFiles, discover_models
 from easerve.service.runners.ort import OrtRunner
@@ -74,11 +72,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights-dir", type=Path, action="append", required=True)
-    parser.add_argument("--models", nargs="+", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
+    parser = server_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads)
     _own_libpython_first()
