@@ -13,6 +13,8 @@ one onnxruntime session, with the service's own decoding, pre- and post-processi
 from __future__ import annotations
 
 import base64
+import os
+import signal
 from typing import Any
 
 import litserve
@@ -57,9 +59,18 @@ class ModelAPI(litserve.LitAPI):
         return {"model": self.files.name, "results": results}
 
 
+def _stop_the_group(signum: int, frame: object) -> None:
+    # LitServe's worker processes outlive a terminated server (they keep polling their queues):
+    # stop the whole process group, this process with it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.killpg(0, signal.SIGTERM)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = server_arguments(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
+    os.setpgrp()
+    signal.signal(signal.SIGTERM, _stop_the_group)
     settings = Settings(weights_dirs=args.weights_dir, models=args.models, intra_op_threads=args.threads)
     apis = [ModelAPI(files, settings) for files in discover_models(settings.weights_dirs, settings.models)]
     server = litserve.LitServer(apis, accelerator="cpu", workers_per_device=1, healthcheck_path="/readyz")

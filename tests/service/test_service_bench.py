@@ -13,9 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from onnx_fixtures import model_name
-from service_helpers import TestClient, image_bytes, make_settings
+from service_helpers import TestClient, image_bytes, make_settings, wait_until
 
 from easerve.bench import serve as bench_serve
 from easerve.bench import serve_report
@@ -264,6 +265,13 @@ def test_a_peer_its_environment_cannot_run_is_left_out_and_said_so(tmp_path, cap
     assert "peer litserve left out" in capsys.readouterr().out
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _peers_python() -> Path:
     python = REPO / DEFAULT_PEERS_PYTHON
     if not python.is_file():
@@ -279,7 +287,7 @@ def test_each_peer_answers_the_json_image_as_the_service_answers_the_raw_body(cl
     command = PEERS[peer].command(python, [CLASSIFIER, SEGMENTER], port, 1, ["--weights-dir", str(weights_dir)])
     url = f"http://127.0.0.1:{port}"
     ready = PEERS[peer].ready_path.format(model=SEGMENTER)  # the last model the peer loads
-    with running_server_process(command, url, tmp_path / "peer.log", 120.0, cwd=REPO, ready_path=ready):
+    with running_server_process(command, url, tmp_path / "peer.log", 120.0, cwd=REPO, ready_path=ready) as server:
         for route, model in ROUTES:
             expected = client.post(route, params={"model": model}, content=png, headers={"content-type": "image/png"})
             answer = httpx.post(
@@ -295,6 +303,9 @@ def test_each_peer_answers_the_json_image_as_the_service_answers_the_raw_body(cl
             else:
                 results = answer.json()["results"]
             assert results == expected.json()["results"]
+        tree = [server.pid, *(child.pid for child in psutil.Process(server.pid).children(recursive=True))]
+    # Stopping the peer stops every process it started (LitServe's workers, Triton's server).
+    wait_until(lambda: not any(map(_running, tree)), 30.0, "the peer's processes to end")
 
 
 def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tmp_path):
