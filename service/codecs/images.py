@@ -348,7 +348,8 @@ def decode_base64(text: str, what: str) -> bytes:
 
 
 def encode_png_base64(pixels: np.ndarray) -> str:
-    """Base64 PNG of a uint8 or uint16 (H, W) greyscale or uint8 (H, W, 3) RGB array."""
+    """Base64 PNG of a bool (H, W) mask (1-bit), a uint8 or uint16 (H, W) greyscale or a uint8
+    (H, W, 3) RGB array."""
     buffer = io.BytesIO()
     # zlib's fastest level: the answer is encoded while its client waits, and the larger file
     # (masks barely grow; photos by about a third) costs less than the time saved.
