@@ -86,7 +86,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--models",
         nargs="+",
         metavar="NAME",
-        help="classification / segmentation models to measure (default: the EA one of each)",
+        help="image models to measure (classification, segmentation, detection, instance segmentation; "
+        "default: the EA classification and segmentation ones)",
     )
     parser.add_argument(
         "--concurrency",

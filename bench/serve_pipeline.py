@@ -1,7 +1,8 @@
 """The image tasks `easerve bench serve` measures, and one request's work done without a server.
 
-`answer_one` is what a request to `/v1/classify` or `/v1/segment` costs apart from HTTP and
-scheduling: decode, preprocess, one runner call at batch 1, postprocess. It uses the service's
+`answer_one` is what a request to an image route (`/v1/classify`, `/v1/segment`, `/v1/detect`,
+`/v1/segment/instances`) costs apart from HTTP and scheduling: decode, preprocess, one runner
+call at batch 1, postprocess. It uses the service's
 own task code, so the naive server and the offline figures do exactly the service's work;
 `answer_upload` is the same from a request body as the service reads it (any of its image
 transports: the naive server's path).
@@ -24,11 +25,16 @@ from easerve.service.codecs.uploads import Upload, decode_images, inspect_images
 from easerve.service.deadline import Deadline
 from easerve.service.runners.base import Runner
 from easerve.service.tasks.classification import classify
+from easerve.service.tasks.detection import detect
 from easerve.service.tasks.image_input import image_batch, model_image_size
+from easerve.service.tasks.instances import segment_instances
 from easerve.service.tasks.segmentation import segment
 
 MAX_IMAGE_PIXELS = 25_000_000
+# The image routes' defaults (`top_k`, `score_threshold`, detections' `top_k`).
 TOP_K = 5
+SCORE_THRESHOLD = 0.3
+MAX_DETECTIONS = 100
 NO_DEADLINE = Deadline(float("inf"))
 
 # An answer's results as JSON-ready dicts, one per image (the service's own task code).
@@ -42,6 +48,15 @@ def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[D
 
 def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
     return list(segment(outputs, manifest, images, None, NO_DEADLINE))
+
+
+def _detect(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
+    sizes = [image.original_size for image in images]
+    return detect(outputs, manifest, sizes, SCORE_THRESHOLD, MAX_DETECTIONS)
+
+
+def _instances(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
+    return segment_instances(outputs, manifest, images, SCORE_THRESHOLD, MAX_DETECTIONS, "rle", None, NO_DEADLINE)
 
 
 def server_arguments(description: str) -> argparse.ArgumentParser:
@@ -78,7 +93,12 @@ class ImageTask:
 
 # The service's postprocessing of an image model's outputs, by the kind of answer it makes: the
 # image tasks with one of these answers are those the benchmark measures.
-POSTPROCESSING: dict[Answer, Postprocess] = {"labels": _classify, "pixel-labels": _segment}
+POSTPROCESSING: dict[Answer, Postprocess] = {
+    "labels": _classify,
+    "pixel-labels": _segment,
+    "boxes": _detect,
+    "instance-masks": _instances,
+}
 
 IMAGE_TASKS: dict[str, ImageTask] = {
     spec.name: ImageTask(spec, POSTPROCESSING[spec.answer])

@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 CLASSIFIER = model_name("fixcls")
 SEGMENTER = model_name("fixseg")
 ROUTES = (("/v1/classify", CLASSIFIER), ("/v1/segment", SEGMENTER))
+# The naive server answers every image route the service has a post-processing of.
+NAIVE_ROUTES = (*ROUTES, ("/v1/detect", model_name("fixdet")), ("/v1/segment/instances", model_name("fixinst")))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def naive(weights_dir):
     settings = make_settings(weights_dir)
     runners = {
         files.name: (OrtRunner(files, settings, 1), files.manifest)
-        for files in discover_models([weights_dir], [CLASSIFIER, SEGMENTER])
+        for files in discover_models([weights_dir], [model for _, model in NAIVE_ROUTES])
     }
     with TestClient(create_naive_app(runners)) as naive_client:
         yield naive_client
@@ -50,7 +52,7 @@ def naive(weights_dir):
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_each_transport_is_answered_as_the_raw_body_by_the_service_and_the_naive_server(client, naive, transport):
     png = image_bytes((255, 0, 0))
-    for route, model in ROUTES:
+    for route, model in NAIVE_ROUTES:
         raw = client.post(route, params={"model": model}, content=png, headers={"content-type": "image/png"})
         assert raw.status_code == 200, raw.text
         workload = image_workload(route, model, png, transport)
