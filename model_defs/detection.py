@@ -128,7 +128,10 @@ class EADetector(nn.Module):
         "size": (B, 2, H/4, W/4) box (width, height) in stride-4 cells;
         "offset": (B, 2, H/4, W/4) sub-cell (x, y) offset of the centre, in cells.
         """
-        features = self.forward_features(image)
+        return self.detection_maps(self.forward_features(image))
+
+    def detection_maps(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The heads' maps ("heatmap", "size", "offset", see `forward_raw`) of fused features."""
         return {
             "heatmap": self.heatmap_head(features),
             "size": self.size_head(features),
@@ -184,6 +187,15 @@ def decode_detections(
     return peak_boxes(raw, cells) * stride, scores, labels
 
 
+def centre_cells(centres: torch.Tensor, heatmap_size: tuple[int, int]) -> torch.Tensor:
+    """The cell (x, y) (n, 2), float, of each object centre (n, 2) given in head-map cells: the
+    cell it falls in, clamped to the map. The heatmap peaks there, and there the other heads are
+    read."""
+    height, width = heatmap_size
+    limit = torch.tensor([width - 1, height - 1], dtype=centres.dtype, device=centres.device)
+    return centres.floor().clamp(min=torch.zeros_like(limit), max=limit)
+
+
 def centernet_targets(
     boxes: torch.Tensor,
     labels: torch.Tensor,
@@ -206,8 +218,7 @@ def centernet_targets(
     boxes = boxes.to(torch.float32).reshape(-1, 4) / stride
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sides = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0.0)
-    limit = torch.tensor([width - 1, height - 1], dtype=torch.float32)
-    cells = centres.floor().clamp(min=torch.zeros(2), max=limit)
+    cells = centre_cells(centres, heatmap_size)
     sigma = (GAUSSIAN_ALPHA * sides / 6).clamp(min=0.5)
     xs = torch.arange(width, dtype=torch.float32)
     ys = torch.arange(height, dtype=torch.float32)

@@ -25,6 +25,7 @@ from easerve.model_defs.detection import (
     OUTPUT_STRIDE,
     CenterNetConfig,
     EADetector,
+    centre_cells,
     gather_cells,
     heatmap_peaks,
     peak_boxes,
@@ -103,7 +104,6 @@ class EAInstanceSegmenter(EADetector):
 
     def __init__(self, config: InstanceConfig) -> None:
         super().__init__(config)
-        self.mask_stride = MASK_STRIDE
         stem_dim = config.width // 2
         self.prototypes = PrototypeBranch(config.head_dim, stem_dim, config.prototype_dim, config.num_prototypes)
         self.coefficient_head = prediction_head(config.head_dim, config.num_prototypes + PRIOR_TERMS)
@@ -116,9 +116,7 @@ class EAInstanceSegmenter(EADetector):
         stem, stages = self.backbone.forward_with_stem(image)
         features = self.neck(stages)
         return {
-            "heatmap": self.heatmap_head(features),
-            "size": self.size_head(features),
-            "offset": self.offset_head(features),
+            **self.detection_maps(features),
             "prototypes": self.prototypes(features, stem),
             "coefficients": self.coefficient_head(features),
         }
@@ -150,15 +148,13 @@ class InstanceTargets:
 def instance_targets(targets: list[dict[str, torch.Tensor]], heatmap_size: tuple[int, int]) -> InstanceTargets:
     """The objects of a batch of canonical instance targets (boxes in input pixels, masks (k, H,
     W)); centre cells as `detection.centernet_targets` places them."""
-    height, width = heatmap_size
+    width = heatmap_size[1]
     images, cells, boxes, masks = [], [], [], []
     for index, target in enumerate(targets):
-        pixel_boxes = target["boxes"].reshape(-1, 4)
-        centres = ((pixel_boxes[:, :2] + pixel_boxes[:, 2:]) / 2 / OUTPUT_STRIDE).floor()
-        x = centres[:, 0].clamp(0, width - 1).to(torch.int64)
-        y = centres[:, 1].clamp(0, height - 1).to(torch.int64)
-        images.append(torch.full_like(x, index))
-        cells.append(y * width + x)
+        pixel_boxes = target["boxes"].reshape(-1, 4).to(torch.float32)
+        centre = centre_cells((pixel_boxes[:, :2] + pixel_boxes[:, 2:]) / 2 / OUTPUT_STRIDE, heatmap_size).long()
+        images.append(torch.full_like(centre[:, 0], index))
+        cells.append(centre[:, 1] * width + centre[:, 0])
         boxes.append(pixel_boxes / MASK_STRIDE)
         masks.append(F.avg_pool2d(target["masks"].float().unsqueeze(1), MASK_STRIDE).squeeze(1))
     return InstanceTargets(torch.cat(images), torch.cat(cells), torch.cat(boxes), torch.cat(masks))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,6 +72,34 @@ class Detections:
     labels: list[np.ndarray]
 
 
+def _coco_stats(
+    images: list[dict], annotations: list[dict], results: list[dict], num_classes: int, iou_type: str, **params: object
+) -> list[float]:
+    """pycocotools' summary statistics (AP, AP50, ...; each at least 0) of `results` against the
+    ground truth `annotations` of `images`, `params` set on the evaluation's parameters; zeros
+    when either list is empty."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    if not annotations or not results:
+        return [0.0] * 12
+    truth = COCO()
+    truth.dataset = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": c} for c in range(num_classes)],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        truth.createIndex()
+        evaluation = COCOeval(truth, truth.loadRes(results), iouType=iou_type)
+        for name, value in params.items():
+            setattr(evaluation.params, name, value)
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return [float(max(stat, 0.0)) for stat in evaluation.stats]
+
+
 def mean_average_precision_50(
     detections: Detections,
     truth_boxes: list[np.ndarray],
@@ -80,9 +107,6 @@ def mean_average_precision_50(
     num_classes: int,
 ) -> float:
     """COCO-style mAP at IoU 0.5 (101-point interpolation), computed by pycocotools."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     images, annotations, results = [], [], []
     for image_id, (boxes, labels) in enumerate(zip(truth_boxes, truth_labels, strict=True)):
         images.append({"id": image_id})
@@ -93,77 +117,49 @@ def mean_average_precision_50(
     ):
         for box, score, label in zip(boxes, scores, labels, strict=True):
             results.append(_coco_box(0, image_id, box, int(label)) | {"score": float(score)})
-    if not annotations:
-        return 0.0
-    truth = COCO()
-    truth.dataset = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": c} for c in range(num_classes)],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        truth.createIndex()
-        if not results:
-            return 0.0
-        predicted = truth.loadRes(results)
-        evaluation = COCOeval(truth, predicted, iouType="bbox")
-        evaluation.params.iouThrs = np.array([0.5])
-        evaluation.params.maxDets = [100, 100, 100]
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return float(max(evaluation.stats[0], 0.0))
+    stats = _coco_stats(images, annotations, results, num_classes, "bbox", iouThrs=np.array([0.5]), maxDets=[100] * 3)
+    return stats[0]
 
 
 @dataclass
 class InstanceMasks:
-    """Per image: boolean masks (k, H, W) at the image's size, labels (k,) and scores (k,) (1 for
-    ground truth)."""
+    """Per image: boolean masks (k, H, W) at the image's size, labels (k,) and scores (k,)."""
 
     masks: list[np.ndarray]
     labels: list[np.ndarray]
     scores: list[np.ndarray]
 
 
-def mask_average_precision(found: InstanceMasks, truth: InstanceMasks, num_classes: int) -> dict[str, float]:
+def _rle_records(masks: np.ndarray, labels: np.ndarray, image_id: int) -> list[dict]:
+    """COCO records (image, category, RLE segmentation) of one image's boolean masks (k, H, W)."""
+    from pycocotools import mask as coco_mask
+
+    if len(masks) == 0:
+        return []
+    encoded = coco_mask.encode(np.asfortranarray(np.moveaxis(masks, 0, -1).astype(np.uint8)))
+    return [
+        {"image_id": image_id, "category_id": int(label), "segmentation": rle}
+        for rle, label in zip(encoded, labels, strict=True)
+    ]
+
+
+def mask_average_precision(
+    found: InstanceMasks, truth_masks: list[np.ndarray], truth_labels: list[np.ndarray], num_classes: int
+) -> dict[str, float]:
     """COCO mask AP (IoU 0.50:0.95) and AP50, by pycocotools' evaluator on RLE-encoded masks."""
     from pycocotools import mask as coco_mask
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
-    def records(sets: InstanceMasks, extra: Callable[[float], dict]) -> list[dict]:
-        rows = []
-        for image_id, (masks, labels, scores) in enumerate(zip(sets.masks, sets.labels, sets.scores, strict=True)):
-            if len(masks) == 0:
-                continue
-            encoded = coco_mask.encode(np.asfortranarray(np.moveaxis(masks, 0, -1).astype(np.uint8)))
-            for rle, label, score in zip(encoded, labels, scores, strict=True):
-                rows.append({"image_id": image_id, "category_id": int(label), "segmentation": rle} | extra(score))
-        return rows
-
-    annotations = records(truth, lambda _: {"iscrowd": 0})
-    for index, annotation in enumerate(annotations, 1):
-        annotation["id"] = index
-        annotation["area"] = float(coco_mask.area(annotation["segmentation"]))
-    results = records(found, lambda score: {"score": float(score)})
-    if not annotations or not results:
-        return {"mask_ap": 0.0, "mask_ap50": 0.0}
-    reference = COCO()
-    reference.dataset = {
-        "images": [
-            {"id": image_id, "height": masks.shape[-2], "width": masks.shape[-1]}
-            for image_id, masks in enumerate(truth.masks)
-        ],
-        "annotations": annotations,
-        "categories": [{"id": c} for c in range(num_classes)],
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        reference.createIndex()
-        evaluation = COCOeval(reference, reference.loadRes(results), iouType="segm")
-        evaluation.evaluate()
-        evaluation.accumulate()
-        evaluation.summarize()
-    return {"mask_ap": float(max(evaluation.stats[0], 0.0)), "mask_ap50": float(max(evaluation.stats[1], 0.0))}
+    images, annotations, results = [], [], []
+    for image_id, (masks, labels) in enumerate(zip(truth_masks, truth_labels, strict=True)):
+        images.append({"id": image_id, "height": masks.shape[-2], "width": masks.shape[-1]})
+        for record in _rle_records(masks, labels, image_id):
+            area = float(coco_mask.area(record["segmentation"]))
+            annotations.append(record | {"id": len(annotations) + 1, "area": area, "iscrowd": 0})
+    for image_id, (masks, labels, scores) in enumerate(zip(found.masks, found.labels, found.scores, strict=True)):
+        for record, score in zip(_rle_records(masks, labels, image_id), scores, strict=True):
+            results.append(record | {"score": float(score)})
+    stats = _coco_stats(images, annotations, results, num_classes, "segm")
+    return {"mask_ap": stats[0], "mask_ap50": stats[1]}
 
 
 def _coco_box(annotation_id: int, image_id: int, box: np.ndarray, label: int) -> dict:

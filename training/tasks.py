@@ -140,6 +140,8 @@ class SegmentationTask(Task):
 class DetectionTask(Task):
     primary_metric: str = "map50"
     entry_points = ("forward_raw",)
+    # Detections scoring less are left out of the evaluation (they only lengthen its lists).
+    score_floor: ClassVar[float] = 0.01
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         images, targets = batch
@@ -166,7 +168,7 @@ class DetectionTask(Task):
         for images, targets in loader:
             boxes, scores, labels = model(self.prepare(images))
             for i, target in enumerate(targets):
-                keep = scores[i] > 0.01
+                keep = scores[i] > self.score_floor
                 found.boxes.append(boxes[i][keep].numpy())
                 found.scores.append(scores[i][keep].numpy())
                 found.labels.append(labels[i][keep].numpy())
@@ -181,7 +183,6 @@ class InstanceSegmentationTask(DetectionTask):
     """The detector's loss plus the masks' (`instances.mask_loss`); judged by COCO mask AP."""
 
     primary_metric: str = "mask_ap"
-    # Detections scoring less are left out of the evaluation (they only lengthen its lists).
     score_floor: ClassVar[float] = 0.05
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -195,7 +196,7 @@ class InstanceSegmentationTask(DetectionTask):
 
     def evaluate(self, model: nn.Module, loader: DataLoader) -> dict[str, float]:
         found = metrics.InstanceMasks([], [], [])
-        truth = metrics.InstanceMasks([], [], [])
+        truth_masks, truth_labels = [], []
         for images, targets in loader:
             _, scores, labels, masks = model(self.prepare(images))
             masks = masks >= 0.5
@@ -204,10 +205,9 @@ class InstanceSegmentationTask(DetectionTask):
                 found.masks.append(masks[i][keep].numpy())
                 found.labels.append(labels[i][keep].numpy())
                 found.scores.append(scores[i][keep].numpy())
-                truth.masks.append(target["masks"].numpy().astype(bool))
-                truth.labels.append(target["labels"].numpy())
-                truth.scores.append(np.ones(len(target["labels"]), np.float32))
-        return metrics.mask_average_precision(found, truth, len(self.class_names))
+                truth_masks.append(target["masks"].numpy().astype(bool))
+                truth_labels.append(target["labels"].numpy())
+        return metrics.mask_average_precision(found, truth_masks, truth_labels, len(self.class_names))
 
 
 @dataclass(frozen=True)

@@ -61,16 +61,20 @@ def detection_target(boxes: np.ndarray, labels: np.ndarray) -> DetectionTarget:
     }
 
 
+def tight_box(silhouette: np.ndarray) -> np.ndarray:
+    """xyxy float32 box (4,) around the True pixels of a boolean (H, W) mask (must be non-empty)."""
+    rows = np.flatnonzero(silhouette.any(axis=1))
+    cols = np.flatnonzero(silhouette.any(axis=0))
+    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
+
+
 def instance_target(masks: np.ndarray, labels: np.ndarray) -> DetectionTarget:
     """The canonical instance target of boolean or 0/1 masks (k, H, W) and their labels (k,):
     instances without a visible pixel are left out, each box is its mask's tight box."""
     masks = np.asarray(masks, dtype=bool)
     visible = masks.any(axis=(1, 2))
     masks, labels = masks[visible], np.asarray(labels)[visible]
-    boxes = np.zeros((len(masks), 4), np.float32)
-    for index, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        boxes[index] = (cols[0], rows[0], cols[-1] + 1, rows[-1] + 1)
+    boxes = np.array([tight_box(mask) for mask in masks], np.float32).reshape(-1, 4)
     return {**detection_target(boxes, labels), "masks": torch.from_numpy(masks.astype(np.uint8))}
 
 

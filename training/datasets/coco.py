@@ -142,31 +142,30 @@ def _rle_problem(rle: dict, height: int, width: int) -> str | None:
     return None
 
 
-def decode_segmentation(path: Path, segmentation: object, height: int, width: int) -> np.ndarray:
-    """The (height, width) uint8 mask of a COCO `segmentation`: polygons or RLE (compressed or
-    not), checked before pycocotools reads it (it crashes on some malformed input); DatasetError
-    naming the image `path` for anything else."""
+def segmentation_problem(segmentation: object, height: int, width: int) -> str | None:
+    """What is wrong with a COCO `segmentation` of a height x width image (polygons, or RLE
+    compressed or not), None when pycocotools may read it: it crashes or reads memory it does not
+    own on some malformed input, so everything is checked first."""
     if isinstance(segmentation, list):
-        problem = _polygons_problem(segmentation, height, width)
-    elif isinstance(segmentation, dict):
-        problem = _rle_problem(segmentation, height, width)
-    else:
-        problem = f"a {type(segmentation).__name__}, neither polygons nor RLE"
-    if problem is not None:
-        raise DatasetError(path, f"an object's segmentation is {problem}")
+        return _polygons_problem(segmentation, height, width)
+    if isinstance(segmentation, dict):
+        return _rle_problem(segmentation, height, width)
+    return f"a {type(segmentation).__name__}, neither polygons nor RLE"
+
+
+def decode_segmentation(path: Path, segmentation: list | dict, height: int, width: int) -> np.ndarray:
+    """The (height, width) uint8 mask of a checked COCO `segmentation` (`segmentation_problem`);
+    DatasetError naming the image `path` if pycocotools still refuses it."""
     try:
         if isinstance(segmentation, list):
             rle = coco_mask.merge(coco_mask.frPyObjects(segmentation, height, width))
+        elif isinstance(segmentation["counts"], list):
+            rle = coco_mask.frPyObjects(segmentation, height, width)
         else:
-            counts = segmentation["counts"]
-            runs = counts if isinstance(counts, list) else compressed_counts(counts)
-            rle = coco_mask.frPyObjects({"size": [height, width], "counts": runs}, height, width)
-        mask = coco_mask.decode(rle)
+            rle = segmentation
+        return coco_mask.decode(rle)
     except Exception as error:  # pycocotools raises bare Exception for input it cannot read
         raise DatasetError(path, f"an object's segmentation cannot be decoded ({error})") from error
-    if mask.shape != (height, width):
-        raise DatasetError(path, f"an object's segmentation decodes to {mask.shape}, not ({height}, {width})")
-    return mask
 
 
 def compressed_counts(text: str) -> list[int]:
@@ -295,6 +294,10 @@ def _check_masks(source: CocoSource, images: list[CocoImage]) -> None:
             raise DatasetError(source.annotations, f"image {image.path.name} has no height and width for its masks")
         if any(not segmentation for segmentation in image.segmentations):
             raise DatasetError(source.annotations, f"an object of image {image.path.name} has no segmentation")
+        for segmentation in image.segmentations:
+            problem = segmentation_problem(segmentation, image.height, image.width)
+            if problem is not None:
+                raise DatasetError(image.path, f"an object's segmentation is {problem}")
 
 
 def open_coco(root: Path, request: DatasetRequest) -> CocoDetectionDataset:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from easerve.model_defs.labels import SHAPE_CLASSES
-from easerve.training.datasets.canonical import Split
+from easerve.training.datasets.canonical import Split, tight_box
 from easerve.training.datasets.streams import sample_rng
 
 SUPERSAMPLE = 4
@@ -145,13 +145,6 @@ def silhouette_coverage(outline: np.ndarray, size: int) -> np.ndarray:
     ImageDraw.Draw(canvas).polygon([tuple(v) for v in vertices], fill=255)
     coverage[rows, cols] = np.asarray(canvas.reduce(SUPERSAMPLE), np.float32) / 255
     return coverage
-
-
-def tight_box(silhouette: np.ndarray) -> np.ndarray:
-    """xyxy float32 box (4,) around the True pixels of a boolean (H, W) mask (must be non-empty)."""
-    rows = np.flatnonzero(silhouette.any(axis=1))
-    cols = np.flatnonzero(silhouette.any(axis=0))
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
 
 
 def _background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
