@@ -354,11 +354,11 @@ def _server_command(server: str, args: argparse.Namespace, names: list[str], por
 def _running_server(server: str, args: argparse.Namespace, names: list[str]) -> Iterator[RunningServer]:
     """`server` on a free loopback port (`loadtest.server.running_server_process`), its output in
     a log file under the temp folder; yields its URL and process once ready."""
-    from easerve.loadtest.server import free_port, running_server_process
+    from easerve.loadtest.server import READY_PATH, free_port, running_server_process
 
     port = free_port()
     log_path = Path(tempfile.mkdtemp(prefix="easerve-bench-serve-")) / f"{server}.log"
-    ready_path = PEERS[server].ready_path.format(model=names[-1]) if server in PEERS else "/readyz"
+    ready_path = PEERS[server].ready_path.format(model=names[-1]) if server in PEERS else READY_PATH
     command = _server_command(server, args, names, port)
     url = f"http://127.0.0.1:{port}"
     with running_server_process(command, url, log_path, args.ready_timeout, ready_path=ready_path) as running:

@@ -24,7 +24,7 @@ from pycocotools import mask as coco_mask
 
 from easerve.artifacts.tasks import Answer, RequestKind
 from easerve.loadtest.endpoints import ATTENTION_KINDS, ENDPOINTS, model_selector, prepared_requests
-from easerve.loadtest.samples import SampleSet, load_samples
+from easerve.loadtest.samples import SampleSet, SceneSample, load_samples
 
 MIN_BOX_IOU = 0.5
 MIN_MASK_IOU = 0.5
@@ -59,14 +59,23 @@ def check_classify(answer: dict, samples: SampleSet) -> tuple[bool, str]:
     return top == expected, f"top-1 {top!r}, expected {expected!r}"
 
 
+def _shapes_found(scene: SceneSample, found: list[dict], also: Callable[[int, int], bool]) -> int:
+    """The scene's shapes with an answer of the right class whose box has IoU >= MIN_BOX_IOU with
+    the shape's and for which `also(shape index, answer index)` holds."""
+    return sum(
+        any(
+            answer["label"] == label
+            and _iou(box, np.asarray(answer["box"], np.float32)) >= MIN_BOX_IOU
+            and also(shape, index)
+            for index, answer in enumerate(found)
+        )
+        for shape, (box, label) in enumerate(zip(scene.boxes, scene.labels))
+    )
+
+
 def check_detect(answer: dict, samples: SampleSet) -> tuple[bool, str]:
     scene = samples.scenes[0]
-    found = answer["results"][0]["detections"]
-    matched = 0
-    for box, label in zip(scene.boxes, scene.labels):
-        matched += any(
-            d["label"] == label and _iou(box, np.asarray(d["box"], np.float32)) >= MIN_BOX_IOU for d in found
-        )
+    matched = _shapes_found(scene, answer["results"][0]["detections"], lambda shape, index: True)
     recall = matched / len(scene.labels)
     return recall >= MIN_BOX_RECALL, f"{matched}/{len(scene.labels)} shapes found (IoU >= {MIN_BOX_IOU})"
 
@@ -81,22 +90,20 @@ def check_segment(answer: dict, samples: SampleSet) -> tuple[bool, str]:
 
 
 def check_instances(answer: dict, samples: SampleSet) -> tuple[bool, str]:
-    """Recall of the scene's shapes: an instance of the right class whose box has IoU >=
-    MIN_BOX_IOU with the shape's and whose mask has IoU >= MIN_MASK_IOU with the shape's pixels
-    (its class's pixels inside its box: the scenes' shapes barely overlap)."""
+    """Recall of the scene's shapes as `check_detect` counts it, each instance's mask also with
+    IoU >= MIN_MASK_IOU against the shape's visible pixels."""
     scene = samples.scenes[0]
     found = answer["results"][0]["instances"]
+    sizes = {tuple(instance["mask"]["size"]) for instance in found}
+    if sizes - {scene.instances.shape}:
+        return False, f"mask sizes {sorted(sizes)}, expected {scene.instances.shape}"
     masks = [coco_mask.decode(instance["mask"]) > 0 for instance in found]
-    matched = 0
-    for index, (box, label) in enumerate(zip(scene.boxes, scene.labels)):
-        truth = scene.instances == index + 1
-        matched += any(
-            i["label"] == label
-            and _iou(box, np.asarray(i["box"], np.float32)) >= MIN_BOX_IOU
-            and mask.shape == truth.shape
-            and (mask & truth).sum() >= MIN_MASK_IOU * (mask | truth).sum()
-            for i, mask in zip(found, masks)
-        )
+
+    def mask_matches(shape: int, index: int) -> bool:
+        truth = scene.instances == shape + 1
+        return (masks[index] & truth).sum() >= MIN_MASK_IOU * (masks[index] | truth).sum()
+
+    matched = _shapes_found(scene, found, mask_matches)
     recall = matched / len(scene.labels)
     detail = f"{matched}/{len(scene.labels)} shapes found (box IoU >= {MIN_BOX_IOU}, mask IoU >= {MIN_MASK_IOU})"
     return recall >= MIN_BOX_RECALL, detail

@@ -45,6 +45,10 @@ def _input_size(preprocessing: dict) -> str:
     return ""
 
 
+# Where a server says it is ready (200): easerve's readiness route.
+READY_PATH = "/readyz"
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as probe:
@@ -52,7 +56,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def is_ready(url: str, path: str = "/readyz") -> bool:
+def is_ready(url: str, path: str = READY_PATH) -> bool:
     """True when `<url><path>` answers 200."""
     try:
         return httpx.get(f"{url}{path}", timeout=2.0).status_code == 200
@@ -61,7 +65,7 @@ def is_ready(url: str, path: str = "/readyz") -> bool:
 
 
 def wait_ready(
-    url: str, timeout_s: float, process: subprocess.Popen | None = None, ready_path: str = "/readyz"
+    url: str, timeout_s: float, process: subprocess.Popen | None = None, ready_path: str = READY_PATH
 ) -> None:
     """Block until the server at `url` is ready (`ready_path` answers 200). RuntimeError if
     `process` exits first or `timeout_s` passes."""
@@ -95,7 +99,7 @@ def running_server_process(
     ready_timeout_s: float,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
-    ready_path: str = "/readyz",
+    ready_path: str = READY_PATH,
 ) -> Iterator[RunningServer]:
     """Run `command` (in `cwd`, with `env`: default this process's), a server that listens at
     `url`, its output in `log_path`; yields its URL and process once ready (`ready_path` answers
@@ -170,13 +174,11 @@ class RssSampler(threading.Thread):
         self.peak_bytes = 0
         self.window_peak_bytes = 0  # the peak since `start_window`
         self._window_lock = threading.Lock()
-        self.last_bytes = 0
         self.killed_at_mb: float | None = None
         self._stop_event = threading.Event()
 
     def sample(self) -> int:
         rss = tree_rss_bytes(self.root)
-        self.last_bytes = rss
         self.peak_bytes = max(self.peak_bytes, rss)
         with self._window_lock:
             self.window_peak_bytes = max(self.window_peak_bytes, rss)

@@ -8,13 +8,11 @@ needs, batched; the masks are made and encoded on a worker.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.tasks import INSTANCE_SEGMENTATION
-from easerve.service.codecs.images import OpenedImage
 from easerve.service.dependencies import State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
 from easerve.service.json_answers import JSONBytes, json_bytes
@@ -25,10 +23,9 @@ from easerve.service.routers.vision import (
     OverlayWidth,
     admitted_images,
     decoded_images,
-    overlay_needed,
+    requested_overlay,
 )
 from easerve.service.tasks.instances import InstancesResponse, MaskFormat, instance_bytes, segment_instances
-from easerve.service.tasks.segmentation import Overlay
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
 
@@ -51,16 +48,8 @@ async def segment_instances_route(
     """Per image its instances, best first: class, score, box (x1, y1, x2, y2) and mask at the
     original resolution, and with `overlay=true` the image with each instance coloured."""
     manifest = context.model.manifest
-    drawn = Overlay(alpha, state.settings.max_overlay_pixels, overlay_width) if overlay else None
-
-    def output_bytes(images: list[OpenedImage]) -> int:
-        total = 0
-        for image in images:
-            width, height = image.header.width, image.header.height
-            total += instance_bytes(width, height, math.prod(drawn.size(width, height)) if drawn else 0)
-        return total
-
-    images = await admitted_images(request, state, context, overlay_needed(manifest, drawn), output_bytes)
+    drawn = requested_overlay(state, overlay, alpha, overlay_width)
+    images = await admitted_images(request, state, context, drawn, instance_bytes)
     decoded, inputs = await decoded_images(context, images)
     outcome = await context.infer(inputs)
 

@@ -61,27 +61,54 @@ _BODY_COPIES = 2
 # decode and a header parse of this much are cheaper than the round trip to a worker thread.
 _INLINE_INSPECTION_BYTES = 256 * 1024
 
-# The estimated working memory of the answers to a request's images.
-OutputBytes = Callable[[list[OpenedImage]], int]
+# The estimated working memory of the answer to one image: (width, height, overlay pixels) -> bytes.
+AnswerBytes = Callable[[int, int, int], int]
+
+
+def requested_overlay(state: State, overlay: bool, alpha: float, width: int | None) -> Overlay | None:
+    """The overlay a request asked for (`overlay`, `alpha`, `overlay_width`), None without one."""
+    return Overlay(alpha, state.settings.max_overlay_pixels, width) if overlay else None
+
+
+def _decode_size(manifest: Manifest, drawn: Overlay | None) -> NeededSize:
+    """The size to decode an image at: the model's, or its overlay's where that is larger."""
+    model_height, model_width = model_image_size(manifest)
+
+    def needed(width: int, height: int) -> tuple[int, int]:
+        if drawn is None:
+            return model_width, model_height
+        drawn_width, drawn_height = drawn.size(width, height)
+        return max(drawn_width, model_width), max(drawn_height, model_height)
+
+    return needed
 
 
 async def admitted_images(
-    request: Request, state: State, context: InferenceContext, needed: NeededSize, output_bytes: OutputBytes
+    request: Request,
+    state: State,
+    context: InferenceContext,
+    drawn: Overlay | None = None,
+    answer_bytes: AnswerBytes | None = None,
 ) -> list[OpenedImage]:
     """The request's images, read and inspected by the deadline, their cost admitted: the body,
-    decoding each at `needed(width, height)`, the model's working memory for them at its own
-    size, and `output_bytes(images)` for the answers."""
+    decoding each no larger than the model or the overlay `drawn` needs, the model's working
+    memory for them at its own size, and `answer_bytes` of each image's answer."""
     upload = await context.read(read_image_upload(request))
     settings = state.settings
+    needed = _decode_size(context.model.manifest, drawn)
     limits = (upload, settings.max_images_per_request, settings.max_image_pixels, needed)
     if upload.size <= _INLINE_INSPECTION_BYTES:
         images = inspect_images(*limits)
     else:
         images = await context.offload(inspect_images, *limits)
     decoding = sum(image.header.working_bytes for image in images)
+    answers = 0
+    if answer_bytes is not None:
+        for image in images:
+            width, height = image.header.width, image.header.height
+            answers += answer_bytes(width, height, math.prod(drawn.size(width, height)) if drawn else 0)
     model = served_working_bytes(context.model.manifest, len(images)) or 0
-    work = _BODY_COPIES * upload.size + decoding + output_bytes(images)
-    context.admit(work, f"{len(images)} image(s)", model_bytes=model)
+    context.admit(_BODY_COPIES * upload.size + decoding + answers, f"{len(images)} image(s)", model_bytes=model)
     return images
 
 
@@ -97,23 +124,6 @@ async def decoded_images(context: InferenceContext, images: list[OpenedImage]) -
     return await context.offload(_decoded_batch, images, context.model.manifest, context.deadline)
 
 
-def overlay_needed(manifest: Manifest, drawn: Overlay | None) -> NeededSize:
-    """The size to decode an image at: the model's, or its overlay's where that is larger."""
-    model_height, model_width = model_image_size(manifest)
-
-    def needed(width: int, height: int) -> tuple[int, int]:
-        if drawn is None:
-            return model_width, model_height
-        drawn_width, drawn_height = drawn.size(width, height)
-        return max(drawn_width, model_width), max(drawn_height, model_height)
-
-    return needed
-
-
-def _no_output_bytes(images: list[OpenedImage]) -> int:
-    return 0
-
-
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
 @finishes_inference
 async def classify_images(
@@ -123,8 +133,7 @@ async def classify_images(
     top_k: Annotated[int, Query(ge=1, le=1000, description="labels per image")] = 5,
 ) -> JSONBytes:
     """Top-k labels with probabilities for each image."""
-    needed = overlay_needed(context.model.manifest, None)
-    images = await admitted_images(request, state, context, needed, _no_output_bytes)
+    images = await admitted_images(request, state, context)
     _, inputs = await decoded_images(context, images)
     manifest = context.model.manifest
     finish = context.answer_with(
@@ -144,8 +153,7 @@ async def detect_objects(
     top_k: Annotated[int, Query(ge=1, le=1000, description="detections per image, best first")] = 100,
 ) -> JSONBytes:
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
-    needed = overlay_needed(context.model.manifest, None)
-    images = await admitted_images(request, state, context, needed, _no_output_bytes)
+    images = await admitted_images(request, state, context)
     decoded, inputs = await decoded_images(context, images)
     manifest = context.model.manifest
     sizes = [image.original_size for image in decoded]
@@ -165,19 +173,13 @@ async def segment_images(
 ) -> JSONBytes:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
     manifest = context.model.manifest
-    drawn = Overlay(alpha, state.settings.max_overlay_pixels, overlay_width) if overlay else None
+    drawn = requested_overlay(state, overlay, alpha, overlay_width)
     model_height, _ = model_image_size(manifest)
-    needed = overlay_needed(manifest, drawn)
 
-    def output_bytes(images: list[OpenedImage]) -> int:
-        total = 0
-        for image in images:
-            width, height = image.header.width, image.header.height
-            overlay_pixels = math.prod(drawn.size(width, height)) if drawn is not None else 0
-            total += segmentation_bytes(width, height, len(manifest.labels), model_height, overlay_pixels)
-        return total
+    def answer_bytes(width: int, height: int, overlay_pixels: int) -> int:
+        return segmentation_bytes(width, height, len(manifest.labels), model_height, overlay_pixels)
 
-    images = await admitted_images(request, state, context, needed, output_bytes)
+    images = await admitted_images(request, state, context, drawn, answer_bytes)
     decoded, inputs = await decoded_images(context, images)
     outcome = await context.infer(inputs)
 

@@ -66,11 +66,6 @@ def instance_bytes(width: int, height: int, overlay_pixels: int) -> int:
     return _MASK_BYTES_PER_PIXEL * width * height + OVERLAY_BYTES_PER_PIXEL * overlay_pixels
 
 
-def instance_colours(count: int) -> np.ndarray:
-    """uint8 (count, 3): the class palette without its black, one colour per instance in order."""
-    return class_colours(count + 1)[1:]
-
-
 @dataclass(frozen=True)
 class MaskPlacement:
     """Where a mask lies in an image: the top-left corner of its region and the region's pixels
@@ -156,31 +151,33 @@ class OverlayCanvas:
         self.size = overlay.size(width, height)
         self.scale = (self.size[0] / width, self.size[1] / height)
         self.indices = np.zeros((self.size[1], self.size[0]), np.uint8)
-        self.instances: list[dict] = []
+        self.boxes: list[list[float]] = []
 
-    def paint(self, placement: MaskPlacement, instance: dict) -> None:
-        self.instances.append(instance)
+    def paint(self, placement: MaskPlacement, box: list[float]) -> None:
+        """Paint the next instance: its mask, and its box (x1, y1, x2, y2 in the image's pixels)."""
+        self.boxes.append(box)
         rows, columns = placement.pixels.shape
-        if rows == 0 or len(self.instances) > np.iinfo(self.indices.dtype).max:
+        if rows == 0 or len(self.boxes) > np.iinfo(self.indices.dtype).max:
             return
         scale_x, scale_y = self.scale
         x0, y0 = int(placement.left * scale_x), int(placement.top * scale_y)
         x1 = max(x0 + 1, min(self.size[0], math.ceil((placement.left + columns) * scale_x)))
         y1 = max(y0 + 1, min(self.size[1], math.ceil((placement.top + rows) * scale_y)))
         drawn = Image.fromarray(placement.pixels * 255).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
-        self.indices[y0:y1, x0:x1][np.asarray(drawn) > 0] = len(self.instances)
+        self.indices[y0:y1, x0:x1][np.asarray(drawn) > 0] = len(self.boxes)
 
     def encoded(self) -> str:
         """The overlay as a base64 PNG: masks coloured, boxes outlined, in each instance's colour."""
         picture = self.image.image
         if picture.size != self.size:
             picture = picture.resize(self.size, Image.Resampling.BILINEAR)
-        colours = np.concatenate([np.zeros((1, 3), np.uint8), instance_colours(len(self.instances))])
+        # Instance i (from 1) in the class palette's colour i, as the console draws it.
+        colours = class_colours(len(self.boxes) + 1)
         drawn = Image.fromarray(paint_overlay(picture, self.indices, colours, self.overlay.alpha))
         pen = ImageDraw.Draw(drawn)
         scale_x, scale_y = self.scale
-        for instance, colour in zip(self.instances, colours[1:], strict=True):
-            box = np.asarray(instance["box"], np.float64) * (scale_x, scale_y, scale_x, scale_y)
+        for box, colour in zip(self.boxes, colours[1:], strict=True):
+            box = np.asarray(box, np.float64) * (scale_x, scale_y, scale_x, scale_y)
             if not np.isfinite(box).all():
                 continue
             x0, x1 = sorted(box[0::2])
@@ -222,7 +219,9 @@ def segment_instances(
             instance = detection_at(slot, boxes, scores, labels, manifest, scale) | {"area": placement.area}
             found.append(instance | _encoded_mask(placement, width, height, mask_format))
             if canvas is not None:
-                canvas.paint(placement, instance)
+                canvas.paint(placement, instance["box"])
+        if canvas is not None:
+            deadline.check("drawing the instances' overlay")
         drawn = canvas.encoded() if canvas is not None else None
         results.append({"width": width, "height": height, "instances": found, "overlay_png": drawn})
     return results

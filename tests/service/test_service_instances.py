@@ -198,6 +198,6 @@ def test_the_overlay_draws_boxes_a_model_gives_reversed_or_not_finite():
     canvas = OverlayCanvas(image, Overlay(0.5, 10_000_000))
     placement = place_mask(np.pad(np.ones((4, 4), np.float32), 6), 40, 30)
     for box in ([30.0, 20.0, 10.0, 5.0], [float("nan"), 0.0, 5.0, 5.0], [0.0, 0.0, float("inf"), 5.0]):
-        canvas.paint(placement, {"box": box, "label": "circle", "score": 0.9})
+        canvas.paint(placement, box)
     overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.encoded()))))
     assert overlay.shape == (30, 40, 3) and not (overlay == 255).all()

@@ -20,7 +20,7 @@ export function classColours(count) {
 }
 
 /** Colours for labels that have no background (point cloud parts and classes, instances in the
- * order they came, as tasks/instances.py instance_colours): never black. */
+ * order they came, as tasks/instances.py OverlayCanvas colours them): never black. */
 export function labelColours(count) {
   return classColours(count + 1).slice(1);
 }
