@@ -42,9 +42,6 @@ class Ticket:
 
     def __init__(self, budget: MemoryBudget, cost: int) -> None:
         self.cost = cost  # all it holds of the budget
-        # The part its worker threads spend (decoding, answers), which picks their pool: the
-        # model's working memory is spent on the runner, not on a worker.
-        self.work_cost = cost
         self._budget = budget
         self._holders = 1
 

@@ -46,6 +46,9 @@ class InferenceContext:
     on_begin: Callable[[], None] | None = None
     on_finish: Callable[[], None] | None = None
     ticket: Ticket | None = None
+    # The part of its admitted cost its worker threads spend (decoding, answers), which picks
+    # their pool.
+    work_bytes: int = 0
     # Admitted at the door (`door.AdmissionDoor`) before the route ran, or by `begin`.
     arrival: Arrival | None = None
     computed_at: float | None = None  # when its batch ended
@@ -75,17 +78,17 @@ class InferenceContext:
             self.on_begin()
             self.on_begin = None
 
-    def admit(self, cost: int, what: str, model_bytes: int = 0) -> None:
+    def admit(self, cost: int, what: str, *, model_bytes: int = 0) -> None:
         """Hold `cost` bytes of worker-side work (decoding, answers) and `model_bytes` of the
         model's working memory in the memory budget for this request, or that much more once it
         holds some (PayloadTooLarge / Overloaded, see `admission`); its worker jobs move to the
-        pool of its worker-side cost class (the model's memory is spent on the runner)."""
+        pool of its worker-side cost class (the model's memory is spent on the runner, not on a
+        worker)."""
         if self.ticket is None:
             self.ticket = self.budget.admit(cost + model_bytes, what)
-            self.ticket.work_cost = cost
         else:
             self.budget.admit_more(self.ticket, cost + model_bytes, what)
-            self.ticket.work_cost += cost
+        self.work_bytes += cost
 
     def finish(self) -> None:
         """The handler is done: the request's cost goes back once its worker jobs are done too.
@@ -124,7 +127,7 @@ class InferenceContext:
                 "device would take longer); not decoded"
             )
         loop = asyncio.get_running_loop()
-        executor = self.pools.for_cost(self.ticket.work_cost if self.ticket else 0)
+        executor = self.pools.for_cost(self.work_bytes)
         job = executor.submit(functools.partial(function, *args, **kwargs))
         if self.ticket is not None:
             ticket = self.ticket

@@ -54,7 +54,9 @@ async def _prepared_cloud(request: Request, state: State, context: InferenceCont
     points, cloud = await context.offload(_decode_and_sample, upload, state.settings.max_points, manifest)
     if model is None:
         shapes = {name: array.shape for name, array in cloud.inputs.items()}
-        context.admit(0, f"the point cloud of {len(points)} points", tensors_working_bytes(manifest, shapes))
+        context.admit(
+            0, f"the point cloud of {len(points)} points", model_bytes=tensors_working_bytes(manifest, shapes)
+        )
     return points, cloud
 
 

@@ -49,6 +49,11 @@ _MICROSECONDS = 1e-6
 # tensors are read into arrays and converted once.
 _JSON_BYTES_PER_BODY_BYTE = 24
 _BINARY_BYTES_PER_BODY_BYTE = 3
+# Bytes held while outputs are encoded, per byte of output tensor: as JSON, a float32 written as
+# text (up to ~20 characters for 4 bytes) and the response's copy of it; as binary data, the
+# tensor's bytes and the response's copy.
+_JSON_BYTES_PER_OUTPUT_BYTE = 10
+_BINARY_BYTES_PER_OUTPUT_BYTE = 2
 
 
 @router.get("", response_model=ServerMetadata)
@@ -148,17 +153,30 @@ def _check_finite(name: str, output: np.ndarray) -> None:
         )
 
 
+def _sent_outputs(document: InferRequest, model: ServedModel) -> dict[str, bool]:
+    """The outputs the answer holds (those asked for, else all), each with whether it is sent as
+    binary data."""
+    wanted = {output.name: output for output in document.outputs or []}
+    return {
+        tensor.name: wants_binary(document, wanted.get(tensor.name))
+        for tensor in model.manifest.outputs
+        if not wanted or tensor.name in wanted
+    }
+
+
+def _answer_bytes(document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray]) -> int:
+    """Estimated memory held while the answer is encoded, by how each output is sent."""
+    sent = _sent_outputs(document, model)
+    per_byte = {True: _BINARY_BYTES_PER_OUTPUT_BYTE, False: _JSON_BYTES_PER_OUTPUT_BYTE}
+    return sum(per_byte[as_bytes] * outputs[name].nbytes for name, as_bytes in sent.items())
+
+
 def _encode(
     document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
 ) -> Response:
     """The response, encoded on a worker: outputs asked for as JSON may be large, and encoding
     them on the runner's thread would hold up every other request's next batch."""
-    wanted = {output.name: output for output in document.outputs or []}
-    binary = {
-        tensor.name: wants_binary(document, wanted.get(tensor.name))
-        for tensor in model.manifest.outputs
-        if not wanted or tensor.name in wanted
-    }
+    binary = _sent_outputs(document, model)
     for name in binary:
         _check_finite(name, outputs[name])
     encoded = [encode_output(name, outputs[name], as_bytes) for name, as_bytes in binary.items()]
@@ -195,6 +213,8 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
             context.with_timeout(timeout_us * _MICROSECONDS)
         _check_wanted_outputs(document, model)
         shapes = {name: array.shape for name, array in arrays.items()}
-        context.admit(0, f"the model's work on shapes {shapes}", tensors_working_bytes(model.manifest, shapes))
+        model_bytes = tensors_working_bytes(model.manifest, shapes)
+        context.admit(0, f"the model's work on shapes {shapes}", model_bytes=model_bytes)
         outcome = await context.infer(arrays)
+        context.admit(_answer_bytes(document, model, outcome.outputs), "encoding the answer")
         return await context.offload(_encode, document, model, outcome.outputs, _parameters(context, outcome))

@@ -352,3 +352,19 @@ def test_tritonclient_works_unchanged(live, binary):
         np.testing.assert_allclose(result.as_numpy("logits"), expected_logits([0, 1, 2, 0]), atol=1e-5)
     finally:
         client.close()
+
+
+def test_the_answers_encoding_is_charged_by_how_each_output_is_sent():
+    from types import SimpleNamespace
+
+    from easerve.service.routers.v2 import _answer_bytes
+    from easerve.service.v2.schemas import InferRequest
+
+    model = SimpleNamespace(manifest=SimpleNamespace(outputs=[SimpleNamespace(name="logits")]))
+    outputs = {"logits": np.zeros((1, 7, 512, 512), np.float32)}  # 7 MiB of floats, from a small input
+    as_json = InferRequest.model_validate({"inputs": []})
+    as_binary = InferRequest.model_validate({"inputs": [], "parameters": {"binary_data_output": True}})
+    json_bytes, binary_bytes = _answer_bytes(as_json, model, outputs), _answer_bytes(as_binary, model, outputs)
+    # JSON text of the floats is charged well above the tensor (enough to reach the heavy pool
+    # from a small request), binary data about twice the tensor.
+    assert json_bytes >= 8 * outputs["logits"].nbytes and binary_bytes == 2 * outputs["logits"].nbytes
