@@ -290,9 +290,8 @@ def _measure(args: argparse.Namespace, models: list[ModelFiles]) -> list[ModelRe
     for peer in args.peers:
         for files in models:
             route = PEERS[peer].route.format(model=files.name)
-            workloads[files.name, peer] = Workload(
-                route, files.name, PEERS[peer].body(pngs[files.name]), "application/json"
-            )
+            body = PEERS[peer].request_body(pngs[files.name], workloads[files.name, PEER_TRANSPORT].body)
+            workloads[files.name, peer] = Workload(route, files.name, body, "application/json")
     runs: dict[str, dict[tuple[str, str], list[LoadRun]]] = {files.name: {} for files in models}
     for server, label in server_labels(args.http_workers, args.peers).items():
         with _running_server(server, args, [files.name for files in models]) as running:

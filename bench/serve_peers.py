@@ -5,8 +5,8 @@
 They need packages easerve does not (PyTriton pins numpy below 2), so they run under another
 Python: the `peers` environment that `make peers` builds (build/peers), or `--peers-python`. A
 peer that environment cannot import is left out, and the benchmark says so. Each takes the image
-as base64 in JSON, the form both read: LitServe `{"image": "<base64>"}`, Triton a v2 BYTES
-element.
+as base64 in JSON, the form both read: LitServe easerve's own `{"image": "<base64>"}`, Triton
+a v2 BYTES element.
 
 Only the standard library is imported at module level (see easerve/cli.py).
 """
@@ -25,10 +25,6 @@ DEFAULT_PEERS_PYTHON = Path("build/peers/bin/python")
 PEER_TRANSPORT = "json"
 
 
-def _litserve_body(image: bytes) -> bytes:
-    return json.dumps({"image": base64.b64encode(image).decode("ascii")}).encode()
-
-
 def _triton_body(image: bytes) -> bytes:
     element = base64.b64encode(image).decode("ascii")
     return json.dumps({"inputs": [{"name": "image", "shape": [1, 1], "datatype": "BYTES", "data": [element]}]}).encode()
@@ -44,7 +40,12 @@ class Peer:
     # (PyTriton loads them one by one, and Triton is ready before it has them all).
     ready_path: str
     route: str  # of a model's requests, "{model}" filled in
-    body: Callable[[bytes], bytes]  # the request carrying an image
+    # The request carrying an image; None: easerve's own JSON body ({"image": "<base64>"}).
+    body: Callable[[bytes], bytes] | None
+
+    def request_body(self, image: bytes, json_body: bytes) -> bytes:
+        """The body that sends `image` to this peer; `json_body` is easerve's JSON one."""
+        return json_body if self.body is None else self.body(image)
 
     def command(self, python: Path, names: list[str], port: int, threads: int, weights: list[str]) -> list[str]:
         models = ["--models", *names]
@@ -61,7 +62,7 @@ PEERS: dict[str, Peer] = {
             "litserve",
             "/readyz",
             "/predict/{model}",
-            _litserve_body,
+            None,
         ),
         Peer(
             "triton",

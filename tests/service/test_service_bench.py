@@ -294,7 +294,7 @@ def test_each_peer_answers_the_json_image_as_the_service_answers_the_raw_body(cl
             expected = client.post(route, params={"model": model}, content=png, headers={"content-type": "image/png"})
             answer = httpx.post(
                 f"{url}{PEERS[peer].route.format(model=model)}",
-                content=PEERS[peer].body(png),
+                content=PEERS[peer].request_body(png, transport_body(png, "json")[0]),
                 headers={"content-type": "application/json"},
                 timeout=30.0,
             )
