@@ -30,51 +30,63 @@ def check_segments(data: bytes) -> None:
     """BadRequest when a PNG or JPEG holds more chunks or marker segments than any encoder
     writes (see the module docstring); other formats, and truncated files (for Pillow to
     report), pass."""
+    if metadata_segments(data) <= MAX_METADATA_SEGMENTS:
+        return
     if data.startswith(_PNG_SIGNATURE):
-        _check_png(data)
-    elif data.startswith(_JPEG_START):
-        _check_jpeg(data)
+        raise BadRequest(f"the PNG holds more than {MAX_METADATA_SEGMENTS} chunks besides image data; re-encode it")
+    raise BadRequest(
+        f"the JPEG holds more than {MAX_METADATA_SEGMENTS} marker segments before its image data; re-encode it"
+    )
 
 
-def _check_png(data: bytes) -> None:
+def metadata_segments(data: bytes, stop_after: int = MAX_METADATA_SEGMENTS) -> int:
+    """The chunks besides image data (PNG) or the marker segments before the scan (JPEG) in
+    `data`, counted until there are more than `stop_after` (the walk stops there, so its cost is
+    bounded by `stop_after` whatever the file); 0 for other formats. BadRequest for a PNG whose
+    image data is split into more chunks than BYTES_PER_DATA_CHUNK allows."""
+    if data.startswith(_PNG_SIGNATURE):
+        return _png_metadata(data, stop_after)
+    if data.startswith(_JPEG_START):
+        return _jpeg_segments(data, stop_after)
+    return 0
+
+
+def _png_metadata(data: bytes, stop_after: int) -> int:
     data_chunks_allowed = MAX_METADATA_SEGMENTS + len(data) // BYTES_PER_DATA_CHUNK
     metadata = chunks = 0
     position = len(_PNG_SIGNATURE)
-    while position + 8 <= len(data):
+    while position + 8 <= len(data) and metadata <= stop_after:
         length = int.from_bytes(data[position : position + 4], "big")
         kind = data[position + 4 : position + 8]
         if kind == b"IEND":
-            return
+            break
         chunks += 1
         if kind != b"IDAT":
             metadata += 1
-        if metadata > MAX_METADATA_SEGMENTS or chunks > data_chunks_allowed:
+        if chunks > data_chunks_allowed:
             raise BadRequest(
-                f"the PNG holds more chunks than an image needs (over {MAX_METADATA_SEGMENTS} besides image data, "
-                f"or over {data_chunks_allowed} in all); re-encode it"
+                f"the PNG holds more chunks than an image needs (over {data_chunks_allowed} in all); re-encode it"
             )
         position += 12 + length  # length, type, data, CRC
+    return metadata
 
 
-def _check_jpeg(data: bytes) -> None:
+def _jpeg_segments(data: bytes, stop_after: int) -> int:
     segments = 0
     position = len(_JPEG_START)
-    while position < len(data):
+    while position < len(data) and segments <= stop_after:
         fill = _JPEG_FILL.match(data, position)
         if fill is None:  # not a marker where one must be: corrupt, Pillow says so
-            return
+            break
         position = fill.end()
         if position >= len(data):
-            return
+            break
         marker = data[position]
         position += 1
         if marker == _JPEG_SCAN:
-            return
+            break
         if marker in _JPEG_STANDALONE:
             continue
         segments += 1
-        if segments > MAX_METADATA_SEGMENTS:
-            raise BadRequest(
-                f"the JPEG holds more than {MAX_METADATA_SEGMENTS} marker segments before its image data; re-encode it"
-            )
         position += int.from_bytes(data[position : position + 2], "big")
+    return segments

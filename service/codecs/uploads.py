@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 
+from easerve.service.codecs.image_headers import metadata_segments
 from easerve.service.codecs.images import DecodedImage, OpenedImage, decode_base64, decode_opened, inspect_image
 from easerve.service.codecs.pointclouds import points_from_file, points_from_json
 from easerve.service.deadline import Deadline
@@ -129,16 +130,37 @@ def _image_bytes(upload: Upload) -> list[bytes]:
 NeededSize = Callable[[int, int], tuple[int, int]]
 
 
-def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> list[OpenedImage]:
-    """Every image of an image request opened, with its header and its cost estimated for
-    decoding at `needed(width, height)` (see `inspect_image` for the errors). BadRequest when
-    there is none, PayloadTooLarge when there are more than `max_images`."""
+def image_payloads(upload: Upload, max_images: int) -> list[bytes]:
+    """The encoded images of an image request (base64 decoded); BadRequest when there is none,
+    PayloadTooLarge when there are more than `max_images`."""
     payloads = _image_bytes(upload)
     if not payloads:
         raise BadRequest("the request holds no image")
     if len(payloads) > max_images:
         raise PayloadTooLarge(f"{len(payloads)} images in one request is over the limit of {max_images}")
+    return payloads
+
+
+def open_images(payloads: Sequence[bytes], max_pixels: int, needed: NeededSize) -> list[OpenedImage]:
+    """Each encoded image opened, with its header and its cost estimated for decoding at
+    `needed(width, height)` (see `inspect_image` for the errors)."""
     return [inspect_image(data, max_pixels, needed) for data in payloads]
+
+
+def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> list[OpenedImage]:
+    """`open_images` of the request's `image_payloads`."""
+    return open_images(image_payloads(upload, max_images), max_pixels, needed)
+
+
+def few_segments(payloads: Sequence[bytes], most: int) -> bool:
+    """Whether the images hold at most `most` chunks or marker segments besides their pixel data
+    in all: what opening them costs Pillow (a walk that stops past `most`)."""
+    left = most
+    for data in payloads:
+        left -= metadata_segments(data, left)
+        if left < 0:
+            return False
+    return True
 
 
 def decode_images(images: Sequence[OpenedImage], deadline: Deadline) -> list[DecodedImage]:

@@ -26,7 +26,10 @@ from easerve.service.codecs.uploads import (
     IMAGE_BODY_OPENAPI,
     NeededSize,
     decode_images,
+    few_segments,
+    image_payloads,
     inspect_images,
+    open_images,
     read_image_upload,
 )
 from easerve.service.contract import served_working_bytes
@@ -58,8 +61,11 @@ OverlayWidth = Annotated[
 # The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
 _BODY_COPIES = 2
 # Up to this size a body's image headers are read on the event loop: a JSON parse, a base64
-# decode and a header parse of this much are cheaper than the round trip to a worker thread.
+# decode and a header parse of this much are cheaper than the round trip to a worker thread...
 _INLINE_INSPECTION_BYTES = 256 * 1024
+# ... when its images hold at most this many chunks or marker segments besides pixel data in all
+# (encoders write a few each): Pillow parses each in Python, so more are parsed on a worker.
+_INLINE_SEGMENTS = 64
 
 # The estimated working memory of the answer to one image: (width, height, overlay pixels) -> bytes.
 AnswerBytes = Callable[[int, int, int], int]
@@ -96,11 +102,20 @@ async def admitted_images(
     upload = await context.read(read_image_upload(request))
     settings = state.settings
     needed = _decode_size(context.model.manifest, drawn)
-    limits = (upload, settings.max_images_per_request, settings.max_image_pixels, needed)
+    # The body's own cost first: a large one is inspected on the heavy workers.
+    context.admit(_BODY_COPIES * upload.size, "the request body")
     if upload.size <= _INLINE_INSPECTION_BYTES:
-        images = inspect_images(*limits)
+        payloads = image_payloads(upload, settings.max_images_per_request)
+        opening = (payloads, settings.max_image_pixels, needed)
+        images = (
+            open_images(*opening)
+            if few_segments(payloads, _INLINE_SEGMENTS)
+            else await context.offload(open_images, *opening)
+        )
     else:
-        images = await context.offload(inspect_images, *limits)
+        images = await context.offload(
+            inspect_images, upload, settings.max_images_per_request, settings.max_image_pixels, needed
+        )
     decoding = sum(image.header.working_bytes for image in images)
     answers = 0
     if answer_bytes is not None:
@@ -108,7 +123,7 @@ async def admitted_images(
             width, height = image.header.width, image.header.height
             answers += answer_bytes(width, height, math.prod(drawn.size(width, height)) if drawn else 0)
     model = served_working_bytes(context.model.manifest, len(images)) or 0
-    context.admit(_BODY_COPIES * upload.size + decoding + answers, f"{len(images)} image(s)", model_bytes=model)
+    context.admit(decoding + answers, f"{len(images)} image(s)", model_bytes=model)
     return images
 
 

@@ -7,6 +7,8 @@ import base64
 import inspect
 import io
 import struct
+import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -388,3 +390,68 @@ def test_the_inference_and_control_routes_document_the_api_key(client):
         assert document["paths"][path]["post"]["security"] == alternatives, path
     assert document["paths"]["/v2/repository/index"]["post"]["security"] == alternatives
     assert "security" not in document["paths"]["/healthz"]["get"]
+
+
+# -- where an image's header is parsed -----------------------------------------------------------
+
+
+def _padded_png(chunks: int) -> bytes:
+    """A valid 40x30 PNG with `chunks` empty ancillary chunks after its header."""
+    png = image_bytes(RED)
+    header_end = 8 + 25  # signature, IHDR
+    empty = struct.pack(">I", 0) + b"zzZz" + struct.pack(">I", zlib.crc32(b"zzZz"))
+    return png[:header_end] + empty * chunks + png[header_end:]
+
+
+def _opening_threads(monkeypatch) -> list[str]:
+    """The names of the threads the image routes open (parse) their images on, as they do."""
+    from easerve.service.routers import vision
+
+    threads: list[str] = []
+
+    def recorded(original):
+        def opened(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        return opened
+
+    monkeypatch.setattr(vision, "open_images", recorded(vision.open_images))
+    monkeypatch.setattr(vision, "inspect_images", recorded(vision.inspect_images))
+    return threads
+
+
+def test_a_small_plain_image_is_opened_on_the_event_loop_and_many_chunks_on_a_worker(client, monkeypatch):
+    """Pillow parses each chunk in Python: a small body whose images hold many chunks (a
+    multipart of images each padded just under the per-image cap) would stall the event loop, and every
+    other client with it, for tens of milliseconds per request."""
+    threads = _opening_threads(monkeypatch)
+    assert client.post("/v1/classify", content=image_bytes(RED), headers=PNG).status_code == 200
+    files = [("files", (f"{i}.png", _padded_png(1000), "image/png")) for i in range(4)]
+    response = client.post("/v1/classify", files=files)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["results"]) == 4
+    on_the_loop, padded = threads
+    assert not on_the_loop.startswith("easerve-"), on_the_loop
+    assert padded.startswith("easerve-worker"), padded
+
+
+def test_a_large_body_is_inspected_on_the_heavy_workers(weights_dir, monkeypatch):
+    """A body's own cost is admitted before its images are parsed, so a large one (here over
+    the 1 MB heavy threshold, counted twice: the body and its decoded copy) is parsed on the
+    heavy pool, never delaying the light requests' workers."""
+    from fastapi.testclient import TestClient
+    from service_helpers import make_settings, wait_until
+
+    from easerve.service.app import create_app
+
+    threads = _opening_threads(monkeypatch)
+    rng = np.random.default_rng(0)
+    noise = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (480, 480, 3), np.uint8)).save(noise, "PNG", compress_level=0)
+    assert noise.tell() > 512 * 1024
+    with TestClient(create_app(make_settings(weights_dir, heavy_request_mb=1.0))) as heavy_client:
+        wait_until(lambda: heavy_client.get("/readyz").status_code == 200, what="readiness")
+        response = heavy_client.post("/v1/classify", content=noise.getvalue(), headers=PNG)
+    assert response.status_code == 200, response.text
+    assert threads == [threads[0]] and threads[0].startswith("easerve-heavy"), threads
