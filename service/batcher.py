@@ -98,6 +98,18 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class BatchMemory:
+    """The working memory a model's batches may hold: `request_bytes(inputs)` predicts one
+    request's (the model's memory model at its shape), and a batch is cut before it passes
+    `limit_bytes`. Admission bounds what is in flight where it admits; this holds where requests
+    admitted apart meet in one queue (the HTTP workers' model process, a Ray replica). A request
+    alone always runs: its own admission bounded it."""
+
+    request_bytes: Callable[[Tensors], int]
+    limit_bytes: int
+
+
+@dataclass(frozen=True)
 class BatchOutcome:
     """One request's answer: its rows of every output, how it went, and what its `Finish`
     made of them (`answer`; None without one)."""
@@ -354,6 +366,7 @@ class _Pending:
     due: float  # when its batch must end for the answer to be out by the deadline
     future: asyncio.Future[BatchOutcome]
     finish: Finish | None = None
+    working_bytes: int = 0  # the model's predicted working memory for it
     expiry: asyncio.TimerHandle | None = field(default=None)
     computing: bool = False
 
@@ -386,6 +399,7 @@ class DynamicBatcher:
         scheduler: DeviceScheduler | None = None,
         latency: LatencyModel | None = None,
         priority: int = 0,
+        memory: BatchMemory | None = None,
     ) -> None:
         if not instances:
             raise ValueError(f"{model}: a batcher needs at least one model instance")
@@ -393,6 +407,7 @@ class DynamicBatcher:
         self.config = config
         self.priority = priority
         self.latency = latency or LatencyModel(config.max_batch_size)
+        self._memory = memory
         self._observer = observer or NullObserver()
         self._device = scheduler or DeviceScheduler()
         self._queue: deque[_Pending] = deque()
@@ -530,7 +545,8 @@ class DynamicBatcher:
             self._observer.request_failed(self.model, DeadlineExceeded.reason)
             raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
         due = deadline - self.post_compute_s()
-        entry = _Pending(inputs, items, signature_of(inputs), now, deadline, due, loop.create_future(), finish)
+        working = self._memory.request_bytes(inputs) if self._memory is not None else 0
+        entry = _Pending(inputs, items, signature_of(inputs), now, deadline, due, loop.create_future(), finish, working)
         entry.expiry = loop.call_later(deadline - now, self._expire, entry)
         self._queue.append(entry)
         self._queue_changed()
@@ -612,15 +628,19 @@ class DynamicBatcher:
             return None
         planned = self.latency.planned
         head = self._queue[0]
-        batch, items, due = [head], head.items, head.due
+        batch, items, due, held = [head], head.items, head.due, head.working_bytes
         for entry in itertools.islice(self._queue, 1, None):
             if entry.signature != head.signature:
                 continue
             grown = items + entry.items
-            if grown > self.config.max_batch_size or now + planned(grown) > min(due, entry.due):
+            if (
+                grown > self.config.max_batch_size
+                or now + planned(grown) > min(due, entry.due)
+                or not self._fits(held + entry.working_bytes)
+            ):
                 break
             batch.append(entry)
-            items, due = grown, min(due, entry.due)
+            items, due, held = grown, min(due, entry.due), held + entry.working_bytes
         return self._plan_of(self._preferred_prefix(batch), now)
 
     def configured_batch(self, now: float) -> Plan:
@@ -690,15 +710,23 @@ class DynamicBatcher:
     def _configured_entries(self) -> list[_Pending]:
         head = self._queue[0]
         batch: list[_Pending] = []
-        items = 0
+        items = held = 0
         for entry in self._queue:
-            if entry.signature != head.signature or (batch and items + entry.items > self.config.max_batch_size):
+            if entry.signature != head.signature:
+                continue
+            if batch and (
+                items + entry.items > self.config.max_batch_size or not self._fits(held + entry.working_bytes)
+            ):
                 continue
             batch.append(entry)
             items += entry.items
+            held += entry.working_bytes
             if items >= self.config.max_batch_size:
                 break
         return self._preferred_prefix(batch)
+
+    def _fits(self, working_bytes: int) -> bool:
+        return self._memory is None or working_bytes <= self._memory.limit_bytes
 
     def _preferred_prefix(self, batch: list[_Pending]) -> list[_Pending]:
         """The longest prefix of `batch` whose items make the largest preferred size it can

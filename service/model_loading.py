@@ -20,8 +20,8 @@ import numpy as np
 
 from easerve.artifacts.manifest import VariantName
 from easerve.artifacts.shapes import concrete_shape
-from easerve.service.batcher import BatchingConfig, BatchObserver, DynamicBatcher
-from easerve.service.contract import served_working_bytes
+from easerve.service.batcher import BatchingConfig, BatchMemory, BatchObserver, DynamicBatcher, Tensors
+from easerve.service.contract import served_working_bytes, tensors_working_bytes
 from easerve.service.model_files import ModelFiles
 from easerve.service.repository import ServedModel
 from easerve.service.runners.base import Runner, RunnerFactory
@@ -177,14 +177,18 @@ def local_loader(
 
     async def load(model: ServedModel) -> None:
         await asyncio.to_thread(prepare_runners, model, factory, memory_bytes)
-        model.batcher = new_batcher(model, observer, scheduler)
+        model.batcher = new_batcher(model, observer, scheduler, memory_bytes)
 
     return load
 
 
-def new_batcher(model: ServedModel, observer: BatchObserver, scheduler: DeviceScheduler) -> DynamicBatcher:
+def new_batcher(
+    model: ServedModel, observer: BatchObserver, scheduler: DeviceScheduler, memory_bytes: int
+) -> DynamicBatcher:
     """A started batcher over `model.runners`, configured from the model's serving settings,
-    its batches dispatched by the device `scheduler` with the model's latency model."""
+    its batches dispatched by the device `scheduler` with the model's latency model, none of
+    them predicted to need more than `memory_bytes` of working memory."""
+    manifest = model.manifest
     serving = model.serving
     batcher = DynamicBatcher(
         model.name,
@@ -200,6 +204,11 @@ def new_batcher(model: ServedModel, observer: BatchObserver, scheduler: DeviceSc
         scheduler,
         model.latency,
         serving.priority,
+        BatchMemory(lambda inputs: tensors_working_bytes(manifest, _shapes(inputs)), memory_bytes),
     )
     batcher.start()
     return batcher
+
+
+def _shapes(inputs: Tensors) -> dict[str, tuple[int, ...]]:
+    return {name: array.shape for name, array in inputs.items()}

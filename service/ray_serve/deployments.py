@@ -152,11 +152,12 @@ class ModelReplica:
         def build(model_files: ModelFiles, max_batch_size: int) -> Runner:
             return create_runner(model_files, service, self._choice.backend, max_batch_size)
 
-        await asyncio.to_thread(prepare_runners, self._model, build, int(service.server_memory_mb * MB))
+        memory_bytes = int(service.server_memory_mb * MB)
+        await asyncio.to_thread(prepare_runners, self._model, build, memory_bytes)
         # Each replica is a process of its own with its own share of its node: a device
         # scheduler of its own, as `easerve serve` has one.
         self._batcher: DynamicBatcher = new_batcher(
-            self._model, BatchMetrics(RayRecorder), DeviceScheduler.from_settings(service)
+            self._model, BatchMetrics(RayRecorder), DeviceScheduler.from_settings(service), memory_bytes
         )
         self._model.batcher = self._batcher
         self._model.state = "ready"

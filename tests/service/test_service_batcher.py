@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from easerve.service.batcher import BatchingConfig, DynamicBatcher, Finish
+from easerve.service.batcher import BatchingConfig, BatchMemory, DynamicBatcher, Finish
 from easerve.service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueFull, Unavailable
 from easerve.service.runners.base import InputRejected
+from easerve.service.scheduler.device import DeviceScheduler
 
 
 class RecordingModel:
@@ -111,6 +112,31 @@ def test_a_batch_never_exceeds_max_batch_size_and_multi_item_requests_count_thei
     # 3 + 3 fit in 8, the third request of 3 would make 9: it waits for the next batch.
     assert [len(batch) for batch in model.batches] == [1, 6, 6]
     assert all(outcome.outputs["y"].shape == (3, 2) for outcome in outcomes[1:])
+
+
+@pytest.mark.parametrize("policy", ["free", "fifo", "slack"])
+def test_a_batch_is_cut_before_its_predicted_working_memory_passes_the_limit(policy):
+    """Requests admitted apart (HTTP workers, Ray ingress replicas) meet in one queue: the batch
+    still holds no more working memory than the budget. A request over it alone still runs
+    (its own admission bounded it)."""
+
+    async def scenario():
+        model = RecordingModel(delay_s=0.2)
+        memory = BatchMemory(lambda inputs: 40 * len(inputs["x"]), limit_bytes=100)
+        batcher = DynamicBatcher(
+            "m", [model], BatchingConfig(max_batch_size=8), scheduler=DeviceScheduler(policy, 1), memory=memory
+        )
+        batcher.start()
+        first = await occupy(batcher, model)
+        waiting = [asyncio.create_task(batcher.submit(rows(i), far_deadline())) for i in range(5)]
+        waiting.append(asyncio.create_task(batcher.submit(rows(7, 7, 7), far_deadline())))
+        await asyncio.gather(first, *waiting)
+        await batcher.drain(5)
+        return model
+
+    model = run(scenario())
+    # 40 + 40 fit in 100, a third would make 120; the 3-row request (120 alone) runs alone.
+    assert [len(batch) for batch in model.batches] == [1, 2, 2, 1, 3]
 
 
 def test_shape_incompatible_requests_are_not_batched_together():
