@@ -31,6 +31,7 @@ SCENARIO_NAMES = (
     "shutdown",
     "sa-memory",
     "chunk-floods",
+    "loop-stalls",
     "client-leaves",
     "slow-body",
 )

@@ -120,6 +120,15 @@ class Counts:
     flood_bystanders: int = 140
     flood_bystander_interval_s: float = 0.1
     flood_bystander_deadline_s: float = 2.0
+    # loop-stalls: clients each sending requests of `stall_images` PNGs padded with
+    # `stall_chunks` empty chunks each (under the per-image cap, a body under the size parsed
+    # where small bodies are), one after another, while /healthz is probed every interval.
+    stall_clients: int = 16
+    stall_requests: int = 8
+    stall_images: int = 16
+    stall_chunks: int = 1000
+    stall_probe_interval_s: float = 0.05
+    stall_probe_p99_ms: float = 250.0
     # client-leaves: clients that upload a request queued behind a running batch and then close
     # their connection after leave_after_s; clients that send the same request and wait.
     leavers: int = 4
@@ -168,6 +177,8 @@ QUICK = replace(
     flood_bytes=3_000_000,
     small_flood_requests=4,
     flood_bystanders=20,
+    stall_clients=4,
+    stall_requests=2,
     leavers=2,
     stayers=1,
     slow_bodies=2,
@@ -1153,6 +1164,73 @@ def _judge_chunk_floods(result: ScenarioResult) -> bool:
     )
 
 
+def _percentile_ms(latencies_s: list[float], share: float) -> float:
+    ordered = sorted(latencies_s)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
+
+
+async def _loop_stalls(server: ServerHandle, env: Env, result: ScenarioResult) -> None:
+    counts = env.counts
+    png = small_png()
+    padded = png_chunk_flood(png, len(png) + 12 * counts.stall_chunks)  # empty chunks are 12 bytes
+    body, content_type = multipart([padded] * counts.stall_images)
+    statuses: Counter = Counter()
+    probes = Tally()
+    attacking = asyncio.Event()
+    result.details.update(stall_body_bytes=len(body), probe_p99_limit_ms=counts.stall_probe_p99_ms)
+
+    async def probe(http) -> None:
+        while not attacking.is_set():
+            outcome, latency = await send(http, "GET", "/healthz", counts.bystander_timeout_s)
+            probes.add(outcome, latency)
+            await asyncio.sleep(counts.stall_probe_interval_s)
+
+    async def attacker(http) -> None:
+        for _ in range(counts.stall_requests):
+            outcome, _ = await send(
+                http,
+                "POST",
+                "/v1/classify",
+                params={"model": CLASSIFIER},
+                data=body,
+                headers={"content-type": content_type},
+            )
+            statuses[outcome] += 1
+
+    async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:
+        probing = asyncio.create_task(probe(http))
+        try:
+            await asyncio.gather(*(attacker(http) for _ in range(counts.stall_clients)))
+        finally:
+            attacking.set()
+            await probing
+    add_valid(result, probes)
+    result.attack_statuses = dict(statuses)
+    p50, p99 = (_percentile_ms(probes.latencies_s, share) for share in (0.5, 0.99)) if probes.sent else (None, None)
+    result.details.update(probes=dict(probes.outcomes), probe_p50_ms=p50, probe_p99_ms=p99)
+    result.findings.append(
+        f"{counts.stall_clients} clients x {counts.stall_requests} requests of {counts.stall_images} PNGs padded with "
+        f"{counts.stall_chunks} empty chunks each ({len(body) / 1e3:.0f} kB): {format_statuses(statuses)}; "
+        f"/healthz every {counts.stall_probe_interval_s * 1000:.0f} ms: "
+        f"{probes.sent - probes.lost}/{probes.sent} answered 2xx, "
+        + ("-" if p50 is None else f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, worst {probes.worst_ms:.0f} ms")
+    )
+
+
+def _judge_loop_stalls(result: ScenarioResult) -> bool:
+    """Every padded request answered 200 (the images are valid); every probe 2xx, their p99
+    within the limit."""
+    details = result.details
+    p99 = details.get("probe_p99_ms")
+    return (
+        result.valid_lost == 0
+        and bool(result.attack_statuses)
+        and set(result.attack_statuses) == {"200"}
+        and p99 is not None
+        and p99 <= details["probe_p99_limit_ms"]
+    )
+
+
 # --- 10. client-leaves --------------------------------------------------------------------------
 
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)", re.MULTILINE)
@@ -1406,6 +1484,13 @@ SCENARIOS: dict[str, Scenario] = {
         "memory budget over the start",
         _chunk_floods,
         _judge_chunk_floods,
+    ),
+    "loop-stalls": Scenario(
+        "16 clients each sending 8 multipart requests of 16 64x64 PNGs padded with 1000 empty chunks each "
+        "(under every cap: 200 KB, parsed where small bodies are) one after another, /healthz probed every 50 ms",
+        "every padded request answered 200; every /healthz probe 2xx with p99 within 250 ms; no bystander lost",
+        _loop_stalls,
+        _judge_loop_stalls,
     ),
     "client-leaves": Scenario(
         "clients upload a pct-sa-tiny request queued behind a running [1, 8192, 3] batch, then close the "

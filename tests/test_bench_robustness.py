@@ -39,6 +39,7 @@ from easerve.bench.robustness_scenarios import (
     QUICK,
     _judge_chunk_floods,
     _judge_client_leaves,
+    _judge_loop_stalls,
     _judge_sa_memory,
     _judge_slow_body,
     _slow_body_args,
@@ -311,6 +312,20 @@ def test_the_chunk_flood_judge_needs_refusals_and_timely_bystanders():
     assert not _judge_chunk_floods(result(peak=400.0 + 1536.0 + 1))
 
 
+def test_the_loop_stall_judge_needs_every_padded_request_answered_and_timely_probes():
+    def result(statuses=None, p99=40.0, lost=0) -> ScenarioResult:
+        outcome = ScenarioResult("loop-stalls", "", valid_sent=50, valid_lost=lost)
+        outcome.attack_statuses = statuses or {"200": 128}
+        outcome.details.update(probe_p99_ms=p99, probe_p99_limit_ms=250.0)
+        return outcome
+
+    assert _judge_loop_stalls(result())
+    assert not _judge_loop_stalls(result(statuses={"200": 120, "504": 8}))
+    assert not _judge_loop_stalls(result(p99=300.0))
+    assert not _judge_loop_stalls(result(p99=None))
+    assert not _judge_loop_stalls(result(lost=1))
+
+
 def test_the_client_leaves_judge_needs_499s_and_nothing_computed_for_them():
     def result(**changes) -> ScenarioResult:
         outcome = ScenarioResult("client-leaves", "", valid_sent=3)
@@ -355,7 +370,7 @@ def test_the_sampler_keeps_a_window_peak_beside_the_whole_peak():
     assert sampler.peak_bytes == 10**12
 
 
-NEW_QUICK_SCENARIOS = ("sa-memory", "chunk-floods", "client-leaves", "slow-body")
+NEW_QUICK_SCENARIOS = ("sa-memory", "chunk-floods", "loop-stalls", "client-leaves", "slow-body")
 
 
 def test_a_quick_run_of_the_new_attacks_reports_their_figures(tmp_path):
@@ -376,6 +391,9 @@ def test_a_quick_run_of_the_new_attacks_reports_their_figures(tmp_path):
     floods = scenarios["chunk-floods"]["details"]
     assert set(floods["flood_bytes"]) == {"png-chunks", "jpeg-com", "png-chunks-small"}
     assert sum(floods["timed_bystanders"].values()) == 20
+    stalls = scenarios["loop-stalls"]["details"]
+    assert sum(scenarios["loop-stalls"]["attack_statuses"].values()) == 4 * 2
+    assert sum(stalls["probes"].values()) > 0 and stalls["probe_p50_ms"] <= stalls["probe_p99_ms"]
     assert set(scenarios["client-leaves"]["details"]["metrics_delta"]) == {"499", "200", "computed"}
     assert scenarios["slow-body"]["details"]["body_timeout_s"] == 2.0
 
