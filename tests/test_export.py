@@ -27,17 +27,11 @@ from easerve.artifacts.tensorrt import (
 )
 from easerve.artifacts.triton import config_pbtxt, model_configuration
 from easerve.cli import main
+from easerve.export.comparisons.detections import compare_detections
 from easerve.export.held_out import input_batches
 from easerve.export.onnx_graph import STANDARD_DOMAINS
 from easerve.export.ort_model import OrtModel
-from easerve.export.parity import (
-    ParityError,
-    ParityThresholds,
-    check_parity,
-    compare_detections,
-    compare_outputs,
-    measure_parity,
-)
+from easerve.export.parity import ParityError, ParityThresholds, check_parity, compare_outputs, measure_parity
 from easerve.export.pipeline import ExportOptions, current_manifest, export_checkpoint
 from easerve.export.quantize import weighted_nodes
 from easerve.export.triton import write_triton_model

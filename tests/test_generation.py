@@ -15,8 +15,9 @@ from easerve.model_defs.generation import (
     discriminator_loss,
     generator_loss,
 )
-from easerve.training import checkpoint, tasks
+from easerve.training import checkpoint
 from easerve.training.augment import recolour, translate
+from easerve.training.tasks import generation as generation_task
 from easerve.training.trainer import TrainConfig, train
 
 NUM_CLASSES = 6
@@ -118,7 +119,7 @@ def _train_gan(out, steps: int) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("first_step,generator_moves", [(4, False), (2, True)])
 def test_the_generator_trains_only_from_its_first_step(tmp_path, monkeypatch, first_step, generator_moves):
-    monkeypatch.setattr(tasks, "GENERATOR_FIRST_STEP", first_step)
+    monkeypatch.setattr(generation_task, "GENERATOR_FIRST_STEP", first_step)
     torch.manual_seed(0)
     initial = dict(ConditionalGAN(SAGANConfig(num_classes=NUM_CLASSES)).named_parameters())
     trained = _train_gan(tmp_path / "gan", steps=4)

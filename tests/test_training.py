@@ -290,10 +290,11 @@ import torch
 import torch.distributed as dist
 
 from easerve.model_defs.registry import get_model_entry
-from easerve.training import checkpoint, tasks
+from easerve.training import checkpoint
+from easerve.training.tasks import generation
 from easerve.training.trainer import TrainConfig, train
 
-tasks.GENERATOR_FIRST_STEP = 1
+generation.GENERATOR_FIRST_STEP = 1
 final = {}
 round_to_storage_precision = checkpoint.round_to_storage_precision
 

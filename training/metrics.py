@@ -72,7 +72,7 @@ class Detections:
     labels: list[np.ndarray]
 
 
-def _coco_stats(
+def coco_stats(
     images: list[dict], annotations: list[dict], results: list[dict], num_classes: int, iou_type: str, **params: object
 ) -> list[float]:
     """pycocotools' summary statistics (AP, AP50, ...; each at least 0) of `results` against the
@@ -117,49 +117,8 @@ def mean_average_precision_50(
     ):
         for box, score, label in zip(boxes, scores, labels, strict=True):
             results.append(_coco_box(0, image_id, box, int(label)) | {"score": float(score)})
-    stats = _coco_stats(images, annotations, results, num_classes, "bbox", iouThrs=np.array([0.5]), maxDets=[100] * 3)
+    stats = coco_stats(images, annotations, results, num_classes, "bbox", iouThrs=np.array([0.5]), maxDets=[100] * 3)
     return stats[0]
-
-
-@dataclass
-class InstanceMasks:
-    """Per image: boolean masks (k, H, W) at the image's size, labels (k,) and scores (k,)."""
-
-    masks: list[np.ndarray]
-    labels: list[np.ndarray]
-    scores: list[np.ndarray]
-
-
-def _rle_records(masks: np.ndarray, labels: np.ndarray, image_id: int) -> list[dict]:
-    """COCO records (image, category, RLE segmentation) of one image's boolean masks (k, H, W)."""
-    from pycocotools import mask as coco_mask
-
-    if len(masks) == 0:
-        return []
-    encoded = coco_mask.encode(np.asfortranarray(np.moveaxis(masks, 0, -1).astype(np.uint8)))
-    return [
-        {"image_id": image_id, "category_id": int(label), "segmentation": rle}
-        for rle, label in zip(encoded, labels, strict=True)
-    ]
-
-
-def mask_average_precision(
-    found: InstanceMasks, truth_masks: list[np.ndarray], truth_labels: list[np.ndarray], num_classes: int
-) -> dict[str, float]:
-    """COCO mask AP (IoU 0.50:0.95) and AP50, by pycocotools' evaluator on RLE-encoded masks."""
-    from pycocotools import mask as coco_mask
-
-    images, annotations, results = [], [], []
-    for image_id, (masks, labels) in enumerate(zip(truth_masks, truth_labels, strict=True)):
-        images.append({"id": image_id, "height": masks.shape[-2], "width": masks.shape[-1]})
-        for record in _rle_records(masks, labels, image_id):
-            area = float(coco_mask.area(record["segmentation"]))
-            annotations.append(record | {"id": len(annotations) + 1, "area": area, "iscrowd": 0})
-    for image_id, (masks, labels, scores) in enumerate(zip(found.masks, found.labels, found.scores, strict=True)):
-        for record, score in zip(_rle_records(masks, labels, image_id), scores, strict=True):
-            results.append(record | {"score": float(score)})
-    stats = _coco_stats(images, annotations, results, num_classes, "segm")
-    return {"mask_ap": stats[0], "mask_ap50": stats[1]}
 
 
 def _coco_box(annotation_id: int, image_id: int, box: np.ndarray, label: int) -> dict:

@@ -5,8 +5,7 @@ One per task spec's data and target (`artifacts.tasks`):
 - image, label: `(image float32 (3, H, W) in [0, 1], label int64 ())`
 - image, pixel-labels: `(image, mask int64 (H, W))`, 255 = ignore
 - image, boxes: `(image, {"boxes": float32 (k, 4) xyxy pixels, "labels": int64 (k,)})`
-- image, instance-masks: the boxes target plus `"masks": uint8 (k, H, W)` (1 = the instance's
-  visible pixels), each box the tight box of its mask
+- image, instance-masks: the boxes target plus `"masks": uint8 (k, H, W)` (see `instance_masks`)
 - pointcloud, label: `(points float32 (P, 3), label int64 ())`
 - pointcloud, point-labels: `(points float32 (P, 3), parts int64 (P,))`
 
@@ -66,16 +65,6 @@ def tight_box(silhouette: np.ndarray) -> np.ndarray:
     rows = np.flatnonzero(silhouette.any(axis=1))
     cols = np.flatnonzero(silhouette.any(axis=0))
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
-
-
-def instance_target(masks: np.ndarray, labels: np.ndarray) -> DetectionTarget:
-    """The canonical instance target of boolean or 0/1 masks (k, H, W) and their labels (k,):
-    instances without a visible pixel are left out, each box is its mask's tight box."""
-    masks = np.asarray(masks, dtype=bool)
-    visible = masks.any(axis=(1, 2))
-    masks, labels = masks[visible], np.asarray(labels)[visible]
-    boxes = np.array([tight_box(mask) for mask in masks], np.float32).reshape(-1, 4)
-    return {**detection_target(boxes, labels), "masks": torch.from_numpy(masks.astype(np.uint8))}
 
 
 def detection_collate(
@@ -140,30 +129,6 @@ class DetectionArrays(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, DetectionTarget]:
         return image_tensor(self.images[index]), detection_target(self.boxes[index], self.labels[index])
-
-
-class InstanceArrays(Dataset):
-    """Whole split in memory: uint8 images (N, H, W, 3), instance maps (N, H, W) (0 = background,
-    1 + the index of the object in that image's labels) and per image the objects' labels."""
-
-    def __init__(
-        self, images: np.ndarray, instances: np.ndarray, labels: Sequence[np.ndarray], class_names: Sequence[str]
-    ) -> None:
-        if not len(images) == len(instances) == len(labels):
-            raise ValueError(f"{len(images)} images, {len(instances)} instance maps, {len(labels)} label sets")
-        self.images = images
-        self.instances = instances
-        self.labels = list(labels)
-        self.class_names = list(class_names)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, DetectionTarget]:
-        labels = self.labels[index]
-        ids = np.arange(1, len(labels) + 1, dtype=self.instances.dtype)
-        masks = self.instances[index][None] == ids[:, None, None]
-        return image_tensor(self.images[index]), instance_target(masks, labels)
 
 
 class PointArrays(Dataset):

@@ -57,7 +57,6 @@ class SceneLayout:
 
 SINGLE_SHAPE = SceneLayout("single", 1, 1, (0.22, 0.42))
 MULTI_SHAPE = SceneLayout("multi", 1, 4, (0.09, 0.2), max_overlap=0.15)
-CROWDED_SHAPES = SceneLayout("crowded", 2, 5, (0.1, 0.2), max_overlap=0.3, same_class=0.4, touching=0.6)
 # A touching object's centre lies this fraction of the two circumradii from its neighbour's.
 TOUCHING_DISTANCE = (0.7, 1.0)
 

@@ -15,30 +15,17 @@ from torch.utils.data import Dataset
 
 from easerve.artifacts.tasks import CLASSIFICATION, GENERATION, TASKS, Data, Target, task_spec
 from easerve.model_defs.labels import PRIMITIVE_CLASSES, PRIMITIVE_PARTS, SEGMENTATION_CLASSES, SHAPE_CLASSES
-from easerve.training.datasets.canonical import (
-    SPLITS,
-    DatasetRequest,
-    DetectionArrays,
-    ImageArrays,
-    InstanceArrays,
-    PointArrays,
-    Split,
-)
-from easerve.training.datasets.coco import POOLED_ANNOTATIONS, open_coco
+from easerve.training.datasets.canonical import SPLITS, DatasetRequest, DetectionArrays, ImageArrays, PointArrays, Split
+from easerve.training.datasets.coco import POOLED_ANNOTATIONS, CocoDetectionDataset, open_coco
+from easerve.training.datasets.coco_masks import CocoInstanceDataset
 from easerve.training.datasets.errors import DatasetError
 from easerve.training.datasets.hdf5_arrays import has_dataset, split_files
 from easerve.training.datasets.imagefolder import open_image_folder
+from easerve.training.datasets.instance_masks import CROWDED_SHAPES, InstanceArrays
 from easerve.training.datasets.modelnet40 import TEXT_NAMES_FILE, open_modelnet40
 from easerve.training.datasets.primitives3d import generate_primitives
 from easerve.training.datasets.shapenet_part import CATEGORY_FILE, open_shapenet_part
-from easerve.training.datasets.shapes2d import (
-    CROWDED_SHAPES,
-    MULTI_SHAPE,
-    SINGLE_SHAPE,
-    SceneLayout,
-    Scenes,
-    render_scenes,
-)
+from easerve.training.datasets.shapes2d import MULTI_SHAPE, SINGLE_SHAPE, SceneLayout, Scenes, render_scenes
 from easerve.training.datasets.voc import open_voc
 
 DEFAULT_IMAGE_SIZE = 128
@@ -71,13 +58,24 @@ def _open_primitives_3d(request: DatasetRequest) -> Dataset:
     return PointArrays(clouds.points, clouds.labels, PRIMITIVE_CLASSES)
 
 
+# The COCO data set of each target its annotations hold.
+COCO_DATASETS: dict[Target, type[CocoDetectionDataset]] = {
+    "boxes": CocoDetectionDataset,
+    "instance-masks": CocoInstanceDataset,
+}
+
+
+def _open_coco(root: Path, request: DatasetRequest) -> Dataset:
+    return open_coco(root, request, COCO_DATASETS[request.target])
+
+
 GENERATED: dict[str, Callable[[DatasetRequest], Dataset]] = {
     "shapes-2d": _open_shapes_2d,
     "primitives-3d": _open_primitives_3d,
 }
 FORMATS: dict[str, Callable[[Path, DatasetRequest], Dataset]] = {
     "imagefolder": open_image_folder,
-    "coco": open_coco,
+    "coco": _open_coco,
     "voc": open_voc,
     "modelnet40": open_modelnet40,
     "shapenet-part": open_shapenet_part,
