@@ -125,7 +125,7 @@ class Counts:
     # where small bodies are), one after another, while /healthz is probed every interval.
     stall_clients: int = 16
     stall_requests: int = 8
-    stall_images: int = 16
+    stall_images: int = 12
     stall_chunks: int = 1000
     stall_probe_interval_s: float = 0.05
     stall_probe_p99_ms: float = 250.0
@@ -1486,8 +1486,8 @@ SCENARIOS: dict[str, Scenario] = {
         _judge_chunk_floods,
     ),
     "loop-stalls": Scenario(
-        "16 clients each sending 8 multipart requests of 16 64x64 PNGs padded with 1000 empty chunks each "
-        "(under every cap: 200 KB, parsed where small bodies are) one after another, /healthz probed every 50 ms",
+        "16 clients each sending 8 multipart requests of 12 64x64 PNGs padded with 1000 empty chunks each "
+        "(under every cap: 217 kB, parsed where small bodies are) one after another, /healthz probed every 50 ms",
         "every padded request answered 200; every /healthz probe 2xx with p99 within 250 ms; no bystander lost",
         _loop_stalls,
         _judge_loop_stalls,

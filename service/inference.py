@@ -49,6 +49,9 @@ class InferenceContext:
     # The part of its admitted cost its worker threads spend (decoding, answers), which picks
     # their pool.
     work_bytes: int = 0
+    # Its input costs its workers more than its size says (images packed with chunks): its
+    # worker jobs run on the heavy pool, where they delay only other heavy work.
+    costly: bool = False
     # Admitted at the door (`door.AdmissionDoor`) before the route ran, or by `begin`.
     arrival: Arrival | None = None
     computed_at: float | None = None  # when its batch ended
@@ -127,7 +130,7 @@ class InferenceContext:
                 "device would take longer); not decoded"
             )
         loop = asyncio.get_running_loop()
-        executor = self.pools.for_cost(self.work_bytes)
+        executor = self.pools.heavy if self.costly else self.pools.for_cost(self.work_bytes)
         job = executor.submit(functools.partial(function, *args, **kwargs))
         if self.ticket is not None:
             ticket = self.ticket

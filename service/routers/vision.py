@@ -28,7 +28,6 @@ from easerve.service.codecs.uploads import (
     decode_images,
     few_segments,
     image_payloads,
-    inspect_images,
     open_images,
     read_image_upload,
 )
@@ -64,7 +63,8 @@ _BODY_COPIES = 2
 # decode and a header parse of this much are cheaper than the round trip to a worker thread...
 _INLINE_INSPECTION_BYTES = 256 * 1024
 # ... when its images hold at most this many chunks or marker segments besides pixel data in all
-# (encoders write a few each): Pillow parses each in Python, so more are parsed on a worker.
+# (encoders write a few each). Pillow parses each in Python, holding the interpreter: images with
+# more are opened and decoded on the heavy pool, whatever their size.
 _INLINE_SEGMENTS = 64
 
 # The estimated working memory of the answer to one image: (width, height, overlay pixels) -> bytes.
@@ -102,20 +102,17 @@ async def admitted_images(
     upload = await context.read(read_image_upload(request))
     settings = state.settings
     needed = _decode_size(context.model.manifest, drawn)
-    # The body's own cost first: a large one is inspected on the heavy workers.
+    # The body's own cost first: a large one is parsed on the heavy workers.
     context.admit(_BODY_COPIES * upload.size, "the request body")
-    if upload.size <= _INLINE_INSPECTION_BYTES:
-        payloads = image_payloads(upload, settings.max_images_per_request)
-        opening = (payloads, settings.max_image_pixels, needed)
-        images = (
-            open_images(*opening)
-            if few_segments(payloads, _INLINE_SEGMENTS)
-            else await context.offload(open_images, *opening)
-        )
+    small = upload.size <= _INLINE_INSPECTION_BYTES
+    limits = (upload, settings.max_images_per_request)
+    payloads = image_payloads(*limits) if small else await context.offload(image_payloads, *limits)
+    opening = (payloads, settings.max_image_pixels, needed)
+    if few_segments(payloads, _INLINE_SEGMENTS):
+        images = open_images(*opening) if small else await context.offload(open_images, *opening)
     else:
-        images = await context.offload(
-            inspect_images, upload, settings.max_images_per_request, settings.max_image_pixels, needed
-        )
+        context.costly = True
+        images = await context.offload(open_images, *opening)
     decoding = sum(image.header.working_bytes for image in images)
     answers = 0
     if answer_bytes is not None:

@@ -759,6 +759,18 @@ def test_an_image_padded_with_more_segments_than_an_encoder_writes_is_refused_be
             decode_image(padded(count), 10_000)
 
 
+@pytest.mark.parametrize("padded", [_padded_png, _padded_jpeg], ids=["png", "jpeg"])
+def test_the_segment_count_stops_past_its_limit_so_its_cost_is_bounded(padded):
+    from easerve.service.codecs.image_headers import metadata_segments
+    from easerve.service.codecs.uploads import few_segments
+
+    assert metadata_segments(padded(5000), stop_after=10) == 11
+    assert metadata_segments(padded(0)) < 10
+    assert few_segments([padded(0)] * 4, 64)
+    assert not few_segments([padded(20)] * 4, 64)  # 4 x (20 + its own) in all
+    assert not few_segments([padded(200_000)], 64)  # past the per-image cap too: stopped, not refused here
+
+
 def test_a_large_png_in_many_image_data_chunks_still_decodes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 800, 3), np.uint8))
     buffer = io.BytesIO()
