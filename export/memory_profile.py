@@ -77,9 +77,25 @@ def probes(inputs: Sequence[TensorInfo], preprocessing: Preprocessing) -> tuple[
     return kind, sorted(found, key=lambda probe: probe.positions)
 
 
-def measure_memory(onnx_path: Path, inputs: Sequence[TensorInfo], preprocessing: Preprocessing) -> MemoryModel:
-    """The fitted memory model of the graph at `onnx_path` (measured in a fresh process)."""
+def measure_memory(
+    onnx_paths: Sequence[Path], inputs: Sequence[TensorInfo], preprocessing: Preprocessing
+) -> MemoryModel:
+    """The fitted memory model of the graphs at `onnx_paths` (a model's FP32 graph and its
+    reduced-precision variants; each measured in a fresh process): one model for all of them,
+    fitted to the larger peak at each size, so that whichever variant is served is charged
+    enough."""
     kind, planned = probes(inputs, preprocessing)
+    peaks = [max(sizes) for sizes in zip(*(_measured_peaks(Path(path), planned) for path in onnx_paths), strict=True)]
+    names = ", ".join(Path(path).name for path in onnx_paths)
+    how = (
+        f"peak RSS over the loaded session, one item per size in one fresh process per graph, sizes in increasing "
+        f"order, onnxruntime CPU, the larger peak of the graphs at each size ({names})"
+    )
+    return fit_memory_model(kind, [p.positions for p in planned], peaks, how)
+
+
+def _measured_peaks(onnx_path: Path, planned: Sequence[Probe]) -> list[int]:
+    """Peak bytes of one item at each of the `planned` sizes, measured in a fresh process."""
     request = json.dumps([{"positions": p.positions, "inputs": p.inputs} for p in planned])
     try:
         done = subprocess.run(
@@ -95,13 +111,9 @@ def measure_memory(onnx_path: Path, inputs: Sequence[TensorInfo], preprocessing:
     if done.returncode != 0:
         raise MemoryProfileError(f"{onnx_path}: the measuring process exited {done.returncode}: {done.stderr[-2000:]}")
     measured = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
-    sizes = [entry["positions"] for entry in measured]
-    peaks = [entry["bytes"] for entry in measured]
-    how = (
-        f"peak RSS over the loaded session, one item per size in one fresh process, sizes in increasing order, "
-        f"onnxruntime CPU, FP32 graph ({Path(onnx_path).name})"
-    )
-    return fit_memory_model(kind, sizes, peaks, how)
+    if [entry["positions"] for entry in measured] != [p.positions for p in planned]:
+        raise MemoryProfileError(f"{onnx_path}: the measuring process did not measure every size")
+    return [entry["bytes"] for entry in measured]
 
 
 def _status_kilobytes(field: str) -> int:

@@ -148,8 +148,10 @@ def export_checkpoint(model_dir: Path, options: ExportOptions, log: Log = print)
             parity = _check_parity(context, fp32)
         variants, refused = _reduced_precision_variants(context, fp32)
         input_multiple = getattr(model, "input_multiple", None)
-        with _step(log, "peak working memory by input size (onnxruntime, fresh process)"):
-            memory = _memory_model(fp32, info.preprocessing, input_multiple)
+        with _step(log, "peak working memory by input size (onnxruntime, a fresh process per graph)"):
+            memory = _memory_model(
+                [fp32, *(staging / v.file.path for v in variants)], info.preprocessing, input_multiple
+            )
         _publish(staging, model_dir, [ONNX_FILE, *(v.file.path for v in variants)], log)
     manifest = build_manifest(entry, info, model_dir, ONNX_FILE, parity, variants, options.max_batch, input_multiple)
     manifest = manifest.model_copy(update={"memory": memory})
@@ -157,10 +159,11 @@ def export_checkpoint(model_dir: Path, options: ExportOptions, log: Log = print)
     return ExportResult(manifest, refused)
 
 
-def _memory_model(fp32: Path, preprocessing: dict, input_multiple: int | None) -> MemoryModel:
-    inputs = [tensor_info(tensor) for tensor in graph_tensors(fp32)[0]]
+def _memory_model(graphs: list[Path], preprocessing: dict, input_multiple: int | None) -> MemoryModel:
+    """The memory model of the FP32 graph `graphs[0]` and its variants."""
+    inputs = [tensor_info(tensor) for tensor in graph_tensors(graphs[0])[0]]
     checked = Preprocessing.model_validate(preprocessing | {"input_multiple": input_multiple})
-    return measure_memory(fp32, inputs, checked)
+    return measure_memory(graphs, inputs, checked)
 
 
 def add_memory_model(model_dir: Path, log: Log = print) -> Manifest:
@@ -170,8 +173,9 @@ def add_memory_model(model_dir: Path, log: Log = print) -> Manifest:
     manifest = current_manifest(model_dir)
     if manifest is None:
         raise ValueError(f"{model_dir}: no current manifest (the ONNX file or the checkpoint changed); export it")
-    with _step(log, "peak working memory by input size (onnxruntime, fresh process)"):
-        memory = measure_memory(model_dir / manifest.onnx.path, manifest.inputs, manifest.preprocessing)
+    graphs = [model_dir / manifest.onnx.path, *(model_dir / variant.file.path for variant in manifest.quantized)]
+    with _step(log, "peak working memory by input size (onnxruntime, a fresh process per graph)"):
+        memory = measure_memory(graphs, manifest.inputs, manifest.preprocessing)
     updated = manifest.model_copy(update={"memory": memory})
     save_manifest(model_dir, updated)
     return updated

@@ -66,6 +66,27 @@ def test_the_fit_recovers_non_negative_coefficients_and_covers_every_measurement
     assert fixed.item_bytes(1) == 1_500_000 and fixed.item_bytes(10**6) == 1_500_000
 
 
+def test_one_memory_model_covers_every_graph_of_a_model_the_larger_peak_at_each_size(monkeypatch):
+    from easerve.export import memory_profile
+
+    peaks = {"model.onnx": [4, 7, 12, 25, 48], "model.int8.onnx": [5, 6, 12, 26, 50]}
+    monkeypatch.setattr(memory_profile, "_measured_peaks", lambda path, planned: [p * MB for p in peaks[path.name]])
+    manifest = load_manifest(BUNDLED / "pct-ea-tiny")
+    memory = memory_profile.measure_memory(
+        [Path("model.onnx"), Path("model.int8.onnx")], manifest.inputs, manifest.preprocessing
+    )
+    assert memory.measured_bytes == [p * MB for p in (5, 7, 12, 26, 50)]
+    assert "model.onnx, model.int8.onnx" in memory.method
+
+
+def test_every_bundled_memory_model_was_measured_on_every_graph_the_model_serves():
+    for directory in sorted(BUNDLED.glob("*/manifest.json")):
+        manifest = load_manifest(directory.parent)
+        graphs = [manifest.onnx.path, *(variant.file.path for variant in manifest.quantized)]
+        assert manifest.memory is not None, manifest.name
+        assert f"({', '.join(graphs)})" in manifest.memory.method, (manifest.name, manifest.memory.method)
+
+
 def test_a_manifest_without_a_memory_model_loads_and_charges_nothing_for_the_model():
     document = json.loads((BUNDLED / "pct-sa-tiny" / "manifest.json").read_text())
     assert "memory" in document
