@@ -9,6 +9,7 @@ fire much before its setting, and must fire within a few seconds of it.
 
 from __future__ import annotations
 
+import collections
 import resource
 import socket
 import statistics
@@ -302,6 +303,40 @@ def test_probes_are_answered_through_a_flood_of_idle_connections_past_the_cap(we
         finally:
             for sock in flood:
                 sock.close()
+
+
+def test_probes_are_answered_while_thousands_of_idle_clients_keep_reconnecting(weights_dir):
+    """The audit's churn: 2,000 idle sockets, each reopened as soon as it is closed (by the
+    client here, round after round), past the cap of 20; every probe is still answered."""
+    with ServedApp(weights_dir, max_connections=20) as served:
+        stop = threading.Event()
+
+        def churn() -> None:
+            held = [served.connect() for _ in range(1000)]
+            while not stop.is_set():
+                for index, sock in enumerate(held):
+                    sock.close()
+                    if stop.is_set():
+                        break
+                    try:
+                        held[index] = served.connect()
+                    except OSError:
+                        continue
+            for sock in held:
+                sock.close()
+
+        churners = [threading.Thread(target=churn, daemon=True) for _ in range(2)]
+        for thread in churners:
+            thread.start()
+        try:
+            wait_until(lambda: served.open_connections() >= 100, 20, "the churn to be under way")
+            statuses = [_status(f"{served.url}/healthz") for _ in range(40)]
+            statuses += [_status(f"{served.url}/readyz") for _ in range(40)]
+        finally:
+            stop.set()
+            for thread in churners:
+                thread.join(30)
+        assert statuses == [200] * 80, collections.Counter(statuses)
 
 
 def test_past_the_ceiling_new_connections_are_closed_at_accept(weights_dir, monkeypatch):
