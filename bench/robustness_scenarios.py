@@ -713,13 +713,35 @@ def _malformed_cases() -> list[tuple[str, str, dict[str, str], bytes]]:
     image_json = json.dumps({"inputs": [v2_input("image", image_overflow, "FP32", [])]}).encode()
     image_binary, binary_headers = v2_binary("image", image_overflow, "FP32", b"")
     cloud_route = f"/v1/pointcloud/classify?model={CLOUD_CLASSIFIER}"
+    cloud_v2 = f"/v2/models/{CLOUD_CLASSIFIER}/infer"
     json_type = {"content-type": "application/json"}
+    cloud = np.random.default_rng(0).random((1, 64, 3), np.float32)
+    cloud_blob, cloud_headers = v2_binary("points", [1, 64, 3], "FP32", cloud.tobytes())
+    # A header length in a digit that is not ASCII: str.isdigit() says yes, int() says no.
+    odd_digit = {**cloud_headers, V2_HEADER_LENGTH: "\u00b2"}
+    huge_values = json.dumps({"inputs": [v2_input("points", [1, 64, 3], "FP32", [3e38] * 192)]}).encode()
+    forever = {
+        "inputs": [v2_input("points", [1, 64, 3], "FP32", cloud.ravel().tolist())],
+        "parameters": {"timeout": 1e15},
+    }
+    boundary = "easerve-robustness-boundary"
+    broken_multipart = f'--{boundary}\r\nContent-Disposition: form-data; name="files"\r\n\r\nno end'.encode()
     return [
         ("ply", cloud_route, OCTET_STREAM, ply_repeated_property()),
         ("npy", cloud_route, OCTET_STREAM, npy_huge_shape()),
-        ("v2-overflow-batch", f"/v2/models/{CLOUD_CLASSIFIER}/infer", json_type, batch_overflow),
+        ("v2-overflow-batch", cloud_v2, json_type, batch_overflow),
         ("v2-overflow-hw", f"/v2/models/{SEGMENTER}/infer", json_type, image_json),
         ("v2-overflow-hw-bin", f"/v2/models/{SEGMENTER}/infer", binary_headers, image_binary),
+        ("v2-header-length-digit", cloud_v2, odd_digit, cloud_blob),
+        ("v2-values-3e38", cloud_v2, json_type, huge_values),
+        ("v2-timeout-forever", cloud_v2, json_type, json.dumps(forever).encode()),
+        ("cloud-json-truncated", cloud_route, json_type, b'{"points": [[1, 2,'),
+        (
+            "multipart-truncated",
+            f"/v1/classify?model={CLASSIFIER}",
+            {"content-type": f"multipart/form-data; boundary={boundary}"},
+            broken_multipart,
+        ),
     ]
 
 
@@ -1457,8 +1479,9 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "malformed-500s": Scenario(
         "a PLY with a repeated property, a .npy claiming (10**10, 3), v2 shapes whose element count overflows "
-        "int64 (pct [2**62, 4, 3]; eanet [1, 3, 2**32, 2**32], JSON and binary); then a valid request on the same "
-        "connection",
+        "int64 (pct [2**62, 4, 3]; eanet [1, 3, 2**32, 2**32], JSON and binary), a v2 header length written in a "
+        "non-ASCII digit, v2 values of 3e38 (finite, but the model overflows), a v2 timeout of 1e15 us, truncated "
+        "JSON to a point-cloud route, a truncated multipart body; then a valid request on the same connection",
         "every malformed request answered 4xx; the connection still serves the next request",
         _malformed,
         _judge_malformed,

@@ -177,7 +177,7 @@ def test_a_quick_run_reports_every_scenario_with_its_figures(tmp_path):
         assert isinstance(scenario["worst_bystander_ms"], float) and scenario["worst_bystander_ms"] > 0
         if scenario["completed"]:
             assert isinstance(scenario["rss_after_mb"], float) and scenario["rss_after_mb"] > 0
-    assert len(scenarios["malformed-500s"]["details"]["cases"]) == 5
+    assert len(scenarios["malformed-500s"]["details"]["cases"]) == 10
     assert set(scenarios["batch-poisoning"]["details"]["poisoned"]) == {
         "eagan label=99",
         "eanet H=0",
