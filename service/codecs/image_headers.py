@@ -3,8 +3,9 @@
 Pillow parses every ancillary chunk or marker segment it meets, in Python: a small valid image
 padded with millions of empty chunks or comment markers costs seconds of a worker (or, for a
 small body, of the event loop) before a pixel is decoded. This walk reads only each segment's
-length and type, at a few tenths of a microsecond each, and stops at a cap far above what an
-encoder writes: so the work an image's structure can cost is bounded by its size and the cap.
+length and type, at a few tenths of a microsecond each, and stops at caps far above what an
+encoder writes (segments, and the bytes in them): so the work an image's structure can cost is
+bounded by its size and the caps.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from easerve.service.errors import BadRequest
 # Chunks other than image data (PNG) or marker segments before the scan (JPEG): encoders write
 # tens (text, colour profiles, EXIF, thumbnails).
 MAX_METADATA_SEGMENTS = 1024
+# ... and this many bytes in them: colour profiles and XMP run to a few MB at most.
+MAX_METADATA_BYTES = 16 * 1024 * 1024
 # PNG image data may be split into many IDAT chunks (encoders use 8-64 KiB each): one per KiB
 # of the file is allowed, plus the cap above.
 BYTES_PER_DATA_CHUNK = 1024
@@ -43,7 +46,8 @@ def metadata_segments(data: bytes, stop_after: int = MAX_METADATA_SEGMENTS) -> i
     """The chunks besides image data (PNG) or the marker segments before the scan (JPEG) in
     `data`, counted until there are more than `stop_after` (the walk stops there, so its cost is
     bounded by `stop_after` whatever the file); 0 for other formats. BadRequest for a PNG whose
-    image data is split into more chunks than BYTES_PER_DATA_CHUNK allows."""
+    image data is split into more chunks than BYTES_PER_DATA_CHUNK allows, or whose chunks or
+    segments walked hold more than MAX_METADATA_BYTES."""
     if data.startswith(_PNG_SIGNATURE):
         return _png_metadata(data, stop_after)
     if data.startswith(_JPEG_START):
@@ -53,7 +57,7 @@ def metadata_segments(data: bytes, stop_after: int = MAX_METADATA_SEGMENTS) -> i
 
 def _png_metadata(data: bytes, stop_after: int) -> int:
     data_chunks_allowed = MAX_METADATA_SEGMENTS + len(data) // BYTES_PER_DATA_CHUNK
-    metadata = chunks = 0
+    metadata = chunks = metadata_bytes = 0
     position = len(_PNG_SIGNATURE)
     while position + 8 <= len(data) and metadata <= stop_after:
         length = int.from_bytes(data[position : position + 4], "big")
@@ -63,16 +67,18 @@ def _png_metadata(data: bytes, stop_after: int) -> int:
         chunks += 1
         if kind != b"IDAT":
             metadata += 1
+            metadata_bytes += length
         if chunks > data_chunks_allowed:
             raise BadRequest(
                 f"the PNG holds more chunks than an image needs (over {data_chunks_allowed} in all); re-encode it"
             )
+        _check_metadata_bytes("PNG", metadata_bytes)
         position += 12 + length  # length, type, data, CRC
     return metadata
 
 
 def _jpeg_segments(data: bytes, stop_after: int) -> int:
-    segments = 0
+    segments = metadata_bytes = 0
     position = len(_JPEG_START)
     while position < len(data) and segments <= stop_after:
         fill = _JPEG_FILL.match(data, position)
@@ -88,5 +94,16 @@ def _jpeg_segments(data: bytes, stop_after: int) -> int:
         if marker in _JPEG_STANDALONE:
             continue
         segments += 1
-        position += int.from_bytes(data[position : position + 2], "big")
+        length = int.from_bytes(data[position : position + 2], "big")
+        metadata_bytes += length
+        _check_metadata_bytes("JPEG", metadata_bytes)
+        position += length
     return segments
+
+
+def _check_metadata_bytes(kind: str, metadata_bytes: int) -> None:
+    if metadata_bytes > MAX_METADATA_BYTES:
+        raise BadRequest(
+            f"the {kind} holds more than {MAX_METADATA_BYTES // (1024 * 1024)} MiB of metadata before its image data; "
+            "re-encode it"
+        )

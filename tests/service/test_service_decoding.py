@@ -771,6 +771,20 @@ def test_the_segment_count_stops_past_its_limit_so_its_cost_is_bounded(padded):
     assert not few_segments([padded(200_000)], 64)  # past the per-image cap too: stopped, not refused here
 
 
+def test_more_metadata_bytes_before_the_pixels_than_any_encoder_writes_is_refused():
+    png = _png()
+    header_end = 8 + 25
+    profile_sized = png[:header_end] + _png_chunk(b"zzZz", b"\0" * (2 << 20)) + png[header_end:]
+    assert decode_image(profile_sized, 10_000).image.size == (64, 64)  # a few MB, as ICC profiles run
+    bloated = png[:header_end] + _png_chunk(b"zzZz", b"\0" * (17 << 20)) + png[header_end:]
+    with pytest.raises(BadRequest, match="MiB of metadata"):
+        inspect_image(bloated, 10_000)
+    jpeg = _padded_jpeg(0)
+    comment = b"\xff\xfe" + struct.pack(">H", 65535) + b"\0" * 65533
+    with pytest.raises(BadRequest, match="MiB of metadata"):
+        inspect_image(jpeg[:2] + comment * 300 + jpeg[2:], 10_000)  # 300 segments: under the count cap
+
+
 def test_a_large_png_in_many_image_data_chunks_still_decodes():
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (600, 800, 3), np.uint8))
     buffer = io.BytesIO()
