@@ -655,6 +655,8 @@ class DynamicBatcher:
     def pending_work(self) -> list[tuple[float, float]]:
         """(due, planned seconds) of every request queued or on its way to the queue, each
         costed at its share of the batch the model's pending items would make."""
+        if not self._queue and not self._arriving:
+            return []  # most models, most of the time: asked on every admission of every model
         items = sum(entry.items for entry in self._queue) + len(self._arriving)
         cost = self.item_cost_s(items)
         post = self.post_compute_s()
