@@ -35,6 +35,7 @@ from easerve.service.settings import Settings
 
 from .app import AppPlan, bind_plan, plan_app
 from .config import APP_NAME, cpus_needed, whole_cpus
+from .probes import delete_probes, probe_targets
 
 logger = logging.getLogger("easerve.ray")
 # How often the deployment's progress is read while it deploys.
@@ -108,8 +109,10 @@ def serve_on_ray(settings: Settings) -> int:
             else:
                 logger.info("stopped before the application was running: deleting it")
             serve.delete(APP_NAME, _blocking=False)
+            delete_probes()
             return 1 if failure is not None else 0
         running = True
+        delete_probes()
         logger.info(
             "serving %s on http://%s:%d (Ray Serve, %s)",
             ", ".join(plan.models),
@@ -143,7 +146,9 @@ def _deploy(plan: AppPlan, timeout_s: float, stop: threading.Event) -> str | Non
     target = serve.RunTarget(bind_plan(plan), name=APP_NAME, route_prefix="/")
     try:
         # Not Serve's own wait: it cannot be interrupted, and says nothing while it waits.
-        serve.run_many([target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+        serve.run_many(
+            [*probe_targets(), target], wait_for_ingress_deployment_creation=False, wait_for_applications_running=False
+        )
     except RuntimeError as error:
         return f"the application failed to deploy: {error}"
     deadline = time.monotonic() + timeout_s

@@ -64,6 +64,10 @@ def test_easerve_serve_engine_ray_serves_and_stops_cleanly(tmp_path):
             # The launcher announces the application once Serve reports it running, which may
             # come a poll after the ingress already answers.
             wait_until(lambda: "serving " in log_path.read_text(), 60.0, "the launcher's announcement", pause_s=0.5)
+            # The stand-ins that answered the probes while it deployed are gone: its ingress answers.
+            wait_until(
+                lambda: httpx.get(f"{url}/healthz", timeout=5).json() == {"live": True}, 30.0, "the ingress's /healthz"
+            )
             process.send_signal(signal.SIGTERM)
             assert process.wait(90) == 0, log_path.read_text()[-3000:]
         finally:
@@ -113,7 +117,8 @@ def test_the_ray_benchmark_measures_both_servers(tmp_path):
 
 
 def test_sigterm_while_deploying_deletes_the_application_and_an_unplaceable_deployment_is_named(tmp_path):
-    command = [sys.executable, "-m", "easerve.cli", "serve", "--engine", "ray", "--port", str(free_port())]
+    port = free_port()
+    command = [sys.executable, "-m", "easerve.cli", "serve", "--engine", "ray", "--port", str(port)]
     # No node has a GPU: the model's replica can never be placed, so the application deploys for ever.
     command += ["--models", MODEL, "--weights-dir", str(BUNDLED_WEIGHTS), "--model-config", f"{MODEL}:num_gpus=1"]
     log_path = tmp_path / "serve.log"
@@ -132,6 +137,11 @@ def test_sigterm_while_deploying_deletes_the_application_and_an_unplaceable_depl
             assert process.poll() is None, text[-3000:]
             assert "deploying: " in text and f"{MODEL} 0/1" in text
             assert "WARNING easerve.ray" in text and "GPU" in text  # what it reserves, beside the hint
+            # The probes are answered while it deploys, not held by Ray's proxy.
+            wait_until(lambda: _probe(port, "/healthz") == 200, 60.0, "/healthz answered while deploying")
+            ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            assert ready.status_code == 503 and ready.json()["phase"] == "deploying"
+            assert int(ready.headers["retry-after"]) > 0
             process.send_signal(signal.SIGTERM)
             # Nothing was served: no grace period to wait out (the audit saw it ignore SIGTERM).
             assert process.wait(20) == 0, log_path.read_text()[-3000:]
@@ -140,3 +150,10 @@ def test_sigterm_while_deploying_deletes_the_application_and_an_unplaceable_depl
                 process.kill()
                 process.wait()
     assert "stopped before the application was running" in log_path.read_text()
+
+
+def _probe(port: int, path: str) -> int | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5).status_code
+    except httpx.TransportError:
+        return None
