@@ -65,6 +65,9 @@ class RayModelOptions(BaseModel):
     max_queued_requests: int | None = Field(
         default=None, ge=1, description="requests each caller queues when every replica is full; more: 429"
     )
+    max_replicas_per_node: int | None = Field(
+        default=None, ge=1, description="replicas Ray may place on one node (1: one per node, a node lost costs one)"
+    )
 
     @property
     def autoscaling(self) -> bool:
@@ -167,7 +170,7 @@ def model_deployment_options(
         "graceful_shutdown_timeout_s": settings.drain_timeout_s + 5.0,
         "logging_config": logging_config(settings),
     }
-    for key in ("health_check_period_s", "health_check_timeout_s"):
+    for key in ("health_check_period_s", "health_check_timeout_s", "max_replicas_per_node"):
         if getattr(options, key) is not None:
             deployment[key] = getattr(options, key)
     if options.autoscaling:

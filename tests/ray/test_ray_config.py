@@ -158,10 +158,13 @@ def test_the_ray_reservations_are_flags_of_easerve_serve(weights):
     assert settings.deploy_timeout_s == 30
 
 
-def test_health_checks_are_ray_options_of_a_model(weights):
+def test_health_checks_and_spreading_over_nodes_are_ray_options_of_a_model(weights):
     entries = [f"{MODEL}:health_check_period_s=2", f"{MODEL}:health_check_timeout_s=3"]
+    entries.append(f"{MODEL}:max_replicas_per_node=1")
     options = plan_app(Settings(weights_dirs=[weights], model_overrides=entries)).models[MODEL]
     assert options["health_check_period_s"] == 2 and options["health_check_timeout_s"] == 3
+    assert options["max_replicas_per_node"] == 1
+    assert "max_replicas_per_node" not in plan_app(Settings(weights_dirs=[weights])).models[MODEL]
 
 
 def test_deploy_progress_counts_running_replicas_per_deployment():
