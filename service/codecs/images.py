@@ -347,6 +347,13 @@ def decode_base64(text: str, what: str) -> bytes:
         raise BadRequest(f"{what} is not valid base64") from None
 
 
+def encode_jpeg_base64(pixels: np.ndarray, quality: int) -> str:
+    """Base64 JPEG of a uint8 (H, W, 3) RGB array at `quality`."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def encode_png_base64(pixels: np.ndarray) -> str:
     """Base64 PNG of a bool (H, W) mask (1-bit), a uint8 or uint16 (H, W) greyscale or a uint8
     (H, W, 3) RGB array."""

@@ -20,6 +20,7 @@ from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.routers.vision import (
     IMAGE_ROUTE_OPENAPI,
     OverlayAlpha,
+    OverlayEncoding,
     OverlayWidth,
     admitted_images,
     decoded_images,
@@ -44,11 +45,12 @@ async def segment_instances_route(
     overlay: Annotated[bool, Query(description="also return the image with the instances drawn")] = False,
     alpha: OverlayAlpha = 0.5,
     overlay_width: OverlayWidth = None,
+    overlay_format: OverlayEncoding = "png",
 ) -> JSONBytes:
     """Per image its instances, best first: class, score, box (x1, y1, x2, y2) and mask at the
     original resolution, and with `overlay=true` the image with each instance coloured."""
     manifest = context.model.manifest
-    drawn = requested_overlay(state, overlay, alpha, overlay_width)
+    drawn = requested_overlay(state, overlay, alpha, overlay_width, overlay_format)
     images = await admitted_images(request, state, context, drawn, instance_bytes)
     decoded, inputs = await decoded_images(context, images)
     outcome = await context.infer(inputs)

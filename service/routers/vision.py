@@ -40,7 +40,7 @@ from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
 from easerve.service.tasks.detection import DetectResponse, detect
 from easerve.service.tasks.image_input import image_batch, model_image_size
-from easerve.service.tasks.segmentation import Overlay, SegmentResponse, segment, segmentation_bytes
+from easerve.service.tasks.segmentation import Overlay, OverlayFormat, SegmentResponse, segment, segmentation_bytes
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
 # The body the route reads itself, and the API key (checked by the middleware).
@@ -55,6 +55,10 @@ OverlayAlpha = Annotated[float, Query(ge=0, le=1, description="overlay opacity")
 OverlayWidth = Annotated[
     int | None,
     Query(ge=1, le=65535, description="draw the overlay this wide, height in proportion (default: the image's)"),
+]
+OverlayEncoding = Annotated[
+    OverlayFormat,
+    Query(description="png (lossless, `overlay_png`) or jpeg (`overlay_jpeg`: a fraction of the time and size)"),
 ]
 
 # The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
@@ -71,9 +75,12 @@ _INLINE_SEGMENTS = 64
 AnswerBytes = Callable[[int, int, int], int]
 
 
-def requested_overlay(state: State, overlay: bool, alpha: float, width: int | None) -> Overlay | None:
-    """The overlay a request asked for (`overlay`, `alpha`, `overlay_width`), None without one."""
-    return Overlay(alpha, state.settings.max_overlay_pixels, width) if overlay else None
+def requested_overlay(
+    state: State, overlay: bool, alpha: float, width: int | None, encoding: OverlayFormat
+) -> Overlay | None:
+    """The overlay a request asked for (`overlay`, `alpha`, `overlay_width`, `overlay_format`),
+    None without one."""
+    return Overlay(alpha, state.settings.max_overlay_pixels, width, encoding) if overlay else None
 
 
 def _decode_size(manifest: Manifest, drawn: Overlay | None) -> NeededSize:
@@ -182,10 +189,11 @@ async def segment_images(
     overlay: Annotated[bool, Query(description="also return the image with classes coloured")] = False,
     alpha: OverlayAlpha = 0.5,
     overlay_width: OverlayWidth = None,
+    overlay_format: OverlayEncoding = "png",
 ) -> JSONBytes:
     """A class mask at each image's own resolution (PNG, base64) and per-class pixel fractions."""
     manifest = context.model.manifest
-    drawn = requested_overlay(state, overlay, alpha, overlay_width)
+    drawn = requested_overlay(state, overlay, alpha, overlay_width, overlay_format)
     model_height, _ = model_image_size(manifest)
 
     def answer_bytes(width: int, height: int, overlay_pixels: int) -> int:

@@ -55,6 +55,7 @@ class ImageInstances(BaseModel):
     overlay_png: str | None = Field(
         default=None, description="base64 RGB PNG: the image with each instance's mask and box in its own colour"
     )
+    overlay_jpeg: str | None = Field(default=None, description="the overlay as a base64 JPEG (`overlay_format=jpeg`)")
 
 
 class InstancesResponse(InferenceResponse):
@@ -166,8 +167,8 @@ class OverlayCanvas:
         drawn = Image.fromarray(placement.pixels * 255).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
         self.indices[y0:y1, x0:x1][np.asarray(drawn) > 0] = len(self.boxes)
 
-    def encoded(self) -> str:
-        """The overlay as a base64 PNG: masks coloured, boxes outlined, in each instance's colour."""
+    def fields(self) -> dict[str, str]:
+        """The overlay, encoded as asked: masks coloured, boxes outlined, in each instance's colour."""
         picture = self.image.image
         if picture.size != self.size:
             picture = picture.resize(self.size, Image.Resampling.BILINEAR)
@@ -183,7 +184,7 @@ class OverlayCanvas:
             x0, x1 = sorted(box[0::2])
             y0, y1 = sorted(box[1::2])
             pen.rectangle((x0, y0, x1, y1), outline=tuple(int(c) for c in colour))
-        return encode_png_base64(np.asarray(drawn))
+        return self.overlay.fields(np.asarray(drawn))
 
 
 def _encoded_mask(placement: MaskPlacement, width: int, height: int, mask_format: MaskFormat) -> dict[str, object]:
@@ -222,6 +223,6 @@ def segment_instances(
                 canvas.paint(placement, instance["box"])
         if canvas is not None:
             deadline.check("drawing the instances' overlay")
-        drawn = canvas.encoded() if canvas is not None else None
-        results.append({"width": width, "height": height, "instances": found, "overlay_png": drawn})
+        drawn = canvas.fields() if canvas is not None else {}
+        results.append({"width": width, "height": height, "instances": found, "overlay_png": None, **drawn})
     return results

@@ -13,13 +13,14 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.codecs.images import DecodedImage, encode_png_base64
+from easerve.service.codecs.images import DecodedImage, encode_jpeg_base64, encode_png_base64
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 
@@ -30,6 +31,10 @@ _MOSTLY_BOUNDARIES = 8
 # Bytes per overlay pixel while one is drawn: the picture, its colours, the blend, the mask of
 # what is coloured, the composite and its PNG.
 OVERLAY_BYTES_PER_PIXEL = 16
+# An overlay is a picture to look at: as JPEG (when asked for) at this quality.
+OVERLAY_JPEG_QUALITY = 90
+
+OverlayFormat = Literal["png", "jpeg"]
 
 
 class ImageSegmentation(BaseModel):
@@ -40,6 +45,7 @@ class ImageSegmentation(BaseModel):
     overlay_png: str | None = Field(
         default=None, description="base64 RGB PNG: the image with classes coloured (scaled down if very large)"
     )
+    overlay_jpeg: str | None = Field(default=None, description="the overlay as a base64 JPEG (`overlay_format=jpeg`)")
 
 
 class SegmentResponse(InferenceResponse):
@@ -116,12 +122,13 @@ def segmentation_bytes(width: int, height: int, classes: int, logits_height: int
 
 @dataclass(frozen=True)
 class Overlay:
-    """How an overlay is drawn: its opacity, and its size: `width` pixels wide when asked for
-    (height in proportion), never wider than the image, at most `max_pixels`."""
+    """How an overlay is drawn: its opacity, its size (`width` pixels wide when asked for, height
+    in proportion, never wider than the image, at most `max_pixels`) and its encoding."""
 
     alpha: float
     max_pixels: int
     width: int | None = None
+    format: OverlayFormat = "png"
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the overlay of a `width` x `height` image."""
@@ -129,19 +136,44 @@ class Overlay:
             width, height = self.width, max(1, round(height * self.width / width))
         return overlay_size(width, height, self.max_pixels)
 
+    def fields(self, pixels: np.ndarray) -> dict[str, str]:
+        """The answer's field for the drawn uint8 RGB `pixels`: `overlay_png` or `overlay_jpeg`
+        (base64)."""
+        if self.format == "jpeg":
+            return {"overlay_jpeg": encode_jpeg_base64(pixels, OVERLAY_JPEG_QUALITY)}
+        return {"overlay_png": encode_png_base64(pixels)}
 
-def _overlay(image: DecodedImage, logits: np.ndarray, colours: np.ndarray, overlay: Overlay) -> str:
+
+def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay) -> dict[str, str]:
+    """The overlay's field, its labels from `mask` (the image's, at its original size): itself,
+    or resized to the overlay by nearest neighbour (a picture to look at: the logits are not
+    resized again)."""
     size = overlay.size(*image.original_size)
     picture = image.image if image.image.size == size else image.image.resize(size, Image.Resampling.BILINEAR)
-    return encode_png_base64(paint_overlay(picture, mask_at(logits, *size), colours, overlay.alpha))
+    labels = mask if size == image.original_size else _nearest(mask, size)
+    return overlay.fields(paint_overlay(picture, labels, colours, overlay.alpha))
+
+
+def _nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if mask.dtype == np.uint8:
+        return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+    rows = ((np.arange(size[1]) + 0.5) * mask.shape[0] / size[1]).astype(np.int64)  # pixel centres, as Pillow
+    columns = ((np.arange(size[0]) + 0.5) * mask.shape[1] / size[0]).astype(np.int64)
+    return mask[np.minimum(rows, mask.shape[0] - 1)[:, None], np.minimum(columns, mask.shape[1] - 1)]
 
 
 def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
     """The RGB `picture` with every pixel whose label (an index into `colours`, same size) is
     not 0 blended with its label's colour at opacity `alpha`."""
-    coloured = Image.fromarray(colours[labels])
+    if labels.dtype == np.uint8:  # Pillow's palette lookups, in C: a third of numpy's gather
+        coloured = Image.fromarray(labels)
+        coloured.putpalette(np.asarray(colours, np.uint8).ravel().tolist())
+        coloured = coloured.convert("RGB")
+        foreground = Image.fromarray(labels).point([0] + [255] * 255)
+    else:
+        coloured = Image.fromarray(colours[labels])
+        foreground = Image.fromarray(((labels > 0) * 255).astype(np.uint8))
     blended = Image.blend(picture, coloured, alpha)
-    foreground = Image.fromarray(((labels > 0) * 255).astype(np.uint8))
     return np.asarray(Image.composite(blended, picture, foreground))
 
 
@@ -165,6 +197,7 @@ def segment(
         mask = mask_at(image_logits, width, height)
         counts = np.bincount(mask.ravel(), minlength=len(labels))
         fractions = {label: float(counts[i]) / mask.size for i, label in enumerate(labels)}
+        drawn = _overlay(image, mask, colours, overlay) if overlay is not None else {}
         mask_png = encode_png_base64(mask)
         del mask
         results.append(
@@ -173,7 +206,8 @@ def segment(
                 "height": height,
                 "mask_png": mask_png,
                 "class_fractions": fractions,
-                "overlay_png": _overlay(image, image_logits, colours, overlay) if overlay is not None else None,
+                "overlay_png": None,
+                **drawn,
             }
         )
     return results

@@ -121,3 +121,26 @@ def test_the_mask_is_the_argmax_of_the_logits_resized_as_torch_resizes_them(smoo
     assert mask.shape == (height, width)
     # Float rounding may flip a pixel where two classes are within a rounding error of each other.
     assert (mask == expected).mean() > 0.9999
+
+
+def test_the_overlay_painted_with_pillows_palette_equals_the_colours_looked_up_one_by_one():
+    from easerve.service.tasks.segmentation import class_colours, paint_overlay
+
+    rng = np.random.default_rng(3)
+    picture = Image.fromarray(rng.integers(0, 256, (37, 53, 3), np.uint8))
+    labels = rng.integers(0, 21, (37, 53)).astype(np.uint8)
+    colours = class_colours(21)
+    fast = paint_overlay(picture, labels, colours, 0.4)  # uint8 labels: Pillow's palette
+    slow = paint_overlay(picture, labels.astype(np.uint16), colours, 0.4)  # the general path
+    np.testing.assert_array_equal(fast, slow)
+    background = labels == 0
+    np.testing.assert_array_equal(fast[background], np.asarray(picture)[background])
+
+
+def test_an_overlay_smaller_than_the_image_takes_its_labels_from_the_mask_by_nearest_neighbour():
+    from easerve.service.tasks.segmentation import _nearest
+
+    mask = np.random.default_rng(4).integers(0, 200, (90, 120)).astype(np.uint8)
+    small = _nearest(mask, (40, 30))
+    assert small.shape == (30, 40) and set(np.unique(small)) <= set(np.unique(mask))
+    np.testing.assert_array_equal(_nearest(mask.astype(np.uint16), (40, 30)), small)  # over 256 classes alike

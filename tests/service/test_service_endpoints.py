@@ -207,6 +207,22 @@ def test_segment_overlay_is_drawn_at_the_width_asked_for_and_the_mask_at_the_ima
     assert refused.status_code == 422
 
 
+def test_segment_overlay_as_jpeg_is_the_same_picture_and_the_mask_stays_lossless(client):
+    body, truth = red_square_on_black(300, 200)
+    png = client.post("/v1/segment?overlay=true&alpha=1", content=body, headers=PNG).json()["results"][0]
+    jpeg = client.post("/v1/segment?overlay=true&alpha=1&overlay_format=jpeg", content=body, headers=PNG).json()
+    (answer,) = jpeg["results"]
+    assert answer["overlay_png"] is None and png.get("overlay_jpeg") is None
+    with Image.open(io.BytesIO(base64.b64decode(answer["overlay_jpeg"]))) as picture:
+        assert picture.format == "JPEG"
+        pixels = np.asarray(picture.convert("RGB")).astype(int)
+    assert pixels.shape == (*truth.shape, 3)
+    assert np.abs(pixels - decode_png(png["overlay_png"]).astype(int)).mean() < 4  # lossy, the same picture
+    assert answer["mask_png"] == png["mask_png"]  # the labels stay lossless
+    refused = client.post("/v1/segment?overlay=true&overlay_format=gif", content=body, headers=PNG)
+    assert refused.status_code == 422 and "overlay_format" in refused.text
+
+
 # -- generation -------------------------------------------------------------------------------
 
 

@@ -111,6 +111,13 @@ def test_overlay_colours_each_instance_at_the_width_asked_for(client):
     # Inside the first box (4..12 of 32) the instance's colour replaces the white image.
     assert not (overlay[8, 8] == 255).all()
     assert (overlay[28, 2] == 255).all()  # outside every mask and box: the image itself
+    as_jpeg = client.post(
+        "/v1/segment/instances?overlay=true&alpha=1&overlay_width=32&overlay_format=jpeg", content=white, headers=PNG
+    ).json()["results"][0]
+    assert as_jpeg["overlay_png"] is None
+    with Image.open(io.BytesIO(base64.b64decode(as_jpeg["overlay_jpeg"]))) as picture:
+        assert picture.format == "JPEG" and picture.size == (32, 32)
+        assert np.abs(np.asarray(picture.convert("RGB")).astype(int) - overlay.astype(int)).mean() < 8
 
 
 @pytest.mark.parametrize(
@@ -121,6 +128,7 @@ def test_overlay_colours_each_instance_at_the_width_asked_for(client):
         ("top_k=0", "top_k"),
         ("overlay_width=0", "overlay_width"),
         ("alpha=-1", "alpha"),
+        ("overlay_format=webp", "overlay_format"),
     ],
 )
 def test_bad_parameters_are_422_with_the_field(client, query, fragment):
@@ -199,5 +207,5 @@ def test_the_overlay_draws_boxes_a_model_gives_reversed_or_not_finite():
     placement = place_mask(np.pad(np.ones((4, 4), np.float32), 6), 40, 30)
     for box in ([30.0, 20.0, 10.0, 5.0], [float("nan"), 0.0, 5.0, 5.0], [0.0, 0.0, float("inf"), 5.0]):
         canvas.paint(placement, box)
-    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.encoded()))))
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.fields()["overlay_png"]))))
     assert overlay.shape == (30, 40, 3) and not (overlay == 255).all()
