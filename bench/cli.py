@@ -31,6 +31,10 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
         "easerve.bench.scheduling",
         "goodput under overload and mixed load: every scheduling policy, open and closed loop, and the simulator",
     ),
+    "large-images": (
+        "easerve.bench.large_images",
+        "one large photo at a time through the routes that draw overlays: with and without, PNG and JPEG",
+    ),
     "serve-ray": (
         "easerve.bench.serve_ray",
         "the Ray Serve application beside the single-process server (needs easerve[ray])",

@@ -353,3 +353,23 @@ def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tm
     assert "service / ceiling" in report and "### Targets" in report
     assert "[multipart]: easerve server CPU per request at 32 clients (target <= 1.0 ms): - - not measured" in report
     assert "server CPU" in result.stdout
+
+
+def test_bench_large_images_times_every_overlay_case_and_writes_its_report(tmp_path):
+    from easerve.bench.large_images import CASES
+
+    bundled = REPO / "weights"
+    command = [sys.executable, "-m", "easerve.cli", "bench", "large-images", "--weights-dir", str(bundled)]
+    command += ["--models", "eanet-ea-tiny", "--size", "400", "300", "--repeats", "1", "--formats", "jpeg"]
+    command += ["--out", str(tmp_path)]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench_large_images.json").read_text())["rows"]
+    assert [row["case"] for row in rows] == list(CASES)
+    assert all(0 < row["best_s"] <= row["median_s"] and row["answer_bytes"] > 0 for row in rows)
+    sizes = {row["case"]: row["answer_bytes"] for row in rows}
+    assert sizes["overlay=false"] < sizes["overlay=true&overlay_format=jpeg"] < sizes["overlay=true"]
+    assert "| eanet-ea-tiny | jpeg | `overlay=true` |" in (tmp_path / "bench_large_images.md").read_text()
+    refused = subprocess.run([*command[:-2], "--models", "eamlp-ea-tiny"], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "draws an overlay" in refused.stdout
