@@ -33,6 +33,9 @@ JSON = "application/json"
 MULTIPART = "multipart/form-data"
 OCTET_STREAM = "application/octet-stream"
 POINT_FILE_TYPES = (OCTET_STREAM, "application/x-npy", "application/ply", "application/x-ply", "text/plain")
+# Working memory per byte of a JSON body of numbers (a cloud's points, v2 `data`): the numbers
+# become Python lists of floats before the array is made.
+JSON_NUMBERS_BYTES_PER_BODY_BYTE = 24
 # The multipart parser's own caps; the body size limit is what really bounds a request.
 _MAX_MULTIPART_FILES = 10_000
 _MAX_MULTIPART_FIELDS = 100

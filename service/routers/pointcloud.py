@@ -9,7 +9,13 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from easerve.artifacts.manifest import Manifest
 from easerve.artifacts.tasks import POINTCLOUD_CLASSIFICATION, POINTCLOUD_SEGMENTATION
-from easerve.service.codecs.uploads import POINTS_BODY_OPENAPI, Upload, decode_points, read_points_upload
+from easerve.service.codecs.uploads import (
+    JSON_NUMBERS_BYTES_PER_BODY_BYTE,
+    POINTS_BODY_OPENAPI,
+    Upload,
+    decode_points,
+    read_points_upload,
+)
 from easerve.service.contract import served_working_bytes, tensors_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
@@ -28,9 +34,7 @@ router = APIRouter(prefix="/v1/pointcloud", tags=["point clouds"], responses=INF
 # The body the route reads itself, and the API key (checked by the middleware).
 _OPENAPI = POINTS_BODY_OPENAPI | API_KEY_OPENAPI
 
-# Working memory per byte of body: JSON numbers become Python lists of floats before the array;
-# a file is read into one array and copied once as float32.
-_JSON_BYTES_PER_BODY_BYTE = 24
+# Working memory per byte of a file's body: read into one array and copied once as float32.
 _FILE_BYTES_PER_BODY_BYTE = 4
 
 ClassifyContext = Annotated[InferenceContext, Depends(task_inference(POINTCLOUD_CLASSIFICATION))]
@@ -48,7 +52,7 @@ async def _prepared_cloud(request: Request, state: State, context: InferenceCont
     are admitted; a model without num_points runs the cloud's own count, charged once sampled."""
     upload = await context.read(read_points_upload(request))
     manifest = context.model.manifest
-    per_byte = _JSON_BYTES_PER_BODY_BYTE if upload.json_body is not None else _FILE_BYTES_PER_BODY_BYTE
+    per_byte = JSON_NUMBERS_BYTES_PER_BODY_BYTE if upload.json_body is not None else _FILE_BYTES_PER_BODY_BYTE
     model = served_working_bytes(manifest, 1)
     context.admit(per_byte * upload.size, "the point cloud", model_bytes=model or 0)
     points, cloud = await context.offload(_decode_and_sample, upload, state.settings.max_points, manifest)

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 import easerve
 from easerve.artifacts.triton import model_configuration
 from easerve.service.batcher import BatchOutcome
+from easerve.service.codecs.uploads import JSON_NUMBERS_BYTES_PER_BODY_BYTE
 from easerve.service.contract import InputLimits, tensors_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, inference_context
 from easerve.service.door import MAX_TIMEOUT_S, MIN_TIMEOUT_S
@@ -45,9 +46,7 @@ INFER_RESPONSES = {
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 _MICROSECONDS = 1e-6
-# Working memory per byte of body: JSON `data` becomes Python lists before the arrays; binary
-# tensors are read into arrays and converted once.
-_JSON_BYTES_PER_BODY_BYTE = 24
+# Working memory per byte of a binary body: the tensors are read into arrays and converted once.
 _BINARY_BYTES_PER_BODY_BYTE = 3
 # Bytes held while outputs are encoded, per byte of output tensor: as JSON, a float32 written as
 # text (up to ~20 characters for 4 bytes) and the response's copy of it; as binary data, the
@@ -200,7 +199,7 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
     async with inference_context(request, state, model, None, model.max_batch_size) as context:
         body = await context.read(request.body())
         header_length = request.headers.get(HEADER_LENGTH)
-        per_byte = _JSON_BYTES_PER_BODY_BYTE if header_length is None else _BINARY_BYTES_PER_BODY_BYTE
+        per_byte = JSON_NUMBERS_BYTES_PER_BODY_BYTE if header_length is None else _BINARY_BYTES_PER_BODY_BYTE
         context.admit(per_byte * len(body), "the request's tensors")
         document, arrays = await context.offload(_parse_request, body, header_length, model, context.limits)
         timeout_us = document.parameters.get("timeout")
