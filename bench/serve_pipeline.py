@@ -21,7 +21,7 @@ from easerve.artifacts.manifest import Manifest
 from easerve.artifacts.tasks import TASKS, Answer, TaskSpec
 from easerve.loadtest.samples import load_samples
 from easerve.service.codecs.images import DecodedImage, decode_image
-from easerve.service.codecs.uploads import Upload, decode_images, inspect_images
+from easerve.service.codecs.uploads import Upload, decode_images, inspect_images, open_images
 from easerve.service.deadline import Deadline
 from easerve.service.runners.base import Runner
 from easerve.service.tasks.classification import classify
@@ -128,4 +128,5 @@ def answer_upload(runner: Runner, manifest: Manifest, upload: Upload) -> Results
         return width, height
 
     inspected = inspect_images(upload, 1, MAX_IMAGE_PIXELS, needed)
-    return answer_images(runner, manifest, decode_images(inspected, NO_DEADLINE))
+    images = inspected.images or open_images(inspected.payloads, MAX_IMAGE_PIXELS, needed)
+    return answer_images(runner, manifest, decode_images(images, NO_DEADLINE))

@@ -30,9 +30,9 @@ _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length
 
 
 def check_segments(data: bytes) -> None:
-    """BadRequest when a PNG or JPEG holds more chunks or marker segments than any encoder
-    writes (see the module docstring); other formats, and truncated files (for Pillow to
-    report), pass."""
+    """BadRequest when a PNG or JPEG holds more chunks or marker segments, or more bytes in
+    them, than any encoder writes (see the module docstring); other formats, and truncated files
+    (for Pillow to report), pass."""
     if metadata_segments(data) <= MAX_METADATA_SEGMENTS:
         return
     if data.startswith(_PNG_SIGNATURE):
@@ -44,10 +44,11 @@ def check_segments(data: bytes) -> None:
 
 def metadata_segments(data: bytes, stop_after: int = MAX_METADATA_SEGMENTS) -> int:
     """The chunks besides image data (PNG) or the marker segments before the scan (JPEG) in
-    `data`, counted until there are more than `stop_after` (the walk stops there, so its cost is
-    bounded by `stop_after` whatever the file); 0 for other formats. BadRequest for a PNG whose
-    image data is split into more chunks than BYTES_PER_DATA_CHUNK allows, or whose chunks or
-    segments walked hold more than MAX_METADATA_BYTES."""
+    `data`, counted until there are more than `stop_after` (the walk stops there: its cost is
+    bounded by `stop_after`, and for a PNG by the image-data chunks its size allows); 0 for other
+    formats. BadRequest for a PNG whose image data is split into more chunks than
+    BYTES_PER_DATA_CHUNK allows, or when the chunks or segments walked hold more than
+    MAX_METADATA_BYTES."""
     if data.startswith(_PNG_SIGNATURE):
         return _png_metadata(data, stop_after)
     if data.startswith(_JPEG_START):
@@ -104,6 +105,6 @@ def _jpeg_segments(data: bytes, stop_after: int) -> int:
 def _check_metadata_bytes(kind: str, metadata_bytes: int) -> None:
     if metadata_bytes > MAX_METADATA_BYTES:
         raise BadRequest(
-            f"the {kind} holds more than {MAX_METADATA_BYTES // (1024 * 1024)} MiB of metadata before its image data; "
-            "re-encode it"
+            f"the {kind} holds more than {MAX_METADATA_BYTES // (1024 * 1024)} MiB in chunks or marker segments "
+            "besides its image data; re-encode it"
         )

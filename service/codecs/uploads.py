@@ -36,6 +36,10 @@ POINT_FILE_TYPES = (OCTET_STREAM, "application/x-npy", "application/ply", "appli
 # Working memory per byte of a JSON body of numbers (a cloud's points, v2 `data`): the numbers
 # become Python lists of floats before the array is made.
 JSON_NUMBERS_BYTES_PER_BODY_BYTE = 24
+# Chunks or marker segments besides pixel data per image that encoders write (a camera JPEG about
+# a dozen). Pillow parses each in Python, holding the interpreter: images with more are opened
+# where that cost is kept apart (`InspectedImages`).
+PLAIN_SEGMENTS_PER_IMAGE = 24
 # The multipart parser's own caps; the body size limit is what really bounds a request.
 _MAX_MULTIPART_FILES = 10_000
 _MAX_MULTIPART_FIELDS = 100
@@ -150,9 +154,23 @@ def open_images(payloads: Sequence[bytes], max_pixels: int, needed: NeededSize) 
     return [inspect_image(data, max_pixels, needed) for data in payloads]
 
 
-def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> list[OpenedImage]:
-    """`open_images` of the request's `image_payloads`."""
-    return open_images(image_payloads(upload, max_images), max_pixels, needed)
+@dataclass(frozen=True)
+class InspectedImages:
+    """A request's images: opened (`images`), or, when they hold more chunks or marker segments
+    than encoders write, only their bytes (`payloads`), to be opened where that cost is kept
+    apart."""
+
+    payloads: list[bytes]
+    images: list[OpenedImage] | None
+
+
+def inspect_images(upload: Upload, max_images: int, max_pixels: int, needed: NeededSize) -> InspectedImages:
+    """The request's `image_payloads`, opened (`open_images`) when they hold at most
+    `PLAIN_SEGMENTS_PER_IMAGE` chunks or marker segments per image (`few_segments`)."""
+    payloads = image_payloads(upload, max_images)
+    if not few_segments(payloads, PLAIN_SEGMENTS_PER_IMAGE * len(payloads)):
+        return InspectedImages(payloads, None)
+    return InspectedImages(payloads, open_images(payloads, max_pixels, needed))
 
 
 def few_segments(payloads: Sequence[bytes], most: int) -> bool:

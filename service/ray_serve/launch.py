@@ -35,7 +35,7 @@ from easerve.service.settings import Settings
 
 from .app import AppPlan, bind_plan, plan_app
 from .config import APP_NAME, cpus_needed, whole_cpus
-from .probes import delete_probes, probe_targets
+from .probes import PROBE_APPS, delete_probes, probe_targets
 
 logger = logging.getLogger("easerve.ray")
 # How often the deployment's progress is read while it deploys.
@@ -95,11 +95,12 @@ def serve_on_ray(settings: Settings) -> int:
     # Again: `ray.init` puts in its own SIGTERM handler. From here on SIGTERM while the application
     # deploys stops it too.
     _stop_on_signals(stop)
-    running = False
+    running = probes_up = False
     try:
         if stop.is_set():  # asked to stop while joining or starting the cluster: deploy nothing
             return 0
         serve.start(http_options={"host": settings.host, "port": settings.port})
+        probes_up = True
         failure = _deploy(plan, settings.deploy_timeout_s, stop)
         if failure is not None or stop.is_set():
             # Nothing was served: no grace period to wait out (a replica never placed would
@@ -109,10 +110,10 @@ def serve_on_ray(settings: Settings) -> int:
             else:
                 logger.info("stopped before the application was running: deleting it")
             serve.delete(APP_NAME, _blocking=False)
-            delete_probes()
             return 1 if failure is not None else 0
         running = True
         delete_probes()
+        probes_up = False
         logger.info(
             "serving %s on http://%s:%d (Ray Serve, %s)",
             ", ".join(plan.models),
@@ -125,12 +126,21 @@ def serve_on_ray(settings: Settings) -> int:
         serve.delete(APP_NAME)
         return 0
     finally:
+        if probes_up:  # whatever ended the deploy: on a joined cluster they would shadow the probes
+            _delete_probes_if_possible()
         # A cluster of our own: Serve's shutdown lets the replicas finish what they hold; when
         # the application never ran, there is nothing to finish and stopping Ray is enough
         # (Serve's shutdown would wait out its controller's timeout for replicas never placed).
         if not joining and running:
             serve.shutdown()
         ray.shutdown(wait_for_processes=not joining)
+
+
+def _delete_probes_if_possible() -> None:
+    try:
+        delete_probes()
+    except Exception as error:  # noqa: BLE001 - the cluster may be what failed; say what is left
+        logger.warning("could not delete the probes' stand-ins (%s): `serve delete %s`", error, " ".join(PROBE_APPS))
 
 
 def _stop_on_signals(stop: threading.Event) -> threading.Event:

@@ -26,8 +26,7 @@ from easerve.service.codecs.uploads import (
     IMAGE_BODY_OPENAPI,
     NeededSize,
     decode_images,
-    few_segments,
-    image_payloads,
+    inspect_images,
     open_images,
     read_image_upload,
 )
@@ -64,12 +63,10 @@ OverlayEncoding = Annotated[
 # The body is held while the request runs, with its base64 text decoded beside it (JSON bodies).
 _BODY_COPIES = 2
 # Up to this size a body's image headers are read on the event loop: a JSON parse, a base64
-# decode and a header parse of this much are cheaper than the round trip to a worker thread...
+# decode and a header parse of this much are cheaper than the round trip to a worker thread.
+# Images holding more chunks than encoders write are opened and decoded on the heavy pool,
+# whatever their size (`InspectedImages`).
 _INLINE_INSPECTION_BYTES = 256 * 1024
-# ... when its images hold at most this many chunks or marker segments besides pixel data in all
-# (encoders write a few each). Pillow parses each in Python, holding the interpreter: images with
-# more are opened and decoded on the heavy pool, whatever their size.
-_INLINE_SEGMENTS = 64
 
 # The estimated working memory of the answer to one image: (width, height, overlay pixels) -> bytes.
 AnswerBytes = Callable[[int, int, int], int]
@@ -109,17 +106,17 @@ async def admitted_images(
     upload = await context.read(read_image_upload(request))
     settings = state.settings
     needed = _decode_size(context.model.manifest, drawn)
-    # The body's own cost first: a large one is parsed on the heavy workers.
+    # The body's own cost first: one over the heavy threshold is parsed on the heavy workers.
     context.admit(_BODY_COPIES * upload.size, "the request body")
-    small = upload.size <= _INLINE_INSPECTION_BYTES
-    limits = (upload, settings.max_images_per_request)
-    payloads = image_payloads(*limits) if small else await context.offload(image_payloads, *limits)
-    opening = (payloads, settings.max_image_pixels, needed)
-    if few_segments(payloads, _INLINE_SEGMENTS):
-        images = open_images(*opening) if small else await context.offload(open_images, *opening)
+    limits = (upload, settings.max_images_per_request, settings.max_image_pixels, needed)
+    if upload.size <= _INLINE_INSPECTION_BYTES:
+        inspected = inspect_images(*limits)
     else:
+        inspected = await context.offload(inspect_images, *limits)
+    images = inspected.images
+    if images is None:
         context.costly = True
-        images = await context.offload(open_images, *opening)
+        images = await context.offload(open_images, inspected.payloads, settings.max_image_pixels, needed)
     decoding = sum(image.header.working_bytes for image in images)
     answers = 0
     if answer_bytes is not None:

@@ -27,7 +27,13 @@ from easerve.service.codecs.images import DecodedImage, encode_png_base64
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 from easerve.service.tasks.detection import Detection, ImageScale, detection_at, kept_slots
-from easerve.service.tasks.segmentation import OVERLAY_BYTES_PER_PIXEL, Overlay, class_colours, paint_overlay
+from easerve.service.tasks.segmentation import (
+    NO_OVERLAY,
+    OVERLAY_BYTES_PER_PIXEL,
+    Overlay,
+    class_colours,
+    paint_overlay,
+)
 
 MaskFormat = Literal["rle", "png"]
 MASK_THRESHOLD = 0.5
@@ -167,7 +173,7 @@ class OverlayCanvas:
         drawn = Image.fromarray(placement.pixels * 255).resize((x1 - x0, y1 - y0), Image.Resampling.NEAREST)
         self.indices[y0:y1, x0:x1][np.asarray(drawn) > 0] = len(self.boxes)
 
-    def fields(self) -> dict[str, str]:
+    def fields(self) -> dict[str, str | None]:
         """The overlay, encoded as asked: masks coloured, boxes outlined, in each instance's colour."""
         picture = self.image.image
         if picture.size != self.size:
@@ -223,6 +229,6 @@ def segment_instances(
                 canvas.paint(placement, instance["box"])
         if canvas is not None:
             deadline.check("drawing the instances' overlay")
-        drawn = canvas.fields() if canvas is not None else {}
-        results.append({"width": width, "height": height, "instances": found, "overlay_png": None, **drawn})
+        drawn = canvas.fields() if canvas is not None else NO_OVERLAY
+        results.append({"width": width, "height": height, "instances": found, **drawn})
     return results

@@ -35,6 +35,8 @@ OVERLAY_BYTES_PER_PIXEL = 16
 OVERLAY_JPEG_QUALITY = 90
 
 OverlayFormat = Literal["png", "jpeg"]
+# An answer's overlay fields when none was asked for.
+NO_OVERLAY: dict[str, str | None] = {"overlay_png": None, "overlay_jpeg": None}
 
 
 class ImageSegmentation(BaseModel):
@@ -128,7 +130,7 @@ class Overlay:
     alpha: float
     max_pixels: int
     width: int | None = None
-    format: OverlayFormat = "png"
+    encoding: OverlayFormat = "png"
 
     def size(self, width: int, height: int) -> tuple[int, int]:
         """(width, height) of the overlay of a `width` x `height` image."""
@@ -136,15 +138,15 @@ class Overlay:
             width, height = self.width, max(1, round(height * self.width / width))
         return overlay_size(width, height, self.max_pixels)
 
-    def fields(self, pixels: np.ndarray) -> dict[str, str]:
-        """The answer's field for the drawn uint8 RGB `pixels`: `overlay_png` or `overlay_jpeg`
-        (base64)."""
-        if self.format == "jpeg":
-            return {"overlay_jpeg": encode_jpeg_base64(pixels, OVERLAY_JPEG_QUALITY)}
-        return {"overlay_png": encode_png_base64(pixels)}
+    def fields(self, pixels: np.ndarray) -> dict[str, str | None]:
+        """The answer's overlay fields for the drawn uint8 RGB `pixels`: `overlay_png` or
+        `overlay_jpeg` (base64), the other None."""
+        if self.encoding == "jpeg":
+            return {**NO_OVERLAY, "overlay_jpeg": encode_jpeg_base64(pixels, OVERLAY_JPEG_QUALITY)}
+        return {**NO_OVERLAY, "overlay_png": encode_png_base64(pixels)}
 
 
-def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay) -> dict[str, str]:
+def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay) -> dict[str, str | None]:
     """The overlay's field, its labels from `mask` (the image's, at its original size): itself,
     or resized to the overlay by nearest neighbour (a picture to look at: the logits are not
     resized again)."""
@@ -155,11 +157,7 @@ def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay
 
 
 def _nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if mask.dtype == np.uint8:
-        return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
-    rows = ((np.arange(size[1]) + 0.5) * mask.shape[0] / size[1]).astype(np.int64)  # pixel centres, as Pillow
-    columns = ((np.arange(size[0]) + 0.5) * mask.shape[1] / size[0]).astype(np.int64)
-    return mask[np.minimum(rows, mask.shape[0] - 1)[:, None], np.minimum(columns, mask.shape[1] - 1)]
+    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
 
 
 def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
@@ -167,7 +165,7 @@ def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray,
     not 0 blended with its label's colour at opacity `alpha`."""
     if labels.dtype == np.uint8:  # Pillow's palette lookups, in C: a third of numpy's gather
         coloured = Image.fromarray(labels)
-        coloured.putpalette(np.asarray(colours, np.uint8).ravel().tolist())
+        coloured.putpalette(np.asarray(colours[:256], np.uint8).ravel().tolist())  # uint8 labels use 256 at most
         coloured = coloured.convert("RGB")
         foreground = Image.fromarray(labels).point([0] + [255] * 255)
     else:
@@ -197,7 +195,7 @@ def segment(
         mask = mask_at(image_logits, width, height)
         counts = np.bincount(mask.ravel(), minlength=len(labels))
         fractions = {label: float(counts[i]) / mask.size for i, label in enumerate(labels)}
-        drawn = _overlay(image, mask, colours, overlay) if overlay is not None else {}
+        drawn = _overlay(image, mask, colours, overlay) if overlay is not None else NO_OVERLAY
         mask_png = encode_png_base64(mask)
         del mask
         results.append(
@@ -206,7 +204,6 @@ def segment(
                 "height": height,
                 "mask_png": mask_png,
                 "class_fractions": fractions,
-                "overlay_png": None,
                 **drawn,
             }
         )

@@ -144,3 +144,13 @@ def test_an_overlay_smaller_than_the_image_takes_its_labels_from_the_mask_by_nea
     small = _nearest(mask, (40, 30))
     assert small.shape == (30, 40) and set(np.unique(small)) <= set(np.unique(mask))
     np.testing.assert_array_equal(_nearest(mask.astype(np.uint16), (40, 30)), small)  # over 256 classes alike
+
+
+def test_an_overlay_with_more_colours_than_a_palette_holds_is_painted():
+    """An instance overlay has a colour per instance (`top_k` up to 1000): a palette holds 256."""
+    from easerve.service.tasks.segmentation import class_colours, paint_overlay
+
+    picture = Image.new("RGB", (20, 10), "white")
+    labels = np.arange(200, dtype=np.uint8).reshape(10, 20)
+    painted = paint_overlay(picture, labels, class_colours(300), 1.0)
+    np.testing.assert_array_equal(painted[labels > 0], class_colours(300)[labels[labels > 0]])

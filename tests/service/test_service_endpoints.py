@@ -419,21 +419,30 @@ def _padded_png(chunks: int) -> bytes:
     return png[:header_end] + empty * chunks + png[header_end:]
 
 
-def _opening_threads(monkeypatch) -> list[str]:
-    """The names of the threads the image routes open (parse) their images on, as they do."""
+def _opening_threads(monkeypatch) -> list[tuple[str, str]]:
+    """(step, thread name) of each step the image routes take to parse their images: `inspect`
+    (the payloads, and the images opened when they are plain) and `open` (images kept apart)."""
     from easerve.service.routers import vision
 
-    threads: list[str] = []
+    steps: list[tuple[str, str]] = []
 
-    def recorded(original):
-        def opened(*args, **kwargs):
-            threads.append(threading.current_thread().name)
+    def recorded(step, original):
+        def run(*args, **kwargs):
+            steps.append((step, threading.current_thread().name))
             return original(*args, **kwargs)
 
-        return opened
+        return run
 
-    monkeypatch.setattr(vision, "open_images", recorded(vision.open_images))
-    return threads
+    monkeypatch.setattr(vision, "inspect_images", recorded("inspect", vision.inspect_images))
+    monkeypatch.setattr(vision, "open_images", recorded("open", vision.open_images))
+    return steps
+
+
+def _jpeg_with_markers(segments: int) -> bytes:
+    """A 40x30 JPEG with `segments` small APP markers after its start, as cameras write them."""
+    jpeg = image_bytes(RED, fmt="JPEG")
+    marker = b"\xff\xe9" + struct.pack(">H", 18) + b"camera-metadata!"
+    return jpeg[:2] + marker * segments + jpeg[2:]
 
 
 def test_a_small_plain_image_is_opened_on_the_event_loop_and_many_chunks_on_the_heavy_pool(client, monkeypatch):
@@ -441,15 +450,25 @@ def test_a_small_plain_image_is_opened_on_the_event_loop_and_many_chunks_on_the_
     hold many chunks (a multipart of images each padded just under the per-image cap) would stall
     the event loop, and every other client with it, for tens of milliseconds per request; on the
     light workers it would hold up the other requests' decoding."""
-    threads = _opening_threads(monkeypatch)
+    steps = _opening_threads(monkeypatch)
     assert client.post("/v1/classify", content=image_bytes(RED), headers=PNG).status_code == 200
     files = [("files", (f"{i}.png", _padded_png(1000), "image/png")) for i in range(4)]
     response = client.post("/v1/classify", files=files)
     assert response.status_code == 200, response.text
     assert len(response.json()["results"]) == 4
-    on_the_loop, padded = threads
-    assert not on_the_loop.startswith("easerve-"), on_the_loop
-    assert padded.startswith("easerve-heavy"), padded
+    (plain, on_the_loop), (padded, also_on_the_loop), (kept_apart, heavy) = steps
+    assert (plain, padded, kept_apart) == ("inspect", "inspect", "open")
+    assert not on_the_loop.startswith("easerve-") and not also_on_the_loop.startswith("easerve-")
+    assert heavy.startswith("easerve-heavy"), heavy
+
+
+def test_images_with_as_many_markers_as_cameras_write_stay_on_the_event_loop(client, monkeypatch):
+    steps = _opening_threads(monkeypatch)
+    files = [("files", (f"{i}.jpg", _jpeg_with_markers(16), "image/jpeg")) for i in range(4)]
+    response = client.post("/v1/classify", files=files)
+    assert response.status_code == 200, response.text
+    ((step, thread),) = steps  # opened where they were inspected: no worker, no heavy pool
+    assert step == "inspect" and not thread.startswith("easerve-"), steps
 
 
 def test_a_large_body_is_inspected_on_the_heavy_workers(weights_dir, monkeypatch):
@@ -461,7 +480,7 @@ def test_a_large_body_is_inspected_on_the_heavy_workers(weights_dir, monkeypatch
 
     from easerve.service.app import create_app
 
-    threads = _opening_threads(monkeypatch)
+    steps = _opening_threads(monkeypatch)
     rng = np.random.default_rng(0)
     noise = io.BytesIO()
     Image.fromarray(rng.integers(0, 255, (480, 480, 3), np.uint8)).save(noise, "PNG", compress_level=0)
@@ -470,4 +489,5 @@ def test_a_large_body_is_inspected_on_the_heavy_workers(weights_dir, monkeypatch
         wait_until(lambda: heavy_client.get("/readyz").status_code == 200, what="readiness")
         response = heavy_client.post("/v1/classify", content=noise.getvalue(), headers=PNG)
     assert response.status_code == 200, response.text
-    assert threads == [threads[0]] and threads[0].startswith("easerve-heavy"), threads
+    ((step, thread),) = steps  # one worker call: payloads read and the plain image opened there
+    assert step == "inspect" and thread.startswith("easerve-heavy"), steps
