@@ -301,6 +301,16 @@ def small_png() -> bytes:
     return load_samples().images[0].png
 
 
+async def classify(
+    http, body: bytes, content_type: str = "image/png", timeout_s: float | None = None, **params: str
+) -> tuple[str, float]:
+    """`send` of `body` to `/v1/classify` on the bystanders' model (`params` added to the query)."""
+    query = {"model": CLASSIFIER, **params}
+    return await send(
+        http, "POST", "/v1/classify", timeout_s, params=query, data=body, headers={"content-type": content_type}
+    )
+
+
 # --- the frame of an attack scenario ------------------------------------------------------------
 
 Attack = Callable[[ServerHandle, Env, ScenarioResult], Awaitable[None]]
@@ -544,17 +554,7 @@ async def _deadline(server: ServerHandle, env: Env, result: ScenarioResult) -> N
         session(server.url, connections=1, timeout_s=30.0) as probe_http,
     ):
         heavy_tasks = [
-            asyncio.create_task(
-                send(
-                    http,
-                    "POST",
-                    "/v1/classify",
-                    params={"model": CLASSIFIER},
-                    data=heavy_body,
-                    headers={"content-type": heavy_type},
-                )
-            )
-            for _ in range(counts.deadline_heavy)
+            asyncio.create_task(classify(http, heavy_body, heavy_type)) for _ in range(counts.deadline_heavy)
         ]
         loaders = [asyncio.create_task(load_client(http)) for _ in range(counts.deadline_load_clients)]
         try:
@@ -562,10 +562,7 @@ async def _deadline(server: ServerHandle, env: Env, result: ScenarioResult) -> N
             for index in range(counts.deadline_probes):
                 if index:
                     await asyncio.sleep(1.0)
-                params = {"model": CLASSIFIER, "timeout": f"{counts.deadline_s:g}"}
-                outcome, latency = await send(
-                    probe_http, "POST", "/v1/classify", params=params, data=small_png(), headers=PNG
-                )
+                outcome, latency = await classify(probe_http, small_png(), timeout=f"{counts.deadline_s:g}")
                 probes.add(outcome, latency)
                 result.attack_statuses = dict(probes.outcomes)
                 result.findings.append(
@@ -820,7 +817,7 @@ async def _shutdown_run(server: ServerHandle, counts: Counts, run: ShutdownRun) 
             if exited.is_set():
                 return
             started = time.perf_counter()
-            outcome, _ = await send(http, "POST", "/v1/classify", params={"model": CLASSIFIER}, data=png, headers=PNG)
+            outcome, _ = await classify(http, png)
             run.sent += 1
             if outcome == REFUSED:
                 run.refused += 1
@@ -1117,25 +1114,19 @@ async def _chunk_floods(server: ServerHandle, env: Env, result: ScenarioResult) 
         bystander_deadline_s=deadline_s,
         bystander_limit_s=deadline_s + counts.deadline_margin_s,
     )
-    params = {"model": CLASSIFIER, "timeout": f"{deadline_s:g}"}
 
     async def bystander_stream(http) -> None:
         started = []
         for _ in range(counts.flood_bystanders):
             started.append(
-                asyncio.create_task(
-                    send(http, "POST", "/v1/classify", deadline_s + 5.0, params=params, data=small_png(), headers=PNG)
-                )
+                asyncio.create_task(classify(http, small_png(), timeout_s=deadline_s + 5.0, timeout=f"{deadline_s:g}"))
             )
             await asyncio.sleep(counts.flood_bystander_interval_s)
         for outcome, latency in await asyncio.gather(*started):
             bystanders.add(outcome, latency)
 
     async def flood(http, name: str, body: bytes, content_type: str) -> None:
-        headers = {"content-type": content_type}
-        outcome, latency = await send(
-            http, "POST", "/v1/classify", params={"model": CLASSIFIER}, data=body, headers=headers
-        )
+        outcome, latency = await classify(http, body, content_type)
         statuses[f"{name} {outcome}"] += 1
         latencies.setdefault(name, []).append(round(latency, 3))
 
@@ -1209,14 +1200,7 @@ async def _loop_stalls(server: ServerHandle, env: Env, result: ScenarioResult) -
 
     async def attacker(http) -> None:
         for _ in range(counts.stall_requests):
-            outcome, _ = await send(
-                http,
-                "POST",
-                "/v1/classify",
-                params={"model": CLASSIFIER},
-                data=body,
-                headers={"content-type": content_type},
-            )
+            outcome, _ = await classify(http, body, content_type)
             statuses[outcome] += 1
 
     async with session(server.url, connections=0, timeout_s=counts.request_timeout_s) as http:

@@ -8,7 +8,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,25 @@ def shut_down_ray() -> None:
     serve.shutdown()
     gc.collect()
     ray.shutdown(wait_for_processes=True)
+
+
+@contextmanager
+def two_node_cluster(second_resources: dict[str, float] | None = None) -> Iterator[tuple[Any, Any]]:
+    """Ray's own `cluster_utils.Cluster` on this machine, as Ray's tests use it: a 2-CPU head and
+    a 1-CPU second node (with `second_resources`), this process its driver; (cluster, second
+    node), shut down on exit."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    second = cluster.add_node(num_cpus=1, resources=second_resources or {})
+    try:
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="WARNING")
+        yield cluster, second
+    finally:
+        shut_down_ray()
+        cluster.shutdown()
 
 
 def free_port() -> int:

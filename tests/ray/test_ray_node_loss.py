@@ -12,12 +12,18 @@ import time
 
 import httpx
 import pytest
-from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, described_replicas, free_port, run_app, shut_down_ray
+from ray_helpers import (
+    BUNDLED_WEIGHTS,
+    SAMPLES,
+    SMALL,
+    described_replicas,
+    free_port,
+    run_app,
+    two_node_cluster,
+)
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
-import ray  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
@@ -31,15 +37,8 @@ STALL_BOUND_S = 8.0
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    second = cluster.add_node(num_cpus=1)
-    try:
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        yield cluster, second
-    finally:
-        shut_down_ray()
-        cluster.shutdown()
+    with two_node_cluster() as nodes:
+        yield nodes
 
 
 def test_a_lost_node_costs_no_request_and_a_stall_bounded_by_the_health_checks(two_nodes):

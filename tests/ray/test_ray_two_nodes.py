@@ -8,13 +8,20 @@ import json
 
 import httpx
 import pytest
-from ray_helpers import BUNDLED_WEIGHTS, SAMPLES, SMALL, described_replicas, free_port, run_app, shut_down_ray
+from ray_helpers import (
+    BUNDLED_WEIGHTS,
+    SAMPLES,
+    SMALL,
+    described_replicas,
+    free_port,
+    run_app,
+    two_node_cluster,
+)
 
 pytest.importorskip("ray.serve", reason="needs Ray Serve: pip install 'easerve[ray]'")
 
 import ray  # noqa: E402
 from ray import serve  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from easerve.service.ray_serve.config import APP_NAME  # noqa: E402
 from easerve.service.ray_serve.deployments import NODE_HEADER, REPLICA_HEADER  # noqa: E402
@@ -27,18 +34,8 @@ SECOND_NODE = "easerve_test_second_node"  # a custom resource only the second no
 
 @pytest.fixture(scope="module")
 def two_nodes():
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 2, "include_dashboard": False},
-    )
-    second = cluster.add_node(num_cpus=1, resources={SECOND_NODE: 1})
-    try:
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="WARNING")
-        yield cluster, second
-    finally:
-        shut_down_ray()
-        cluster.shutdown()
+    with two_node_cluster({SECOND_NODE: 1}) as nodes:
+        yield nodes
 
 
 def test_a_model_replica_on_the_second_node_serves_requests(two_nodes):
