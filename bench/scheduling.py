@@ -5,8 +5,9 @@ One stream per model (default: the EA model of each task the weights hold), with
 popularity (`--shares`) and mixed deadlines (`--deadline-factors`: k times the model's batch-1
 latency, measured first), sent open loop (Poisson, and bursty: gamma gaps with CV 3) at offered
 loads from 0.5x to 3x of capacity (`--loads`), against one server per policy (`--policies`:
-`easerve serve --scheduler slack|fifo|free`); then closed loop on one model with a small queue,
-16 against 128 clients. Capacity is the mix's throughput under closed-loop saturation (32
+`easerve serve --scheduler slack|fifo|free`); then every policy's server side by side at low
+load, in turns (their p50s compared); then closed loop on one model with a small queue, 16
+against 128 clients. Capacity is the mix's throughput under closed-loop saturation (32
 clients, no deadline) on the `--capacity-policy` server. Beside the measurements, the
 discrete-event simulator (`bench.scheduling_sim`) runs the same policies over the latency tables
 the servers measured, and over a GPU-shaped projection of them (an assumed shape, not a
@@ -46,6 +47,10 @@ CAPACITY_CLIENTS = 32
 CLOSED_LOOP_CLIENTS = (16, 128)
 CLOSED_LOOP_QUEUE = 16
 CLOSED_LOOP_DEADLINE_S = 1.0
+# The low-load comparison: every policy's server up at once, short cells in turn, the order
+# rotated each round and one arrival sequence per round for all, so that the machine's drift
+# between one server's run and the next (as large as the differences sought) falls on all alike.
+LOW_LOAD_ROUNDS = 6
 BATCH1_REQUESTS = 20
 REPORT_NAME = "bench_scheduling"
 
@@ -209,8 +214,39 @@ def _measure(args: argparse.Namespace, names: list[str], shares: list[float], fa
                     cells.append(cell)
                     time.sleep(args.settle)
             results["policies"][policy] = {"cells": cells, "models": _described(server.url)["models"]}
+    results["low_load"] = _low_load_side_by_side(args, names, streams, results["capacity_rps"])
     results["closed_loop"] = _closed_loops(args, names[0], streams[0])
     return results
+
+
+def _low_load_side_by_side(
+    args: argparse.Namespace, names: list[str], streams: list[Stream], capacity_rps: float
+) -> dict[str, Any]:
+    """p50 per model and policy at `LOW_LOAD` times capacity, every policy's server running at
+    once and served in turn (see `LOW_LOAD_ROUNDS`): the answers of all rounds pooled."""
+    from contextlib import ExitStack
+
+    from easerve.bench import scheduling_load as load
+    from easerve.bench.scheduling_report import LOW_LOAD, pooled_p50_ms
+
+    rate, cell_s = LOW_LOAD * capacity_rps, args.duration / 2
+    outcomes: dict[str, list] = {policy: [] for policy in args.policies}
+    with ExitStack() as servers:
+        urls = {
+            policy: servers.enter_context(_running_server(args, names, ["--scheduler", policy])).url
+            for policy in args.policies
+        }
+        for url in urls.values():
+            load.open_loop(url, streams, rate, max(args.warmup, 1.0), "poisson", args.seed + 1)
+        for round_index in range(LOW_LOAD_ROUNDS):
+            turn = round_index % len(args.policies)
+            for policy in [*args.policies[turn:], *args.policies[:turn]]:
+                run = load.open_loop(urls[policy], streams, rate, cell_s, "poisson", args.seed + round_index)
+                outcomes[policy].extend(run.outcomes)
+    p50 = {policy: pooled_p50_ms(found, streams) for policy, found in outcomes.items()}
+    for policy, figures in p50.items():
+        print(f"{policy:5} {LOW_LOAD:g}x side by side, p50 ms: {figures}")
+    return {"load": LOW_LOAD, "rounds": LOW_LOAD_ROUNDS, "cell_s": cell_s, "p50_ms": p50}
 
 
 def _calibrate(

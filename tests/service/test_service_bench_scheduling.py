@@ -150,8 +150,14 @@ def test_the_targets_are_judged_on_the_figures_and_a_miss_says_so():
             {"policy": "slack", "clients": 16, "goodput": 100.0, "statuses": {}},
             {"policy": "slack", "clients": 128, "goodput": 80.0, "statuses": {}},
         ],
+        "low_load": {"load": 0.5, "rounds": 6, "cell_s": 3.0, "p50_ms": {"slack": {"m": 10.4}, "free": {"m": 10.0}}},
     }
     lines = report.target_lines(results)
+    assert "met: p50 at 0.5x within 5% of free's (servers side by side), every model: 1.04–1.04x" in lines
+    results["low_load"]["p50_ms"]["slack"]["m"] = 10.6
+    assert "MISSED: p50 at 0.5x within 5% of free's (servers side by side), every model: 1.06–1.06x" in (
+        report.target_lines(results)
+    )
     assert "met: slack goodput at 2x >= 85% of 1x: 90%" in lines
     assert "MISSED: slack goodput at 3x >= 85% of 1x: 80%" in lines
     assert "MISSED: closed loop 128 clients >= 90% of 16 clients (queue 16): 80%" in lines
@@ -206,4 +212,8 @@ def test_bench_scheduling_measures_every_policy_and_writes_its_report(weights_di
     assert all(cell["sent"] > 0 for policy in figures["policies"].values() for cell in policy["cells"])
     assert figures["capacity_rps"] > 0
     assert {row["clients"] for row in figures["closed_loop"]} == {16, 128}
+    side_by_side = figures["low_load"]["p50_ms"]
+    assert set(side_by_side) == {"slack", "free"}
+    assert all(p50 > 0 for policy in side_by_side.values() for p50 in policy.values())
+    assert "servers side by side" in page
     assert "### Targets" in page and "GPU-shaped projection (assumed, not measured)" in page
