@@ -65,7 +65,7 @@ from easerve.service.errors import (
 )
 from easerve.service.runners.base import InputRejected
 from easerve.service.scheduler.device import DeviceScheduler, Plan
-from easerve.service.scheduler.latency import LatencyModel
+from easerve.service.scheduler.latency import HORIZON_S, LatencyModel
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +309,12 @@ def batch_items(inputs: Tensors) -> int:
     return sizes.pop()
 
 
+def _timed_run(run_batch: RunBatch, inputs: Tensors) -> float:
+    started = time.perf_counter()
+    run_batch(inputs)
+    return time.perf_counter() - started
+
+
 def signature_of(inputs: Tensors) -> Signature:
     """Requests with equal signatures can be concatenated along the batch dimension."""
     return tuple((name, tuple(array.shape[1:]), array.dtype.str) for name, array in sorted(inputs.items()))
@@ -387,7 +393,8 @@ class DynamicBatcher:
     thread, one batch at a time. `scheduler` is the device's (default: one of its own with the
     `free` policy, so the batcher dispatches whenever an instance is free); `latency` predicts
     its batches' run times and learns from every batch; `priority` ranks the model against the
-    others on the device.
+    others on the device; `probe_inputs` (one item) let the device scheduler measure the model
+    when its predictions refuse requests and no batch has corrected them for a while.
     """
 
     def __init__(
@@ -400,6 +407,7 @@ class DynamicBatcher:
         latency: LatencyModel | None = None,
         priority: int = 0,
         memory: BatchMemory | None = None,
+        probe_inputs: Tensors | None = None,
     ) -> None:
         if not instances:
             raise ValueError(f"{model}: a batcher needs at least one model instance")
@@ -425,6 +433,9 @@ class DynamicBatcher:
         self._started = False
         self._closing = False
         self._mean_batch_s = 0.0
+        self._probe_inputs = probe_inputs
+        self._probing = False
+        self._refused_at = -math.inf  # time.monotonic() of the latest refusal on a prediction
 
     @property
     def queue_depth(self) -> int:
@@ -448,6 +459,9 @@ class DynamicBatcher:
         try:
             self._device.admit(self, deadline)
         except ServiceError as error:
+            self._refused_at = time.monotonic()
+            if self.wants_probe():  # the scheduler decides on changes; a refusal is none
+                self._device.notify()
             self._observer.request_failed(self.model, error.reason)
             raise
         arrival = Arrival(self, deadline)
@@ -618,6 +632,7 @@ class DynamicBatcher:
                     ),
                 )
         if hopeless:
+            self._refused_at = time.monotonic()
             self._queue_changed()
         return len(hopeless)
 
@@ -687,7 +702,10 @@ class DynamicBatcher:
             self._free.append(instance)
             done()
 
-        task = asyncio.get_running_loop().create_task(self._execute(batch, instance, release))
+        self._track(asyncio.get_running_loop().create_task(self._execute(batch, instance, release)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Count `task` (a batch or a probe) in flight until it ends (`drain` waits for it)."""
         self._in_flight.add(task)
 
         def finished(_: asyncio.Task[None]) -> None:
@@ -695,6 +713,45 @@ class DynamicBatcher:
             self._progress.set()
 
         task.add_done_callback(finished)
+
+    def wants_probe(self) -> bool:
+        """Whether a probe should measure the model now: it has an instance free and nothing
+        queued, requests were refused on its predictions lately, and no batch measured it since
+        the latency model's horizon (so nothing else will correct a prediction that is too high)."""
+        return (
+            self._probe_inputs is not None
+            and bool(self._free)
+            and not self._queue
+            and not self._probing
+            and not self._closing
+            and time.monotonic() - self._refused_at < HORIZON_S
+            and self.latency.stale()
+        )
+
+    def probe(self, done: Callable[[], None]) -> None:
+        """Time one run of the probe inputs on a free instance in the background and
+        `recalibrate` the latency model with it; `done()` once it has run."""
+        assert self._probe_inputs is not None
+        instance = self._free.pop()
+        self._probing = True
+
+        def release() -> None:
+            self._free.append(instance)
+            self._probing = False
+            done()
+
+        self._track(asyncio.get_running_loop().create_task(self._measure(instance, self._probe_inputs, release)))
+
+    async def _measure(self, instance: _Instance, inputs: Tensors, release: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            seconds = await loop.run_in_executor(instance.executor, _timed_run, instance.run_batch, inputs)
+            self.latency.recalibrate(batch_items(inputs), seconds)
+            logger.info("%s: probed at %.1f ms (requests refused on its predicted time)", self.model, 1000 * seconds)
+        except Exception:
+            logger.warning("%s: the latency probe failed", self.model, exc_info=True)
+        finally:
+            release()
 
     def stop(self, reason: str) -> None:
         """The device scheduler failed: everything queued is answered, nothing more accepted."""

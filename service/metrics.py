@@ -13,7 +13,8 @@ Histograms: easerve_request_duration_seconds, easerve_queue_duration_seconds,
 The device scheduler's (`watch_scheduler`): easerve_device_busy_seconds (slot-seconds computing),
   easerve_scheduler_decision_seconds (its own overhead), easerve_scheduler_refused_at_door and
   easerve_scheduler_dropped (requests refused before their body was read, and queued requests
-  answered 504 as unreachable; also in nv_inference_request_failure by reason).
+  answered 504 as unreachable; also in nv_inference_request_failure by reason),
+  easerve_scheduler_probes (runs measuring a model whose predictions were refusing its requests).
 
 Each app owns its registry, so several apps (tests) never collide. Names, help texts and buckets
 live in one table (`MetricSpec`s below) that every host builds from.
@@ -190,6 +191,11 @@ class ServiceMetrics(BatchMetrics):
                 lambda: stats.refused_at_door,
             ),
             ("easerve_scheduler_dropped", "Queued requests answered 504 as unreachable", lambda: stats.dropped),
+            (
+                "easerve_scheduler_probes",
+                "Runs that measured a model whose predicted time was refusing its requests",
+                lambda: stats.probes,
+            ),
         ):
             Gauge(name, help_text, registry=self.registry).set_function(read)
 

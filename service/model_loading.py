@@ -186,8 +186,9 @@ def new_batcher(
     model: ServedModel, observer: BatchObserver, scheduler: DeviceScheduler, memory_bytes: int
 ) -> DynamicBatcher:
     """A started batcher over `model.runners`, configured from the model's serving settings,
-    its batches dispatched by the device `scheduler` with the model's latency model, none of
-    them predicted to need more than `memory_bytes` of working memory."""
+    its batches dispatched by the device `scheduler` with the model's latency model (probed
+    with zeros at batch 1 when it needs measuring), none of them predicted to need more than
+    `memory_bytes` of working memory."""
     manifest = model.manifest
     serving = model.serving
     batcher = DynamicBatcher(
@@ -205,6 +206,7 @@ def new_batcher(
         model.latency,
         serving.priority,
         BatchMemory(lambda inputs: tensors_working_bytes(manifest, _shapes(inputs)), memory_bytes),
+        zero_inputs(model.files, 1),
     )
     batcher.start()
     return batcher

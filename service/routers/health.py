@@ -40,6 +40,7 @@ class SchedulerInfo(BaseModel):
     batches: int
     refused_at_door: int = Field(description="requests refused before their body was read")
     dropped: int = Field(description="queued requests answered 504 as unreachable, never computed")
+    probes: int = Field(description="runs that measured a model whose predicted time was refusing its requests")
 
 
 class ModelInfo(BaseModel):

@@ -16,7 +16,10 @@ policies (`--scheduler`):
   request is refused at the door (`admit`: before its body is read) when, served in deadline
   order after the work already admitted, it could not be on time or would make that work late
   (503 + Retry-After); past a full queue it waits at the door, undecoded, while its deadline
-  allows (`DynamicBatcher.wait_for_room`; 429 once `max_waiting` wait).
+  allows (`DynamicBatcher.wait_for_room`; 429 once `max_waiting` wait). A model whose own
+  predicted time refuses or drops its requests, with no batch measured for a while to correct
+  it, is measured with a probe run when a slot is free (its prediction could otherwise be too
+  high for good: nothing would run to show it).
 - `fifo`: Triton's dynamic batcher with one global slot: the model whose oldest request came
   first runs, its batch filled as its batcher's configuration says; deadlines only drop what
   has expired.
@@ -115,6 +118,15 @@ class Schedulable(Protocol):
         """Compute `requests` on a free instance; `done()` once the batch has finished."""
         ...
 
+    def wants_probe(self) -> bool:
+        """Whether the model should be measured now (its predictions refuse its requests and
+        no batch has corrected them lately) and has an instance free for it."""
+        ...
+
+    def probe(self, done: Callable[[], None]) -> None:
+        """Measure the model once on a free instance; `done()` once it has run."""
+        ...
+
     def stop(self, reason: str) -> None:
         """The scheduler failed: answer everything queued, accept nothing more."""
         ...
@@ -148,6 +160,7 @@ class DeviceStats:
     batches: int = 0
     refused_at_door: int = 0
     dropped: int = 0
+    probes: int = 0  # runs that measured a model whose predictions refused its requests
 
 
 @dataclass(eq=False)
@@ -334,24 +347,39 @@ class DeviceScheduler:
             else:
                 for member in due:
                     self._start(member, member.configured_batch(now), now)
+        if self.policy == "slack":
+            self._probe_where_needed(now)
         return wake_at
+
+    def _probe_where_needed(self, now: float) -> None:
+        """With slots left over, measure each model whose own predicted time refuses its
+        requests without a batch to correct it (a profile taken while something else held
+        the cores would otherwise refuse it for good)."""
+        for member in self._members:
+            if not self._free_slots():
+                return
+            if member.wants_probe():
+                self.stats.probes += 1
+                run = _Run(now + member.latency.predict(1), now)
+                self._running.add(run)
+                member.probe(lambda run=run: self._finished(run))
 
     def _start(self, member: Schedulable, plan: Plan, now: float) -> None:
         run = _Run(now + plan.predicted_s, now)
         self._running.add(run)
         self.stats.batches += 1
 
-        def done() -> None:
-            self._running.discard(run)
-            finished = time.perf_counter()
-            self.stats.busy_s += finished - run.started
-            # Decide at once rather than on the scheduler's next turn of the loop: the slot
-            # would idle for as long as the loop is busy.
-            self._decide(finished)
-            self.stats.decision_s += time.perf_counter() - finished
-            self.notify()
+        member.dispatch(plan.requests, lambda: self._finished(run))
 
-        member.dispatch(plan.requests, done)
+    def _finished(self, run: _Run) -> None:
+        self._running.discard(run)
+        finished = time.perf_counter()
+        self.stats.busy_s += finished - run.started
+        # Decide at once rather than on the scheduler's next turn of the loop: the slot would
+        # idle for as long as the loop is busy.
+        self._decide(finished)
+        self.stats.decision_s += time.perf_counter() - finished
+        self.notify()
 
 
 def _least_slack(plans: list[tuple[Schedulable, Plan | None]]) -> tuple[Schedulable, Plan] | None:

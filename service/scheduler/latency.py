@@ -10,6 +10,12 @@ ratios measured / predicted are kept: their spread gives the relative error
 (`error_quantile`, shown in `/v1/models`, `/metrics` and `bench scheduling`) and the margin the
 scheduler plans with (`planned`: the prediction times the 80th percentile of those ratios,
 never below it), so that a batch predicted to just meet its deadline rarely runs past it.
+
+A prediction too high corrects itself only if a batch still runs: a model profiled while
+something else held the cores could be refused every request on its own predicted cost, and
+so never be measured again. `recalibrate` takes a measurement made for that purpose (the
+device scheduler's probe, when such a model's requests are being refused): it counts as a run,
+and a warm-up profile found too high at that size is scaled down to it at every size.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ class LatencyModel:
         self._runs: dict[int, deque[tuple[float, float]]] = {}  # (when, seconds) by batch size
         self._ratios: deque[float] = deque(maxlen=ERROR_WINDOW)
         self._margin = 1.0
-        self._last_observed = 0.0
+        self._last_observed = -float("inf")
         self._next_expiry = 0.0
         self._table: dict[int, float] = {}
         self._line = (0.0, 0.0)
@@ -90,6 +96,23 @@ class LatencyModel:
                     ratios = sorted(self._ratios)
                     self._margin = min(max(ratios[int(MARGIN_QUANTILE * (len(ratios) - 1))], 1.0), MAX_MARGIN)
             self._refit()
+
+    def recalibrate(self, items: int, seconds: float) -> None:
+        """A probe of `items` ran in `seconds` (no request's prediction to judge): kept as a run,
+        and the warm-up profile scaled down by `seconds` / its time at `items` when that is below 1."""
+        if items <= 0 or seconds <= 0:
+            return
+        with self._lock:
+            profiled = self._profile.get(min(items, self.max_batch_size))
+            if profiled and seconds < profiled:
+                scale = seconds / profiled
+                self._profile = {size: value * scale for size, value in self._profile.items()}
+        self.observe(items, seconds)
+
+    def stale(self) -> bool:
+        """No batch (or probe) measured within `HORIZON_S`: the predictions are the warm-up
+        profile's, however long ago and under whatever load it was taken."""
+        return time.monotonic() - self._last_observed > HORIZON_S
 
     def error_quantile(self, quantile: float) -> float | None:
         """The `quantile` of the relative prediction errors |predicted - measured| / measured

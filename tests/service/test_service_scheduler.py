@@ -15,10 +15,14 @@ from easerve.service.errors import DeadlineUnreachable, Overloaded, QueueFull, U
 from easerve.service.scheduler.device import DeviceScheduler, default_slots
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 
+# The value of the probe inputs the batchers here are given (`probe_inputs`).
+PROBE_VALUE = -1.0
+
 
 class TimedModel:
-    """Sleeps `seconds_per_item` per item (plus `fixed_s` per batch); records every batch and
-    how many of all the models sharing `running` computed at once."""
+    """Sleeps `seconds_per_item` per item (plus `fixed_s` per batch); records every batch of
+    requests and how many of all the models sharing `running` computed at once, and counts the
+    scheduler's probes apart (`probed`)."""
 
     def __init__(
         self, name: str, log: list[tuple[str, int]], running: list[int], seconds_per_item: float, fixed_s: float = 0.0
@@ -29,10 +33,15 @@ class TimedModel:
         self.seconds_per_item = seconds_per_item
         self.fixed_s = fixed_s
         self.most_at_once = 0
+        self.probed = 0
         self.lock = threading.Lock()
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = len(inputs["x"])
+        if inputs["x"][0, 0] == PROBE_VALUE:  # the scheduler measuring the model, not a request
+            self.probed += 1
+            time.sleep(self.fixed_s + self.seconds_per_item * items)
+            return {"y": inputs["x"] * 2}
         with self.lock:
             self.running[0] += 1
             self.most_at_once = max(self.most_at_once, self.running[0])
@@ -69,6 +78,7 @@ def batcher_on(
         scheduler=scheduler,
         latency=latency,
         priority=priority,
+        probe_inputs=row(PROBE_VALUE),
     )
     batcher.start()
     return batcher
@@ -345,6 +355,74 @@ def test_a_model_slower_than_predicted_cannot_starve_another():
     assert learnt > 0.03  # from the 0.01 it was told towards the true 0.05
 
 
+async def _sent_through_the_door(batcher: DynamicBatcher, count: int, gap_s: float, deadline_s: float) -> list[bool]:
+    """`count` requests `gap_s` apart, each admitted at the door first (as the server does);
+    which were answered."""
+
+    async def one() -> bool:
+        deadline = time.perf_counter() + deadline_s
+        try:
+            arrival = batcher.expect(deadline)
+        except Overloaded:
+            return False
+        try:
+            arrival.leave(queued=True)
+            await batcher.submit(row(), deadline)
+            return True
+        except Exception:
+            return False
+
+    tasks = []
+    for _ in range(count):
+        tasks.append(asyncio.create_task(one()))
+        await asyncio.sleep(gap_s)
+    return list(await asyncio.gather(*tasks))
+
+
+def test_a_model_believed_too_slow_for_its_deadlines_is_probed_and_then_served():
+    """Its profile says 0.2 s a run (taken while something else held the cores, say); it
+    really takes 0.005 s and its requests allow 0.05 s. The door refuses them on the
+    prediction, so no batch would ever run to correct it: a probe measures it, and the
+    requests after are served."""
+
+    async def scenario():
+        log: list[tuple[str, int]] = []
+        scheduler = DeviceScheduler("slack", 1)
+        quick = TimedModel("quick", log, [0], 0.005)
+        believed = LatencyModel(4, dict.fromkeys(profile_sizes(4), 0.2))
+        batcher = batcher_on(scheduler, quick, believed, max_batch_size=4)
+        served = await _sent_through_the_door(batcher, 30, 0.01, 0.05)
+        await closed(scheduler, batcher)
+        return served, believed.predict(1), believed.predict(4), scheduler.stats.probes, quick.probed
+
+    served, predicted_1, predicted_4, probes, probed = asyncio.run(scenario())
+    assert not served[0]  # refused on the prediction
+    assert all(served[10:])  # once probed, served
+    assert probes == probed == 1
+    assert predicted_1 < 0.02  # measured
+    assert predicted_4 < 0.2 * 0.1  # the profile scaled down with it
+
+
+def test_a_model_rightly_predicted_too_slow_is_probed_once_within_the_horizon():
+    """The same refusals, but the prediction is right (0.2 s a run, 0.05 s allowed): one
+    probe confirms it and the requests go on being refused; no probe after it for a while."""
+
+    async def scenario():
+        log: list[tuple[str, int]] = []
+        scheduler = DeviceScheduler("slack", 1)
+        slow = TimedModel("slow", log, [0], 0.2)
+        believed = latency_of(slow, 4)
+        batcher = batcher_on(scheduler, slow, believed, max_batch_size=4)
+        served = await _sent_through_the_door(batcher, 40, 0.01, 0.05)
+        await closed(scheduler, batcher)
+        return served, log, scheduler.stats.probes, slow.probed
+
+    served, log, probes, probed = asyncio.run(scenario())
+    assert not any(served)
+    assert probes == probed == 1
+    assert log == []  # no request computed
+
+
 def test_draining_one_batcher_answers_its_queue_while_the_others_go_on():
     async def scenario():
         log: list[tuple[str, int]] = []
@@ -387,6 +465,17 @@ def test_the_latency_model_predicts_the_profile_then_learns_from_measured_runs()
     assert latency.predict(8) == pytest.approx(0.018)  # the window's median moved
     assert latency.error_quantile(0.95) is not None
     assert latency.planned(8) >= latency.predict(8)
+
+
+def test_a_probe_scales_a_profile_found_too_high_down_and_counts_as_a_run():
+    latency = LatencyModel(4, {1: 0.1, 2: 0.2, 4: 0.4})
+    assert latency.stale()
+    latency.recalibrate(1, 0.01)
+    assert not latency.stale()
+    assert latency.predict(1) == pytest.approx(0.01)
+    assert latency.predict(4) == pytest.approx(0.04)
+    latency.recalibrate(1, 0.05)  # slower than the profile now says: real runs will show it
+    assert latency.predict(4) == pytest.approx(0.04)
 
 
 def test_the_latency_models_margin_covers_runs_slower_than_predicted():

@@ -41,7 +41,7 @@ function schedulerText(s) {
   const slots = s.slots === null ? "no slot limit" : `${s.slots} slot${s.slots === 1 ? "" : "s"}`;
   const busy = `${s.busy_s.toFixed(1)} s busy`;
   return `scheduler ${s.policy}, ${slots}: ${s.batches} batches, ${busy}, ${s.refused_at_door} refused at the door, ` +
-    `${s.dropped} dropped as unreachable`;
+    `${s.dropped} dropped as unreachable` + (s.probes ? `, ${s.probes} latency probes` : "");
 }
 
 function showModels(listing) {
