@@ -213,7 +213,8 @@ def _measure(args: argparse.Namespace, names: list[str], shares: list[float], fa
                     )
                     cells.append(cell)
                     time.sleep(args.settle)
-            results["policies"][policy] = {"cells": cells, "models": _described(server.url)["models"]}
+            after = _described(server.url)
+            results["policies"][policy] = {"cells": cells, "models": after["models"], "scheduler": after["scheduler"]}
     results["low_load"] = _low_load_side_by_side(args, names, streams, results["capacity_rps"])
     results["closed_loop"] = _closed_loops(args, names[0], streams[0])
     return results

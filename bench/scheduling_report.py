@@ -156,6 +156,7 @@ def headline_table(results: dict[str, Any]) -> TableData:
             if model.get("latency") and model["latency"]["error_p95"] is not None
         ]
         row.append(f"{100 * min(errors):.0f}–{100 * max(errors):.0f}%" if errors else "–")
+        row.append(str(results["policies"][policy].get("scheduler", {}).get("probes", "–")))
         rows.append(tuple(row))
     return TableData(
         "Per policy",
@@ -168,6 +169,7 @@ def headline_table(results: dict[str, Any]) -> TableData:
             f"worst model at {WORST_MODEL_LOAD:g}x",
             "scheduler overhead (max)",
             "latency model p95 error",
+            "latency probes",
         ),
         tuple(rows),
     )

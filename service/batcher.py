@@ -84,6 +84,8 @@ _TIMED_WINDOW = 64
 _TIMED_HORIZON_S = 2.0
 # How stale their percentile may be (a fraction of a batch on the slowest models).
 _QUANTILE_REFRESH_S = 0.01
+# The longest wait between two probes of a model whose probes keep confirming (or failing).
+MAX_PROBE_INTERVAL_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,11 @@ class DynamicBatcher:
         self._mean_batch_s = 0.0
         self._probe_inputs = probe_inputs
         self._probing = False
-        self._refused_at = -math.inf  # time.monotonic() of the latest refusal on a prediction
+        # When the model's own predicted time last refused or dropped a request, and when it
+        # was last probed (time.perf_counter()); the wait before the next probe (`_probed`).
+        self._refused_alone_at = -math.inf
+        self._probed_at = -math.inf
+        self._probe_interval_s = HORIZON_S
 
     @property
     def queue_depth(self) -> int:
@@ -459,9 +465,12 @@ class DynamicBatcher:
         try:
             self._device.admit(self, deadline)
         except ServiceError as error:
-            self._refused_at = time.monotonic()
-            if self.wants_probe():  # the scheduler decides on changes; a refusal is none
-                self._device.notify()
+            now = time.perf_counter()
+            if self._alone_too_late(now, deadline - self.post_compute_s(), 1):
+                self._refused_alone_at = now
+                # The scheduler decides on changes, and a refusal is none: tell it, when it could act.
+                if self._device.has_free_slot() and self.wants_probe():
+                    self._device.notify()
             self._observer.request_failed(self.model, error.reason)
             raise
         arrival = Arrival(self, deadline)
@@ -632,9 +641,15 @@ class DynamicBatcher:
                     ),
                 )
         if hopeless:
-            self._refused_at = time.monotonic()
+            if any(self._alone_too_late(entry.enqueued_at, entry.due, entry.items) for entry in hopeless):
+                self._refused_alone_at = time.perf_counter()
             self._queue_changed()
         return len(hopeless)
+
+    def _alone_too_late(self, start: float, due: float, items: int) -> bool:
+        """Whether `items` started at `start` on an idle device would, by the model's own
+        predicted time, end after `due`: the prediction alone refuses it."""
+        return start + self.latency.planned(items) > due
 
     def plan(self, now: float) -> Plan | None:
         if not self._queue:
@@ -715,16 +730,20 @@ class DynamicBatcher:
         task.add_done_callback(finished)
 
     def wants_probe(self) -> bool:
-        """Whether a probe should measure the model now: it has an instance free and nothing
-        queued, requests were refused on its predictions lately, and no batch measured it since
-        the latency model's horizon (so nothing else will correct a prediction that is too high)."""
+        """Whether a probe should measure the model now: its own predicted time refused or
+        dropped a request lately (one that would have been late even on an idle device), no
+        batch measured it within the latency model's horizon (so nothing else will correct a
+        prediction that is too high), it is not being probed, an instance is free, and the
+        wait since its last probe is over. (The device scheduler probes only while no model
+        has requests admitted or queued.)"""
+        now = time.perf_counter()
         return (
             self._probe_inputs is not None
             and bool(self._free)
-            and not self._queue
             and not self._probing
             and not self._closing
-            and time.monotonic() - self._refused_at < HORIZON_S
+            and now - self._refused_alone_at < HORIZON_S
+            and now - self._probed_at >= self._probe_interval_s
             and self.latency.stale()
         )
 
@@ -734,6 +753,7 @@ class DynamicBatcher:
         assert self._probe_inputs is not None
         instance = self._free.pop()
         self._probing = True
+        self._probed_at = time.perf_counter()
 
         def release() -> None:
             self._free.append(instance)
@@ -744,14 +764,23 @@ class DynamicBatcher:
 
     async def _measure(self, instance: _Instance, inputs: Tensors, release: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
+        corrected = False
         try:
             seconds = await loop.run_in_executor(instance.executor, _timed_run, instance.run_batch, inputs)
-            self.latency.recalibrate(batch_items(inputs), seconds)
+            corrected = self.latency.recalibrate(batch_items(inputs), seconds)
             logger.info("%s: probed at %.1f ms (requests refused on its predicted time)", self.model, 1000 * seconds)
         except Exception:
             logger.warning("%s: the latency probe failed", self.model, exc_info=True)
         finally:
+            self._probed(corrected)
             release()
+
+    def _probed(self, corrected: bool) -> None:
+        """The next probe after the horizon when this one corrected the profile; else (it was
+        right, or the probe failed) after twice the last wait, up to `MAX_PROBE_INTERVAL_S`:
+        a model that really is too slow for its requests' deadlines costs a shrinking share
+        of a slot."""
+        self._probe_interval_s = HORIZON_S if corrected else min(2 * self._probe_interval_s, MAX_PROBE_INTERVAL_S)
 
     def stop(self, reason: str) -> None:
         """The device scheduler failed: everything queued is answered, nothing more accepted."""

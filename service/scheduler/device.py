@@ -18,8 +18,8 @@ policies (`--scheduler`):
   (503 + Retry-After); past a full queue it waits at the door, undecoded, while its deadline
   allows (`DynamicBatcher.wait_for_room`; 429 once `max_waiting` wait). A model whose own
   predicted time refuses or drops its requests, with no batch measured for a while to correct
-  it, is measured with a probe run when a slot is free (its prediction could otherwise be too
-  high for good: nothing would run to show it).
+  it, is measured with a probe run when a slot is free and no model has work admitted (its
+  prediction could otherwise be too high for good: nothing would run to show it).
 - `fifo`: Triton's dynamic batcher with one global slot: the model whose oldest request came
   first runs, its batch filled as its batcher's configuration says; deadlines only drop what
   has expired.
@@ -119,8 +119,8 @@ class Schedulable(Protocol):
         ...
 
     def wants_probe(self) -> bool:
-        """Whether the model should be measured now (its predictions refuse its requests and
-        no batch has corrected them lately) and has an instance free for it."""
+        """Whether the model should be measured now (its own predicted time refused its
+        requests and no batch has corrected it lately) and has an instance free for it."""
         ...
 
     def probe(self, done: Callable[[], None]) -> None:
@@ -314,6 +314,10 @@ class DeviceScheduler:
                 async with asyncio.timeout(max(wake_at - time.perf_counter(), 0.0)):
                     await changed.wait()
 
+    def has_free_slot(self) -> bool:
+        """Whether a batch (or a probe) could start now."""
+        return self._free_slots()
+
     def _free_slots(self) -> bool:
         return self.slots is None or len(self._running) < self.slots
 
@@ -355,11 +359,15 @@ class DeviceScheduler:
         """With slots left over, measure each model whose own predicted time refuses its
         requests without a batch to correct it (a profile taken while something else held
         the cores would otherwise refuse it for good)."""
+        if any(member.queued_requests() for member in self._members):
+            return  # the free slot is for the work admitted: a probe would take time it was promised
         for member in self._members:
             if not self._free_slots():
                 return
             if member.wants_probe():
                 self.stats.probes += 1
+                # Its prediction, not the planned time: the margin would inflate an estimate
+                # under suspicion further, and the scheduler would drop more while it runs.
                 run = _Run(now + member.latency.predict(1), now)
                 self._running.add(run)
                 member.probe(lambda run=run: self._finished(run))
@@ -368,7 +376,6 @@ class DeviceScheduler:
         run = _Run(now + plan.predicted_s, now)
         self._running.add(run)
         self.stats.batches += 1
-
         member.dispatch(plan.requests, lambda: self._finished(run))
 
     def _finished(self, run: _Run) -> None:

@@ -39,6 +39,8 @@ MARGIN_EVERY = 16
 # model none of whose requests ran for a while (all refused, as slow as it was) is judged again
 # by what it costs alone, not by a burst long gone.
 HORIZON_S = 10.0
+# A probe run below this fraction of the warm-up profile's time scales the whole profile down.
+PROFILE_TOO_HIGH = 0.5
 
 
 def profile_sizes(max_batch_size: int) -> list[int]:
@@ -97,17 +99,20 @@ class LatencyModel:
                     self._margin = min(max(ratios[int(MARGIN_QUANTILE * (len(ratios) - 1))], 1.0), MAX_MARGIN)
             self._refit()
 
-    def recalibrate(self, items: int, seconds: float) -> None:
+    def recalibrate(self, items: int, seconds: float) -> bool:
         """A probe of `items` ran in `seconds` (no request's prediction to judge): kept as a run,
-        and the warm-up profile scaled down by `seconds` / its time at `items` when that is below 1."""
+        and the warm-up profile scaled down by `seconds` / its time at `items` when that is below
+        `PROFILE_TOO_HIGH` (a profile a little high is left to the runs to correct). Whether it was."""
         if items <= 0 or seconds <= 0:
-            return
+            return False
         with self._lock:
             profiled = self._profile.get(min(items, self.max_batch_size))
-            if profiled and seconds < profiled:
+            too_high = bool(profiled) and seconds < PROFILE_TOO_HIGH * profiled
+            if too_high:
                 scale = seconds / profiled
                 self._profile = {size: value * scale for size, value in self._profile.items()}
         self.observe(items, seconds)
+        return too_high
 
     def stale(self) -> bool:
         """No batch (or probe) measured within `HORIZON_S`: the predictions are the warm-up

@@ -34,21 +34,24 @@ class TimedModel:
         self.fixed_s = fixed_s
         self.most_at_once = 0
         self.probed = 0
+        self.failing_probes = False
         self.lock = threading.Lock()
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = len(inputs["x"])
-        if inputs["x"][0, 0] == PROBE_VALUE:  # the scheduler measuring the model, not a request
-            self.probed += 1
-            time.sleep(self.fixed_s + self.seconds_per_item * items)
-            return {"y": inputs["x"] * 2}
+        probe = inputs["x"][0, 0] == PROBE_VALUE  # the scheduler measuring the model, not a request
+        if probe and self.failing_probes:
+            raise RuntimeError("the probe failed")
         with self.lock:
             self.running[0] += 1
             self.most_at_once = max(self.most_at_once, self.running[0])
         time.sleep(self.fixed_s + self.seconds_per_item * items)
         with self.lock:
             self.running[0] -= 1
-        self.log.append((self.name, items))
+        if probe:
+            self.probed += 1
+        else:
+            self.log.append((self.name, items))
         return {"y": inputs["x"] * 2}
 
 
@@ -170,10 +173,11 @@ def test_a_request_that_cannot_meet_its_deadline_is_answered_at_once_and_never_c
         answered_after = time.perf_counter() - started
         await batcher.drain(5)
         scheduler.close()
-        return log, answered_after, refused.value
+        return log, answered_after, refused.value, scheduler.stats.probes
 
-    log, answered_after, error = asyncio.run(scenario())
+    log, answered_after, error, probes = asyncio.run(scenario())
     assert log == []
+    assert probes == 1  # dropped on its own predicted time, never measured: the prediction is checked once
     assert answered_after < 0.04
     assert error.status_code == 504
     assert "not computed" in error.message
@@ -423,6 +427,57 @@ def test_a_model_rightly_predicted_too_slow_is_probed_once_within_the_horizon():
     assert log == []  # no request computed
 
 
+def test_a_failed_probe_is_not_run_again_at_once():
+    async def scenario():
+        scheduler = DeviceScheduler("slack", 1)
+        quick = TimedModel("quick", [], [0], 0.005)
+        quick.failing_probes = True
+        batcher = batcher_on(scheduler, quick, LatencyModel(4, dict.fromkeys(profile_sizes(4), 0.2)), max_batch_size=4)
+        served = await _sent_through_the_door(batcher, 30, 0.01, 0.05)
+        await closed(scheduler, batcher)
+        return served, scheduler.stats.probes
+
+    served, probes = asyncio.run(scenario())
+    assert not any(served)
+    assert probes == 1
+
+
+def test_no_probe_while_the_model_has_requests_admitted_or_another_model_work_queued():
+    """A probe takes a slot: not while requests admitted at the door are on their way (their
+    admission counted on it), nor while another model's requests are queued for the slot; and
+    while it runs, the other model's batch waits for the one slot."""
+
+    async def scenario():
+        running = [0]
+        scheduler = DeviceScheduler("slack", 1)
+        suspect = TimedModel("suspect", [], running, 0.05)
+        other = TimedModel("other", [], running, 0.01)
+        believed = LatencyModel(1, {1: 0.5})
+        suspect_batcher = batcher_on(scheduler, suspect, believed, max_batch_size=1)
+        other_batcher = batcher_on(scheduler, other, latency_of(other, 1), max_batch_size=1)
+        admitted = suspect_batcher.expect(time.perf_counter() + 5)  # on its way to the queue
+        with pytest.raises(Overloaded):
+            suspect_batcher.expect(time.perf_counter() + 0.1)  # refused on its own predicted 0.5 s
+        await asyncio.sleep(0.05)
+        probed_while_admitted = scheduler.stats.probes
+        admitted.leave()
+        with pytest.raises(Overloaded):
+            suspect_batcher.expect(time.perf_counter() + 0.1)  # again, now with nothing on its way
+        await asyncio.sleep(0.01)
+        probes_started = scheduler.stats.probes
+        answer = await other_batcher.submit(row(), time.perf_counter() + 2)  # waits for the probe's slot
+        for batcher in (suspect_batcher, other_batcher):
+            await batcher.drain(5)
+        scheduler.close()
+        return probed_while_admitted, probes_started, answer, suspect.most_at_once, other.most_at_once
+
+    probed_while_admitted, probes_started, answer, suspect_at_once, other_at_once = asyncio.run(scenario())
+    assert probed_while_admitted == 0
+    assert probes_started == 1
+    assert answer.outputs["y"][0, 0] == 2.0
+    assert suspect_at_once == other_at_once == 1  # the probe held the one slot: never both at once
+
+
 def test_draining_one_batcher_answers_its_queue_while_the_others_go_on():
     async def scenario():
         log: list[tuple[str, int]] = []
@@ -470,12 +525,13 @@ def test_the_latency_model_predicts_the_profile_then_learns_from_measured_runs()
 def test_a_probe_scales_a_profile_found_too_high_down_and_counts_as_a_run():
     latency = LatencyModel(4, {1: 0.1, 2: 0.2, 4: 0.4})
     assert latency.stale()
-    latency.recalibrate(1, 0.01)
+    assert latency.recalibrate(1, 0.01)
     assert not latency.stale()
     assert latency.predict(1) == pytest.approx(0.01)
     assert latency.predict(4) == pytest.approx(0.04)
-    latency.recalibrate(1, 0.05)  # slower than the profile now says: real runs will show it
+    assert not latency.recalibrate(1, 0.05)  # slower than the profile now says: real runs will show it
     assert latency.predict(4) == pytest.approx(0.04)
+    assert not LatencyModel(1, {1: 0.1}).recalibrate(1, 0.06)  # a profile a little high is left to the runs
 
 
 def test_the_latency_models_margin_covers_runs_slower_than_predicted():
