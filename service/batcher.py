@@ -186,7 +186,7 @@ class Doorkeeper(Protocol):
 
     def answered(self, after_compute_s: float) -> None: ...
 
-    def reachable(self, deadline: float) -> bool: ...
+    def reachable(self, arrival: Arrival) -> bool: ...
 
 
 class Arrival:
@@ -209,7 +209,7 @@ class Arrival:
     def reachable(self) -> bool:
         """Whether the request can still be on time once decoded (by the device's work ahead
         of it now); always True once queued, or for a batcher that does not schedule here."""
-        return not self._on_its_way or self.batcher is None or self.batcher.reachable(self.deadline)
+        return not self._on_its_way or self.batcher is None or self.batcher.reachable(self)
 
     def leave(self, queued: bool = False) -> None:
         """`queued`: it reached the queue; else it gave up. Idempotent."""
@@ -467,10 +467,7 @@ class DynamicBatcher:
         except ServiceError as error:
             now = time.perf_counter()
             if self._alone_too_late(now, deadline - self.post_compute_s(), 1):
-                self._refused_alone_at = now
-                # The scheduler decides on changes, and a refusal is none: tell it, when it could act.
-                if self._device.has_free_slot() and self.wants_probe():
-                    self._device.notify()
+                self._refused_alone(now)
             self._observer.request_failed(self.model, error.reason)
             raise
         arrival = Arrival(self, deadline)
@@ -532,8 +529,13 @@ class DynamicBatcher:
     def answered(self, after_compute_s: float) -> None:
         self._post_compute_s.add(time.perf_counter(), after_compute_s)
 
-    def reachable(self, deadline: float) -> bool:
-        return self._device.reachable(self, deadline)
+    def reachable(self, arrival: Arrival) -> bool:
+        if self._device.reachable(self, arrival.deadline, arrival):
+            return True
+        now = time.perf_counter()
+        if self._alone_too_late(now, arrival.deadline - self.post_compute_s(), 1):
+            self._refused_alone(now)
+        return False
 
     def pre_queue_s(self) -> float:
         """How long requests recently took from the door to the queue (reading, decoding):
@@ -642,9 +644,17 @@ class DynamicBatcher:
                 )
         if hopeless:
             if any(self._alone_too_late(entry.enqueued_at, entry.due, entry.items) for entry in hopeless):
-                self._refused_alone_at = time.perf_counter()
+                self._refused_alone(time.perf_counter())
             self._queue_changed()
         return len(hopeless)
+
+    def _refused_alone(self, now: float) -> None:
+        """The model's own predicted time refused a request (at the door, before its decoding
+        or in the queue): a probe may be due. The scheduler decides on changes, and a refusal is
+        none: it is told when it could act."""
+        self._refused_alone_at = now
+        if self._device.has_free_slot() and self.wants_probe():
+            self._device.notify()
 
     def _alone_too_late(self, start: float, due: float, items: int) -> bool:
         """Whether `items` started at `start` on an idle device would, by the model's own
@@ -682,16 +692,17 @@ class DynamicBatcher:
         due = min(entry.due for entry in batch)
         return Plan(batch, items, planned, due - now - planned, batch[0].enqueued_at)
 
-    def pending_work(self) -> list[tuple[float, float]]:
-        """(due, planned seconds) of every request queued or on its way to the queue, each
-        costed at its share of the batch the model's pending items would make."""
+    def pending_work(self, excluding: object = None) -> list[tuple[float, float]]:
+        """(due, planned seconds) of every request queued or on its way to the queue (but the
+        arrival `excluding`), each costed at its share of the batch the model's pending items
+        would make."""
         if not self._queue and not self._arriving:
             return []  # most models, most of the time: asked on every admission of every model
         items = sum(entry.items for entry in self._queue) + len(self._arriving)
         cost = self.item_cost_s(items)
         post = self.post_compute_s()
         work = [(entry.due, entry.items * cost) for entry in self._queue]
-        work.extend((deadline - post, cost) for deadline in self._arriving.values())
+        work.extend((deadline - post, cost) for arrival, deadline in self._arriving.items() if arrival is not excluding)
         return work
 
     def item_cost_s(self, pending_items: int) -> float:

@@ -94,8 +94,9 @@ class Schedulable(Protocol):
         """The next batch as its batching configuration forms it (Triton's rules)."""
         ...
 
-    def pending_work(self) -> list[tuple[float, float]]:
-        """(due, planned seconds) of every request queued or on its way to the queue."""
+    def pending_work(self, excluding: object = None) -> list[tuple[float, float]]:
+        """(due, planned seconds) of every request queued or on its way to the queue (but the
+        arrival `excluding`)."""
         ...
 
     def item_cost_s(self, pending_items: int) -> float:
@@ -269,18 +270,19 @@ class DeviceScheduler:
             retry_after_s=retry_after_s,
         )
 
-    def reachable(self, batcher: Schedulable, deadline: float) -> bool:
+    def reachable(self, batcher: Schedulable, deadline: float, arrival: object = None) -> bool:
         """Under `slack`, whether a request of `batcher` due at `deadline`, ready to queue now,
-        can still be computed in time after the work due before it (checked before decoding)."""
+        can still be computed in time after the work due before it (checked before decoding;
+        `arrival` is the request's own entry among the work on its way, not counted ahead of it)."""
         if self.policy != "slack":
             return True
         now = time.perf_counter()
         due = deadline - batcher.post_compute_s()
-        ahead = self._due_first_s(due, now, self._pending_work())
+        ahead = self._due_first_s(due, now, self._pending_work(excluding=arrival))
         return now + ahead / (self.slots or 1) + batcher.item_cost_s(1) <= due
 
-    def _pending_work(self) -> list[tuple[float, float]]:
-        return [item for member in self._members for item in member.pending_work()]
+    def _pending_work(self, excluding: object = None) -> list[tuple[float, float]]:
+        return [item for member in self._members for item in member.pending_work(excluding)]
 
     def _due_first_s(self, due: float, now: float, work: list[tuple[float, float]]) -> float:
         """Seconds of device work ahead of something due at `due`: what still runs, and the

@@ -202,6 +202,23 @@ def test_the_door_refuses_what_the_work_already_admitted_leaves_no_time_for():
     assert error.headers()["Retry-After"]
 
 
+def test_an_admitted_request_is_reachable_by_its_own_compute_alone():
+    """Checked again before its decoding, a request is not counted ahead of itself: alone, with
+    its 20 ms run inside its 30 ms deadline, it is reachable; 15 ms later it no longer is."""
+
+    async def scenario():
+        scheduler, batcher, log = alone(0.02)
+        arrival = batcher.expect(time.perf_counter() + 0.03)
+        reachable_at_once = arrival.reachable()
+        await asyncio.sleep(0.015)
+        reachable_later = arrival.reachable()
+        arrival.leave()
+        await closed(scheduler, batcher)
+        return reachable_at_once, reachable_later
+
+    assert asyncio.run(scenario()) == (True, False)
+
+
 def test_the_door_protects_requests_admitted_earlier_from_a_more_urgent_newcomer():
     async def scenario():
         scheduler, batcher, log = alone(0.05)
