@@ -42,6 +42,8 @@ class TaskSpec:
     # The v1 route; its last part names the endpoint ("classify", "pointcloud-classify").
     path: str
     samples: SampleSet | None
+    # Whether an answer can come with the image, what was found drawn on it (`overlay=true`).
+    overlay: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -52,7 +54,15 @@ CLASSIFICATION = TaskSpec(
     "classification", "Image classification", "image", "image", "label", "labels", "/v1/classify", "images"
 )
 SEGMENTATION = TaskSpec(
-    "segmentation", "Semantic segmentation", "image", "image", "pixel-labels", "pixel-labels", "/v1/segment", "scenes"
+    "segmentation",
+    "Semantic segmentation",
+    "image",
+    "image",
+    "pixel-labels",
+    "pixel-labels",
+    "/v1/segment",
+    "scenes",
+    overlay=True,
 )
 DETECTION = TaskSpec("detection", "Object detection", "image", "image", "boxes", "boxes", "/v1/detect", "scenes")
 GENERATION = TaskSpec(
@@ -87,6 +97,7 @@ INSTANCE_SEGMENTATION = TaskSpec(
     "instance-masks",
     "/v1/segment/instances",
     "scenes",
+    overlay=True,
 )
 
 TASKS: dict[str, TaskSpec] = {

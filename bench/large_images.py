@@ -19,9 +19,6 @@ from pathlib import Path
 
 from easerve.bench.arguments import add_weights_dirs, serve_command
 
-DEFAULT_MODELS = ("eanet-ea-tiny", "eainst-ea-tiny")
-# The answers that come with an overlay.
-DRAWN_ANSWERS = ("pixel-labels", "instance-masks")
 # The cases: no overlay, the overlay at the width the console shows, the whole overlay (the
 # image's own size up to --max-overlay-pixels), each overlay as PNG and as JPEG.
 CASES = (
@@ -37,7 +34,10 @@ REPORT_NAME = "bench_large_images"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_weights_dirs(parser)
     parser.add_argument(
-        "--models", nargs="+", default=list(DEFAULT_MODELS), metavar="NAME", help="eanet / eainst models"
+        "--models",
+        nargs="+",
+        metavar="NAME",
+        help="models whose answers draw an overlay (default: the EA model of each task that draws one)",
     )
     parser.add_argument("--size", nargs=2, type=int, default=(3000, 2000), metavar=("W", "H"), help="the photo's size")
     parser.add_argument("--repeats", type=int, default=5, help="requests per case (default: %(default)s)")
@@ -55,21 +55,23 @@ def run(args: argparse.Namespace) -> int:
         return 2
     weights_dirs = args.weights_dirs or [Path("weights")]
     routes = _routes(weights_dirs, args.models)
-    unknown = [model for model in args.models if model not in routes]
-    if unknown:
-        print(f"error: no model in {', '.join(map(str, weights_dirs))} that draws an overlay: {', '.join(unknown)}")
+    models = args.models or list(routes)
+    unknown = [model for model in models if model not in routes]
+    if unknown or not models:
+        found = ", ".join(unknown) or "none found"
+        print(f"error: no model in {', '.join(map(str, weights_dirs))} that draws an overlay: {found}")
         return 2
     bodies = {kind: _photo(tuple(args.size), kind) for kind in args.formats}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [*serve_command(weights_dirs, tuple(args.models), []), "--port", str(port)]
+    command = [*serve_command(weights_dirs, tuple(models), []), "--port", str(port)]
     rows = []
     with tempfile.TemporaryDirectory(prefix="easerve-bench-large-") as scratch:
         with (
             running_server_process(command, url, Path(scratch) / "serve.log", 180.0),
             httpx.Client(timeout=120) as http,
         ):
-            for model in args.models:
+            for model in models:
                 for kind, body in bodies.items():
                     for case in CASES:
                         row = _measure(http, f"{url}{routes[model]}?model={model}&{case}", body, kind, args.repeats)
@@ -84,15 +86,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _routes(weights_dirs: list[Path], models: list[str]) -> dict[str, str]:
-    """The v1 route of each of `models` found in `weights_dirs` whose answer draws an overlay."""
+def _routes(weights_dirs: list[Path], models: list[str] | None) -> dict[str, str]:
+    """The v1 route of each of `models` (default: the first EA model of each task) found in
+    `weights_dirs` whose answer draws an overlay."""
     from easerve.artifacts.manifest import discover_manifests, load_manifest
 
-    routes = {}
+    routes: dict[str, str] = {}
+    tasks: set[str] = set()
     for folder in (folder for weights_dir in weights_dirs for folder in discover_manifests(weights_dir)):
         manifest = load_manifest(folder)
-        if manifest.name in models and manifest.spec.answer in DRAWN_ANSWERS:
+        chosen = manifest.name in models if models else manifest.attention == "ea" and manifest.task not in tasks
+        if manifest.spec.overlay and chosen:
             routes.setdefault(manifest.name, manifest.spec.path)
+            tasks.add(manifest.task)
     return routes
 
 

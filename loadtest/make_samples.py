@@ -26,6 +26,9 @@ CLASSIFY_SIZE = 64  # the sizes the bundled models were trained at (training.dat
 SCENE_SIZE = 128
 NUM_SCENES = 2
 NUM_POINTS = 1024
+# The per-pixel truths written with each scene: their name in the index, and the field of the
+# rendered `Scenes` that holds them (what a judge compares an answer with).
+SCENE_MAPS = {"mask": "masks", "instances": "instances"}
 
 
 def _png(array: np.ndarray) -> bytes:
@@ -46,20 +49,19 @@ def write_images(out: Path) -> list[dict]:
 
 
 def write_scenes(out: Path) -> list[dict]:
-    """Multi-shape 128x128 scenes with their boxes, labels, segmentation masks and instance maps."""
+    """Multi-shape 128x128 scenes with their boxes, labels and per-pixel truths (`SCENE_MAPS`)."""
     scenes = render_scenes(NUM_SCENES, SCENE_SIZE, MULTI_SHAPE, SEED, "test")
     entries = []
-    for index, (image, mask, instances, boxes, labels) in enumerate(
-        zip(scenes.images, scenes.masks, scenes.instances, scenes.boxes, scenes.labels)
-    ):
+    for index, (image, boxes, labels) in enumerate(zip(scenes.images, scenes.boxes, scenes.labels)):
         (out / f"scene-{index}.png").write_bytes(_png(image))
-        (out / f"scene-{index}-mask.png").write_bytes(_png(mask))
-        (out / f"scene-{index}-instances.png").write_bytes(_png(instances))
+        maps = {}
+        for name, field in SCENE_MAPS.items():
+            maps[name] = f"scene-{index}-{name}.png"
+            (out / maps[name]).write_bytes(_png(getattr(scenes, field)[index]))
         entries.append(
             {
                 "file": f"scene-{index}.png",
-                "mask": f"scene-{index}-mask.png",
-                "instances": f"scene-{index}-instances.png",
+                "maps": maps,
                 "boxes": np.round(boxes, 2).tolist(),
                 "labels": [SHAPE_CLASSES[label] for label in labels],
             }

@@ -2,7 +2,7 @@
 
 `loadtest/samples/` holds real inputs from the generated data sets (written once by
 `loadtest.make_samples`): one 64x64 single-shape image per shape class, 128x128 multi-shape
-scenes with their boxes and masks, one 1024-point cloud per primitive with its part labels.
+scenes with their boxes and per-pixel truths, one 1024-point cloud per primitive with its part labels.
 Reading them needs numpy and Pillow only, never torch.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,15 +36,14 @@ class ImageSample:
 @dataclass(frozen=True)
 class SceneSample:
     """A multi-shape scene (PNG bytes), its boxes (k, 4) xyxy pixels with their shape classes,
-    its segmentation mask (H, W) uint8: 0 background, 1 + shape class index, and its instance
-    map (H, W) uint8: 0 background, 1 + the index of the shape in `boxes` and `labels`."""
+    and its per-pixel truths (H, W) uint8 by name (`make_samples.SCENE_MAPS` says what each
+    holds; e.g. "mask": 0 background, 1 + shape class index)."""
 
     name: str
     png: bytes
     boxes: np.ndarray
     labels: tuple[str, ...]
-    mask: np.ndarray
-    instances: np.ndarray
+    maps: Mapping[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,7 @@ def load_samples(directory: Path = SAMPLES_DIR) -> SampleSet:
             png=(directory / entry["file"]).read_bytes(),
             boxes=np.asarray(entry["boxes"], np.float32).reshape(-1, 4),
             labels=tuple(entry["labels"]),
-            mask=np.asarray(Image.open(directory / entry["mask"])),
-            instances=np.asarray(Image.open(directory / entry["instances"])),
+            maps={name: np.asarray(Image.open(directory / file)) for name, file in entry["maps"].items()},
         )
         for entry in index["scenes"]
     )

@@ -17,12 +17,13 @@ def check_instances(answer: dict, samples: SampleSet) -> tuple[bool, str]:
     scene = samples.scenes[0]
     found = answer["results"][0]["instances"]
     sizes = {tuple(instance["mask"]["size"]) for instance in found}
-    if sizes - {scene.instances.shape}:
-        return False, f"mask sizes {sorted(sizes)}, expected {scene.instances.shape}"
+    truths = scene.maps["instances"]
+    if sizes - {truths.shape}:
+        return False, f"mask sizes {sorted(sizes)}, expected {truths.shape}"
     masks = [coco_mask.decode(instance["mask"]) > 0 for instance in found]
 
     def mask_matches(shape: int, index: int) -> bool:
-        truth = scene.instances == shape + 1
+        truth = truths == shape + 1
         return (masks[index] & truth).sum() >= MIN_MASK_IOU * (masks[index] | truth).sum()
 
     matched = shapes_found(scene, found, mask_matches)

@@ -355,6 +355,20 @@ def test_bench_serve_measures_every_server_and_writes_its_report(weights_dir, tm
     assert "server CPU" in result.stdout
 
 
+def test_bench_large_images_takes_by_default_the_ea_model_of_each_task_that_draws_an_overlay():
+    from easerve.artifacts.manifest import load_manifest
+    from easerve.artifacts.tasks import TASKS
+    from easerve.bench.large_images import _routes
+
+    routes = _routes([REPO / "weights"], None)
+    manifests = [load_manifest(REPO / "weights" / name) for name in routes]
+    assert sorted(manifest.task for manifest in manifests) == sorted(
+        name for name, spec in TASKS.items() if spec.overlay
+    )
+    assert all(manifest.attention == "ea" for manifest in manifests)
+    assert all(routes[manifest.name] == manifest.spec.path for manifest in manifests)
+
+
 def test_bench_large_images_times_every_overlay_case_and_writes_its_report(tmp_path):
     from easerve.bench.large_images import CASES
 

@@ -354,6 +354,15 @@ def test_openapi_documents_every_endpoint(client):
     assert client.get("/docs").status_code == 200
 
 
+def test_the_routes_taking_overlay_options_are_those_of_the_tasks_whose_answers_draw_one(client):
+    from easerve.artifacts.tasks import TASKS
+
+    paths = client.get("/openapi.json").json()["paths"]
+    for spec in TASKS.values():
+        parameters = {parameter["name"] for parameter in paths[spec.path]["post"].get("parameters", [])}
+        assert ("overlay" in parameters) == spec.overlay, spec.name
+
+
 def test_metrics_count_requests_by_model_and_status(client):
     client.post("/v1/classify", content=image_bytes(RED), headers=PNG)
     client.post("/v1/classify", content=b"", headers=PNG)
