@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +47,9 @@ def _classify(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[D
     return list(classify(outputs, manifest, TOP_K))
 
 
-def _segment(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
-    return list(segment(outputs, manifest, images, None, NO_DEADLINE))
-
-
 def _detect(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
     sizes = [image.original_size for image in images]
     return detect(outputs, manifest, sizes, SCORE_THRESHOLD, MAX_DETECTIONS)
-
-
-def _instances(outputs: dict[str, np.ndarray], manifest: Manifest, images: list[DecodedImage]) -> Results:
-    return segment_instances(outputs, manifest, images, SCORE_THRESHOLD, MAX_DETECTIONS, "rle", None, NO_DEADLINE)
 
 
 def server_arguments(description: str) -> argparse.ArgumentParser:
@@ -95,9 +88,16 @@ class ImageTask:
 # image tasks with one of these answers are those the benchmark measures.
 POSTPROCESSING: dict[Answer, Postprocess] = {
     "labels": _classify,
-    "pixel-labels": _segment,
+    "pixel-labels": partial(segment, overlay=None, deadline=NO_DEADLINE),
     "boxes": _detect,
-    "instance-masks": _instances,
+    "instance-masks": partial(
+        segment_instances,
+        score_threshold=SCORE_THRESHOLD,
+        k=MAX_DETECTIONS,
+        mask_format="rle",
+        overlay=None,
+        deadline=NO_DEADLINE,
+    ),
 }
 
 IMAGE_TASKS: dict[str, ImageTask] = {
