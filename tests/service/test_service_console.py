@@ -171,8 +171,10 @@ def test_the_task_table_is_the_task_specs(web):
         "answer": "labels",
         "path": "/v1/classify",
         "samples": "images",
+        "overlay": False,
         "endpoint": "classify",
     }
+    assert {task["name"] for task in tasks if task["overlay"]} == {name for name, spec in TASKS.items() if spec.overlay}
     # Every sample set a task names is one the console lists.
     listing = web.get("/ui/samples").json()
     assert {spec.samples for spec in TASKS.values()} - {None} <= set(listing)
