@@ -67,6 +67,11 @@ _BODY_COPIES = 2
 # Images holding more chunks than encoders write are opened and decoded on the heavy pool,
 # whatever their size (`InspectedImages`).
 _INLINE_INSPECTION_BYTES = 256 * 1024
+# Masks of at most this many times the model's own input pixels (all of a request's images) are
+# made where the batch ran, as classification's answers are: a resize and a small PNG, cheaper
+# than the hop to a worker thread and back. Larger ones, and overlays, go to the workers (they
+# would hold up the model's next batch).
+_SMALL_MASKS_MODEL_INPUTS = 4
 
 # The estimated working memory of the answer to one image: (width, height, overlay pixels) -> bytes.
 AnswerBytes = Callable[[int, int, int], int]
@@ -198,6 +203,11 @@ async def segment_images(
 
     images = await admitted_images(request, state, context, drawn, answer_bytes)
     decoded, inputs = await decoded_images(context, images)
+    if drawn is None and _small_masks(decoded, manifest):
+        finish = context.answer_with(
+            lambda outputs: {"results": segment(outputs, manifest, decoded, None, context.deadline)}
+        )
+        return JSONBytes((await context.infer(inputs, finish)).answer)
     outcome = await context.infer(inputs)
 
     def answer() -> bytes:
@@ -205,3 +215,9 @@ async def segment_images(
         return json_bytes({**context.response_fields(outcome), "results": results})
 
     return JSONBytes(await context.offload(answer))
+
+
+def _small_masks(decoded: list[DecodedImage], manifest: Manifest) -> bool:
+    height, width = model_image_size(manifest)
+    pixels = sum(math.prod(image.original_size) for image in decoded)
+    return pixels <= _SMALL_MASKS_MODEL_INPUTS * height * width

@@ -186,6 +186,28 @@ def test_segment_returns_the_mask_at_the_original_resolution(client):
     assert result["overlay_png"] is None
 
 
+def test_small_masks_are_made_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(client, monkeypatch):
+    from easerve.service.inference import InferenceContext
+
+    hops: list[str] = []
+    offload = InferenceContext.offload
+
+    async def counted(self, function, *args, **kwargs):
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await offload(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(InferenceContext, "offload", counted)
+    small, _ = red_square_on_black(60, 45)  # the fixture model's input is 32 x 32
+    large, truth = red_square_on_black(600, 400)  # over four times that
+    for body, query in ((small, ""), (small, "?overlay=true"), (large, "")):
+        hops.clear()
+        response = client.post(f"/v1/segment{query}", content=body, headers=PNG)
+        assert response.status_code == 200
+        assert hops[-1] == ("_decoded_batch" if (body, query) == (small, "") else "answer"), (query, hops)
+    mask = decode_png(response.json()["results"][0]["mask_png"])
+    assert mask.shape == truth.shape
+
+
 def test_segment_overlay_colours_the_classes_over_the_image(client):
     body, truth = red_square_on_black()
     result = client.post("/v1/segment?overlay=true&alpha=1", content=body, headers=PNG).json()["results"][0]
