@@ -34,7 +34,7 @@ from easerve.service.contract import served_working_bytes
 from easerve.service.deadline import Deadline
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
-from easerve.service.json_answers import JSONBytes, json_bytes
+from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
 from easerve.service.tasks.detection import DetectResponse, detect
@@ -203,18 +203,13 @@ async def segment_images(
 
     images = await admitted_images(request, state, context, drawn, answer_bytes)
     decoded, inputs = await decoded_images(context, images)
+    finish = context.answer_with(
+        lambda outputs: {"results": segment(outputs, manifest, decoded, drawn, context.deadline)}
+    )
     if drawn is None and _small_masks(decoded, manifest):
-        finish = context.answer_with(
-            lambda outputs: {"results": segment(outputs, manifest, decoded, None, context.deadline)}
-        )
         return JSONBytes((await context.infer(inputs, finish)).answer)
     outcome = await context.infer(inputs)
-
-    def answer() -> bytes:
-        results = segment(outcome.outputs, manifest, decoded, drawn, context.deadline)
-        return json_bytes({**context.response_fields(outcome), "results": results})
-
-    return JSONBytes(await context.offload(answer))
+    return JSONBytes((await context.offload(finish.applied, outcome)).answer)
 
 
 def _small_masks(decoded: list[DecodedImage], manifest: Manifest) -> bool:

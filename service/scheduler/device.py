@@ -318,19 +318,16 @@ class DeviceScheduler:
 
     def has_free_slot(self) -> bool:
         """Whether a batch (or a probe) could start now."""
-        return self._free_slots()
-
-    def _free_slots(self) -> bool:
         return self.slots is None or len(self._running) < self.slots
 
     def _decide(self, now: float) -> float | None:
         """Dispatch every batch the policy chooses now; when to look again (None: on a change)."""
         if self.policy == "slack":
-            free_at = now if self._free_slots() else min(run.predicted_end for run in self._running)
+            free_at = now if self.has_free_slot() else min(run.predicted_end for run in self._running)
             for member in self._members:
                 self.stats.dropped += member.drop_unreachable(max(free_at, now))
         wake_at: float | None = None
-        while self._free_slots():
+        while self.has_free_slot():
             due = []
             for member in self._members:
                 if not member.has_work():
@@ -364,7 +361,7 @@ class DeviceScheduler:
         if any(member.queued_requests() for member in self._members):
             return  # the free slot is for the work admitted: a probe would take time it was promised
         for member in self._members:
-            if not self._free_slots():
+            if not self.has_free_slot():
                 return
             if member.wants_probe():
                 self.stats.probes += 1

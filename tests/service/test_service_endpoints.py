@@ -203,7 +203,8 @@ def test_small_masks_are_made_where_the_batch_ran_and_overlays_or_large_ones_on_
         hops.clear()
         response = client.post(f"/v1/segment{query}", content=body, headers=PNG)
         assert response.status_code == 200
-        assert hops[-1] == ("_decoded_batch" if (body, query) == (small, "") else "answer"), (query, hops)
+        # The answer's `Finish` applied on a worker (`applied`), or nothing after the decoding.
+        assert hops[-1] == ("_decoded_batch" if (body, query) == (small, "") else "applied"), (query, hops)
     mask = decode_png(response.json()["results"][0]["mask_png"])
     assert mask.shape == truth.shape
 
