@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from easerve.service.model_files import ModelFiles
 
 T = TypeVar("T")
 
@@ -48,6 +51,19 @@ def serve_command(weights_dirs: list[Path], models: tuple[str, ...], serve_args:
         "warning",
         *serve_args,
     ]
+
+
+def ea_model_of_each_task(weights_dirs: list[Path], tasks: Iterable[str]) -> list[ModelFiles]:
+    """The first EA model (by name) in `weights_dirs` of each of `tasks`, in their order; a
+    task without one is left out."""
+    from easerve.service.model_files import discover_models
+
+    found = sorted(
+        (files for files in discover_models(weights_dirs, []) if files.manifest.attention == "ea"),
+        key=lambda files: files.name,
+    )
+    chosen = (next((files for files in found if files.manifest.task == task), None) for task in tasks)
+    return [files for files in chosen if files is not None]
 
 
 def chosen_models(args: argparse.Namespace, choose: Callable[[list[Path], list[str] | None], T]) -> T | None:

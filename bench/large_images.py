@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from easerve.bench.arguments import add_weights_dirs, serve_command
+from easerve.bench.arguments import add_weights_dirs, ea_model_of_each_task, serve_command
 
 # The cases: no overlay, the overlay at the width the console shows, the whole overlay (the
 # image's own size up to --max-overlay-pixels), each overlay as PNG and as JPEG.
@@ -89,17 +89,15 @@ def run(args: argparse.Namespace) -> int:
 def _routes(weights_dirs: list[Path], models: list[str] | None) -> dict[str, str]:
     """The v1 route of each of `models` (default: the first EA model of each task) found in
     `weights_dirs` whose answer draws an overlay."""
-    from easerve.artifacts.manifest import discover_manifests, load_manifest
+    from easerve.artifacts.tasks import TASKS
+    from easerve.service.model_files import scan_models
 
-    routes: dict[str, str] = {}
-    tasks: set[str] = set()
-    for folder in (folder for weights_dir in weights_dirs for folder in discover_manifests(weights_dir)):
-        manifest = load_manifest(folder)
-        chosen = manifest.name in models if models else manifest.attention == "ea" and manifest.task not in tasks
-        if manifest.spec.overlay and chosen:
-            routes.setdefault(manifest.name, manifest.spec.path)
-            tasks.add(manifest.task)
-    return routes
+    if models:
+        found = scan_models(weights_dirs)
+        chosen = [found[name] for name in models if name in found]
+    else:
+        chosen = ea_model_of_each_task(weights_dirs, [name for name, spec in TASKS.items() if spec.overlay])
+    return {files.name: files.manifest.spec.path for files in chosen if files.manifest.spec.overlay}
 
 
 def _measure(http, target: str, body: bytes, kind: str, repeats: int) -> dict[str, float] | str:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from easerve.artifacts.machine import cpu_model, load_average
-from easerve.bench.arguments import add_weights_dirs, chosen_models, serve_command
+from easerve.bench.arguments import add_weights_dirs, chosen_models, ea_model_of_each_task, serve_command
 
 if TYPE_CHECKING:
     from easerve.bench.scheduling_load import Stream
@@ -142,15 +142,9 @@ def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[st
     from easerve.artifacts.tasks import TASKS
     from easerve.service.model_files import ModelFilesError, discover_models
 
-    found = discover_models(weights_dirs, names or [])
     if names:
-        return [files.name for files in found]
-    chosen = []
-    for spec in TASKS.values():
-        for files in found:
-            if files.manifest.task == spec.name and files.manifest.attention == "ea":
-                chosen.append(files.name)
-                break
+        return [files.name for files in discover_models(weights_dirs, names)]
+    chosen = [files.name for files in ea_model_of_each_task(weights_dirs, TASKS)]
     if not chosen:
         raise ModelFilesError(f"no EA model in {', '.join(map(str, weights_dirs))}")
     return chosen

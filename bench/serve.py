@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from easerve.artifacts.machine import cpu_model, load_average
 from easerve.artifacts.tasks import CLASSIFICATION, SEGMENTATION
-from easerve.bench.arguments import add_weights_dirs, chosen_models, serve_command, weights_flags
+from easerve.bench.arguments import add_weights_dirs, chosen_models, ea_model_of_each_task, serve_command, weights_flags
 from easerve.bench.serve_peers import DEFAULT_PEERS_PYTHON, PEER_TRANSPORT, PEERS, missing
 
 if TYPE_CHECKING:
@@ -252,13 +252,10 @@ def _chosen_models(weights_dirs: list[Path], names: list[str] | None) -> list[Mo
     if names:
         chosen = discover_models(weights_dirs, names)
     else:
-        found = [files for files in discover_models(weights_dirs, []) if files.manifest.attention == "ea"]
-        chosen = []
-        for task in DEFAULT_TASKS:
-            of_task = sorted((f for f in found if f.manifest.task == task), key=lambda f: f.name)
-            if not of_task:
-                raise ModelFilesError(f"no EA {task} model in {', '.join(map(str, weights_dirs))}")
-            chosen.append(of_task[0])
+        chosen = ea_model_of_each_task(weights_dirs, DEFAULT_TASKS)
+        missing = set(DEFAULT_TASKS) - {files.manifest.task for files in chosen}
+        if missing:
+            raise ModelFilesError(f"no EA {', '.join(sorted(missing))} model in {', '.join(map(str, weights_dirs))}")
     for files in chosen:
         if files.manifest.task not in IMAGE_TASKS:
             raise ModelFilesError(f"{files.name} is a {files.manifest.task} model; measured: {', '.join(IMAGE_TASKS)}")
