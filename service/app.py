@@ -16,6 +16,7 @@ from fastapi import FastAPI
 import easerve
 from easerve.service.admission import MB, WorkerPools, memory_budget
 from easerve.service.auth import ApiKeyMiddleware
+from easerve.service.blas import one_blas_thread
 from easerve.service.body_limit import BodySizeLimitMiddleware
 from easerve.service.dependencies import route_tasks
 from easerve.service.door import AdmissionDoor
@@ -117,6 +118,7 @@ def create_app(
         logger.info("backend %s: %s", choice.backend, choice.reason)
         logger.info("serving %s", ", ".join(model.name for model in repository))
         keep_large_blocks_mapped()
+        one_blas_thread()
         lifecycle.start_loading()
         polling = (
             asyncio.get_running_loop().create_task(control.poll_forever()) if settings.model_control == "poll" else None
