@@ -3,7 +3,8 @@ image's terms (see `service.tasks.instances`).
 
 The request goes as every image request does (`vision`): the body read by its deadline, the
 images inspected and their cost admitted, decoded no larger than the model (or the overlay)
-needs, batched; the masks are made and encoded on a worker.
+needs, batched; the masks are made and encoded where the batch ran when they are small (no
+overlay, `small_masks`), else on a worker.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from easerve.artifacts.tasks import INSTANCE_SEGMENTATION
 from easerve.service.dependencies import State, finishes_inference, task_inference
 from easerve.service.inference import InferenceContext
-from easerve.service.json_answers import JSONBytes, json_bytes
+from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.routers.vision import (
     IMAGE_ROUTE_OPENAPI,
@@ -25,6 +26,7 @@ from easerve.service.routers.vision import (
     admitted_images,
     decoded_images,
     requested_overlay,
+    small_masks,
 )
 from easerve.service.tasks.instances import InstancesResponse, MaskFormat, instance_bytes, segment_instances
 
@@ -53,12 +55,14 @@ async def segment_instances_route(
     drawn = requested_overlay(state, overlay, alpha, overlay_width, overlay_format)
     images = await admitted_images(request, state, context, drawn, instance_bytes)
     decoded, inputs = await decoded_images(context, images)
+    finish = context.answer_with(
+        lambda outputs: {
+            "results": segment_instances(
+                outputs, manifest, decoded, score_threshold, top_k, mask_format, drawn, context.deadline
+            )
+        }
+    )
+    if drawn is None and small_masks(decoded, manifest):
+        return JSONBytes((await context.infer(inputs, finish)).answer)
     outcome = await context.infer(inputs)
-
-    def answer() -> bytes:
-        results = segment_instances(
-            outcome.outputs, manifest, decoded, score_threshold, top_k, mask_format, drawn, context.deadline
-        )
-        return json_bytes({**context.response_fields(outcome), "results": results})
-
-    return JSONBytes(await context.offload(answer))
+    return JSONBytes((await context.offload(finish.applied, outcome)).answer)

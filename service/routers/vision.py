@@ -206,13 +206,15 @@ async def segment_images(
     finish = context.answer_with(
         lambda outputs: {"results": segment(outputs, manifest, decoded, drawn, context.deadline)}
     )
-    if drawn is None and _small_masks(decoded, manifest):
+    if drawn is None and small_masks(decoded, manifest):
         return JSONBytes((await context.infer(inputs, finish)).answer)
     outcome = await context.infer(inputs)
     return JSONBytes((await context.offload(finish.applied, outcome)).answer)
 
 
-def _small_masks(decoded: list[DecodedImage], manifest: Manifest) -> bool:
+def small_masks(decoded: list[DecodedImage], manifest: Manifest) -> bool:
+    """Whether the images hold at most `_SMALL_MASKS_MODEL_INPUTS` model inputs of pixels: masks
+    at their size are made where the batch ran (bounded work), larger ones on a worker."""
     height, width = model_image_size(manifest)
     pixels = sum(math.prod(image.original_size) for image in decoded)
     return pixels <= _SMALL_MASKS_MODEL_INPUTS * height * width

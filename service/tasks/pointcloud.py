@@ -61,13 +61,18 @@ def sample_cloud(points: np.ndarray, manifest: Manifest) -> SampledCloud:
 
 
 def nearest_kept(points: np.ndarray, cloud: SampledCloud) -> np.ndarray:
-    """For each input point, the position in `cloud.kept` of its nearest kept point."""
+    """For each input point, the position in `cloud.kept` of its nearest kept point: its own
+    position when it was kept; only the points left out are searched for."""
+    nearest = np.full(len(points), -1, dtype=np.int64)
+    # Reversed, so that a point kept twice (a small cloud's repeats) takes its first position.
+    nearest[cloud.kept[::-1]] = np.arange(len(cloud.kept))[::-1]
+    left_out = np.flatnonzero(nearest < 0)
     references = (points[cloud.kept].astype(np.float64) - cloud.centre) / cloud.radius
     reference_norms = (references**2).sum(axis=1)
-    nearest = np.empty(len(points), dtype=np.int64)
-    for start in range(0, len(points), _NEAREST_CHUNK):
-        queries = (points[start : start + _NEAREST_CHUNK].astype(np.float64) - cloud.centre) / cloud.radius
-        nearest[start : start + len(queries)] = (reference_norms[None, :] - 2.0 * queries @ references.T).argmin(axis=1)
+    for start in range(0, len(left_out), _NEAREST_CHUNK):
+        rows = left_out[start : start + _NEAREST_CHUNK]
+        queries = (points[rows].astype(np.float64) - cloud.centre) / cloud.radius
+        nearest[rows] = (reference_norms[None, :] - 2.0 * queries @ references.T).argmin(axis=1)
     return nearest
 
 
@@ -81,4 +86,4 @@ def segment_cloud(
         per_point = predicted[: len(points)]
     else:
         per_point = predicted[nearest_kept(points, cloud)]
-    return [manifest.labels[int(index)] for index in per_point]
+    return np.asarray(manifest.labels)[per_point].tolist()

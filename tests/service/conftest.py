@@ -34,3 +34,20 @@ def client(weights_dir):
     with TestClient(app) as test_client:
         wait_until(lambda: test_client.get("/readyz").status_code == 200, what="readiness")
         yield test_client
+
+
+@pytest.fixture
+def worker_hops(monkeypatch):
+    """The names of the functions requests send to a worker thread (`InferenceContext.offload`),
+    in order: an answer's `Finish` sent there shows as `applied`."""
+    from easerve.service.inference import InferenceContext
+
+    hops: list[str] = []
+    offload = InferenceContext.offload
+
+    async def counted(self, function, *args, **kwargs):
+        hops.append(getattr(function, "__name__", repr(function)))
+        return await offload(self, function, *args, **kwargs)
+
+    monkeypatch.setattr(InferenceContext, "offload", counted)
+    return hops

@@ -103,6 +103,18 @@ def test_every_point_maps_to_its_nearest_kept_point():
     assert (nearest[cloud.kept] == np.arange(100)).all()
 
 
+def test_a_kept_point_is_its_own_nearest_even_beside_a_twin():
+    """Every point twice: a kept point takes its own position, never its kept twin's."""
+    single = np.random.default_rng(3).uniform(-1, 1, (200, 3)).astype(np.float32)
+    points = np.concatenate([single, single])
+    cloud = sample_cloud(points, manifest_with_points(300))
+    nearest = nearest_kept(points, cloud)
+    assert (nearest[cloud.kept] == np.arange(300)).all()
+    kept = np.isin(np.arange(400), cloud.kept)
+    twin_kept = np.roll(kept, 200) & ~kept  # left out, its twin kept: the twin is its nearest
+    assert twin_kept.any() and (points[cloud.kept[nearest[twin_kept]]] == points[twin_kept]).all()
+
+
 @pytest.mark.parametrize("smooth", [False, True])
 @pytest.mark.parametrize(("width", "height"), [(37, 23), (300, 200), (1000, 640)])
 def test_the_mask_is_the_argmax_of_the_logits_resized_as_torch_resizes_them(smooth, width, height):

@@ -186,17 +186,8 @@ def test_segment_returns_the_mask_at_the_original_resolution(client):
     assert result["overlay_png"] is None
 
 
-def test_small_masks_are_made_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(client, monkeypatch):
-    from easerve.service.inference import InferenceContext
-
-    hops: list[str] = []
-    offload = InferenceContext.offload
-
-    async def counted(self, function, *args, **kwargs):
-        hops.append(getattr(function, "__name__", repr(function)))
-        return await offload(self, function, *args, **kwargs)
-
-    monkeypatch.setattr(InferenceContext, "offload", counted)
+def test_small_masks_are_made_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(client, worker_hops):
+    hops = worker_hops
     small, _ = red_square_on_black(60, 45)  # the fixture model's input is 32 x 32
     large, truth = red_square_on_black(600, 400)  # over four times that
     for body, query in ((small, ""), (small, "?overlay=true"), (large, "")):
@@ -268,6 +259,20 @@ def test_generate_is_deterministic_for_a_seed_and_image_i_does_not_depend_on_n(c
     assert other[0] != first[0]
 
 
+def test_a_few_generated_images_need_no_worker_and_more_are_encoded_on_one(client, worker_hops, monkeypatch):
+    from easerve.service.routers import generation
+
+    monkeypatch.setattr(generation, "_SMALL_ANSWER_IMAGES", 2)  # the test server allows 4 a request
+    answers = []
+    for n, hops in ((2, []), (3, ["latent_inputs", "applied"])):
+        worker_hops.clear()
+        response = client.post("/v1/generate", json={"label": "circle", "n": n, "seed": 3})
+        assert response.status_code == 200, response.text
+        assert worker_hops == hops
+        answers.append(response.json()["images"])
+    assert len(answers[1]) == 3 and answers[1][:2] == answers[0]  # the same images either way
+
+
 def test_generate_refuses_an_unknown_class(client):
     response = client.post("/v1/generate", json={"label": "unicorn"})
     assert response.status_code == 422
@@ -328,6 +333,30 @@ def test_pointcloud_segment_maps_parts_back_to_every_point_of_a_large_cloud(clie
     assert len(parts) == count
     expected = np.where(points[:, 0] > points[:, 1], "sphere/surface", "cube/top")
     assert (np.asarray(parts) == expected).mean() > 0.99
+
+
+def test_small_clouds_are_labelled_where_the_batch_ran_and_large_ones_on_a_worker(client, worker_hops):
+    hops = worker_hops
+    rng = np.random.default_rng(2)
+    for count, last_hop in ((NUM_POINTS * 4, "_decode_and_sample"), (NUM_POINTS * 4 + 1, "applied")):
+        hops.clear()
+        response = client.post(
+            "/v1/pointcloud/segment",
+            content=npy_bytes(rng.normal(size=(count, 3))),
+            headers={"content-type": "application/x-npy"},
+        )
+        assert response.status_code == 200
+        assert len(response.json()["parts"]) == count
+        # The answer's `Finish` applied on a worker (`applied`), or nothing after the decoding.
+        assert hops[-1] == last_hop, (count, hops)
+
+
+def test_the_server_computes_numpys_matrix_products_on_one_thread(client):
+    from threadpoolctl import threadpool_info
+
+    assert client.get("/healthz").status_code == 200  # the app has started
+    blas = [library for library in threadpool_info() if library["user_api"] == "blas"]
+    assert blas and all(library["num_threads"] == 1 for library in blas)
 
 
 def test_pointcloud_answers_are_deterministic(client):
