@@ -130,10 +130,13 @@ class Finish:
     `prepare` (optional; equal objects for requests that can share it, e.g. a frozen dataclass)
     turns a batch's outputs into what the answers need, for every row at once; `answer` then
     makes one request's answer of its rows of the prepared tensors and its `BatchOutcome`.
+    `light`: the answer takes microseconds (a class ranking, a few boxes), so a batcher that
+    computed elsewhere may make it on its event loop rather than on a thread.
     """
 
     answer: Callable[[BatchOutcome], object]
     prepare: Callable[[Tensors], Tensors] | None = None
+    light: bool = False
 
     def applied(self, outcome: BatchOutcome) -> BatchOutcome:
         """`outcome` with its answer, for one request on its own (a batcher computed elsewhere)."""

@@ -184,15 +184,17 @@ class InferenceContext:
             gone.remove_done_callback(interrupt)
             gone.cancel()
 
-    def answer_with(self, fields: Callable[[Tensors], dict[str, object]], prepare=None) -> Finish:
+    def answer_with(
+        self, fields: Callable[[Tensors], dict[str, object]], prepare=None, *, light: bool = False
+    ) -> Finish:
         """A `Finish` whose answer is this request's whole JSON body (bytes): the common fields
         (`response_fields`) and `fields(outputs)`, made and encoded where the batch ran.
-        `prepare`: the batch-wide step the outputs go through first (see `Finish`)."""
+        `prepare`: the batch-wide step the outputs go through first; `light`: see `Finish`."""
 
         def answer(outcome: BatchOutcome) -> bytes:
             return json_bytes({**self.response_fields(outcome), **fields(outcome.outputs)})
 
-        return Finish(answer, prepare)
+        return Finish(answer, prepare, light)
 
     async def _by_deadline(self, awaitable: Awaitable[R], what: str) -> R:
         try:

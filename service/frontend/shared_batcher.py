@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Outputs up to this size are answered (`Finish`) on the event loop: a class ranking or a few
-# boxes; larger ones (e.g. v2 tensors encoded as JSON) on a thread.
+# A light answer (`Finish.light`: a class ranking, a few boxes) of outputs up to this size is made
+# on the event loop; any other (masks, part labels, images, large outputs) on a thread.
 _INLINE_FINISH_BYTES = 64 * 1024
 
 
@@ -82,7 +82,7 @@ class SharedMemoryBatcher:
             outcome = await self._channel.infer(self.model, inputs, deadline, answer_bytes)
             if finish is None:
                 return outcome
-            if 0 < answer_bytes <= _INLINE_FINISH_BYTES:  # a few rows: cheaper here than a thread hop
+            if finish.light and 0 < answer_bytes <= _INLINE_FINISH_BYTES:  # cheaper here than a thread hop
                 return finish.applied(outcome)
             return await asyncio.to_thread(finish.applied, outcome)
 

@@ -256,12 +256,15 @@ class RemoteBatcher:
         return UNCOUNTED
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
-        """The outputs computed by the model's deployment; `finish` makes the answer here."""
+        """The outputs computed by the model's deployment; `finish` makes the answer here (on
+        the event loop only when it is light, else on a thread)."""
         with self._outstanding.one():
             self._metrics.queue_depth_changed(self.model, self._outstanding.count)
             try:
                 outcome = await self._submit(inputs, deadline)
-                return finish.applied(outcome) if finish is not None else outcome
+                if finish is None:
+                    return outcome
+                return finish.applied(outcome) if finish.light else await asyncio.to_thread(finish.applied, outcome)
             except ServiceError as error:
                 self._metrics.request_failed(self.model, error.reason)
                 raise

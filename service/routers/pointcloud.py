@@ -82,6 +82,7 @@ async def classify_point_cloud(
     finish = context.answer_with(
         lambda prepared: {"num_points": len(points), **ranked(prepared, manifest.labels, top_k)[0]},
         ClassProbabilities(manifest.outputs[0].name),
+        light=True,
     )
     return JSONBytes((await context.infer(cloud.inputs, finish)).answer)
 

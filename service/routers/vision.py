@@ -160,6 +160,7 @@ async def classify_images(
     finish = context.answer_with(
         lambda prepared: {"results": ranked(prepared, manifest.labels, top_k)},
         ClassProbabilities(manifest.outputs[0].name),
+        light=True,
     )
     return JSONBytes((await context.infer(inputs, finish)).answer)
 
@@ -178,7 +179,9 @@ async def detect_objects(
     decoded, inputs = await decoded_images(context, images)
     manifest = context.model.manifest
     sizes = [image.original_size for image in decoded]
-    finish = context.answer_with(lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)})
+    finish = context.answer_with(
+        lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)}, light=True
+    )
     return JSONBytes((await context.infer(inputs, finish)).answer)
 
 

@@ -64,8 +64,8 @@ def nearest_kept(points: np.ndarray, cloud: SampledCloud) -> np.ndarray:
     """For each input point, the position in `cloud.kept` of its nearest kept point: its own
     position when it was kept; only the points left out are searched for."""
     nearest = np.full(len(points), -1, dtype=np.int64)
-    # Reversed, so that a point kept twice (a small cloud's repeats) takes its first position.
-    nearest[cloud.kept[::-1]] = np.arange(len(cloud.kept))[::-1]
+    kept, first = np.unique(cloud.kept, return_index=True)  # a point kept twice: its first position
+    nearest[kept] = first
     left_out = np.flatnonzero(nearest < 0)
     references = (points[cloud.kept].astype(np.float64) - cloud.centre) / cloud.radius
     reference_norms = (references**2).sum(axis=1)

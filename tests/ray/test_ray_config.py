@@ -254,3 +254,34 @@ def test_the_serve_configs_follow_ray_serves_schema_and_easerves_arguments(name,
         assert set(plan.models) == set(settings.models)
         overridden = {deployment.name for deployment in application.deployments}
         assert overridden <= set(plan.models) | {plan.ingress["name"]}
+
+
+@pytest.mark.parametrize("light", [True, False])
+def test_the_ingress_makes_only_light_answers_on_its_event_loop(light):
+    """A light answer (a class ranking) is made where the outputs arrive; any other (masks,
+    part labels, images) on a thread, so that it cannot hold up the ingress's other requests."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+    from prometheus_client import CollectorRegistry
+
+    from easerve.service.batcher import BatchOutcome, Finish
+    from easerve.service.metrics import ServiceMetrics
+    from easerve.service.ray_serve.deployments import IngressMetrics, RemoteBatcher
+
+    class Computed(RemoteBatcher):
+        async def _submit(self, inputs, deadline):
+            return BatchOutcome({"y": inputs["x"] * 2}, 0.0, 0.001, 1)
+
+    handle = SimpleNamespace(options=lambda **_: None)
+    batcher = Computed("m", handle, ServiceMetrics(), IngressMetrics.register(CollectorRegistry()))
+
+    async def answered_on_the_loop() -> bool:
+        finish = Finish(lambda outcome: threading.get_ident(), light=light)
+        outcome = await batcher.submit({"x": np.ones((1, 2), np.float32)}, time.perf_counter() + 5, finish)
+        return outcome.answer == threading.get_ident()
+
+    assert asyncio.run(answered_on_the_loop()) is light

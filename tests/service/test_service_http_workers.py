@@ -398,3 +398,38 @@ def test_arena_regions_given_back_merge_so_the_whole_arena_fits_again():
     for region in (second, first, third):
         regions.release(region)
     assert regions.allocate(4096) == Region(0, 4096)
+
+
+@pytest.mark.parametrize("light", [True, False])
+def test_an_http_worker_makes_only_light_answers_on_its_event_loop(light):
+    """Small outputs with a light answer (a class ranking) are answered where they arrive; any
+    other answer (masks, part labels, images) on a thread, however small its outputs."""
+    import asyncio
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from easerve.artifacts.manifest import load_manifest
+    from easerve.service.batcher import BatchOutcome, Finish
+    from easerve.service.frontend.shared_batcher import SharedMemoryBatcher
+
+    manifest = load_manifest(BUNDLED / "eamlp-ea-tiny")
+    image = manifest.inputs[0]
+    inputs = {image.name: np.zeros((1, *image.shape[1:]), np.float32)}
+
+    class Channel:
+        async def infer(self, model, inputs, deadline, output_bytes):
+            return BatchOutcome(
+                {manifest.outputs[0].name: np.zeros((1, len(manifest.labels)), np.float32)}, 0.0, 0.001, 1
+            )
+
+    batcher = SharedMemoryBatcher(SimpleNamespace(name="eamlp-ea-tiny", manifest=manifest), Channel())
+
+    async def answered_on_the_loop() -> bool:
+        finish = Finish(lambda outcome: threading.get_ident(), light=light)
+        outcome = await batcher.submit(inputs, time.perf_counter() + 5, finish)
+        return outcome.answer == threading.get_ident()
+
+    assert asyncio.run(answered_on_the_loop()) is light
