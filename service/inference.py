@@ -32,6 +32,12 @@ from easerve.service.repository import ServedModel
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# A request whose answer comes from at most this many times the model's own input (pixels,
+# points, generated images) has it made on the runner's thread right after its batch
+# (`InferenceContext.answer`): bounded work, cheaper than the hop to a worker and back; a larger
+# one on a worker, where it cannot hold up the model's next batch.
+SMALL_ANSWER_MODEL_INPUTS = 4
+
 
 @dataclass(eq=False)
 class InferenceContext:
@@ -152,6 +158,14 @@ class InferenceContext:
             outcome = await self._unless_the_client_leaves(lambda: batcher.submit(inputs, self.deadline.at, finish))
         self.computed_at = submitted + outcome.queue_s + outcome.compute_s
         return outcome
+
+    async def answer(self, inputs: Tensors, finish: Finish, *, on_the_runner: bool = True) -> object:
+        """The answer `finish` makes of the outputs of `inputs`: on the runner's thread right
+        after the batch, or (`on_the_runner=False`: a large or costly answer) on a worker."""
+        if on_the_runner:
+            return (await self.infer(inputs, finish)).answer
+        outcome = await self.infer(inputs)
+        return (await self.offload(finish.applied, outcome)).answer
 
     async def _unless_the_client_leaves(self, submit: Callable[[], Awaitable[BatchOutcome]]) -> BatchOutcome:
         """`submit()` awaited in this task (so the request is queued at once, as without the

@@ -10,7 +10,7 @@ from easerve.artifacts.tasks import GENERATION
 from easerve.service.contract import served_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
 from easerve.service.errors import PayloadTooLarge
-from easerve.service.inference import InferenceContext
+from easerve.service.inference import SMALL_ANSWER_MODEL_INPUTS, InferenceContext
 from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.generation import (
@@ -25,10 +25,6 @@ from easerve.service.tasks.generation import (
 router = APIRouter(prefix="/v1", tags=[GENERATION.name], responses=INFERENCE_ERRORS)
 
 GenerateContext = Annotated[InferenceContext, Depends(task_inference(GENERATION))]
-
-# Up to this many images, the latents are drawn on the event loop and the PNGs encoded where
-# the batch ran (a few hundred microseconds each); more go to a worker each way.
-_SMALL_ANSWER_IMAGES = 4
 
 
 @router.post("/generate", response_model=GenerateResponse, openapi_extra=API_KEY_OPENAPI)
@@ -45,7 +41,9 @@ async def generate_images(body: GenerateRequest, state: State, context: Generate
     finish = context.answer_with(
         lambda outputs: {"label": manifest.labels[label], "seed": body.seed, "images": to_pngs(outputs, manifest)}
     )
-    if body.n <= _SMALL_ANSWER_IMAGES:
-        return JSONBytes((await context.infer(latent_inputs(manifest, label, body.seed, body.n), finish)).answer)
-    outcome = await context.infer(await context.offload(latent_inputs, manifest, label, body.seed, body.n))
-    return JSONBytes((await context.offload(finish.applied, outcome)).answer)
+    # A few images: their latents drawn here on the loop (microseconds) and their PNGs encoded
+    # where the batch ran; more: a worker each way.
+    if body.n <= SMALL_ANSWER_MODEL_INPUTS:
+        return JSONBytes(await context.answer(latent_inputs(manifest, label, body.seed, body.n), finish))
+    inputs = await context.offload(latent_inputs, manifest, label, body.seed, body.n)
+    return JSONBytes(await context.answer(inputs, finish, on_the_runner=False))

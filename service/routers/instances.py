@@ -62,7 +62,5 @@ async def segment_instances_route(
             )
         }
     )
-    if drawn is None and small_masks(decoded, manifest):
-        return JSONBytes((await context.infer(inputs, finish)).answer)
-    outcome = await context.infer(inputs)
-    return JSONBytes((await context.offload(finish.applied, outcome)).answer)
+    small = drawn is None and small_masks(decoded, manifest)
+    return JSONBytes(await context.answer(inputs, finish, on_the_runner=small))

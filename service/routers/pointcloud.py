@@ -18,7 +18,7 @@ from easerve.service.codecs.uploads import (
 )
 from easerve.service.contract import served_working_bytes, tensors_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
-from easerve.service.inference import InferenceContext
+from easerve.service.inference import SMALL_ANSWER_MODEL_INPUTS, InferenceContext
 from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassProbabilities, ranked
@@ -36,10 +36,6 @@ _OPENAPI = POINTS_BODY_OPENAPI | API_KEY_OPENAPI
 
 # Working memory per byte of a file's body: read into one array and copied once as float32.
 _FILE_BYTES_PER_BODY_BYTE = 4
-# Clouds of at most this many times the model's points have their parts mapped back on the
-# runner's thread (a bounded search: it delays the model's next batch by little); larger ones
-# on a worker.
-_SMALL_CLOUD_MODEL_INPUTS = 4
 
 ClassifyContext = Annotated[InferenceContext, Depends(task_inference(POINTCLOUD_CLASSIFICATION))]
 SegmentContext = Annotated[InferenceContext, Depends(task_inference(POINTCLOUD_SEGMENTATION))]
@@ -84,7 +80,7 @@ async def classify_point_cloud(
         ClassProbabilities(manifest.outputs[0].name),
         light=True,
     )
-    return JSONBytes((await context.infer(cloud.inputs, finish)).answer)
+    return JSONBytes(await context.answer(cloud.inputs, finish))
 
 
 @router.post("/segment", response_model=PointCloudSegmentResponse, openapi_extra=_OPENAPI)
@@ -98,7 +94,5 @@ async def segment_point_cloud(request: Request, state: State, context: SegmentCo
     finish = context.answer_with(
         lambda outputs: {"num_points": len(points), "parts": segment_cloud(outputs, manifest, points, cloud)}
     )
-    if len(points) <= _SMALL_CLOUD_MODEL_INPUTS * len(cloud.kept):
-        return JSONBytes((await context.infer(cloud.inputs, finish)).answer)
-    outcome = await context.infer(cloud.inputs)
-    return JSONBytes((await context.offload(finish.applied, outcome)).answer)
+    small = len(points) <= SMALL_ANSWER_MODEL_INPUTS * len(cloud.kept)
+    return JSONBytes(await context.answer(cloud.inputs, finish, on_the_runner=small))

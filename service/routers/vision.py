@@ -33,7 +33,7 @@ from easerve.service.codecs.uploads import (
 from easerve.service.contract import served_working_bytes
 from easerve.service.deadline import Deadline
 from easerve.service.dependencies import API_KEY_OPENAPI, State, finishes_inference, task_inference
-from easerve.service.inference import InferenceContext
+from easerve.service.inference import SMALL_ANSWER_MODEL_INPUTS, InferenceContext
 from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
@@ -67,12 +67,6 @@ _BODY_COPIES = 2
 # Images holding more chunks than encoders write are opened and decoded on the heavy pool,
 # whatever their size (`InspectedImages`).
 _INLINE_INSPECTION_BYTES = 256 * 1024
-# Masks of at most this many times the model's own input pixels (all of a request's images) are
-# made where the batch ran, as classification's answers are: a resize and a small PNG, cheaper
-# than the hop to a worker thread and back. Larger ones, and overlays, go to the workers (they
-# would hold up the model's next batch).
-_SMALL_MASKS_MODEL_INPUTS = 4
-
 # The estimated working memory of the answer to one image: (width, height, overlay pixels) -> bytes.
 AnswerBytes = Callable[[int, int, int], int]
 
@@ -162,7 +156,7 @@ async def classify_images(
         ClassProbabilities(manifest.outputs[0].name),
         light=True,
     )
-    return JSONBytes((await context.infer(inputs, finish)).answer)
+    return JSONBytes(await context.answer(inputs, finish))
 
 
 @router.post("/detect", response_model=DetectResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
@@ -182,7 +176,7 @@ async def detect_objects(
     finish = context.answer_with(
         lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)}, light=True
     )
-    return JSONBytes((await context.infer(inputs, finish)).answer)
+    return JSONBytes(await context.answer(inputs, finish))
 
 
 @router.post("/segment", response_model=SegmentResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
@@ -209,15 +203,13 @@ async def segment_images(
     finish = context.answer_with(
         lambda outputs: {"results": segment(outputs, manifest, decoded, drawn, context.deadline)}
     )
-    if drawn is None and small_masks(decoded, manifest):
-        return JSONBytes((await context.infer(inputs, finish)).answer)
-    outcome = await context.infer(inputs)
-    return JSONBytes((await context.offload(finish.applied, outcome)).answer)
+    small = drawn is None and small_masks(decoded, manifest)
+    return JSONBytes(await context.answer(inputs, finish, on_the_runner=small))
 
 
 def small_masks(decoded: list[DecodedImage], manifest: Manifest) -> bool:
-    """Whether the images hold at most `_SMALL_MASKS_MODEL_INPUTS` model inputs of pixels: masks
+    """Whether the images hold at most `SMALL_ANSWER_MODEL_INPUTS` model inputs of pixels: masks
     at their size are made where the batch ran (bounded work), larger ones on a worker."""
     height, width = model_image_size(manifest)
     pixels = sum(math.prod(image.original_size) for image in decoded)
-    return pixels <= _SMALL_MASKS_MODEL_INPUTS * height * width
+    return pixels <= SMALL_ANSWER_MODEL_INPUTS * height * width

@@ -262,7 +262,7 @@ def test_generate_is_deterministic_for_a_seed_and_image_i_does_not_depend_on_n(c
 def test_a_few_generated_images_need_no_worker_and_more_are_encoded_on_one(client, worker_hops, monkeypatch):
     from easerve.service.routers import generation
 
-    monkeypatch.setattr(generation, "_SMALL_ANSWER_IMAGES", 2)  # the test server allows 4 a request
+    monkeypatch.setattr(generation, "SMALL_ANSWER_MODEL_INPUTS", 2)  # the test server allows 4 a request
     answers = []
     for n, hops in ((2, []), (3, ["latent_inputs", "applied"])):
         worker_hops.clear()
