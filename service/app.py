@@ -65,6 +65,7 @@ def create_app(
     on_load_failure: Callable[[str], None] | None = None,
     model_loader: Callable[[ModelRepository, ServiceMetrics], ModelLoader] | None = None,
     metrics: ServiceMetrics | None = None,
+    model_control: Callable[[ModelRepository, Settings, ModelLoader], ModelControl] = ModelControl,
 ) -> FastAPI:
     """The service for `settings`. ModelFilesError when no model (or a named one) is found,
     ModelConfigError for an invalid per-model setting.
@@ -73,7 +74,9 @@ def create_app(
     is called with the reason if a model fails to load (the CLI stops the server);
     `model_loader` makes the loader of the models' batchers (default: runners built in this
     process, `model_loading.local_loader`; the Ray Serve ingress connects to its deployments);
-    `metrics` is what records and renders them (default: a registry of this app's own).
+    `metrics` is what records and renders them (default: a registry of this app's own);
+    `model_control` makes what loads and unloads models at run time (an HTTP worker of
+    `--http-workers` asks its model process).
     """
     found = discover_models(settings.weights_dirs, settings.models)
     if not found:
@@ -111,7 +114,7 @@ def create_app(
     lifecycle = ServiceLifecycle(repository, loader, settings, on_load_failure)
     pools = WorkerPools.from_settings(settings)
     budget = memory_budget(settings, pools, release_free_memory)
-    control = ModelControl(repository, settings, loader)
+    control = model_control(repository, settings, loader)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

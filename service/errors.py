@@ -66,6 +66,13 @@ class PayloadTooLarge(ServiceError):
     reason = "too_large"
 
 
+class LoadFailed(ServiceError):
+    """A model could not be loaded; the version served before (if any) still serves."""
+
+    status_code = 400
+    reason = "load_failed"
+
+
 class UnsupportedMediaType(ServiceError):
     """Content type or image format the endpoint does not take."""
 
@@ -148,13 +155,15 @@ class DeadlineUnreachable(DeadlineExceeded):
     reason = "deadline_unreachable"
 
 
-# The errors a model's batcher answers, by name: another process (a Ray replica, the model
-# process of `--http-workers`) sends them as values, the caller raises them again.
+# The errors a model's batcher (or the model control of `--http-workers`' model process) answers,
+# by name: another process (a Ray replica, that model process) sends them as values, the caller
+# raises them again.
 _WIRE_ERRORS: dict[str, type[ServiceError]] = {
     cls.__name__: cls
     for cls in (
         BadRequest,
         InvalidInput,
+        LoadFailed,
         NotFound,
         PayloadTooLarge,
         InferenceFailed,

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from easerve.service.errors import BadRequest, NotFound, ServiceError
+from easerve.service.errors import BadRequest, LoadFailed, NotFound, ServiceError
 from easerve.service.model_config import parse_overrides, serving_config
 from easerve.service.model_files import ModelFiles, scan_models
 from easerve.service.model_loading import ModelLoader
@@ -27,13 +28,6 @@ from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-
-class LoadFailed(ServiceError):
-    """A model could not be loaded; the version served before (if any) still serves."""
-
-    status_code = 400
-    reason = "load_failed"
 
 
 @dataclass(frozen=True)
@@ -60,6 +54,9 @@ class ModelControl:
         self._locks: dict[str, asyncio.Lock] = {}
         self._failures: dict[str, str] = {}
         self._loading: set[str] = set()
+        # Called with a model's name once another version of it serves or it is unloaded (the
+        # `--http-workers` model process tells its workers).
+        self.on_change: Callable[[str], None] = lambda name: None
 
     @property
     def mode(self) -> str:
@@ -72,10 +69,10 @@ class ModelControl:
                 f"model control mode is {self.mode!r}: loading and unloading on request needs --model-control explicit"
             )
 
-    def index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+    async def index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every model in the weights folders or served, with its state (READY, LOADING,
         UNAVAILABLE and why)."""
-        on_disk = scan_models(self._settings.weights_dirs)
+        on_disk = await asyncio.to_thread(scan_models, self._settings.weights_dirs)
         entries = []
         for name in sorted(set(on_disk) | set(self._repository.names())):
             entry = self._entry(name, on_disk.get(name))
@@ -117,6 +114,7 @@ class ModelControl:
             self._failures.pop(name, None)
             previous = self._repository.install(model)
             logger.info("%s: version %d serving (%s)", name, model.version, model.backend)
+            self.on_change(name)
             if previous is not None and previous.state in ("ready", "loading"):
                 await self._retire(previous, successor=model)
             return model
@@ -128,10 +126,14 @@ class ModelControl:
             raise NotFound(f"no model {name!r} in {', '.join(map(str, self._settings.weights_dirs))}")
         return files
 
-    async def _prepare(self, files: ModelFiles) -> ServedModel:
+    def _configured(self, files: ModelFiles) -> ServedModel:
+        """`files` as a model to serve, with its serving configuration (not loaded)."""
         overrides = parse_overrides(self._settings.model_overrides).get(files.name, {})
         serving = serving_config(files.name, files.directory, files.manifest.max_batch_size, self._settings, overrides)
-        model = ServedModel(files, serving)
+        return ServedModel(files, serving)
+
+    async def _prepare(self, files: ModelFiles) -> ServedModel:
+        model = self._configured(files)
         await self._loader(model)
         model.state = "ready"
         return model
@@ -144,6 +146,7 @@ class ModelControl:
             if model.state == "ready":
                 await self._retire(model, successor=None)
             model.state = "unloaded"
+            self.on_change(name)
 
     async def _retire(self, model: ServedModel, successor: ServedModel | None) -> None:
         model.replaced_by = successor

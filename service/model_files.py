@@ -92,7 +92,8 @@ def _newest_version(folder: Path) -> tuple[Path, int] | None:
     return (folder, 1) if (folder / MANIFEST_FILE).is_file() else None
 
 
-def _read(directory: Path, version: int) -> ModelFiles:
+def read_model_files(directory: Path, version: int) -> ModelFiles:
+    """The model of one version folder (ModelFilesError for an invalid manifest)."""
     try:
         manifest = load_manifest(directory)
     except ValueError as error:
@@ -112,7 +113,7 @@ def scan_models(weights_dirs: list[Path]) -> dict[str, ModelFiles]:
             newest = _newest_version(folder)
             if newest is None:
                 continue
-            files = _read(*newest)
+            files = read_model_files(*newest)
             if files.name in found:
                 logger.warning("%s: also in %s; serving the one in %s", files.name, folder, found[files.name].directory)
                 continue

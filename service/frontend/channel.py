@@ -39,15 +39,24 @@ class ModelChannel:
         self._path = path
         self._arena = arena
         self._on_lost = on_lost
+        # Called with a model's name and the change's number when the model process says that
+        # another version of it serves or it was unloaded.
+        self.on_change: Callable[[str, int], None] = lambda name, change: None
         self._connecting: asyncio.Task[asyncio.StreamWriter] | None = None
         self._reading: asyncio.Task[None] | None = None
         self._waiting: dict[int, _Waiting] = {}
         self._ids = itertools.count()
         self._lost = False
 
-    async def describe(self, model: str) -> Header:
-        """The model's variant and backend, once the model process has it ready."""
-        answer, _ = await self._send({"op": "describe", "model": model}, bytearray(), None)
+    async def describe(self, model: str, wait: bool = True) -> Header:
+        """The model's state, version folder, variant and backend in the model process: once it
+        is ready (`wait`), or now."""
+        return await self.ask({"op": "describe", "model": model, "wait": wait})
+
+    async def ask(self, header: Header) -> Header:
+        """The model process's answer to a request without tensors (describe, model control);
+        raises what it raised."""
+        answer, _ = await self._send(header, bytearray(), None)
         return answer
 
     async def infer(self, model: str, inputs: Tensors, deadline: float, output_bytes: int) -> BatchOutcome:
@@ -122,6 +131,9 @@ class ModelChannel:
         self._on_lost()
 
     def _settle(self, header: Header, payload: bytes) -> None:
+        if "id" not in header:  # not an answer: the model process says a model changed
+            self.on_change(header["model"], header["change"])
+            return
         waiting = self._waiting.pop(header["id"])
         outcome: tuple[Header, Tensors] | ServiceError
         try:

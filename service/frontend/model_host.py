@@ -8,6 +8,10 @@ meet in one queue; its outputs are written back after its inputs when its region
 in the answer's payload). Errors are answers (`error_to_wire`). A worker that goes away has its
 requests withdrawn: nothing is written into its arena after that, and the arena is retired by
 the supervisor.
+
+Model control is this process's (`ModelControl`): a worker forwards `load`, `unload` and `index`,
+and every worker is told (`changed`, a frame without an id, numbered) when another version of a
+model serves or it is unloaded, so each follows (`frontend.followed_control`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable
 
 from easerve.service.errors import InvalidInput, ServiceError, Unavailable, error_to_wire
 from easerve.service.frontend.wire import Header, encode_frame, pack_tensors, packed_size, read_frame, tensor_views
+from easerve.service.model_control import ModelControl
 from easerve.service.repository import ModelRepository
 
 logger = logging.getLogger(__name__)
@@ -29,11 +34,18 @@ READY_POLL_S = 0.05
 
 
 class ModelHost:
-    def __init__(self, repository: ModelRepository, arena_buffer: Callable[[str], memoryview]) -> None:
+    def __init__(
+        self, repository: ModelRepository, control: ModelControl, arena_buffer: Callable[[str], memoryview]
+    ) -> None:
         """`arena_buffer(name)`: the mapping of a worker's arena (KeyError for an unknown one)."""
         self._repository = repository
+        self._control = control
         self._arena_buffer = arena_buffer
         self._server: asyncio.AbstractServer | None = None
+        self._workers: set[asyncio.StreamWriter] = set()
+        self._changes = 0  # how many `changed` frames were sent: each one's number
+        self._last_change: dict[str, int] = {}
+        control.on_change = self._changed
 
     async def start(self, path: str) -> None:
         """Listen on the Unix socket `path`."""
@@ -47,6 +59,7 @@ class ModelHost:
     async def _serve_worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         arena: memoryview | None = None
         requests: set[asyncio.Task[None]] = set()
+        self._workers.add(writer)
         try:
             while True:
                 header, payload = await read_frame(reader)
@@ -63,6 +76,7 @@ class ModelHost:
                 task.cancel()  # withdrawn from the queue; never written into the arena
             if requests:
                 logger.warning("an HTTP worker went away with %d request(s) in flight", len(requests))
+            self._workers.discard(writer)
             writer.close()
 
     async def _answer(
@@ -71,8 +85,17 @@ class ModelHost:
         reply: Header = {"id": header["id"]}
         out = bytearray()
         try:
-            if header["op"] == "describe":
-                reply |= await self._describe(header["model"])
+            op = header["op"]
+            if op == "describe":
+                reply |= await self._describe(header["model"], header.get("wait", True))
+            elif op == "load":
+                await self._control.load(header["model"])
+                reply["change"] = self._last_change.get(header["model"], 0)
+            elif op == "unload":
+                await self._control.unload(header["model"])
+                reply["change"] = self._last_change.get(header["model"], 0)
+            elif op == "index":
+                reply["entries"] = [vars(entry) for entry in await self._control.index(header["ready"])]
             else:
                 fields, out = await self._infer(header, payload, arena)
                 reply |= fields
@@ -85,18 +108,31 @@ class ModelHost:
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
-    async def _describe(self, name: str) -> Header:
-        """What a worker shows in `/v1/models` and its answers, once the model is ready."""
+    async def _describe(self, name: str, wait: bool) -> Header:
+        """What a worker shows in `/v1/models` and its answers: the version served, once the
+        model is ready (`wait`), or its state now."""
         model = self._repository.get(name)
-        while model.state == "loading":
+        while wait and model.state == "loading":
             await asyncio.sleep(READY_POLL_S)
-        if model.state != "ready":
+        if wait and model.state != "ready":
             raise Unavailable(f"model {name} is {model.state}: {model.error}")
         return {
+            "state": model.state,
+            "directory": str(model.files.directory),
+            "version": model.version,
             "variant": model.files.variant_name,
             "variant_reason": model.variant_reason,
             "backend": model.backend,
         }
+
+    def _changed(self, name: str) -> None:
+        """Tell every worker that `name` changed (they follow it in order of the numbers)."""
+        self._changes += 1
+        self._last_change[name] = self._changes
+        frame = encode_frame({"op": "changed", "model": name, "change": self._changes})
+        for writer in self._workers:
+            if not writer.is_closing():
+                writer.write(frame)
 
     async def _infer(self, header: Header, payload: bytes, arena: memoryview | None) -> tuple[Header, bytearray]:
         region = header.get("region")

@@ -19,7 +19,7 @@ import numpy as np
 from easerve.artifacts.manifest import Manifest
 from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, OutstandingRequests, Tensors
 from easerve.service.frontend.channel import ModelChannel
-from easerve.service.frontend.wire import aligned
+from easerve.service.frontend.wire import Header, aligned
 from easerve.service.metrics import ServiceMetrics
 from easerve.service.model_loading import ModelLoader
 from easerve.service.repository import ModelRepository, ServedModel
@@ -101,12 +101,16 @@ def shared_memory_loader(channel: ModelChannel) -> Callable[[ModelRepository, Se
 
     def loader(repository: ModelRepository, metrics: ServiceMetrics) -> ModelLoader:
         async def connect(model: ServedModel) -> None:
-            info = await channel.describe(model.name)
-            model.files = model.files.with_variant(info["variant"])
-            model.variant_reason = info["variant_reason"]
-            model.backend_name = info["backend"]
-            model.batcher = SharedMemoryBatcher(model, channel)
+            attach(model, await channel.describe(model.name), channel)
 
         return connect
 
     return loader
+
+
+def attach(model: ServedModel, described: Header, channel: ModelChannel) -> None:
+    """Serve `model` in this worker as the model process `described` it (its ready version)."""
+    model.files = model.files.with_variant(described["variant"])
+    model.variant_reason = described["variant_reason"]
+    model.backend_name = described["backend"]
+    model.batcher = SharedMemoryBatcher(model, channel)

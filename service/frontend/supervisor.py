@@ -64,11 +64,6 @@ def refusal(settings: Settings) -> str | None:
             "--http-workers needs --engine local: with Ray Serve the ingress replicas are the HTTP processes "
             "(docs/scale-out.md)"
         )
-    if settings.model_control != "none":
-        return (
-            f"--http-workers cannot be combined with --model-control {settings.model_control}: the workers' "
-            "models are fixed at start (restart the server to change them)"
-        )
     return None
 
 
@@ -132,7 +127,7 @@ class Supervisor:
         repository = self._model_app.state.service.repository
         self._listener = bind_listener(settings.host, settings.port)
         self._arenas = ArenaOwner(segment_prefix(), arena_bytes(repository, settings.http_workers))
-        self._host = ModelHost(repository, self._arenas.buffer)
+        self._host = ModelHost(repository, self._model_app.state.service.control, self._arenas.buffer)
         self._channel_path = str(scratch / "models.sock")
         self._metrics_directory = str(scratch / "metrics")
         self._log_format = log_format

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from easerve.service.app import create_app
 from easerve.service.frontend.arena import WorkerArena
 from easerve.service.frontend.channel import ModelChannel
+from easerve.service.frontend.followed_control import FollowedControl
 from easerve.service.frontend.shared_batcher import shared_memory_loader
 from easerve.service.frontend.shared_metrics import share_metrics, shared_registry
 from easerve.service.metrics import ServiceMetrics
@@ -80,6 +81,7 @@ def run_worker(spec: WorkerSpec) -> None:
         settings,
         on_load_failure=lambda reason: stop(),
         model_loader=shared_memory_loader(channel),
+        model_control=lambda repository, settings, loader: FollowedControl(repository, settings, loader, channel),
         metrics=ServiceMetrics(exposed=shared_registry()),
     )
     app.add_middleware(WorkerHeaderMiddleware)

@@ -52,7 +52,7 @@ async def repository_index(request: Request, state: State) -> list[IndexEntry]:
     """Every model of the weights folders or served: name, version, READY / LOADING /
     UNAVAILABLE and why (`{"ready": true}`: only the ready ones)."""
     wanted = await _optional_body(request, IndexRequest)
-    return [IndexEntry(**vars(entry)) for entry in state.control.index(ready_only=wanted.ready)]
+    return [IndexEntry(**vars(entry)) for entry in await state.control.index(ready_only=wanted.ready)]
 
 
 @router.post("/models/{model_name}/load", responses=CONTROL_ERRORS)

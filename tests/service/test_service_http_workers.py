@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -51,15 +52,15 @@ TIMING_KEYS = frozenset({"timings", "queue_ms", "compute_ms", "total_ms", "batch
 
 
 class WorkersServer:
-    """`easerve serve --http-workers 2` in a subprocess, its log in `log_path`."""
+    """`easerve serve --http-workers 2` (with `flags`) in a subprocess, its log in `log_path`."""
 
-    def __init__(self, log_path: Path) -> None:
+    def __init__(self, log_path: Path, weights_dir: Path = BUNDLED, flags: tuple[str, ...] = SERVE_FLAGS) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = log_path.open("w")
         self.process = subprocess.Popen(
-            serve_command(BUNDLED, CLASSIFIER, self.port, *SERVE_FLAGS),
+            serve_command(weights_dir, CLASSIFIER, self.port, *flags),
             cwd=REPO,
             env=clean_env(),
             stdout=self._log,
@@ -373,8 +374,6 @@ def test_sigterm_answers_what_every_worker_holds_and_exits_zero(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (("--model-control", "explicit"), "--model-control explicit"),
-        (("--model-control", "poll"), "--model-control poll"),
         (("--engine", "ray"), "--engine local"),
     ],
 )
@@ -389,6 +388,96 @@ def test_combinations_that_cannot_work_are_refused(flags, message):
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stdout
+
+
+def model_repository(tmp_path: Path) -> Path:
+    """A weights folder holding a copy of the bundled classifier (flat layout: version 1)."""
+    shutil.copytree(BUNDLED / CLASSIFIER, tmp_path / "weights" / CLASSIFIER)
+    return tmp_path / "weights"
+
+
+def add_version(repository: Path, version: int, broken: bool = False) -> None:
+    """`<model>/<version>/`: the same graphs again (a new export), or with a wrong hash."""
+    folder = repository / CLASSIFIER / str(version)
+    folder.mkdir()
+    for path in (repository / CLASSIFIER).glob("*.onnx"):
+        shutil.copy(path, folder / path.name)
+    manifest = json.loads((repository / CLASSIFIER / "manifest.json").read_text())
+    if broken:
+        manifest["onnx"]["sha256"] = "0" * 64
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def versions_served(client: httpx.Client) -> list[str]:
+    return client.get(f"/v2/models/{CLASSIFIER}").json()["versions"]
+
+
+def index_entry(client: httpx.Client) -> dict[str, str]:
+    return {entry["name"]: entry for entry in client.post("/v2/repository/index").json()}[CLASSIFIER]
+
+
+def classify_status(client: httpx.Client) -> int:
+    image = image_bytes((0, 0, 255), (64, 64))
+    return client.post(f"/v1/classify?model={CLASSIFIER}", content=image, headers=PNG).status_code
+
+
+def test_model_control_asked_of_any_worker_is_followed_by_every_worker(tmp_path):
+    """Load, unload and a failed load asked of one worker: the model process does them, the
+    worker that asked answers once it serves the new state, and the other worker follows."""
+    repository = model_repository(tmp_path)
+    flags = ("--http-workers", "2", "--shutdown-grace", "0.5", "--log-level", "warning", "--model-control", "explicit")
+    server = WorkersServer(tmp_path / "serve.log", repository, flags)
+    try:
+        server.wait_ready()
+        (asking,), (other,) = connections_per_worker(server.url, 1).values()
+        assert versions_served(asking) == versions_served(other) == ["1"]
+        add_version(repository, 2)
+        assert asking.post(f"/v2/repository/models/{CLASSIFIER}/load").status_code == 200
+        assert versions_served(asking) == ["2"]
+        wait_until(lambda: versions_served(other) == ["2"], 30, "the other worker following version 2")
+        assert index_entry(other) == {"name": CLASSIFIER, "version": "2", "state": "READY", "reason": ""}
+        assert classify_status(asking) == classify_status(other) == 200
+
+        assert other.post(f"/v2/repository/models/{CLASSIFIER}/unload").status_code == 200
+        assert classify_status(other) == 503
+        wait_until(lambda: classify_status(asking) == 503, 30, "the asking worker following the unload")
+        assert index_entry(asking)["state"] == "UNAVAILABLE"
+        assert asking.post(f"/v2/repository/models/{CLASSIFIER}/load").status_code == 200
+        assert classify_status(asking) == 200
+        wait_until(lambda: classify_status(other) == 200, 30, "the other worker following the load")
+
+        add_version(repository, 3, broken=True)
+        failed = other.post(f"/v2/repository/models/{CLASSIFIER}/load")
+        assert failed.status_code == 400 and "sha256" in failed.json()["error"]
+        assert "version 3 failed" in index_entry(asking)["reason"]
+        assert versions_served(asking) == versions_served(other) == ["2"]
+        assert asking.post("/v2/repository/models/nope/load").status_code == 404
+        assert classify_status(asking) == classify_status(other) == 200
+        asking.close()
+        other.close()
+    finally:
+        status = server.stop()
+    assert status == 0, server.log_path.read_text()
+
+
+def test_poll_mode_changes_reach_every_worker(tmp_path):
+    repository = model_repository(tmp_path)
+    flags = ("--http-workers", "2", "--log-level", "warning", "--model-control", "poll", "--repository-poll-s", "0.2")
+    server = WorkersServer(tmp_path / "serve.log", repository, flags)
+    try:
+        server.wait_ready()
+        clients = list(connections_per_worker(server.url, 1).values())
+        add_version(repository, 2)
+        for (client,) in clients:
+            wait_until(lambda client=client: versions_served(client) == ["2"], 30, "each worker following version 2")
+            assert classify_status(client) == 200
+        shutil.rmtree(repository / CLASSIFIER)
+        for (client,) in clients:
+            wait_until(lambda client=client: classify_status(client) == 503, 30, "each worker following the unload")
+            client.close()
+    finally:
+        status = server.stop()
+    assert status == 0, server.log_path.read_text()
 
 
 def test_arena_regions_given_back_merge_so_the_whole_arena_fits_again():
