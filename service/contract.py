@@ -56,6 +56,23 @@ def tensors_working_bytes(manifest: Manifest, shapes: Mapping[str, Sequence[int]
     return working_bytes(manifest, *items_and_positions(manifest.inputs, shapes))
 
 
+def output_nbytes(manifest: Manifest, shapes: Mapping[str, Sequence[int]]) -> list[int] | None:
+    """The bytes of each of the model's outputs for inputs of `shapes` (by input name), their
+    symbolic dimensions taken from the inputs'; None when an output has a dimension no input
+    gives."""
+    sizes: dict[str, int] = {}
+    for tensor in manifest.inputs:
+        shape = shapes.get(tensor.name)
+        if shape is not None:
+            sizes |= {dim: size for dim, size in zip(tensor.shape, shape) if isinstance(dim, str)}
+    if any(isinstance(dim, str) and dim not in sizes for tensor in manifest.outputs for dim in tensor.shape):
+        return None
+    return [
+        math.prod(dim if isinstance(dim, int) else sizes[dim] for dim in tensor.shape) * np.dtype(tensor.dtype).itemsize
+        for tensor in manifest.outputs
+    ]
+
+
 def served_working_bytes(manifest: Manifest, items: int) -> int | None:
     """`working_bytes` of `items` inputs at the size the v1 routes feed the model: images resized
     to the manifest's image_size, clouds sampled to its num_points, a fixed input's own size. None

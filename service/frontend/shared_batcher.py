@@ -14,10 +14,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from easerve.artifacts.manifest import Manifest
 from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, OutstandingRequests, Tensors
+from easerve.service.contract import output_nbytes
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.wire import Header, aligned
 from easerve.service.metrics import ServiceMetrics
@@ -35,21 +34,10 @@ _INLINE_FINISH_BYTES = 64 * 1024
 
 
 def output_bytes(manifest: Manifest, inputs: Tensors) -> int:
-    """The bytes of the outputs of `inputs`, their symbolic dimensions taken from the inputs'
-    shapes; 0 when an output has a dimension no input gives (its outputs then come in the
-    answer's frame)."""
-    sizes: dict[str, int] = {}
-    for tensor in manifest.inputs:
-        array = inputs.get(tensor.name)
-        if array is not None:
-            sizes |= {dim: size for dim, size in zip(tensor.shape, array.shape) if isinstance(dim, str)}
-    total = 0
-    for tensor in manifest.outputs:
-        if any(isinstance(dim, str) and dim not in sizes for dim in tensor.shape):
-            return 0
-        shape = [dim if isinstance(dim, int) else sizes[dim] for dim in tensor.shape]
-        total += aligned(int(np.prod(shape)) * np.dtype(tensor.dtype).itemsize)
-    return total
+    """The arena bytes of the outputs of `inputs`; 0 when an output has a dimension no input
+    gives (its outputs then come in the answer's frame)."""
+    sizes = output_nbytes(manifest, {name: array.shape for name, array in inputs.items()})
+    return 0 if sizes is None else sum(aligned(size) for size in sizes)
 
 
 class SharedMemoryBatcher:

@@ -24,13 +24,13 @@ from pydantic import ValidationError
 
 import easerve
 from easerve.artifacts.triton import model_configuration
-from easerve.service.batcher import BatchOutcome
+from easerve.service.batcher import BatchOutcome, Finish
 from easerve.service.codecs.uploads import JSON_NUMBERS_BYTES_PER_BODY_BYTE
-from easerve.service.contract import InputLimits, tensors_working_bytes
+from easerve.service.contract import InputLimits, output_nbytes, tensors_working_bytes
 from easerve.service.dependencies import API_KEY_OPENAPI, State, inference_context
 from easerve.service.door import MAX_TIMEOUT_S, MIN_TIMEOUT_S
 from easerve.service.errors import BadRequest, InvalidInput, NotFound, describe_validation_errors
-from easerve.service.inference import InferenceContext
+from easerve.service.inference import SMALL_ANSWER_MODEL_INPUTS, InferenceContext
 from easerve.service.openapi import INFERENCE_ERRORS, MODEL_ERRORS, READINESS_503
 from easerve.service.repository import ServedModel
 from easerve.service.v2.binary import HEADER_LENGTH, binary_inputs, encode_response, split_body, wants_binary
@@ -53,6 +53,9 @@ _BINARY_BYTES_PER_BODY_BYTE = 3
 # tensor's bytes and the response's copy.
 _JSON_BYTES_PER_OUTPUT_BYTE = 10
 _BINARY_BYTES_PER_OUTPUT_BYTE = 2
+# Outputs of at most this many bytes (a class ranking's logits) encode in microseconds: a batcher
+# whose model ran elsewhere may encode them on its event loop (`Finish.light`).
+_LIGHT_OUTPUT_BYTES = 4096
 
 
 @router.get("", response_model=ServerMetadata)
@@ -163,18 +166,26 @@ def _sent_outputs(document: InferRequest, model: ServedModel) -> dict[str, bool]
     }
 
 
-def _answer_bytes(document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray]) -> int:
+def _answer_bytes(document: InferRequest, model: ServedModel, output_nbytes: dict[str, int]) -> int:
     """Estimated memory held while the answer is encoded, by how each output is sent."""
     sent = _sent_outputs(document, model)
     per_byte = {True: _BINARY_BYTES_PER_OUTPUT_BYTE, False: _JSON_BYTES_PER_OUTPUT_BYTE}
-    return sum(per_byte[as_bytes] * outputs[name].nbytes for name, as_bytes in sent.items())
+    return sum(per_byte[as_bytes] * output_nbytes[name] for name, as_bytes in sent.items())
+
+
+def _encoding(document: InferRequest, model: ServedModel, context: InferenceContext, light: bool) -> Finish:
+    """The answer to `document`: its response, made of the request's outputs where the batch
+    ran or on a worker (`InferenceContext.answer`)."""
+
+    def encode(outcome: BatchOutcome) -> Response:
+        return _encode(document, model, outcome.outputs, _parameters(context, outcome))
+
+    return Finish(encode, light=light)
 
 
 def _encode(
     document: InferRequest, model: ServedModel, outputs: dict[str, np.ndarray], parameters: dict[str, Any]
 ) -> Response:
-    """The response, encoded on a worker: outputs asked for as JSON may be large, and encoding
-    them on the runner's thread would hold up every other request's next batch."""
     binary = _sent_outputs(document, model)
     for name in binary:
         _check_finite(name, outputs[name])
@@ -214,6 +225,18 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
         shapes = {name: array.shape for name, array in arrays.items()}
         model_bytes = tensors_working_bytes(model.manifest, shapes)
         context.admit(0, f"the model's work on shapes {shapes}", model_bytes=model_bytes)
-        outcome = await context.infer(arrays)
-        context.admit(_answer_bytes(document, model, outcome.outputs), "encoding the answer")
-        return await context.offload(_encode, document, model, outcome.outputs, _parameters(context, outcome))
+        expected = output_nbytes(model.manifest, shapes)
+        if expected is None:  # an output's size is known only once computed
+            outcome = await context.infer(arrays)
+            answer_bytes = _answer_bytes(
+                document, model, {name: array.nbytes for name, array in outcome.outputs.items()}
+            )
+            context.admit(answer_bytes, "encoding the answer")
+            return (await context.offload(_encoding(document, model, context, light=False).applied, outcome)).answer
+        sizes = dict(zip((tensor.name for tensor in model.manifest.outputs), expected, strict=True))
+        context.admit(_answer_bytes(document, model, sizes), "encoding the answer")
+        encoding = _encoding(document, model, context, light=sum(expected) <= _LIGHT_OUTPUT_BYTES)
+        # Outputs as JSON can be large: encoded on the runner's thread they would hold up every
+        # other request's next batch, so only those bounded by the request's own input are.
+        small = sum(expected) <= SMALL_ANSWER_MODEL_INPUTS * sum(array.nbytes for array in arrays.values())
+        return await context.answer(arrays, encoding, on_the_runner=small)

@@ -135,6 +135,21 @@ def test_two_input_model_and_requested_outputs(client):
     np.testing.assert_allclose(image[:, 0, 0, 0], np.tanh([0.0, 0.5]), atol=1e-5)
 
 
+def test_a_small_answer_is_encoded_where_the_batch_ran_and_a_large_one_on_a_worker(client, worker_hops):
+    """One worker hop (the parse) when the outputs are at most a few times the inputs (logits of
+    an image); a second to encode outputs larger than that (images from a latent)."""
+    assert infer(client, {"inputs": [image_input(colour_images(0, 1))]}).status_code == 200
+    assert worker_hops == ["_parse_request"]
+    worker_hops.clear()
+    z = np.zeros((1, Z_DIM), np.float32)
+    inputs = [
+        {"name": "z", "shape": [1, Z_DIM], "datatype": "FP32", "data": z.ravel().tolist()},
+        {"name": "label", "shape": [1], "datatype": "INT64", "data": [3]},
+    ]
+    assert infer(client, {"inputs": inputs}, model=GENERATOR).status_code == 200
+    assert worker_hops == ["_parse_request", "applied"]
+
+
 # -- binary tensors ---------------------------------------------------------------------------
 
 
@@ -364,7 +379,8 @@ def test_the_answers_encoding_is_charged_by_how_each_output_is_sent():
     outputs = {"logits": np.zeros((1, 7, 512, 512), np.float32)}  # 7 MiB of floats, from a small input
     as_json = InferRequest.model_validate({"inputs": []})
     as_binary = InferRequest.model_validate({"inputs": [], "parameters": {"binary_data_output": True}})
-    json_bytes, binary_bytes = _answer_bytes(as_json, model, outputs), _answer_bytes(as_binary, model, outputs)
+    nbytes = {name: array.nbytes for name, array in outputs.items()}
+    json_bytes, binary_bytes = _answer_bytes(as_json, model, nbytes), _answer_bytes(as_binary, model, nbytes)
     # JSON text of the floats is charged well above the tensor (enough to reach the heavy pool
     # from a small request), binary data about twice the tensor.
     assert json_bytes >= 8 * outputs["logits"].nbytes and binary_bytes == 2 * outputs["logits"].nbytes
