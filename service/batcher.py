@@ -180,24 +180,12 @@ class Batcher(Protocol):
     def close(self) -> None: ...
 
 
-class Doorkeeper(Protocol):
-    """The batcher side of an `Arrival`."""
-
-    async def wait_for_room(self, arrival: Arrival) -> None: ...
-
-    def arrival_left(self, arrival: Arrival, queued: bool) -> None: ...
-
-    def answered(self, after_compute_s: float) -> None: ...
-
-    def reachable(self, arrival: Arrival) -> bool: ...
-
-
 class Arrival:
     """A request admitted at the door of a batcher: counted as work on its way to the queue
     until it `leave`s (queued, or given up), and timed on the way in (door to queue) and out
     (its batch's end to its answer), so the scheduler can foresee both for the next ones."""
 
-    def __init__(self, batcher: Doorkeeper | None = None, deadline: float = 0.0) -> None:
+    def __init__(self, batcher: DynamicBatcher | None = None, deadline: float = 0.0) -> None:
         self.batcher = batcher
         self.deadline = deadline
         self.since = time.perf_counter()
@@ -231,38 +219,62 @@ class Arrival:
 UNCOUNTED = Arrival()
 
 
-class OutstandingRequests:
-    """What a stand-in batcher (one whose model is computed elsewhere: the Ray Serve ingress's,
-    an HTTP worker's) has sent and not had answered: each request is counted while it is out
-    (`one()`, refused with `Unavailable` once draining), and `drain` waits for them."""
+class StandInBatcher:
+    """The base of a batcher whose model is computed elsewhere (the Ray Serve ingress's, an HTTP
+    worker's). The model's own batcher schedules and refuses its requests, so nothing is admitted
+    here (`expect`); each request sent and not answered yet is counted (`_outstanding`, refused
+    with `Unavailable` once draining) and `drain` waits for them."""
 
     def __init__(self, model: str) -> None:
         self.model = model
-        self.count = 0
-        self.accepting = True
+        self._count = 0
+        self._accepting = True
         self._idle = asyncio.Event()
         self._idle.set()
 
+    @property
+    def queue_depth(self) -> int:
+        """Requests sent to the model and not answered yet."""
+        return self._count
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def expect(self, deadline: float) -> Arrival:
+        return UNCOUNTED
+
     @contextlib.contextmanager
-    def one(self) -> Iterator[None]:
-        if not self.accepting:
+    def _outstanding(self) -> Iterator[None]:
+        if not self._accepting:
             raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
-        self.count += 1
+        self._count += 1
         self._idle.clear()
         try:
             yield
         finally:
-            self.count -= 1
-            if self.count == 0:
+            self._count -= 1
+            if self._count == 0:
                 self._idle.set()
+
+    @staticmethod
+    async def _answered(outcome: BatchOutcome, finish: Finish | None, on_the_loop: bool) -> BatchOutcome:
+        """`outcome` with the answer `finish` makes of it: on the event loop (a light answer), or
+        on a thread."""
+        if finish is None:
+            return outcome
+        return finish.applied(outcome) if on_the_loop else await asyncio.to_thread(finish.applied, outcome)
 
     async def drain(self, timeout_s: float) -> None:
         """Stop accepting; wait (at most `timeout_s`) for the answers still outstanding."""
-        self.accepting = False
+        self._accepting = False
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), timeout_s)
-        if self.count:
-            logger.warning("%s: %d request(s) still outstanding after the drain", self.model, self.count)
+        if self._count:
+            logger.warning("%s: %d request(s) still outstanding after the drain", self.model, self._count)
+
+    def close(self) -> None:
+        pass
 
 
 class NullObserver:

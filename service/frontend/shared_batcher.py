@@ -9,13 +9,12 @@ Retry-After, 504, 422 / 500 for a request that fails alone, 503 while it drains.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, OutstandingRequests, Tensors
+from easerve.service.batcher import BatchOutcome, StandInBatcher, Tensors
 from easerve.service.contract import output_nbytes
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.wire import Header, aligned
@@ -40,45 +39,22 @@ def output_bytes(manifest: Manifest, inputs: Tensors) -> int:
     return 0 if sizes is None else sum(aligned(size) for size in sizes)
 
 
-class SharedMemoryBatcher:
+class SharedMemoryBatcher(StandInBatcher):
     """Stands in for a model's `DynamicBatcher` in an HTTP worker."""
 
     def __init__(self, model: ServedModel, channel: ModelChannel) -> None:
-        self.model = model.name
+        super().__init__(model.name)
         self._manifest = model.manifest
         self._channel = channel
-        self._outstanding = OutstandingRequests(model.name)
-
-    @property
-    def queue_depth(self) -> int:
-        """Requests this worker has sent to the model process and not had answered yet."""
-        return self._outstanding.count
-
-    @property
-    def accepting(self) -> bool:
-        return self._outstanding.accepting
-
-    def expect(self, deadline: float) -> Arrival:
-        """The model process schedules (and refuses) the requests itself."""
-        return UNCOUNTED
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """The model process's answer to `inputs`; `finish` (a closure over this worker's
-        request) makes its answer here, on a thread, off the event loop."""
-        with self._outstanding.one():
+        request) makes its answer here, on the event loop only when it is light and small."""
+        with self._outstanding():
             answer_bytes = output_bytes(self._manifest, inputs)
             outcome = await self._channel.infer(self.model, inputs, deadline, answer_bytes)
-            if finish is None:
-                return outcome
-            if finish.light and 0 < answer_bytes <= _INLINE_FINISH_BYTES:  # cheaper here than a thread hop
-                return finish.applied(outcome)
-            return await asyncio.to_thread(finish.applied, outcome)
-
-    async def drain(self, timeout_s: float) -> None:
-        await self._outstanding.drain(timeout_s)
-
-    def close(self) -> None:
-        pass
+            light = finish is not None and finish.light and 0 < answer_bytes <= _INLINE_FINISH_BYTES
+            return await self._answered(outcome, finish, on_the_loop=light)
 
 
 def shared_memory_loader(channel: ModelChannel) -> Callable[[ModelRepository, ServiceMetrics], ModelLoader]:

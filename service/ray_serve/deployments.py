@@ -42,16 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easerve.service.admission import MB
 from easerve.service.app import create_app
-from easerve.service.batcher import (
-    UNCOUNTED,
-    Arrival,
-    BatchOutcome,
-    DynamicBatcher,
-    Finish,
-    OutstandingRequests,
-    Tensors,
-    batch_items,
-)
+from easerve.service.batcher import BatchOutcome, DynamicBatcher, Finish, StandInBatcher, Tensors, batch_items
 from easerve.service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -222,7 +213,7 @@ class ModelReplica:
 # -- the ingress ---------------------------------------------------------------------------------
 
 
-class RemoteBatcher:
+class RemoteBatcher(StandInBatcher):
     """Stands in for a model's `DynamicBatcher` in an ingress replica: `submit` sends the inputs
     to a replica of the model's deployment (whose own batcher queues, batches and computes them)
     and answers as the local batcher would, with the same errors:
@@ -236,40 +227,24 @@ class RemoteBatcher:
     """
 
     def __init__(self, model: str, handle: DeploymentHandle, metrics: ServiceMetrics, ray: IngressMetrics) -> None:
-        self.model = model
+        super().__init__(model)
         self._infer = handle.options(method_name="infer")
         self._metrics = metrics
         self._ray = ray
-        self._outstanding = OutstandingRequests(model)
-
-    @property
-    def queue_depth(self) -> int:
-        """Requests this ingress replica has sent to the model and not had answered yet."""
-        return self._outstanding.count
-
-    @property
-    def accepting(self) -> bool:
-        return self._outstanding.accepting
-
-    def expect(self, deadline: float) -> Arrival:
-        """The model's replicas schedule (and refuse) its requests themselves."""
-        return UNCOUNTED
 
     async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
         """The outputs computed by the model's deployment; `finish` makes the answer here (on
         the event loop only when it is light, else on a thread)."""
-        with self._outstanding.one():
-            self._metrics.queue_depth_changed(self.model, self._outstanding.count)
+        with self._outstanding():
+            self._metrics.queue_depth_changed(self.model, self.queue_depth)
             try:
                 outcome = await self._submit(inputs, deadline)
-                if finish is None:
-                    return outcome
-                return finish.applied(outcome) if finish.light else await asyncio.to_thread(finish.applied, outcome)
+                return await self._answered(outcome, finish, on_the_loop=finish is not None and finish.light)
             except ServiceError as error:
                 self._metrics.request_failed(self.model, error.reason)
                 raise
             finally:
-                self._metrics.queue_depth_changed(self.model, self._outstanding.count - 1)
+                self._metrics.queue_depth_changed(self.model, self.queue_depth - 1)
 
     async def _submit(self, inputs: Tensors, deadline: float) -> BatchOutcome:
         items = batch_items(inputs)
@@ -330,12 +305,6 @@ class RemoteBatcher:
         except RayTaskError as error:
             logger.error("%s: a replica failed", self.model, exc_info=error)
             raise InferenceFailed(f"inference failed on {self.model}: {type(error.cause).__name__}") from None
-
-    async def drain(self, timeout_s: float) -> None:
-        await self._outstanding.drain(timeout_s)
-
-    def close(self) -> None:
-        pass
 
 
 class _ReplicaLost(Exception):
