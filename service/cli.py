@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from easerve.service.app import create_app
+    from easerve.service.collector import freeze_startup_objects
     from easerve.service.model_config import ModelConfigError
     from easerve.service.model_files import ModelFilesError
     from easerve.service.server import DrainingServer, create_server
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     lifecycle = app.state.service.lifecycle
     server = create_server(app, settings)
+    freeze_startup_objects()
     server.run()
     if not server.started or lifecycle.error:
         return 1

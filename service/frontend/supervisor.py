@@ -28,6 +28,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from easerve.service.app import create_app
+from easerve.service.collector import freeze_startup_objects
 from easerve.service.frontend.arena import ArenaOwner, arena_bytes, segment_prefix
 from easerve.service.frontend.model_host import ModelHost
 from easerve.service.frontend.shared_metrics import forget_process, share_metrics
@@ -86,6 +87,7 @@ def serve_with_workers(settings: Settings, log_format: str) -> int:
         except OSError as error:
             logger.error("cannot listen on %s:%d: %s", settings.host, settings.port, error)
             return 1
+        freeze_startup_objects()
         with asyncio.Runner(loop_factory=_new_event_loop) as runner:
             return runner.run(supervisor.run())
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easerve.service.app import create_app
+from easerve.service.collector import freeze_startup_objects
 from easerve.service.frontend.arena import WorkerArena
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.followed_control import FollowedControl
@@ -86,6 +87,7 @@ def run_worker(spec: WorkerSpec) -> None:
     )
     app.add_middleware(WorkerHeaderMiddleware)
     server = create_server(app, settings)
+    freeze_startup_objects()
     logging.getLogger(__name__).info("HTTP worker %d (pid %d) accepting", spec.index, os.getpid())
     server.run(sockets=[spec.listener])
     sys.exit(0 if server.started and not app.state.service.lifecycle.error else 1)
