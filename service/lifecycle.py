@@ -68,7 +68,8 @@ class ServiceLifecycle:
             except Exception as error:
                 self._fail(model, error)
                 return
-            model.state = "ready"
+            if model.state == "loading":  # the loader may leave it unloaded (an HTTP worker's)
+                model.state = "ready"
         if self.phase == "loading":
             self.phase = "ready"
             logger.info("ready: %d model(s) loaded and warmed up", len(self.repository))

@@ -46,6 +46,14 @@ def _fingerprint(files: ModelFiles) -> tuple[int, str, float]:
     return files.version, files.manifest.model_dump_json(), serving.stat().st_mtime if serving.is_file() else 0.0
 
 
+def configured_model(files: ModelFiles, settings: Settings) -> ServedModel:
+    """`files` as a model to serve, with its serving configuration (not loaded)."""
+    overrides = parse_overrides(settings.model_overrides).get(files.name, {})
+    return ServedModel(
+        files, serving_config(files.name, files.directory, files.manifest.max_batch_size, settings, overrides)
+    )
+
+
 class ModelControl:
     def __init__(self, repository: ModelRepository, settings: Settings, loader: ModelLoader) -> None:
         self._repository = repository
@@ -126,14 +134,8 @@ class ModelControl:
             raise NotFound(f"no model {name!r} in {', '.join(map(str, self._settings.weights_dirs))}")
         return files
 
-    def _configured(self, files: ModelFiles) -> ServedModel:
-        """`files` as a model to serve, with its serving configuration (not loaded)."""
-        overrides = parse_overrides(self._settings.model_overrides).get(files.name, {})
-        serving = serving_config(files.name, files.directory, files.manifest.max_batch_size, self._settings, overrides)
-        return ServedModel(files, serving)
-
     async def _prepare(self, files: ModelFiles) -> ServedModel:
-        model = self._configured(files)
+        model = configured_model(files, self._settings)
         await self._loader(model)
         model.state = "ready"
         return model
@@ -161,21 +163,28 @@ class ModelControl:
 
     async def poll_forever(self) -> None:
         """`poll` mode: rescan every `repository_poll_s`; load what is new or changed, unload
-        what is gone. A failed load is retried only once its folder changes again."""
+        what is gone. A failed load is retried only once its folder changes again; a scan that
+        fails (a folder half written or being removed) is tried again at the next poll."""
         seen = {name: _fingerprint(self._repository.get(name).files) for name in self._repository.names()}
         while True:
             await asyncio.sleep(self._settings.repository_poll_s)
-            on_disk = await asyncio.to_thread(scan_models, self._settings.weights_dirs)
-            for name, files in on_disk.items():
-                fingerprint = _fingerprint(files)
-                if seen.get(name) != fingerprint:
-                    seen[name] = fingerprint
-                    try:
-                        await self.load(name)
-                    except ServiceError as error:
-                        logger.error("poll: %s", error.message)
-            for name in set(self._repository.names()) - set(on_disk):
-                if self._repository.get(name).state == "ready":
-                    logger.info("poll: %s is gone from the weights folders; unloading", name)
-                    await self.unload(name)
-                seen.pop(name, None)
+            try:
+                await self._poll(seen)
+            except Exception as error:  # noqa: BLE001 - polling goes on
+                logger.error("poll: %s: %s (tried again at the next poll)", type(error).__name__, error)
+
+    async def _poll(self, seen: dict[str, tuple[int, str, float]]) -> None:
+        on_disk = await asyncio.to_thread(scan_models, self._settings.weights_dirs)
+        for name, files in on_disk.items():
+            fingerprint = _fingerprint(files)
+            if seen.get(name) != fingerprint:
+                seen[name] = fingerprint
+                try:
+                    await self.load(name)
+                except ServiceError as error:
+                    logger.error("poll: %s", error.message)
+        for name in set(self._repository.names()) - set(on_disk):
+            if self._repository.get(name).state == "ready":
+                logger.info("poll: %s is gone from the weights folders; unloading", name)
+                await self.unload(name)
+            seen.pop(name, None)

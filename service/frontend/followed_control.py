@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
-from easerve.service.errors import ServiceError
 from easerve.service.frontend.channel import ModelChannel
-from easerve.service.frontend.shared_batcher import attach
+from easerve.service.frontend.shared_batcher import attach, described_model
 from easerve.service.model_control import ModelControl, RepositoryEntry
-from easerve.service.model_files import read_model_files
 from easerve.service.model_loading import ModelLoader
 from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.settings import Settings
@@ -61,8 +58,8 @@ class FollowedControl(ModelControl):
     async def _follow_told(self, name: str, change: int) -> None:
         try:
             await self.follow(name, change)
-        except ServiceError as error:
-            logger.error("%s changed in the model process, but this worker could not follow: %s", name, error.message)
+        except Exception as error:  # noqa: BLE001 - the next change of the model is followed again
+            logger.error("%s changed in the model process, but this worker could not follow: %s", name, error)
 
     async def follow(self, name: str, change: int) -> None:
         """Serve `name` as the model process does now, unless change number `change` (or a
@@ -71,11 +68,9 @@ class FollowedControl(ModelControl):
             if self._followed.get(name, 0) >= change:
                 return
             described = await self._channel.describe(name, wait=False)
-            self._followed[name] = change
             served = self._served(name)
             if described["state"] == "ready":
-                files = await asyncio.to_thread(read_model_files, Path(described["directory"]), described["version"])
-                model = await asyncio.to_thread(self._configured, files)
+                model = await asyncio.to_thread(described_model, described, self._settings)
                 attach(model, described, self._channel)
                 model.state = "ready"
                 previous = self._repository.install(model)
@@ -84,3 +79,4 @@ class FollowedControl(ModelControl):
             elif served is not None and served.state == "ready":
                 await self._retire(served, successor=None)
                 served.state = "unloaded"
+            self._followed[name] = change

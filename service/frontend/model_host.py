@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from easerve.service.errors import InvalidInput, ServiceError, Unavailable, error_to_wire
+from easerve.service.errors import InferenceFailed, InvalidInput, ServiceError, Unavailable, error_to_wire
 from easerve.service.frontend.wire import Header, encode_frame, pack_tensors, packed_size, read_frame, tensor_views
 from easerve.service.model_control import ModelControl
 from easerve.service.repository import ModelRepository
@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 # How often `describe` looks whether a loading model is ready yet.
 READY_POLL_S = 0.05
+_CONTROL_OPS = frozenset({"load", "unload"})
 
 
 class ModelHost:
@@ -43,6 +44,7 @@ class ModelHost:
         self._arena_buffer = arena_buffer
         self._server: asyncio.AbstractServer | None = None
         self._workers: set[asyncio.StreamWriter] = set()
+        self._control_tasks: set[asyncio.Task[None]] = set()
         self._changes = 0  # how many `changed` frames were sent: each one's number
         self._last_change: dict[str, int] = {}
         control.on_change = self._changed
@@ -59,16 +61,18 @@ class ModelHost:
     async def _serve_worker(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         arena: memoryview | None = None
         requests: set[asyncio.Task[None]] = set()
-        self._workers.add(writer)
         try:
             while True:
                 header, payload = await read_frame(reader)
                 if header["op"] == "hello":
                     arena = self._arena_buffer(header["arena"]) if header.get("arena") else None
+                    self._catch_up(writer)
                     continue
                 task = asyncio.get_running_loop().create_task(self._answer(header, payload, arena, writer))
-                requests.add(task)
-                task.add_done_callback(requests.discard)
+                # A load or unload goes on if the worker that asked goes away: the others follow it.
+                tasks = self._control_tasks if header["op"] in _CONTROL_OPS else requests
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker exited or was killed
         finally:
@@ -103,18 +107,21 @@ class ModelHost:
             reply["error"] = error_to_wire(error)
         except ValueError as error:  # batch_items: the worker checks this first
             reply["error"] = error_to_wire(InvalidInput(str(error)))
+        except Exception as error:  # noqa: BLE001 - answered, as one process answers it (500)
+            logger.error("%s for an HTTP worker failed", header["op"], exc_info=error)
+            reply["error"] = error_to_wire(InferenceFailed(f"{header['op']} failed: {type(error).__name__}: {error}"))
         if not writer.is_closing():
             writer.write(encode_frame(reply, out))
             with contextlib.suppress(ConnectionError):
                 await writer.drain()
 
     async def _describe(self, name: str, wait: bool) -> Header:
-        """What a worker shows in `/v1/models` and its answers: the version served, once the
-        model is ready (`wait`), or its state now."""
+        """What a worker serves of `name`: its state, and the version served (once it has
+        loaded, with `wait`); Unavailable when it failed to load."""
         model = self._repository.get(name)
         while wait and model.state == "loading":
             await asyncio.sleep(READY_POLL_S)
-        if wait and model.state != "ready":
+        if wait and model.state == "failed":
             raise Unavailable(f"model {name} is {model.state}: {model.error}")
         return {
             "state": model.state,
@@ -124,6 +131,13 @@ class ModelHost:
             "variant_reason": model.variant_reason,
             "backend": model.backend,
         }
+
+    def _catch_up(self, writer: asyncio.StreamWriter) -> None:
+        """A worker that connects (a new one, or one started again) first hears of every change
+        so far, then of each one as it happens."""
+        for name, change in sorted(self._last_change.items(), key=lambda item: item[1]):
+            writer.write(encode_frame({"op": "changed", "model": name, "change": change}))
+        self._workers.add(writer)
 
     def _changed(self, name: str) -> None:
         """Tell every worker that `name` changed (they follow it in order of the numbers)."""

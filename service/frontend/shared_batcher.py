@@ -9,8 +9,10 @@ Retry-After, 504, 422 / 500 for a request that fails alone, 503 while it drains.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from easerve.artifacts.manifest import Manifest
@@ -19,8 +21,11 @@ from easerve.service.contract import output_nbytes
 from easerve.service.frontend.channel import ModelChannel
 from easerve.service.frontend.wire import Header, aligned
 from easerve.service.metrics import ServiceMetrics
+from easerve.service.model_control import configured_model
+from easerve.service.model_files import read_model_files
 from easerve.service.model_loading import ModelLoader
 from easerve.service.repository import ModelRepository, ServedModel
+from easerve.service.settings import Settings
 
 if TYPE_CHECKING:
     from easerve.service.batcher import Finish
@@ -57,23 +62,39 @@ class SharedMemoryBatcher(StandInBatcher):
             return await self._answered(outcome, finish, on_the_loop=light)
 
 
-def shared_memory_loader(channel: ModelChannel) -> Callable[[ModelRepository, ServiceMetrics], ModelLoader]:
-    """`create_app`'s `model_loader` for a worker: loading a model waits for the model process to
-    have it ready and gives it a `SharedMemoryBatcher`. The batch metrics are the model process's:
-    the worker's `/metrics` shows every process's samples (`worker.py`
-    passes `shared_metrics.shared_registry` as what it renders)."""
+def shared_memory_loader(
+    channel: ModelChannel, settings: Settings
+) -> Callable[[ModelRepository, ServiceMetrics], ModelLoader]:
+    """`create_app`'s `model_loader` for a worker: loading a model waits until the model process
+    has loaded it and serves it as that process does (the version folder it serves, or unloaded
+    there: unloaded here), through a `SharedMemoryBatcher`. The batch metrics are the model
+    process's: the worker's `/metrics` shows every process's samples (`worker.py` passes
+    `shared_metrics.shared_registry` as what it renders)."""
 
     def loader(repository: ModelRepository, metrics: ServiceMetrics) -> ModelLoader:
         async def connect(model: ServedModel) -> None:
-            attach(model, await channel.describe(model.name), channel)
+            described = await channel.describe(model.name)
+            if described["state"] != "ready":
+                model.state = "unloaded"
+                return
+            served = await asyncio.to_thread(described_model, described, settings)
+            model.files, model.serving = served.files, served.serving
+            attach(model, described, channel)
 
         return connect
 
     return loader
 
 
+def described_model(described: Header, settings: Settings) -> ServedModel:
+    """The model the model process `described` (the version folder it serves), configured as
+    this worker's settings say, not connected yet."""
+    files = read_model_files(Path(described["directory"]), described["version"])
+    return configured_model(files.with_variant(described["variant"]), settings)
+
+
 def attach(model: ServedModel, described: Header, channel: ModelChannel) -> None:
-    """Serve `model` in this worker as the model process `described` it (its ready version)."""
+    """Serve `model` in this worker through the model process, as it `described` it."""
     model.files = model.files.with_variant(described["variant"])
     model.variant_reason = described["variant_reason"]
     model.backend_name = described["backend"]

@@ -81,7 +81,7 @@ def run_worker(spec: WorkerSpec) -> None:
     app = create_app(
         settings,
         on_load_failure=lambda reason: stop(),
-        model_loader=shared_memory_loader(channel),
+        model_loader=shared_memory_loader(channel, settings),
         model_control=lambda repository, settings, loader: FollowedControl(repository, settings, loader, channel),
         metrics=ServiceMetrics(exposed=shared_registry()),
     )

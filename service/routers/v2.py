@@ -234,9 +234,11 @@ async def infer(model_name: str, request: Request, state: State, version: str | 
             context.admit(answer_bytes, "encoding the answer")
             return (await context.offload(_encoding(document, model, context, light=False).applied, outcome)).answer
         sizes = dict(zip((tensor.name for tensor in model.manifest.outputs), expected, strict=True))
-        context.admit(_answer_bytes(document, model, sizes), "encoding the answer")
+        answer_bytes = _answer_bytes(document, model, sizes)
+        context.admit(answer_bytes, "encoding the answer")
         encoding = _encoding(document, model, context, light=sum(expected) <= _LIGHT_OUTPUT_BYTES)
-        # Outputs as JSON can be large: encoded on the runner's thread they would hold up every
-        # other request's next batch, so only those bounded by the request's own input are.
-        small = sum(expected) <= SMALL_ANSWER_MODEL_INPUTS * sum(array.nbytes for array in arrays.values())
+        # Outputs as JSON text can be many times their tensors: encoded on the runner's thread
+        # they would hold up every other request's next batch, so only an answer bounded by the
+        # request's own input is.
+        small = answer_bytes <= SMALL_ANSWER_MODEL_INPUTS * sum(array.nbytes for array in arrays.values())
         return await context.answer(arrays, encoding, on_the_runner=small)

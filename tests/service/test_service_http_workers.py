@@ -405,7 +405,9 @@ def add_version(repository: Path, version: int, broken: bool = False) -> None:
     manifest = json.loads((repository / CLASSIFIER / "manifest.json").read_text())
     if broken:
         manifest["onnx"]["sha256"] = "0" * 64
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    # Written whole at once: a poll must never read half a manifest.
+    (folder / "manifest.json.tmp").write_text(json.dumps(manifest))
+    os.replace(folder / "manifest.json.tmp", folder / "manifest.json")
 
 
 def versions_served(client: httpx.Client) -> list[str]:
@@ -421,15 +423,36 @@ def classify_status(client: httpx.Client) -> int:
     return client.post(f"/v1/classify?model={CLASSIFIER}", content=image, headers=PNG).status_code
 
 
+def new_worker(url: str, known: set[str]) -> tuple[str, httpx.Client]:
+    """A connection to a worker started after those in `known` (their pids), and its pid."""
+
+    def connected() -> bool:
+        client = httpx.Client(base_url=url, timeout=30)
+        worker = client.get("/readyz")
+        if worker.status_code == 200 and worker.headers[WORKER_HEADER] not in known:
+            found.append((worker.headers[WORKER_HEADER], client))
+            return True
+        client.close()
+        return False
+
+    found: list[tuple[str, httpx.Client]] = []
+    wait_until(connected, START_TIMEOUT_S, "a worker started in place of a killed one")
+    return found[0]
+
+
 def test_model_control_asked_of_any_worker_is_followed_by_every_worker(tmp_path):
     """Load, unload and a failed load asked of one worker: the model process does them, the
-    worker that asked answers once it serves the new state, and the other worker follows."""
+    worker that asked answers once it serves the new state, the other worker follows, and a
+    worker started again later serves what the model process serves (not the newest folder on
+    disk, not a model it unloaded)."""
     repository = model_repository(tmp_path)
     flags = ("--http-workers", "2", "--shutdown-grace", "0.5", "--log-level", "warning", "--model-control", "explicit")
+    flags += ("--keep-alive-timeout", "120")  # each client stays on its worker
     server = WorkersServer(tmp_path / "serve.log", repository, flags)
     try:
         server.wait_ready()
-        (asking,), (other,) = connections_per_worker(server.url, 1).values()
+        by_worker = connections_per_worker(server.url, 1)
+        (asking_pid, (asking,)), (other_pid, (other,)) = by_worker.items()
         assert versions_served(asking) == versions_served(other) == ["1"]
         add_version(repository, 2)
         assert asking.post(f"/v2/repository/models/{CLASSIFIER}/load").status_code == 200
@@ -453,8 +476,22 @@ def test_model_control_asked_of_any_worker_is_followed_by_every_worker(tmp_path)
         assert versions_served(asking) == versions_served(other) == ["2"]
         assert asking.post("/v2/repository/models/nope/load").status_code == 404
         assert classify_status(asking) == classify_status(other) == 200
-        asking.close()
+
+        # Started again while the newest folder (3) is one the model process refused: version 2.
+        pids = set(by_worker)
+        os.kill(int(other_pid), signal.SIGKILL)
         other.close()
+        restarted_pid, restarted = new_worker(server.url, pids)
+        assert versions_served(restarted) == ["2"] and classify_status(restarted) == 200
+        # Started again after an unload: ready, with the model unloaded (not failing to start).
+        assert asking.post(f"/v2/repository/models/{CLASSIFIER}/unload").status_code == 200
+        os.kill(int(asking_pid), signal.SIGKILL)
+        asking.close()
+        _, again = new_worker(server.url, pids | {restarted_pid})
+        assert classify_status(again) == 503 and index_entry(again)["state"] == "UNAVAILABLE"
+        wait_until(lambda: classify_status(restarted) == 503, 30, "the other worker following the unload")
+        restarted.close()
+        again.close()
     finally:
         status = server.stop()
     assert status == 0, server.log_path.read_text()
@@ -463,6 +500,7 @@ def test_model_control_asked_of_any_worker_is_followed_by_every_worker(tmp_path)
 def test_poll_mode_changes_reach_every_worker(tmp_path):
     repository = model_repository(tmp_path)
     flags = ("--http-workers", "2", "--log-level", "warning", "--model-control", "poll", "--repository-poll-s", "0.2")
+    flags += ("--keep-alive-timeout", "120")  # each client stays on its worker
     server = WorkersServer(tmp_path / "serve.log", repository, flags)
     try:
         server.wait_ready()

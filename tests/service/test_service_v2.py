@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from onnx_fixtures import CLASSIFY_SIZE, MAX_BATCH, Z_DIM, model_name
+from onnx_fixtures import CLASSIFY_SIZE, MAX_BATCH, SEGMENT_SIZE, Z_DIM, model_name
 from service_helpers import LiveServer, make_settings
 
 from easerve.service.app import create_app
@@ -136,8 +136,8 @@ def test_two_input_model_and_requested_outputs(client):
 
 
 def test_a_small_answer_is_encoded_where_the_batch_ran_and_a_large_one_on_a_worker(client, worker_hops):
-    """One worker hop (the parse) when the outputs are at most a few times the inputs (logits of
-    an image); a second to encode outputs larger than that (images from a latent)."""
+    """One worker hop (the parse) when the answer is at most a few times the inputs (logits of an
+    image); a second to encode a larger one (images from a latent, a segmentation's logits)."""
     assert infer(client, {"inputs": [image_input(colour_images(0, 1))]}).status_code == 200
     assert worker_hops == ["_parse_request"]
     worker_hops.clear()
@@ -147,6 +147,11 @@ def test_a_small_answer_is_encoded_where_the_batch_ran_and_a_large_one_on_a_work
         {"name": "label", "shape": [1], "datatype": "INT64", "data": [3]},
     ]
     assert infer(client, {"inputs": inputs}, model=GENERATOR).status_code == 200
+    assert worker_hops == ["_parse_request", "applied"]
+    # A segmentation's logits are 7/3 of its input, but as JSON text many times more.
+    worker_hops.clear()
+    scene = np.zeros((1, 3, *SEGMENT_SIZE), np.float32)
+    assert infer(client, {"inputs": [image_input(scene)]}, model=model_name("fixseg")).status_code == 200
     assert worker_hops == ["_parse_request", "applied"]
 
 
