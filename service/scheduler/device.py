@@ -243,12 +243,15 @@ class DeviceScheduler:
         work = sorted(self._pending_work())
         slots = self.slots or 1
         ahead = self._due_first_s(due, now, work)
-        wait_s = max(batcher.pre_queue_s(), ahead / slots)
+        pre_queue_s = batcher.pre_queue_s()
+        wait_s = max(pre_queue_s, ahead / slots)
         if now + wait_s + cost > due:
             self._refuse(
                 batcher,
-                f"about {1000 * ahead / slots:.0f} ms of work due before it is ahead of it on the device and it "
-                f"needs {1000 * cost:.0f} ms itself",
+                f"about {1000 * ahead / slots:.0f} ms of work due before it is ahead of it on the device, requests "
+                f"take about {1000 * pre_queue_s:.0f} ms to reach its queue and "
+                f"{1000 * (deadline - due):.0f} ms after their batch to be answered, and it needs "
+                f"{1000 * cost:.0f} ms itself: {1000 * max(deadline - now, 0.0):.0f} ms are left",
                 ahead / slots,
             )
         total = ahead

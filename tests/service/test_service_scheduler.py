@@ -199,6 +199,9 @@ def test_the_door_refuses_what_the_work_already_admitted_leaves_no_time_for():
     error = asyncio.run(scenario())
     assert error.status_code == 503
     assert "work due before it" in error.message
+    # Every part of the wait it was refused for is named, so an operator can tell them apart.
+    assert "to reach its queue" in error.message and "after their batch" in error.message
+    assert "ms are left" in error.message, error.message
     assert error.headers()["Retry-After"]
 
 
