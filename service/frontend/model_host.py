@@ -45,8 +45,7 @@ class ModelHost:
         self._server: asyncio.AbstractServer | None = None
         self._workers: set[asyncio.StreamWriter] = set()
         self._control_tasks: set[asyncio.Task[None]] = set()
-        self._changes = 0  # how many `changed` frames were sent: each one's number
-        self._last_change: dict[str, int] = {}
+        self._last_change: dict[str, int] = {}  # each model's latest change, numbered in order
         control.on_change = self._changed
 
     async def start(self, path: str) -> None:
@@ -92,11 +91,8 @@ class ModelHost:
             op = header["op"]
             if op == "describe":
                 reply |= await self._describe(header["model"], header.get("wait", True))
-            elif op == "load":
-                await self._control.load(header["model"])
-                reply["change"] = self._last_change.get(header["model"], 0)
-            elif op == "unload":
-                await self._control.unload(header["model"])
+            elif op in _CONTROL_OPS:
+                await (self._control.load if op == "load" else self._control.unload)(header["model"])
                 reply["change"] = self._last_change.get(header["model"], 0)
             elif op == "index":
                 reply["entries"] = [vars(entry) for entry in await self._control.index(header["ready"])]
@@ -136,14 +132,14 @@ class ModelHost:
         """A worker that connects (a new one, or one started again) first hears of every change
         so far, then of each one as it happens."""
         for name, change in sorted(self._last_change.items(), key=lambda item: item[1]):
-            writer.write(encode_frame({"op": "changed", "model": name, "change": change}))
+            writer.write(_changed_frame(name, change))
         self._workers.add(writer)
 
     def _changed(self, name: str) -> None:
         """Tell every worker that `name` changed (they follow it in order of the numbers)."""
-        self._changes += 1
-        self._last_change[name] = self._changes
-        frame = encode_frame({"op": "changed", "model": name, "change": self._changes})
+        change = max(self._last_change.values(), default=0) + 1
+        self._last_change[name] = change
+        frame = _changed_frame(name, change)
         for writer in self._workers:
             if not writer.is_closing():
                 writer.write(frame)
@@ -163,3 +159,7 @@ class ModelHost:
         fields["outputs"] = pack_tensors(outcome.outputs, memoryview(out), 0)
         fields["inline"] = True
         return fields, out
+
+
+def _changed_frame(name: str, change: int) -> bytes:
+    return encode_frame({"op": "changed", "model": name, "change": change})

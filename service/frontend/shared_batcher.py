@@ -94,8 +94,7 @@ def described_model(described: Header, settings: Settings) -> ServedModel:
 
 
 def attach(model: ServedModel, described: Header, channel: ModelChannel) -> None:
-    """Serve `model` in this worker through the model process, as it `described` it."""
-    model.files = model.files.with_variant(described["variant"])
+    """Serve `model` (as `described_model` made it) in this worker through the model process."""
     model.variant_reason = described["variant_reason"]
     model.backend_name = described["backend"]
     model.batcher = SharedMemoryBatcher(model, channel)
