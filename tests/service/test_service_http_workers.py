@@ -18,6 +18,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -141,15 +142,21 @@ def v2_image_request(shape: list[int]) -> bytes:
     return json.dumps({"inputs": [{"name": "image", "shape": shape, "datatype": "FP32", "data": data}]}).encode()
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> Iterator[WorkersServer]:
-    server = WorkersServer(tmp_path_factory.mktemp("workers") / "serve.log")
+@contextmanager
+def ready(server: WorkersServer) -> Iterator[WorkersServer]:
+    """`server` once ready; stopped at the end, where it must exit 0."""
     try:
         server.wait_ready()
         yield server
     finally:
         status = server.stop()
     assert status == 0, server.log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> Iterator[WorkersServer]:
+    with ready(WorkersServer(tmp_path_factory.mktemp("workers") / "serve.log")) as server:
+        yield server
     assert server.segments() == []
 
 
@@ -440,17 +447,21 @@ def new_worker(url: str, known: set[str]) -> tuple[str, httpx.Client]:
     return found[0]
 
 
+def controlled_workers(tmp_path: Path, repository: Path, mode: str, *flags: str) -> WorkersServer:
+    """Two HTTP workers on `repository` with `--model-control mode`, starting (`ready` waits for
+    them and stops them)."""
+    flags = ("--http-workers", "2", "--shutdown-grace", "0.5", "--log-level", "warning", *flags)
+    flags += ("--model-control", mode, "--keep-alive-timeout", "120")  # each client stays on its worker
+    return WorkersServer(tmp_path / "serve.log", repository, flags)
+
+
 def test_model_control_asked_of_any_worker_is_followed_by_every_worker(tmp_path):
     """Load, unload and a failed load asked of one worker: the model process does them, the
     worker that asked answers once it serves the new state, the other worker follows, and a
     worker started again later serves what the model process serves (not the newest folder on
     disk, not a model it unloaded)."""
     repository = model_repository(tmp_path)
-    flags = ("--http-workers", "2", "--shutdown-grace", "0.5", "--log-level", "warning", "--model-control", "explicit")
-    flags += ("--keep-alive-timeout", "120")  # each client stays on its worker
-    server = WorkersServer(tmp_path / "serve.log", repository, flags)
-    try:
-        server.wait_ready()
+    with ready(controlled_workers(tmp_path, repository, "explicit")) as server:
         by_worker = connections_per_worker(server.url, 1)
         (asking_pid, (asking,)), (other_pid, (other,)) = by_worker.items()
         assert versions_served(asking) == versions_served(other) == ["1"]
@@ -492,18 +503,11 @@ def test_model_control_asked_of_any_worker_is_followed_by_every_worker(tmp_path)
         wait_until(lambda: classify_status(restarted) == 503, 30, "the other worker following the unload")
         restarted.close()
         again.close()
-    finally:
-        status = server.stop()
-    assert status == 0, server.log_path.read_text()
 
 
 def test_poll_mode_changes_reach_every_worker(tmp_path):
     repository = model_repository(tmp_path)
-    flags = ("--http-workers", "2", "--log-level", "warning", "--model-control", "poll", "--repository-poll-s", "0.2")
-    flags += ("--keep-alive-timeout", "120")  # each client stays on its worker
-    server = WorkersServer(tmp_path / "serve.log", repository, flags)
-    try:
-        server.wait_ready()
+    with ready(controlled_workers(tmp_path, repository, "poll", "--repository-poll-s", "0.2")) as server:
         clients = list(connections_per_worker(server.url, 1).values())
         add_version(repository, 2)
         for (client,) in clients:
@@ -513,9 +517,6 @@ def test_poll_mode_changes_reach_every_worker(tmp_path):
         for (client,) in clients:
             wait_until(lambda client=client: classify_status(client) == 503, 30, "each worker following the unload")
             client.close()
-    finally:
-        status = server.stop()
-    assert status == 0, server.log_path.read_text()
 
 
 def test_arena_regions_given_back_merge_so_the_whole_arena_fits_again():
