@@ -4,7 +4,7 @@ In: the bytes of one still image. `inspect_image` opens it, reads its header onl
 and the memory decoding it will take; `decode_image` returns it as an upright RGB `PIL.Image`,
 decoded no larger than the caller needs (JPEG/MPO by DCT scaling, then all formats by a box filter,
 `Image.reduce`'s averaging over the picture's exact extent, right after decoding, which frees the
-full-size copy). Out: `encode_png_base64` turns a mask or picture array into base64 PNG.
+full-size copy). Out: `encode_png_base64` turns a mask or picture array into base64 PNG (codecs/png.py).
 
 The pixel limit is checked from the header, before a single pixel is decoded, and does not
 depend on Pillow's process-wide `Image.MAX_IMAGE_PIXELS` (Pillow's own bomb error, raised
@@ -27,6 +27,7 @@ import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from easerve.service.codecs.image_headers import check_segments
+from easerve.service.codecs.png import encode_png
 from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "MPO")
@@ -347,18 +348,14 @@ def decode_base64(text: str, what: str) -> bytes:
         raise BadRequest(f"{what} is not valid base64") from None
 
 
-def encode_jpeg_base64(pixels: np.ndarray, quality: int) -> str:
-    """Base64 JPEG of a uint8 (H, W, 3) RGB array at `quality`."""
+def encode_jpeg_base64(picture: Image.Image, quality: int) -> str:
+    """Base64 JPEG of an RGB `picture` at `quality`."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    picture.save(buffer, format="JPEG", quality=quality)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def encode_png_base64(pixels: np.ndarray) -> str:
     """Base64 PNG of a bool (H, W) mask (1-bit), a uint8 or uint16 (H, W) greyscale or a uint8
     (H, W, 3) RGB array."""
-    buffer = io.BytesIO()
-    # zlib's fastest level: the answer is encoded while its client waits, and the larger file
-    # (masks barely grow; photos by about a third) costs less than the time saved.
-    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return base64.b64encode(encode_png(pixels)).decode("ascii")

@@ -33,6 +33,7 @@ from easerve.service.tasks.segmentation import (
     Overlay,
     class_colours,
     paint_overlay,
+    picture_at,
 )
 
 MaskFormat = Literal["rle", "png"]
@@ -175,13 +176,11 @@ class OverlayCanvas:
 
     def fields(self) -> dict[str, str | None]:
         """The overlay, encoded as asked: masks coloured, boxes outlined, in each instance's colour."""
-        picture = self.image.image
-        if picture.size != self.size:
-            picture = picture.resize(self.size, Image.Resampling.BILINEAR)
+        picture = picture_at(self.image.image, self.size)
         # Instance i (from 1) in the class palette's colour i, as the console draws it.
         colours = class_colours(len(self.boxes) + 1)
-        drawn = Image.fromarray(paint_overlay(picture, self.indices, colours, self.overlay.alpha))
-        pen = ImageDraw.Draw(drawn)
+        paint_overlay(picture, self.indices, colours, self.overlay.alpha)
+        pen = ImageDraw.Draw(picture)
         scale_x, scale_y = self.scale
         for box, colour in zip(self.boxes, colours[1:], strict=True):
             box = np.asarray(box, np.float64) * (scale_x, scale_y, scale_x, scale_y)
@@ -190,7 +189,7 @@ class OverlayCanvas:
             x0, x1 = sorted(box[0::2])
             y0, y1 = sorted(box[1::2])
             pen.rectangle((x0, y0, x1, y1), outline=tuple(int(c) for c in colour))
-        return self.overlay.fields(np.asarray(drawn))
+        return self.overlay.fields(picture)
 
 
 def _encoded_mask(placement: MaskPlacement, width: int, height: int, mask_format: MaskFormat) -> dict[str, object]:

@@ -20,17 +20,23 @@ from PIL import Image
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import Manifest
+from easerve.service.codecs.bands import band_count, in_bands
 from easerve.service.codecs.images import DecodedImage, encode_jpeg_base64, encode_png_base64
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 
 # Values of the resized logits held at once (a band of rows x classes x width).
 _BAND_VALUES = 8_000_000
+# The least mask pixels a core of their own is worth.
+_LEAST_MASK_BAND_PIXELS = 1 << 20
 # A band with more than 1/this of its pixels between rows of different classes is blended whole.
 _MOSTLY_BOUNDARIES = 8
-# Bytes per overlay pixel while one is drawn: the picture, its colours, the blend, the mask of
-# what is coloured, the composite and its PNG.
+# Bytes per overlay pixel while one is drawn: the picture and its colours (Pillow holds RGB in 4
+# bytes), the opacity of each pixel, the painted pixels as an array, their filtered rows, the PNG.
 OVERLAY_BYTES_PER_PIXEL = 16
+# Pillow holds an RGB pixel in 4 bytes; a band of an overlay's resize is worth this many.
+_PILLOW_RGB_BYTES = 4
+_RESIZE_BAND_BYTES = 4 << 20
 # An overlay is a picture to look at: as JPEG (when asked for) at this quality.
 OVERLAY_JPEG_QUALITY = 90
 
@@ -86,9 +92,13 @@ def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
     logits = logits.astype(np.float32)
     columns = logits[:, :, x_low] * (1 - x_weight) + logits[:, :, x_high] * x_weight  # (C, h, width)
     top = columns.argmax(axis=0).astype(dtype)  # (h, width)
-    band = max(1, _BAND_VALUES // (classes * width))
+    # Bands of rows filled on several cores at once, together holding at most _BAND_VALUES.
+    workers = band_count(width * height, _LEAST_MASK_BAND_PIXELS)
+    band = max(1, _BAND_VALUES // (classes * width * workers))
+    starts = range(0, height, band)
     mask = np.empty((height, width), dtype)
-    for start in range(0, height, band):
+
+    def fill(start: int) -> None:
         rows = slice(start, start + band)
         low, high = top[y_low[rows]], top[y_high[rows]]
         row, column = np.nonzero(low != high)
@@ -96,13 +106,15 @@ def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
             weight = y_weight[rows, None]
             resized = columns[:, y_low[rows]] * (1 - weight) + columns[:, y_high[rows]] * weight
             mask[rows] = resized.argmax(axis=0)
-            continue
+            return
         mask[rows] = low
         if row.size:
             weight = y_weight[rows][row]
             lows, highs = y_low[rows][row], y_high[rows][row]
             blended = columns[:, lows, column] * (1 - weight) + columns[:, highs, column] * weight
             mask[rows][row, column] = blended.argmax(axis=0)
+
+    in_bands(lambda worker: [fill(start) for start in starts[worker::workers]], workers)
     return mask
 
 
@@ -145,12 +157,12 @@ class Overlay:
             width, height = self.width, max(1, round(height * self.width / width))
         return overlay_size(width, height, self.max_pixels)
 
-    def fields(self, pixels: np.ndarray) -> dict[str, str | None]:
-        """The answer's overlay fields for the drawn uint8 RGB `pixels`: `overlay_png` or
+    def fields(self, picture: Image.Image) -> dict[str, str | None]:
+        """The answer's overlay fields for the drawn RGB `picture`: `overlay_png` or
         `overlay_jpeg` (base64), the other None."""
         if self.encoding == "jpeg":
-            return {**NO_OVERLAY, "overlay_jpeg": encode_jpeg_base64(pixels, OVERLAY_JPEG_QUALITY)}
-        return {**NO_OVERLAY, "overlay_png": encode_png_base64(pixels)}
+            return {**NO_OVERLAY, "overlay_jpeg": encode_jpeg_base64(picture, OVERLAY_JPEG_QUALITY)}
+        return {**NO_OVERLAY, "overlay_png": encode_png_base64(np.asarray(picture))}
 
 
 def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay) -> dict[str, str | None]:
@@ -158,28 +170,52 @@ def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay
     or resized to the overlay by nearest neighbour (a picture to look at: the logits are not
     resized again)."""
     size = overlay.size(*image.original_size)
-    picture = image.image if image.image.size == size else image.image.resize(size, Image.Resampling.BILINEAR)
+    picture = picture_at(image.image, size)
     labels = mask if size == image.original_size else _nearest(mask, size)
-    return overlay.fields(paint_overlay(picture, labels, colours, overlay.alpha))
+    paint_overlay(picture, labels, colours, overlay.alpha)
+    return overlay.fields(picture)
+
+
+def picture_at(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """`picture` resized bilinearly to `size` (itself at its own size), a large one in bands of
+    rows on several cores: each band's box reaches the rows its taps read, so the bands joined
+    are the one resize (to a rounding of the box's fractional edges)."""
+    if picture.size == size:
+        return picture
+    width, height = size
+    bands = band_count(_PILLOW_RGB_BYTES * width * height, _RESIZE_BAND_BYTES)
+    if bands == 1:
+        return picture.resize(size, Image.Resampling.BILINEAR)
+    cuts = [round(height * band / bands) for band in range(bands + 1)]
+    scale = picture.height / height
+
+    def band(index: int) -> Image.Image:
+        top, bottom = cuts[index], cuts[index + 1]
+        box = (0, top * scale, picture.width, bottom * scale)
+        return picture.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+
+    whole = Image.new(picture.mode, size, None)  # every pixel is pasted over
+    for top, part in zip(cuts, in_bands(band, bands), strict=False):
+        whole.paste(part, (0, top))
+    return whole
 
 
 def _nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
 
 
-def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
-    """The RGB `picture` with every pixel whose label (an index into `colours`, same size) is
-    not 0 blended with its label's colour at opacity `alpha`."""
+def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray, alpha: float) -> None:
+    """Paint, in place, every pixel of the RGB `picture` whose label (an index into `colours`,
+    same size) is not 0: blended with its label's colour at opacity `alpha`."""
     if labels.dtype == np.uint8:  # Pillow's palette lookups, in C: a third of numpy's gather
         coloured = Image.fromarray(labels)
         coloured.putpalette(np.asarray(colours[:256], np.uint8).ravel().tolist())  # uint8 labels use 256 at most
         coloured = coloured.convert("RGB")
-        foreground = Image.fromarray(labels).point([0] + [255] * 255)
+        opacity = Image.fromarray(labels).point([0] + [round(alpha * 255)] * 255)
     else:
         coloured = Image.fromarray(colours[labels])
-        foreground = Image.fromarray(((labels > 0) * 255).astype(np.uint8))
-    blended = Image.blend(picture, coloured, alpha)
-    return np.asarray(Image.composite(blended, picture, foreground))
+        opacity = Image.fromarray(((labels > 0) * round(alpha * 255)).astype(np.uint8))
+    picture.paste(coloured, mask=opacity)
 
 
 def segment(

@@ -1,4 +1,4 @@
-"""Decoders and mappings on their own: PLY variants, image orientation, point resampling."""
+"""Decoders, encoders and mappings on their own: PLY variants, image orientation, point resampling, PNG out."""
 
 from __future__ import annotations
 
@@ -142,11 +142,15 @@ def test_the_overlay_painted_with_pillows_palette_equals_the_colours_looked_up_o
     picture = Image.fromarray(rng.integers(0, 256, (37, 53, 3), np.uint8))
     labels = rng.integers(0, 21, (37, 53)).astype(np.uint8)
     colours = class_colours(21)
-    fast = paint_overlay(picture, labels, colours, 0.4)  # uint8 labels: Pillow's palette
-    slow = paint_overlay(picture, labels.astype(np.uint16), colours, 0.4)  # the general path
+    fast, slow = picture.copy(), picture.copy()
+    paint_overlay(fast, labels, colours, 0.4)  # uint8 labels: Pillow's palette
+    paint_overlay(slow, labels.astype(np.uint16), colours, 0.4)  # the general path
+    fast, slow = np.asarray(fast), np.asarray(slow)
     np.testing.assert_array_equal(fast, slow)
     background = labels == 0
     np.testing.assert_array_equal(fast[background], np.asarray(picture)[background])
+    blended = np.asarray(picture)[~background] * 0.6 + colours[labels[~background]] * 0.4
+    assert np.abs(fast[~background] - blended).max() <= 1.5
 
 
 def test_an_overlay_smaller_than_the_image_takes_its_labels_from_the_mask_by_nearest_neighbour():
@@ -158,13 +162,28 @@ def test_an_overlay_smaller_than_the_image_takes_its_labels_from_the_mask_by_nea
     np.testing.assert_array_equal(_nearest(mask.astype(np.uint16), (40, 30)), small)  # over 256 classes alike
 
 
+@pytest.mark.parametrize("bands", [2, 3])
+def test_an_overlay_picture_resized_in_bands_is_the_one_resize(monkeypatch, bands):
+    from easerve.service.tasks import segmentation
+
+    monkeypatch.setattr(segmentation, "band_count", lambda nbytes, least: bands)
+    rng = np.random.default_rng(bands)
+    picture = Image.fromarray(rng.integers(0, 256, (61, 83, 3), np.uint8)).resize((830, 610))
+    whole = picture.resize((517, 389), Image.Resampling.BILINEAR)
+    banded = segmentation.picture_at(picture, (517, 389))
+    assert banded.size == whole.size
+    difference = np.abs(np.asarray(banded, np.int16) - np.asarray(whole, np.int16))
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+
+
 def test_an_overlay_with_more_colours_than_a_palette_holds_is_painted():
     """An instance overlay has a colour per instance (`top_k` up to 1000): a palette holds 256."""
     from easerve.service.tasks.segmentation import class_colours, paint_overlay
 
     picture = Image.new("RGB", (20, 10), "white")
     labels = np.arange(200, dtype=np.uint8).reshape(10, 20)
-    painted = paint_overlay(picture, labels, class_colours(300), 1.0)
+    paint_overlay(picture, labels, class_colours(300), 1.0)
+    painted = np.asarray(picture)
     np.testing.assert_array_equal(painted[labels > 0], class_colours(300)[labels[labels > 0]])
 
 
@@ -175,3 +194,38 @@ def test_class_counts_are_the_pixels_of_each_class(dtype, classes):
     mask = np.random.default_rng(classes).integers(0, classes, (41, 67)).astype(dtype)
     counts = class_counts(mask, classes)
     assert counts == [int((mask == c).sum()) for c in range(classes)]
+
+
+def _png_cases() -> list[np.ndarray]:
+    rng = np.random.default_rng(11)
+    return [
+        rng.integers(0, 2, (13, 29)).astype(bool),  # 1-bit rows padded to whole bytes
+        rng.integers(0, 2, (1, 1)).astype(bool),
+        rng.integers(0, 256, (7, 5)).astype(np.uint8),
+        rng.integers(0, 65536, (9, 4)).astype(np.uint16),
+        rng.integers(0, 256, (1, 17, 3)).astype(np.uint8),
+        rng.integers(0, 256, (64, 48, 3)).astype(np.uint8)[:, ::2],  # not contiguous
+        rng.integers(0, 256, (1000, 800, 3)).astype(np.uint8),
+    ]
+
+
+@pytest.mark.parametrize("pixels", _png_cases(), ids=lambda pixels: f"{pixels.dtype}{pixels.shape}")
+def test_png_answers_decode_to_the_exact_pixels_they_were_made_of(pixels):
+    from easerve.service.codecs.png import encode_png
+
+    decoded = Image.open(io.BytesIO(encode_png(pixels)))
+    decoded.load()  # Pillow checks every chunk's CRC and the zlib stream while loading
+    assert decoded.size == (pixels.shape[1], pixels.shape[0])
+    expected = {np.dtype(bool): "1", np.dtype(np.uint16): "I;16"}.get(pixels.dtype, "L" if pixels.ndim == 2 else "RGB")
+    assert decoded.mode == expected
+    np.testing.assert_array_equal(np.asarray(decoded), pixels)
+
+
+@pytest.mark.parametrize(
+    "pixels", [np.zeros((0, 4), np.uint8), np.zeros((3, 0, 3), np.uint8), np.zeros((4, 4), np.float32), np.zeros(5)]
+)
+def test_an_array_with_no_png_form_is_refused_by_name(pixels):
+    from easerve.service.codecs.png import encode_png
+
+    with pytest.raises(ValueError, match="PNG"):
+        encode_png(pixels)
