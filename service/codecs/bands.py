@@ -3,8 +3,9 @@
 Pillow's resampling and zlib's deflate release the GIL while they run, so a picture of a few
 megapixels cut into bands is drawn or encoded in about 1/cores of the time one thread takes:
 what a client waits for when it asks for one large overlay. The caller works the first band
-itself; the others go to a small pool of threads (one fewer than the cores) that never wait on
-anything, so a band handed to them always finishes.
+itself; the others go to a small pool of threads (one fewer than the cores). A band's work never
+waits on anything (it must not cut its own work into bands), so a band handed to the pool
+always finishes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ _pool: ThreadPoolExecutor | None = None
 def band_count(nbytes: int, least_band_bytes: int) -> int:
     """How many bands `nbytes` of work is cut into: one per core the process may use, each of
     at least `least_band_bytes` (below that a hand-off costs more than it saves)."""
-    return max(1, min(len(os.sched_getaffinity(0)), nbytes // least_band_bytes))
+    return max(1, min(_cores(), nbytes // least_band_bytes))
 
 
 def in_bands(work: Callable[[int], T], bands: int) -> list[T]:
@@ -37,5 +38,10 @@ def _band_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max(1, len(os.sched_getaffinity(0)) - 1), thread_name_prefix="easerve-bands")
+            _pool = ThreadPoolExecutor(max(1, _cores() - 1), thread_name_prefix="easerve-bands")
         return _pool
+
+
+def _cores() -> int:
+    """The cores this process may run on (all of them where the system cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -188,6 +188,7 @@ def picture_at(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
         return picture.resize(size, Image.Resampling.BILINEAR)
     cuts = [round(height * band / bands) for band in range(bands + 1)]
     scale = picture.height / height
+    picture.load()  # the bands only read its pixels
 
     def band(index: int) -> Image.Image:
         top, bottom = cuts[index], cuts[index + 1]
