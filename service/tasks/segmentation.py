@@ -92,8 +92,9 @@ def mask_at(logits: np.ndarray, width: int, height: int) -> np.ndarray:
     logits = logits.astype(np.float32)
     columns = logits[:, :, x_low] * (1 - x_weight) + logits[:, :, x_high] * x_weight  # (C, h, width)
     top = columns.argmax(axis=0).astype(dtype)  # (h, width)
-    # Bands of rows filled on several cores at once, together holding at most _BAND_VALUES.
-    workers = band_count(width * height, _LEAST_MASK_BAND_PIXELS)
+    # Bands of rows filled on several cores at once, together holding at most _BAND_VALUES (as
+    # many workers as bands of at least one row fit in it).
+    workers = min(band_count(width * height, _LEAST_MASK_BAND_PIXELS), max(1, _BAND_VALUES // (classes * width)))
     band = max(1, _BAND_VALUES // (classes * width * workers))
     starts = range(0, height, band)
     mask = np.empty((height, width), dtype)
@@ -138,7 +139,10 @@ def segmentation_bytes(width: int, height: int, classes: int, logits_height: int
     """Estimated peak working memory of `segment` for one image: the resized logits (in bands),
     the mask and its PNG, and the overlay's images."""
     resize = 4 * classes * logits_height * width + 8 * min(_BAND_VALUES, classes * width * height)
-    return resize + 3 * width * height + OVERLAY_BYTES_PER_PIXEL * overlay_pixels
+    # The mask, its filtered rows and the PNG (at most as large); over 256 classes the mask holds
+    # 2 bytes a pixel and is copied big-endian first.
+    mask_png = 3 * width * height if classes <= 256 else 8 * width * height
+    return resize + mask_png + OVERLAY_BYTES_PER_PIXEL * overlay_pixels
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,7 @@ def picture_at(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
     if picture.size == size:
         return picture
     width, height = size
-    bands = band_count(_PILLOW_RGB_BYTES * width * height, _RESIZE_BAND_BYTES)
+    bands = min(band_count(_PILLOW_RGB_BYTES * width * height, _RESIZE_BAND_BYTES), height)
     if bands == 1:
         return picture.resize(size, Image.Resampling.BILINEAR)
     cuts = [round(height * band / bands) for band in range(bands + 1)]
@@ -215,7 +219,7 @@ def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray,
         opacity = Image.fromarray(labels).point([0] + [round(alpha * 255)] * 255)
     else:
         coloured = Image.fromarray(colours[labels])
-        opacity = Image.fromarray(((labels > 0) * round(alpha * 255)).astype(np.uint8))
+        opacity = Image.fromarray(np.where(labels > 0, np.uint8(round(alpha * 255)), np.uint8(0)))
     picture.paste(coloured, mask=opacity)
 
 

@@ -176,6 +176,33 @@ def test_an_overlay_picture_resized_in_bands_is_the_one_resize(monkeypatch, band
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_an_overlay_fewer_rows_high_than_bands_is_resized(monkeypatch, rows):
+    """A very wide, flat picture: its pixels call for more bands than it has rows."""
+    from easerve.service.tasks import segmentation
+
+    monkeypatch.setattr(segmentation, "band_count", lambda nbytes, least: 4)
+    picture = Image.fromarray(np.random.default_rng(rows).integers(0, 256, (9, 400, 3), np.uint8))
+    resized = segmentation.picture_at(picture, (300, rows))
+    np.testing.assert_allclose(
+        np.asarray(resized, np.int16), np.asarray(picture.resize((300, rows), Image.Resampling.BILINEAR)), atol=1
+    )
+
+
+def test_a_mask_with_many_classes_of_a_wide_image_stays_in_its_memory_budget(monkeypatch):
+    """Bands of one row each already fill the budget: the rows are not also spread over workers."""
+    from easerve.service.tasks import segmentation
+
+    monkeypatch.setattr(segmentation, "_BAND_VALUES", 300 * 50)
+    monkeypatch.setattr(segmentation, "band_count", lambda nbytes, least: 4)
+    held = []
+    original = segmentation.in_bands
+    monkeypatch.setattr(segmentation, "in_bands", lambda work, workers: held.append(workers) or original(work, workers))
+    logits = np.random.default_rng(5).standard_normal((300, 4, 4)).astype(np.float32)
+    mask = segmentation.mask_at(logits, 60, 20)  # 300 classes x 60 columns: more than the budget
+    assert held == [1] and mask.shape == (20, 60) and mask.dtype == np.uint16
+
+
 def test_an_overlay_with_more_colours_than_a_palette_holds_is_painted():
     """An instance overlay has a colour per instance (`top_k` up to 1000): a palette holds 256."""
     from easerve.service.tasks.segmentation import class_colours, paint_overlay
