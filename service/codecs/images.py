@@ -348,10 +348,10 @@ def decode_base64(text: str, what: str) -> bytes:
         raise BadRequest(f"{what} is not valid base64") from None
 
 
-def encode_jpeg_base64(picture: Image.Image, quality: int) -> str:
-    """Base64 JPEG of an RGB `picture` at `quality`."""
+def encode_jpeg_base64(pixels: np.ndarray, quality: int) -> str:
+    """Base64 JPEG of a uint8 (H, W, 3) RGB array at `quality`."""
     buffer = io.BytesIO()
-    picture.save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 

@@ -14,6 +14,7 @@ pycocotools' `mask.decode` and every COCO tool) or, on request, a 1-bit PNG each
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -32,8 +33,7 @@ from easerve.service.tasks.segmentation import (
     OVERLAY_BYTES_PER_PIXEL,
     Overlay,
     class_colours,
-    paint_overlay,
-    picture_at,
+    drawn_overlay,
 )
 
 MaskFormat = Literal["rle", "png"]
@@ -176,20 +176,33 @@ class OverlayCanvas:
 
     def fields(self) -> dict[str, str | None]:
         """The overlay, encoded as asked: masks coloured, boxes outlined, in each instance's colour."""
-        picture = picture_at(self.image.image, self.size)
         # Instance i (from 1) in the class palette's colour i, as the console draws it.
         colours = class_colours(len(self.boxes) + 1)
-        paint_overlay(picture, self.indices, colours, self.overlay.alpha)
-        pen = ImageDraw.Draw(picture)
+        outlines = self._outlines(colours)
+        return self.overlay.fields(drawn_overlay(self.image.image, self.indices, colours, self.overlay.alpha, outlines))
+
+    def _outlines(self, colours: np.ndarray) -> Callable[[Image.Image, int], None]:
+        """What draws the boxes' outlines on a band of the overlay that starts at row `top`.
+        Corners are whole pixels of the overlay (Pillow truncates them so), those beyond it
+        moved to just outside: each band draws its rows of the outlines drawn on the whole."""
+        width, height = self.size
         scale_x, scale_y = self.scale
+        corners = []
         for box, colour in zip(self.boxes, colours[1:], strict=True):
             box = np.asarray(box, np.float64) * (scale_x, scale_y, scale_x, scale_y)
             if not np.isfinite(box).all():
                 continue
-            x0, x1 = sorted(box[0::2])
-            y0, y1 = sorted(box[1::2])
-            pen.rectangle((x0, y0, x1, y1), outline=tuple(int(c) for c in colour))
-        return self.overlay.fields(picture)
+            x0, x1 = (min(max(int(x), -1), width) for x in sorted(box[0::2]))
+            y0, y1 = (min(max(int(y), -1), height) for y in sorted(box[1::2]))
+            corners.append(((x0, y0, x1, y1), tuple(int(c) for c in colour)))
+
+        def outline(band: Image.Image, top: int) -> None:
+            pen = ImageDraw.Draw(band)
+            for (x0, y0, x1, y1), colour in corners:
+                if y1 >= top and y0 < top + band.height:
+                    pen.rectangle((x0, y0 - top, x1, y1 - top), outline=colour)
+
+        return outline
 
 
 def _encoded_mask(placement: MaskPlacement, width: int, height: int, mask_format: MaskFormat) -> dict[str, object]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,12 +32,13 @@ _BAND_VALUES = 8_000_000
 _LEAST_MASK_BAND_PIXELS = 1 << 20
 # A band with more than 1/this of its pixels between rows of different classes is blended whole.
 _MOSTLY_BOUNDARIES = 8
-# Bytes per overlay pixel while one is drawn: the picture and its colours (Pillow holds RGB in 4
-# bytes), the opacity of each pixel, the painted pixels as an array, their filtered rows, the PNG.
+# Bytes per overlay pixel while one is drawn: its labels and pixels; of each band being drawn its
+# picture and colours (Pillow holds RGB in 4 bytes), their opacity and its pixels; then the
+# pixels' filtered rows and the PNG.
 OVERLAY_BYTES_PER_PIXEL = 16
-# Pillow holds an RGB pixel in 4 bytes; a band of an overlay's resize is worth this many.
+# Pillow holds an RGB pixel in 4 bytes; a band of an overlay is worth this many.
 _PILLOW_RGB_BYTES = 4
-_RESIZE_BAND_BYTES = 4 << 20
+_OVERLAY_BAND_BYTES = 4 << 20
 # An overlay is a picture to look at: as JPEG (when asked for) at this quality.
 OVERLAY_JPEG_QUALITY = 90
 
@@ -161,12 +163,12 @@ class Overlay:
             width, height = self.width, max(1, round(height * self.width / width))
         return overlay_size(width, height, self.max_pixels)
 
-    def fields(self, picture: Image.Image) -> dict[str, str | None]:
-        """The answer's overlay fields for the drawn RGB `picture`: `overlay_png` or
+    def fields(self, pixels: np.ndarray) -> dict[str, str | None]:
+        """The answer's overlay fields for the drawn uint8 RGB `pixels`: `overlay_png` or
         `overlay_jpeg` (base64), the other None."""
         if self.encoding == "jpeg":
-            return {**NO_OVERLAY, "overlay_jpeg": encode_jpeg_base64(picture, OVERLAY_JPEG_QUALITY)}
-        return {**NO_OVERLAY, "overlay_png": encode_png_base64(np.asarray(picture))}
+            return {**NO_OVERLAY, "overlay_jpeg": encode_jpeg_base64(pixels, OVERLAY_JPEG_QUALITY)}
+        return {**NO_OVERLAY, "overlay_png": encode_png_base64(pixels)}
 
 
 def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay) -> dict[str, str | None]:
@@ -174,35 +176,43 @@ def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay
     or resized to the overlay by nearest neighbour (a picture to look at: the logits are not
     resized again)."""
     size = overlay.size(*image.original_size)
-    picture = picture_at(image.image, size)
     labels = mask if size == image.original_size else _nearest(mask, size)
-    paint_overlay(picture, labels, colours, overlay.alpha)
-    return overlay.fields(picture)
+    return overlay.fields(drawn_overlay(image.image, labels, colours, overlay.alpha))
 
 
-def picture_at(picture: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """`picture` resized bilinearly to `size` (itself at its own size), a large one in bands of
-    rows on several cores: each band's box reaches the rows its taps read, so the bands joined
-    are the one resize (to a rounding of the box's fractional edges)."""
-    if picture.size == size:
-        return picture
-    width, height = size
-    bands = min(band_count(_PILLOW_RGB_BYTES * width * height, _RESIZE_BAND_BYTES), height)
-    if bands == 1:
-        return picture.resize(size, Image.Resampling.BILINEAR)
+def drawn_overlay(
+    picture: Image.Image,
+    labels: np.ndarray,
+    colours: np.ndarray,
+    alpha: float,
+    outline: Callable[[Image.Image, int], None] | None = None,
+) -> np.ndarray:
+    """uint8 (H, W, 3): the RGB `picture` at the size of `labels` (H, W), resized bilinearly
+    where it is not, painted by `paint_overlay`, then drawn on by `outline` (given each band and
+    the row it starts at); `picture` itself is left as it is. A large one is drawn in bands of
+    rows on several cores; each band is resized from the rows its taps read (Pillow's box), so
+    the bands joined are the one resize (to a rounding of the box's fractional edges)."""
+    height, width = labels.shape
+    pixels = np.empty((height, width, 3), np.uint8)
+    bands = min(band_count(_PILLOW_RGB_BYTES * width * height, _OVERLAY_BAND_BYTES), height)
     cuts = [round(height * band / bands) for band in range(bands + 1)]
     scale = picture.height / height
     picture.load()  # the bands only read its pixels
 
-    def band(index: int) -> Image.Image:
-        top, bottom = cuts[index], cuts[index + 1]
-        box = (0, top * scale, picture.width, bottom * scale)
-        return picture.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+    def draw(band: int) -> None:
+        top, bottom = cuts[band], cuts[band + 1]
+        if picture.size == (width, height):
+            part = picture.crop((0, top, width, bottom))
+        else:
+            box = (0, top * scale, picture.width, bottom * scale)
+            part = picture.resize((width, bottom - top), Image.Resampling.BILINEAR, box=box)
+        paint_overlay(part, labels[top:bottom], colours, alpha)
+        if outline is not None:
+            outline(part, top)
+        pixels[top:bottom] = np.asarray(part)
 
-    whole = Image.new(picture.mode, size, None)  # every pixel is pasted over
-    for top, part in zip(cuts, in_bands(band, bands), strict=False):
-        whole.paste(part, (0, top))
-    return whole
+    in_bands(draw, bands)
+    return pixels
 
 
 def _nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:

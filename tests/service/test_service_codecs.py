@@ -162,31 +162,45 @@ def test_an_overlay_smaller_than_the_image_takes_its_labels_from_the_mask_by_nea
     np.testing.assert_array_equal(_nearest(mask.astype(np.uint16), (40, 30)), small)  # over 256 classes alike
 
 
+def _drawn_at_once(picture: Image.Image, labels: np.ndarray, colours: np.ndarray, alpha: float) -> np.ndarray:
+    """The overlay drawn the plain way: the whole picture resized, then painted."""
+    from easerve.service.tasks.segmentation import paint_overlay
+
+    whole = picture.resize((labels.shape[1], labels.shape[0]), Image.Resampling.BILINEAR)
+    paint_overlay(whole, labels, colours, alpha)
+    return np.asarray(whole)
+
+
 @pytest.mark.parametrize("bands", [2, 3])
-def test_an_overlay_picture_resized_in_bands_is_the_one_resize(monkeypatch, bands):
+@pytest.mark.parametrize("size", [(517, 389), (830, 610)], ids=["resized", "own size"])
+def test_an_overlay_drawn_in_bands_is_the_one_drawn_at_once(monkeypatch, bands, size):
     from easerve.service.tasks import segmentation
 
     monkeypatch.setattr(segmentation, "band_count", lambda nbytes, least: bands)
     rng = np.random.default_rng(bands)
     picture = Image.fromarray(rng.integers(0, 256, (61, 83, 3), np.uint8)).resize((830, 610))
-    whole = picture.resize((517, 389), Image.Resampling.BILINEAR)
-    banded = segmentation.picture_at(picture, (517, 389))
-    assert banded.size == whole.size
-    difference = np.abs(np.asarray(banded, np.int16) - np.asarray(whole, np.int16))
+    before = np.asarray(picture).copy()
+    labels = np.asarray(Image.fromarray(rng.integers(0, 4, (8, 8), np.uint8)).resize(size, Image.Resampling.NEAREST))
+    colours = segmentation.class_colours(4)
+    drawn = segmentation.drawn_overlay(picture, labels, colours, 0.5)
+    expected = _drawn_at_once(picture, labels, colours, 0.5)
+    assert drawn.shape == expected.shape == (size[1], size[0], 3)
+    difference = np.abs(drawn.astype(np.int16) - expected)
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01
+    np.testing.assert_array_equal(np.asarray(picture), before)  # the decoded picture is not painted over
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
-def test_an_overlay_fewer_rows_high_than_bands_is_resized(monkeypatch, rows):
+def test_an_overlay_fewer_rows_high_than_bands_is_drawn(monkeypatch, rows):
     """A very wide, flat picture: its pixels call for more bands than it has rows."""
     from easerve.service.tasks import segmentation
 
     monkeypatch.setattr(segmentation, "band_count", lambda nbytes, least: 4)
     picture = Image.fromarray(np.random.default_rng(rows).integers(0, 256, (9, 400, 3), np.uint8))
-    resized = segmentation.picture_at(picture, (300, rows))
-    np.testing.assert_allclose(
-        np.asarray(resized, np.int16), np.asarray(picture.resize((300, rows), Image.Resampling.BILINEAR)), atol=1
-    )
+    labels = np.ones((rows, 300), np.uint8)
+    colours = segmentation.class_colours(2)
+    drawn = segmentation.drawn_overlay(picture, labels, colours, 0.5)
+    np.testing.assert_allclose(drawn, _drawn_at_once(picture, labels, colours, 0.5), atol=1)
 
 
 def test_a_mask_with_many_classes_of_a_wide_image_stays_in_its_memory_budget(monkeypatch):

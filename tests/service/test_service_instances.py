@@ -224,3 +224,36 @@ def test_the_overlay_draws_boxes_a_model_gives_reversed_or_not_finite():
         canvas.paint(placement, box)
     overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.fields()["overlay_png"]))))
     assert overlay.shape == (30, 40, 3) and not (overlay == 255).all()
+
+
+@pytest.mark.parametrize("bands", [1, 3])
+def test_boxes_outlined_band_by_band_are_the_boxes_outlined_on_the_whole_overlay(monkeypatch, bands):
+    """Boxes across bands, reversed, fractional, partly and wholly outside the overlay, far off."""
+    from PIL import ImageDraw
+
+    from easerve.service.tasks import segmentation
+    from easerve.service.tasks.segmentation import class_colours
+
+    monkeypatch.setattr(segmentation, "band_count", lambda nbytes, least: bands)
+    image = DecodedImage(Image.new("RGB", (80, 60), "white"), (80, 60))
+    canvas = OverlayCanvas(image, Overlay(0.5, 10_000_000))
+    boxes = [
+        [5.5, 3.2, 70.9, 55.7],
+        [60.0, 40.0, 10.0, 9.6],
+        [-12.5, 19.9, 30.0, 20.4],
+        [-0.5, -0.7, 79.99, 59.99],
+        [75.0, 50.0, 300.0, 200.0],
+        [-1e30, 10.0, 1e30, 12.0],
+        [90.0, 70.0, 95.0, 80.0],
+    ]
+    for box in boxes:
+        canvas.paint(place_mask(np.zeros((8, 8), np.float32), 80, 60), box)
+    overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.fields()["overlay_png"]))))
+    expected = Image.new("RGB", (80, 60), "white")
+    pen = ImageDraw.Draw(expected)
+    drawn_whole = [*boxes[:5], [-1, 10, 80, 12], boxes[6]]  # the far box's edges: rows 10 and 12, edge to edge
+    for box, colour in zip(drawn_whole, class_colours(len(boxes) + 1)[1:], strict=True):
+        x0, x1 = sorted(box[0::2])
+        y0, y1 = sorted(box[1::2])
+        pen.rectangle((x0, y0, x1, y1), outline=tuple(int(c) for c in colour))
+    np.testing.assert_array_equal(overlay, np.asarray(expected))
