@@ -183,8 +183,9 @@ class OverlayCanvas:
 
     def _outlines(self, colours: np.ndarray) -> Callable[[Image.Image, int], None]:
         """What draws the boxes' outlines on a band of the overlay that starts at row `top`.
-        Corners are whole pixels of the overlay (Pillow truncates them so), those beyond it
-        moved to just outside: each band draws its rows of the outlines drawn on the whole."""
+        Corners are whole pixels of the overlay (Pillow truncates them so), those far beyond it
+        moved to two pixels outside (a box of no height also paints the row below it): each
+        band draws its rows of the outlines drawn on the whole."""
         width, height = self.size
         scale_x, scale_y = self.scale
         corners = []
@@ -192,14 +193,14 @@ class OverlayCanvas:
             box = np.asarray(box, np.float64) * (scale_x, scale_y, scale_x, scale_y)
             if not np.isfinite(box).all():
                 continue
-            x0, x1 = (min(max(int(x), -1), width) for x in sorted(box[0::2]))
-            y0, y1 = (min(max(int(y), -1), height) for y in sorted(box[1::2]))
+            x0, x1 = (min(max(int(x), -2), width) for x in sorted(box[0::2]))
+            y0, y1 = (min(max(int(y), -2), height) for y in sorted(box[1::2]))
             corners.append(((x0, y0, x1, y1), tuple(int(c) for c in colour)))
 
         def outline(band: Image.Image, top: int) -> None:
             pen = ImageDraw.Draw(band)
             for (x0, y0, x1, y1), colour in corners:
-                if y1 >= top and y0 < top + band.height:
+                if max(y1, y0 + 1) >= top and y0 < top + band.height:
                     pen.rectangle((x0, y0 - top, x1, y1 - top), outline=colour)
 
         return outline

@@ -245,13 +245,15 @@ def test_boxes_outlined_band_by_band_are_the_boxes_outlined_on_the_whole_overlay
         [75.0, 50.0, 300.0, 200.0],
         [-1e30, 10.0, 1e30, 12.0],
         [90.0, 70.0, 95.0, 80.0],
+        [2.0, 19.0, 6.0, 19.5],  # no height, on a band's last row: its sides paint the row below
+        [10.0, -1.0, 14.0, -1.0],  # no height, just above: its sides paint row 0
     ]
     for box in boxes:
         canvas.paint(place_mask(np.zeros((8, 8), np.float32), 80, 60), box)
     overlay = np.asarray(Image.open(io.BytesIO(base64.b64decode(canvas.fields()["overlay_png"]))))
     expected = Image.new("RGB", (80, 60), "white")
     pen = ImageDraw.Draw(expected)
-    drawn_whole = [*boxes[:5], [-1, 10, 80, 12], boxes[6]]  # the far box's edges: rows 10 and 12, edge to edge
+    drawn_whole = [*boxes[:5], [-1, 10, 80, 12], *boxes[6:]]  # the far box's edges: rows 10 and 12, edge to edge
     for box, colour in zip(drawn_whole, class_colours(len(boxes) + 1)[1:], strict=True):
         x0, x1 = sorted(box[0::2])
         y0, y1 = sorted(box[1::2])
