@@ -270,3 +270,18 @@ def test_an_array_with_no_png_form_is_refused_by_name(pixels):
 
     with pytest.raises(ValueError, match="PNG"):
         encode_png(pixels)
+
+
+def _two_bands() -> list[int]:
+    from easerve.service.codecs.bands import in_bands
+
+    return in_bands(lambda band: band, 2)
+
+
+def test_bands_are_worked_in_a_process_forked_after_the_parent_used_them():
+    """A forked child has none of its parent's pool threads: it must not wait on them."""
+    import multiprocessing
+
+    assert _two_bands() == [0, 1]  # the parent's pool exists from here on
+    with multiprocessing.get_context("fork").Pool(1) as children:
+        assert children.apply_async(_two_bands).get(timeout=30) == [0, 1]
