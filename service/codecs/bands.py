@@ -1,10 +1,10 @@
 """Work on a large picture in bands of rows, the bands on several cores at once.
 
-Pillow's resampling and zlib's deflate release the GIL while they run, so a picture of a few
-megapixels cut into bands is drawn or encoded in about 1/cores of the time one thread takes:
-what a client waits for when it asks for one large overlay. The caller works the first band
-itself; the others go to a small pool of threads (one fewer than the cores). A band's work never
-waits on anything (it must not cut its own work into bands), so a band handed to the pool
+Pillow's resampling and painting and numpy's array operations release the GIL while they run,
+so a picture of a few megapixels cut into bands is drawn in about 1/cores of the time one thread
+takes: what a client waits for when it asks for one large overlay. The caller works the first
+band itself; the others go to a small pool of threads (one fewer than the cores). A band's work
+never waits on anything (it must not cut its own work into bands), so a band handed to the pool
 always finishes.
 """
 

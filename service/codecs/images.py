@@ -31,6 +31,8 @@ from easerve.service.codecs.png import encode_png
 from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "MPO")
+# Pillow holds an RGB pixel in 4 bytes (a padding byte after the three channels).
+PILLOW_RGB_BYTES = 4
 # JPEG and MPO (a JPEG whose first frame is the primary image) decode at 1/2..1/8 scale for free.
 _DCT_FORMATS = ("JPEG", "MPO")
 # Decoded at least this many times the needed size on each side, so that the caller's bilinear
@@ -274,7 +276,7 @@ def _plan(image: Image.Image, max_pixels: int, needed: Needed) -> _Plan:
     decoded_pixels = image.size[0] * image.size[1]
     output_width, output_height = shrink_to or image.size
 
-    working_mode_bytes = 1 if stored_mode in _GREY_MODES + _WIDE_GREY_MODES else 4
+    working_mode_bytes = 1 if stored_mode in _GREY_MODES + _WIDE_GREY_MODES else PILLOW_RGB_BYTES
     decoded_bytes = decoded_pixels * _STORED_BYTES.get(image.mode, 4)
     decoding = decoded_bytes + decoded_pixels * _DECODER_BYTES.get(image.format, 0)
     if image.format in _DCT_FORMATS and image.info.get("progressive"):

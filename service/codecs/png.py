@@ -39,11 +39,11 @@ def _scanlines(pixels: np.ndarray) -> tuple[np.ndarray, int, int]:
     if pixels.ndim == 2 and pixels.dtype == np.bool_:
         return np.packbits(pixels, axis=1), 1, _GREY
     if pixels.ndim == 2 and pixels.dtype == np.uint8:
-        return np.ascontiguousarray(pixels), 8, _GREY
+        return pixels, 8, _GREY
     if pixels.ndim == 2 and pixels.dtype == np.uint16:
         return pixels.astype(">u2").view(np.uint8).reshape(height, -1), 16, _GREY
     if pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8:
-        return np.ascontiguousarray(pixels).reshape(height, -1), 8, _RGB
+        return pixels.reshape(height, -1), 8, _RGB  # a copy only where the rows are not contiguous
     raise ValueError(f"no PNG for an array of {pixels.dtype} and shape {pixels.shape}")
 
 

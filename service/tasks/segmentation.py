@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import Manifest
 from easerve.service.codecs.bands import band_count, in_bands
-from easerve.service.codecs.images import DecodedImage, encode_jpeg_base64, encode_png_base64
+from easerve.service.codecs.images import PILLOW_RGB_BYTES, DecodedImage, encode_jpeg_base64, encode_png_base64
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 
@@ -36,8 +36,7 @@ _MOSTLY_BOUNDARIES = 8
 # picture and colours (Pillow holds RGB in 4 bytes), their opacity and its pixels; then the
 # pixels' filtered rows and the PNG.
 OVERLAY_BYTES_PER_PIXEL = 16
-# Pillow holds an RGB pixel in 4 bytes; a band of an overlay is worth this many.
-_PILLOW_RGB_BYTES = 4
+# The least bytes of Pillow's picture a band of an overlay is worth.
 _OVERLAY_BAND_BYTES = 4 << 20
 # An overlay is a picture to look at: as JPEG (when asked for) at this quality.
 OVERLAY_JPEG_QUALITY = 90
@@ -194,7 +193,7 @@ def drawn_overlay(
     the bands joined are the one resize (to a rounding of the box's fractional edges)."""
     height, width = labels.shape
     pixels = np.empty((height, width, 3), np.uint8)
-    bands = min(band_count(_PILLOW_RGB_BYTES * width * height, _OVERLAY_BAND_BYTES), height)
+    bands = min(band_count(PILLOW_RGB_BYTES * width * height, _OVERLAY_BAND_BYTES), height)
     cuts = [round(height * band / bands) for band in range(bands + 1)]
     scale = picture.height / height
     picture.load()  # the bands only read its pixels
