@@ -18,7 +18,9 @@ What is modelled, as `service/scheduler/device.py` and `service/batcher.py` do i
   Admission at the door (`DeviceScheduler.admit`): refused when the queue is full; or when,
   after the running batches' remaining predicted time and the queued work due no later than
   it (each request costed at `item_cost_s` of its model's pending items: `pending_work`), over
-  the slots, its own cost overruns its due time; or when fitting it in would make an admitted
+  the slots and stretched by the model's `AdmissionCalibration` (the server's own, told what
+  became of every admitted request: answered on time, late, or dropped), its own cost overruns
+  its due time; or when fitting it in would make an admitted
   request that is on time now late (the earliest-deadline-first walk over the work due after
   it). Early drop of what cannot be on time even alone once a slot frees (`drop_unreachable`),
   and the least-slack choice among each model's largest on-time batch (`plan`), up to `slots`
@@ -63,6 +65,7 @@ from typing import Literal, cast, get_args
 import numpy as np
 
 from easerve.bench.scheduling_load import arrival_times
+from easerve.service.scheduler.calibration import AdmissionCalibration
 from easerve.service.scheduler.device import POLICIES, Plan, Schedulable, _least_slack
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 from easerve.service.settings import SchedulerPolicy as Policy
@@ -354,6 +357,7 @@ class _Queue:
     model: SimModel
     latency: LatencyModel
     priority: int
+    calibration: AdmissionCalibration = field(default_factory=AdmissionCalibration)
     arrived: list[float] = field(default_factory=list)
     deadlines: list[float] = field(default_factory=list)
     dues: list[float] = field(default_factory=list)
@@ -420,6 +424,8 @@ class _Queue:
         the queue (every due below `free_at + planned(1)`). How many."""
         hopeless = bisect.bisect_left(self.dues, free_at + self.planned(1), self.head) - self.head
         self.cut(hopeless)
+        for _ in range(hopeless):
+            self.calibration.observe(False)
         return hopeless
 
     def plan(self, now: float) -> Plan:
@@ -549,10 +555,12 @@ class _Simulation:
             latencies = self.latencies_s[name]
             for arrived, deadline in zip(batch.arrived, batch.deadlines):
                 latencies.append(self.now - arrived)
-                if self.now <= deadline:
+                on_time = self.now <= deadline
+                if on_time:
                     self.good[name] += 1
                 else:
                     self.late[name] += 1
+                batch.queue.calibration.observe(on_time)
             batch.queue.busy = False
 
     def _expire(self) -> None:
@@ -562,6 +570,8 @@ class _Simulation:
             if expired:
                 queue.cut(expired)
                 self.late[queue.model.name] += expired
+                for _ in range(expired):
+                    queue.calibration.observe(False)
 
     def _arrive(self, queue: _Queue) -> None:
         self.sent[queue.model.name] += 1
@@ -586,8 +596,7 @@ class _Simulation:
         slots = self.slots
         busy = sum(max(run.predicted_end - now, 0.0) for run in self.running)
         ahead = busy + sum(seconds for item_due, seconds in work if item_due <= due)
-        wait_s = max(queue.pre_queue_s(), ahead / slots)
-        if now + wait_s + cost > due:
+        if now + max(queue.pre_queue_s(), queue.calibration.factor * ahead / slots) + cost > due:
             return False
         # The earliest-deadline-first walk over the work due after it, the server's loop as one
         # expression (the same running totals, summed in the same order): refused if an item on

@@ -64,6 +64,7 @@ from easerve.service.errors import (
     Unavailable,
 )
 from easerve.service.runners.base import InputRejected
+from easerve.service.scheduler.calibration import AdmissionCalibration
 from easerve.service.scheduler.device import DeviceScheduler, Plan
 from easerve.service.scheduler.latency import HORIZON_S, LatencyModel
 
@@ -190,6 +191,7 @@ class Arrival:
         self.deadline = deadline
         self.since = time.perf_counter()
         self._on_its_way = batcher is not None
+        self._calibration = batcher.calibration if batcher is not None else None
 
     async def enter(self) -> None:
         """Wait, undecoded, until its model's queue has room for it (Overloaded if its deadline
@@ -213,6 +215,13 @@ class Arrival:
         if self.batcher is not None:
             self.batcher.answered(after_compute_s)
             self.batcher = None
+
+    def concluded(self, on_time: bool) -> None:
+        """Whether it was answered within its deadline (or dropped, or late): what the door
+        learns for the next ones. Once."""
+        if self._calibration is not None:
+            self._calibration.observe(on_time)
+            self._calibration = None
 
 
 # What a batcher whose model computes elsewhere (a stand-in) admits: nothing to count here.
@@ -432,6 +441,7 @@ class DynamicBatcher:
         self.config = config
         self.priority = priority
         self.latency = latency or LatencyModel(config.max_batch_size)
+        self.calibration = AdmissionCalibration()
         self._memory = memory
         self._observer = observer or NullObserver()
         self._device = scheduler or DeviceScheduler()

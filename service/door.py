@@ -23,7 +23,7 @@ from typing import get_args
 from urllib.parse import parse_qsl
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from easerve.artifacts.manifest import AttentionKind
 from easerve.service.batcher import Arrival
@@ -38,6 +38,9 @@ MIN_TIMEOUT_S = 0.01
 MAX_TIMEOUT_S = 3600.0
 _V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 _ATTENTION_KINDS: tuple[AttentionKind, ...] = get_args(AttentionKind)
+# What an admitted request answered so means its admission was wrong: dropped as unreachable
+# (504) or refused later for time (503).
+_MISSED = frozenset({503, 504})
 
 
 @dataclass(frozen=True)
@@ -87,8 +90,18 @@ class AdmissionDoor:
             await _refuse(send, refusal)
             return
         state[ADMISSION_STATE_KEY] = Admission(model.name, arrived, arrival)
+
+        async def send_and_watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if status == 200:
+                    arrival.concluded(time.perf_counter() <= deadline)
+                elif status in _MISSED:
+                    arrival.concluded(False)
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_and_watch)
         finally:
             arrival.leave()
 

@@ -246,6 +246,9 @@ def test_slack_admits_at_the_door_exactly_as_the_servers_scheduler_does(monkeypa
             scheduler._members = list(batchers)
             for queue, batcher, latency in zip(simulation.queues, batchers, latencies):
                 queue.latency = latency
+                # What each door has learnt from the requests it admitted: as predicted, or stretched.
+                factor = 1.0 if case % 3 == 0 else float(rng.uniform(1.0, 3.0))
+                queue.calibration.factor = batcher.calibration.factor = factor
                 count = int(rng.integers(0, 36))
                 arrived = np.sort(rng.uniform(now - queue.model.deadline_s / 2, now, count)).tolist()
                 futures += queued_on_both(queue, batcher, arrived, loop)

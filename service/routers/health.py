@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import TensorInfo, Variant
+from easerve.service.batcher import DynamicBatcher
 from easerve.service.dependencies import State
 from easerve.service.repository import ServedModel
 
@@ -30,6 +31,10 @@ class LatencyInfo(BaseModel):
     predicted_ms: dict[int, float] = Field(description="predicted compute time by batch size, refitted online")
     error_p50: float | None = Field(description="median relative error of the predictions of batches run")
     error_p95: float | None = Field(description="95th percentile of that error")
+    admission_factor: float | None = Field(
+        description="how far the door stretches the predicted work ahead of a new request, learnt from what became "
+        "of the requests it admitted (1: as predicted; none where the model computes elsewhere)"
+    )
 
 
 class SchedulerInfo(BaseModel):
@@ -110,6 +115,7 @@ def _latency_info(model: ServedModel) -> LatencyInfo | None:
         predicted_ms={size: 1000 * seconds for size, seconds in latency.table().items()},
         error_p50=latency.error_quantile(0.5),
         error_p95=latency.error_quantile(0.95),
+        admission_factor=model.batcher.calibration.factor if isinstance(model.batcher, DynamicBatcher) else None,
     )
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, get_args
 
 from easerve.service.errors import Overloaded
+from easerve.service.scheduler.calibration import AdmissionCalibration
 from easerve.service.scheduler.latency import LatencyModel
 from easerve.service.settings import SchedulerPolicy as Policy
 from easerve.service.settings import Settings
@@ -70,6 +71,7 @@ class Schedulable(Protocol):
     model: str
     priority: int
     latency: LatencyModel
+    calibration: AdmissionCalibration
 
     def has_work(self) -> bool:
         """Queued requests and an instance free to compute them."""
@@ -231,10 +233,10 @@ class DeviceScheduler:
     def admit(self, batcher: Schedulable, deadline: float) -> None:
         """Under `slack`, refuse a new request for `batcher` before any of its work is done
         (Overloaded) when, served in deadline order after the work already admitted, it could not
-        be on time
-        (its way to the queue, the work due before it and its own compute), or when fitting it
-        in would make a request admitted earlier late (an earliest-deadline-first feasibility
-        check: what is admitted stays on time)."""
+        be on time (its way to the queue, the work due before it, stretched by the model's
+        `AdmissionCalibration`, and its own compute), or when fitting it in would make a request
+        admitted earlier late (an earliest-deadline-first feasibility check: what is admitted
+        stays on time)."""
         if self.policy != "slack":
             return
         now = time.perf_counter()
@@ -243,16 +245,16 @@ class DeviceScheduler:
         work = sorted(self._pending_work())
         slots = self.slots or 1
         ahead = self._due_first_s(due, now, work)
+        ahead_s = batcher.calibration.factor * ahead / slots
         pre_queue_s = batcher.pre_queue_s()
-        wait_s = max(pre_queue_s, ahead / slots)
-        if now + wait_s + cost > due:
+        if now + max(pre_queue_s, ahead_s) + cost > due:
             self._refuse(
                 batcher,
-                f"about {1000 * ahead / slots:.0f} ms of work due before it is ahead of it on the device, requests "
-                f"take about {1000 * pre_queue_s:.0f} ms to reach its queue and "
-                f"{1000 * (deadline - due):.0f} ms after their batch to be answered, and it needs "
+                f"about {1000 * ahead_s:.0f} ms of work due before it is ahead of it on the device (as this "
+                f"model's admitted requests lately fared), requests take about {1000 * pre_queue_s:.0f} ms to reach "
+                f"its queue and {1000 * (deadline - due):.0f} ms after their batch to be answered, and it needs "
                 f"{1000 * cost:.0f} ms itself: {1000 * max(deadline - now, 0.0):.0f} ms are left",
-                ahead / slots,
+                ahead_s,
             )
         total = ahead
         for item_due, seconds in work:

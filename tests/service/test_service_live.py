@@ -171,6 +171,25 @@ def test_past_a_full_queue_a_request_waits_at_the_door_and_is_answered_once_ther
     assert [result[0].status_code for _, result in requests] == [200, 200, 200]
 
 
+def test_the_door_learns_from_admitted_requests_that_miss_their_deadline(weights_dir):
+    """A request admitted on the prediction but held computing past its `timeout` answers 504:
+    its model's admission factor rises (shown in /v1/models); one answered in time lowers it."""
+    server, factory = slow_server(weights_dir, max_batch_size=1)
+    with server:
+        runner = factory.runners[CLASSIFIER]
+        runner.gate.clear()
+        late = in_background(classify, server.url, timeout=0.3)
+        assert runner.computing.wait(5)
+        late[0].join(10)
+        runner.gate.set()
+        missed = httpx.get(f"{server.url}/v1/models").json()["models"][0]["latency"]["admission_factor"]
+        on_time = classify(server.url, timeout=10)
+        after = batcher_of(server).calibration.factor
+    assert late[1][0].status_code == 504
+    assert missed > 1.0
+    assert on_time.status_code == 200 and after < missed
+
+
 def test_the_door_refuses_from_the_request_line_without_waiting_for_the_body(weights_dir):
     server, factory = slow_server(weights_dir, max_batch_size=1, max_queue_size=1, max_waiting=0)
     with server:

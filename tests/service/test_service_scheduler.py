@@ -12,6 +12,7 @@ import pytest
 
 from easerve.service.batcher import BatchingConfig, DynamicBatcher
 from easerve.service.errors import DeadlineUnreachable, Overloaded, QueueFull, Unavailable
+from easerve.service.scheduler.calibration import MAX_FACTOR, AdmissionCalibration
 from easerve.service.scheduler.device import DeviceScheduler, default_slots
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 
@@ -203,6 +204,49 @@ def test_the_door_refuses_what_the_work_already_admitted_leaves_no_time_for():
     assert "to reach its queue" in error.message and "after their batch" in error.message
     assert "ms are left" in error.message, error.message
     assert error.headers()["Retry-After"]
+
+
+def test_the_door_stretches_the_work_ahead_by_what_became_of_the_requests_it_admitted():
+    """0.1 s of work is due before a newcomer that has 0.25 s: it fits as predicted; once its
+    model's admitted requests have been missing their deadlines, the door plans the work ahead
+    longer and refuses it, saying why; requests on time again bring the plan back."""
+
+    async def scenario():
+        scheduler, batcher, log = alone(0.05)
+        soon = time.perf_counter()
+        admitted = [batcher.expect(soon + 0.2) for _ in range(2)]
+        batcher.expect(soon + 0.25).leave()  # fits: 0.1 s ahead and its own 0.05 s
+        for _ in range(20):
+            batcher.calibration.observe(False)
+        stretched = batcher.calibration.factor
+        with pytest.raises(Overloaded) as refused:
+            batcher.expect(soon + 0.25)
+        while batcher.calibration.factor > 1.0:
+            batcher.calibration.observe(True)
+        batcher.expect(soon + 0.25).leave()
+        for arrival in admitted:
+            arrival.leave()
+        await closed(scheduler, batcher)
+        return stretched, refused.value
+
+    stretched, error = asyncio.run(scenario())
+    assert stretched > 2.5
+    assert "lately fared" in error.message, error.message
+
+
+def test_the_admission_factor_settles_where_the_target_share_of_admitted_requests_miss():
+    """Missing more often than `TARGET_MISS` drives the factor up to its bound; less often, back
+    down to 1, never below."""
+    more, fewer = AdmissionCalibration(), AdmissionCalibration()
+    for _ in range(200):
+        for step in range(20):  # 5 % miss
+            more.observe(step != 19)
+    for _ in range(200):
+        for step in range(200):  # 0.5 % miss
+            fewer.observe(step != 0)
+    assert more.factor == MAX_FACTOR
+    assert fewer.factor == 1.0
+    assert (more.missed, fewer.missed) == (200, 200)
 
 
 def test_an_admitted_request_is_reachable_by_its_own_compute_alone():

@@ -28,13 +28,15 @@ function modelRow(model) {
 }
 
 /** The scheduler's latency model of a model: predicted ms at batch 1 and at its largest profiled
- * batch, and its recent error. */
+ * batch, its recent error, and how far the door now stretches the work ahead of its requests. */
 function latencyText(latency) {
   if (!latency) return "–";
   const sizes = Object.keys(latency.predicted_ms).map(Number).sort((a, b) => a - b);
   const at = (size) => `${formatMs(latency.predicted_ms[size])} ms @${size}`;
   const error = latency.error_p95 === null ? "" : ` (p95 error ${Math.round(100 * latency.error_p95)}%)`;
-  return `${at(sizes[0])}, ${at(sizes.at(-1))}${error}`;
+  const factor = latency.admission_factor;
+  const stretched = factor == null || factor < 1.01 ? "" : `, work ahead ×${factor.toFixed(2)} at the door`;
+  return `${at(sizes[0])}, ${at(sizes.at(-1))}${error}${stretched}`;
 }
 
 function schedulerText(s) {
