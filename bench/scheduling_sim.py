@@ -65,7 +65,7 @@ from typing import Literal, cast, get_args
 import numpy as np
 
 from easerve.bench.scheduling_load import arrival_times
-from easerve.service.scheduler.calibration import AdmissionCalibration
+from easerve.service.scheduler.calibration import MAX_FACTOR, AdmissionCalibration
 from easerve.service.scheduler.device import POLICIES, Plan, Schedulable, _least_slack
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 from easerve.service.settings import SchedulerPolicy as Policy
@@ -361,6 +361,7 @@ class _Queue:
     arrived: list[float] = field(default_factory=list)
     deadlines: list[float] = field(default_factory=list)
     dues: list[float] = field(default_factory=list)
+    teaches: list[bool] = field(default_factory=list)  # what becomes of it teaches `calibration`
     head: int = 0
     busy: bool = False  # its one instance is computing a batch
     _planned: dict[int, float] = field(default_factory=dict)
@@ -396,23 +397,32 @@ class _Queue:
         """`DynamicBatcher.post_compute_s`: no answers to make or send here."""
         return 0.0
 
-    def push(self, now: float) -> None:
+    def push(self, now: float, teaches: bool) -> None:
         """`DynamicBatcher.submit`: queue a request arriving `now`, due before its deadline by
         the time answers take after their batch."""
         deadline = now + self.model.deadline_s
         self.arrived.append(now)
         self.deadlines.append(deadline)
         self.dues.append(deadline - self.post_compute_s())
+        self.teaches.append(teaches)
 
-    def cut(self, count: int) -> tuple[list[float], list[float]]:
-        """Take the `count` oldest requests: their arrival times and deadlines."""
+    def cut(self, count: int) -> tuple[list[float], list[float], list[bool]]:
+        """Take the `count` oldest requests: their arrival times, deadlines and whether each
+        teaches the calibration."""
         end = self.head + count
-        taken = self.arrived[self.head : end], self.deadlines[self.head : end]
+        taken = self.arrived[self.head : end], self.deadlines[self.head : end], self.teaches[self.head : end]
         self.head = end
         if self.head > 1024 and 2 * self.head > len(self.deadlines):
             del self.arrived[: self.head], self.deadlines[: self.head], self.dues[: self.head]
+            del self.teaches[: self.head]
             self.head = 0
         return taken
+
+    def missed(self, teaches: list[bool], now: float) -> None:
+        """`Arrival.concluded(False)` for each request taken out unanswered (504)."""
+        for teaching in teaches:
+            if teaching:
+                self.calibration.observe(False, now)
 
     def expired(self, now: float) -> int:
         """Queued requests whose deadline is no later than `now` (their timers have fired)."""
@@ -423,9 +433,7 @@ class _Queue:
         `free_at + planned(items) > due`; with one item each and the dues sorted, a prefix of
         the queue (every due below `free_at + planned(1)`). How many."""
         hopeless = bisect.bisect_left(self.dues, free_at + self.planned(1), self.head) - self.head
-        self.cut(hopeless)
-        for _ in range(hopeless):
-            self.calibration.observe(False)
+        self.missed(self.cut(hopeless)[2], free_at)
         return hopeless
 
     def plan(self, now: float) -> Plan:
@@ -471,6 +479,7 @@ class _Batch:
     queue: _Queue
     arrived: list[float]
     deadlines: list[float]
+    teaches: list[bool]
     predicted_end: float
     remaining_s: float  # seconds of work left at full speed
 
@@ -553,14 +562,15 @@ class _Simulation:
         for batch in done:
             name = batch.queue.model.name
             latencies = self.latencies_s[name]
-            for arrived, deadline in zip(batch.arrived, batch.deadlines):
+            for arrived, deadline, teaches in zip(batch.arrived, batch.deadlines, batch.teaches):
                 latencies.append(self.now - arrived)
                 on_time = self.now <= deadline
                 if on_time:
                     self.good[name] += 1
                 else:
                     self.late[name] += 1
-                batch.queue.calibration.observe(on_time)
+                if teaches:
+                    batch.queue.calibration.observe(on_time, self.now)
             batch.queue.busy = False
 
     def _expire(self) -> None:
@@ -568,27 +578,27 @@ class _Simulation:
         for queue in self.queues:
             expired = queue.expired(self.now)
             if expired:
-                queue.cut(expired)
+                queue.missed(queue.cut(expired)[2], self.now)
                 self.late[queue.model.name] += expired
-                for _ in range(expired):
-                    queue.calibration.observe(False)
 
     def _arrive(self, queue: _Queue) -> None:
         self.sent[queue.model.name] += 1
-        if self._admit(queue, self.now + queue.model.deadline_s):
-            queue.push(self.now)
-        else:
+        teaches = self._admit(queue, self.now + queue.model.deadline_s)
+        if teaches is None:
             self.refused[queue.model.name] += 1
+        else:
+            queue.push(self.now, teaches)
 
-    def _admit(self, queue: _Queue, deadline: float) -> bool:
-        """Whether a request for `queue` arriving now with `deadline` is let in: not when its
-        queue is full (under every policy: `DynamicBatcher.submit`; the server's waiting room
-        at the door, `DynamicBatcher.wait_for_room`, is not modelled: as `max_waiting=0`); under
-        `slack`, by `DeviceScheduler.admit`'s rules and arithmetic (each refusal a False)."""
+    def _admit(self, queue: _Queue, deadline: float) -> bool | None:
+        """Whether a request for `queue` arriving now with `deadline` is let in (None: refused),
+        and if so whether it teaches the calibration: not when its queue is full (under every
+        policy: `DynamicBatcher.submit`; the server's waiting room at the door,
+        `DynamicBatcher.wait_for_room`, is not modelled: as `max_waiting=0`); under `slack`, by
+        `DeviceScheduler.admit`'s rules and arithmetic."""
         if queue.queued_requests() >= queue.max_queue_size():
-            return False
+            return None
         if self.policy != "slack":
-            return True
+            return False
         now = self.now
         due = deadline - queue.post_compute_s()
         cost = queue.item_cost_s(queue.queued_requests() + 1)
@@ -596,17 +606,19 @@ class _Simulation:
         slots = self.slots
         busy = sum(max(run.predicted_end - now, 0.0) for run in self.running)
         ahead = busy + sum(seconds for item_due, seconds in work if item_due <= due)
-        if now + max(queue.pre_queue_s(), queue.calibration.factor * ahead / slots) + cost > due:
-            return False
+        if now + max(queue.pre_queue_s(), queue.calibration.factor(now) * ahead / slots) + cost > due:
+            return None
         # The earliest-deadline-first walk over the work due after it, the server's loop as one
         # expression (the same running totals, summed in the same order): refused if an item on
         # time now would be late with this request's cost ahead of it.
         later = [(item_due, seconds) for item_due, seconds in work if item_due > due]
         totals = itertools.islice(itertools.accumulate((seconds for _, seconds in later), initial=ahead), 1, None)
-        return not any(
+        if any(
             now + total / slots <= item_due < now + (total + cost) / slots
             for (item_due, _), total in zip(later, totals)
-        )
+        ):
+            return None
+        return now + max(queue.pre_queue_s(), MAX_FACTOR * ahead / slots) + cost > due
 
     # -- decisions (`DeviceScheduler._decide`) ----------------------------------------------
 
@@ -639,9 +651,9 @@ class _Simulation:
     def _start(self, queue: _Queue, plan: Plan) -> None:
         """`DeviceScheduler._start` and `DynamicBatcher.dispatch`: the run is recorded with its
         planned end; the batch truly takes its table time, scaled and perturbed."""
-        arrived, deadlines = queue.cut(plan.items)
+        arrived, deadlines, teaches = queue.cut(plan.items)
         factor = max(NOISE_FLOOR, 1.0 + self.noise * self.rng.standard_normal()) if self.noise else 1.0
         true_s = queue.latency.predict(plan.items) * queue.model.true_scale * factor
-        self.running.append(_Batch(queue, arrived, deadlines, self.now + plan.predicted_s, true_s))
+        self.running.append(_Batch(queue, arrived, deadlines, teaches, self.now + plan.predicted_s, true_s))
         queue.busy = True
         self.batch_sizes.append(plan.items)

@@ -186,12 +186,13 @@ class Arrival:
     until it `leave`s (queued, or given up), and timed on the way in (door to queue) and out
     (its batch's end to its answer), so the scheduler can foresee both for the next ones."""
 
-    def __init__(self, batcher: DynamicBatcher | None = None, deadline: float = 0.0) -> None:
+    def __init__(self, batcher: DynamicBatcher | None = None, deadline: float = 0.0, teaches: bool = False) -> None:
         self.batcher = batcher
         self.deadline = deadline
         self.since = time.perf_counter()
         self._on_its_way = batcher is not None
-        self._calibration = batcher.calibration if batcher is not None else None
+        # Whether the work ahead could have refused it: only then does its fate teach the door.
+        self._calibration = batcher.calibration if batcher is not None and teaches else None
 
     async def enter(self) -> None:
         """Wait, undecoded, until its model's queue has room for it (Overloaded if its deadline
@@ -217,10 +218,10 @@ class Arrival:
             self.batcher = None
 
     def concluded(self, on_time: bool) -> None:
-        """Whether it was answered within its deadline (or dropped, or late): what the door
-        learns for the next ones. Once."""
+        """Whether it was answered within its deadline (or timed out, or late): what the door
+        learns for the next ones, if its admission was the work ahead's to decide. Once."""
         if self._calibration is not None:
-            self._calibration.observe(on_time)
+            self._calibration.observe(on_time, time.perf_counter())
             self._calibration = None
 
 
@@ -477,6 +478,11 @@ class DynamicBatcher:
     def accepting(self) -> bool:
         return self._started and not self._closing
 
+    @property
+    def policy(self) -> str:
+        """The device scheduler's policy (`--scheduler`)."""
+        return self._device.policy
+
     def start(self) -> None:
         """Join the device scheduler (on the running event loop)."""
         if not self._started:
@@ -488,14 +494,14 @@ class DynamicBatcher:
         if not self.accepting:
             raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
         try:
-            self._device.admit(self, deadline)
+            teaches = self._device.admit(self, deadline)
         except ServiceError as error:
             now = time.perf_counter()
             if self._alone_too_late(now, deadline - self.post_compute_s(), 1):
                 self._refused_alone(now)
             self._observer.request_failed(self.model, error.reason)
             raise
-        arrival = Arrival(self, deadline)
+        arrival = Arrival(self, deadline, teaches)
         self._arriving[arrival] = deadline
         return arrival
 

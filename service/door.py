@@ -38,9 +38,6 @@ MIN_TIMEOUT_S = 0.01
 MAX_TIMEOUT_S = 3600.0
 _V2_INFER = re.compile(r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?/infer$")
 _ATTENTION_KINDS: tuple[AttentionKind, ...] = get_args(AttentionKind)
-# What an admitted request answered so means its admission was wrong: dropped as unreachable
-# (504) or refused later for time (503).
-_MISSED = frozenset({503, 504})
 
 
 @dataclass(frozen=True)
@@ -95,8 +92,8 @@ class AdmissionDoor:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if status == 200:
-                    arrival.concluded(time.perf_counter() <= deadline)
-                elif status in _MISSED:
+                    arrival.concluded(time.perf_counter() <= arrival.deadline)
+                elif status == 504:  # dropped as unreachable, or its deadline passed
                     arrival.concluded(False)
             await send(message)
 

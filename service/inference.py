@@ -67,6 +67,8 @@ class InferenceContext:
     def with_timeout(self, timeout_s: float) -> None:
         """Replace the deadline with `timeout_s` from the start (a protocol's own timeout field)."""
         self.deadline = Deadline(self.started + timeout_s)
+        if self.arrival is not None:
+            self.arrival.deadline = self.deadline.at
 
     async def __aenter__(self) -> InferenceContext:
         """The one way a handler holds a request: `async with context:` begins it and finishes it

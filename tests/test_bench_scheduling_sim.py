@@ -32,6 +32,7 @@ from easerve.bench.scheduling_sim import (
 from easerve.service.batcher import BatchingConfig, DynamicBatcher, _Pending
 from easerve.service.errors import Overloaded, QueueFull
 from easerve.service.scheduler import device
+from easerve.service.scheduler.calibration import AdmissionCalibration
 from easerve.service.scheduler.device import DeviceScheduler, _Run
 from easerve.service.scheduler.latency import LatencyModel
 
@@ -152,7 +153,7 @@ def queued_on_both(queue: _Queue, batcher: DynamicBatcher, arrived: list[float],
     futures = []
     batcher._queue.clear()
     for moment in arrived:
-        queue.push(moment)
+        queue.push(moment, teaches=False)
         deadline = moment + queue.model.deadline_s
         futures.append(loop.create_future())
         due = deadline - batcher.post_compute_s()
@@ -248,13 +249,14 @@ def test_slack_admits_at_the_door_exactly_as_the_servers_scheduler_does(monkeypa
                 queue.latency = latency
                 # What each door has learnt from the requests it admitted: as predicted, or stretched.
                 factor = 1.0 if case % 3 == 0 else float(rng.uniform(1.0, 3.0))
-                queue.calibration.factor = batcher.calibration.factor = factor
+                queue.calibration = AdmissionCalibration(factor, now)
+                batcher.calibration = AdmissionCalibration(factor, now)
                 count = int(rng.integers(0, 36))
                 arrived = np.sort(rng.uniform(now - queue.model.deadline_s / 2, now, count)).tolist()
                 futures += queued_on_both(queue, batcher, arrived, loop)
             for _ in range(int(rng.integers(0, slots + 1))):
                 end = now + float(rng.uniform(-0.005, 0.030))
-                simulation.running.append(_Batch(simulation.queues[0], [], [], end, 1.0))
+                simulation.running.append(_Batch(simulation.queues[0], [], [], [], end, 1.0))
                 scheduler._running.add(_Run(end, now))
             simulation.now = now
             for queue, batcher in zip(simulation.queues, batchers):
@@ -264,13 +266,15 @@ def test_slack_admits_at_the_door_exactly_as_the_servers_scheduler_does(monkeypa
                         # The server would hold it in its waiting room; the simulator has none
                         # (as `max_waiting=0`): refused.
                         raise QueueFull("the queue is full", 1.0)
-                    scheduler.admit(batcher, deadline)
-                    theirs = "admitted"
+                    teaches = scheduler.admit(batcher, deadline)
+                    theirs = "admitted, teaching" if teaches else "admitted"
                 except QueueFull:
                     theirs = "queue full"
                 except Overloaded as refusal:
                     theirs = "late itself" if "ahead of it" in str(refusal) else "makes another late"
-                assert simulation._admit(queue, deadline) == (theirs == "admitted"), (case, queue.model.name, theirs)
+                ours = simulation._admit(queue, deadline)
+                expected = {"admitted": False, "admitted, teaching": True}.get(theirs)
+                assert ours == expected, (case, queue.model.name, theirs)
                 outcomes.append(theirs)
     finally:
         for batcher in batchers:
@@ -280,7 +284,7 @@ def test_slack_admits_at_the_door_exactly_as_the_servers_scheduler_does(monkeypa
         loop.close()
     # Every rule of the door was exercised, each several times.
     assert {outcome: outcomes.count(outcome) >= 5 for outcome in set(outcomes)} == dict.fromkeys(
-        ("admitted", "queue full", "late itself", "makes another late"), True
+        ("admitted", "admitted, teaching", "queue full", "late itself", "makes another late"), True
     ), {outcome: outcomes.count(outcome) for outcome in set(outcomes)}
 
 

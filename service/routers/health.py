@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter
@@ -33,7 +34,8 @@ class LatencyInfo(BaseModel):
     error_p95: float | None = Field(description="95th percentile of that error")
     admission_factor: float | None = Field(
         description="how far the door stretches the predicted work ahead of a new request, learnt from what became "
-        "of the requests it admitted (1: as predicted; none where the model computes elsewhere)"
+        "of the requests it admitted (1: as predicted; none where the door does not admit by deadline: `fifo`, `free`, "
+        "or the model computes elsewhere)"
     )
 
 
@@ -115,8 +117,15 @@ def _latency_info(model: ServedModel) -> LatencyInfo | None:
         predicted_ms={size: 1000 * seconds for size, seconds in latency.table().items()},
         error_p50=latency.error_quantile(0.5),
         error_p95=latency.error_quantile(0.95),
-        admission_factor=model.batcher.calibration.factor if isinstance(model.batcher, DynamicBatcher) else None,
+        admission_factor=_admission_factor(model),
     )
+
+
+def _admission_factor(model: ServedModel) -> float | None:
+    batcher = model.batcher
+    if not isinstance(batcher, DynamicBatcher) or batcher.policy != "slack":
+        return None
+    return batcher.calibration.factor(time.perf_counter())
 
 
 @router.get("/healthz")

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, get_args
 
 from easerve.service.errors import Overloaded
-from easerve.service.scheduler.calibration import AdmissionCalibration
+from easerve.service.scheduler.calibration import MAX_FACTOR, AdmissionCalibration
 from easerve.service.scheduler.latency import LatencyModel
 from easerve.service.settings import SchedulerPolicy as Policy
 from easerve.service.settings import Settings
@@ -230,22 +230,23 @@ class DeviceScheduler:
 
     # -- admission at the door ------------------------------------------------------------------
 
-    def admit(self, batcher: Schedulable, deadline: float) -> None:
+    def admit(self, batcher: Schedulable, deadline: float) -> bool:
         """Under `slack`, refuse a new request for `batcher` before any of its work is done
         (Overloaded) when, served in deadline order after the work already admitted, it could not
         be on time (its way to the queue, the work due before it, stretched by the model's
         `AdmissionCalibration`, and its own compute), or when fitting it in would make a request
         admitted earlier late (an earliest-deadline-first feasibility check: what is admitted
-        stays on time)."""
+        stays on time). Admitted: whether the work ahead, stretched as far as the calibration
+        goes, would have refused it (then what becomes of it teaches the calibration)."""
         if self.policy != "slack":
-            return
+            return False
         now = time.perf_counter()
         due = deadline - batcher.post_compute_s()
         cost = batcher.item_cost_s(batcher.queued_requests() + 1)
         work = sorted(self._pending_work())
         slots = self.slots or 1
         ahead = self._due_first_s(due, now, work)
-        ahead_s = batcher.calibration.factor * ahead / slots
+        ahead_s = batcher.calibration.factor(now) * ahead / slots
         pre_queue_s = batcher.pre_queue_s()
         if now + max(pre_queue_s, ahead_s) + cost > due:
             self._refuse(
@@ -267,6 +268,7 @@ class DeviceScheduler:
                     "the device is full until then with work admitted before it (it would make that late)",
                     total / slots,
                 )
+        return now + max(pre_queue_s, MAX_FACTOR * ahead / slots) + cost > due
 
     def _refuse(self, batcher: Schedulable, why: str, retry_after_s: float) -> None:
         self.stats.refused_at_door += 1

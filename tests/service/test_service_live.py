@@ -16,6 +16,7 @@ from onnx_fixtures import model_name
 from service_helpers import LiveServer, SlowRunnerFactory, image_bytes, make_settings, wait_until
 
 from easerve.service.app import create_app
+from easerve.service.scheduler.latency import LatencyModel
 
 CLASSIFIER = model_name("fixcls")
 PNG = {"content-type": "image/png"}
@@ -172,22 +173,30 @@ def test_past_a_full_queue_a_request_waits_at_the_door_and_is_answered_once_ther
 
 
 def test_the_door_learns_from_admitted_requests_that_miss_their_deadline(weights_dir):
-    """A request admitted on the prediction but held computing past its `timeout` answers 504:
-    its model's admission factor rises (shown in /v1/models); one answered in time lowers it."""
-    server, factory = slow_server(weights_dir, max_batch_size=1)
+    """With 0.5 s predicted per request, a request with 1.5 s admitted behind one computing fits,
+    but would not have fitted with the work ahead stretched 4x: held past its `timeout`, it
+    answers 504 and its model's admission factor rises (shown in /v1/models). The requests with
+    little ahead of their 10 s teach nothing."""
+    server, factory = slow_server(weights_dir, max_batch_size=1, instances=1, device_slots=1)
     with server:
+        batcher = batcher_of(server)
+        batcher.latency = LatencyModel(1, {1: 0.5})
         runner = factory.runners[CLASSIFIER]
         runner.gate.clear()
-        late = in_background(classify, server.url, timeout=0.3)
+        computing = in_background(classify, server.url, timeout=10)
         assert runner.computing.wait(5)
+        queued = in_background(classify, server.url, timeout=10)
+        wait_until(lambda: batcher.queue_depth == 1, 5, "a queued request")
+        late = in_background(classify, server.url, timeout=1.5)
         late[0].join(10)
         runner.gate.set()
-        missed = httpx.get(f"{server.url}/v1/models").json()["models"][0]["latency"]["admission_factor"]
-        on_time = classify(server.url, timeout=10)
-        after = batcher_of(server).calibration.factor
-    assert late[1][0].status_code == 504
-    assert missed > 1.0
-    assert on_time.status_code == 200 and after < missed
+        for thread, _ in (computing, queued):
+            thread.join(10)
+        models = httpx.get(f"{server.url}/v1/models").json()["models"]
+    assert late[1][0].status_code == 504, late[1][0].text
+    assert [result[0].status_code for _, result in (computing, queued)] == [200, 200]
+    assert models[0]["latency"]["admission_factor"] > 1.0
+    assert (batcher.calibration.missed, batcher.calibration.on_time) == (1, 0)
 
 
 def test_the_door_refuses_from_the_request_line_without_waiting_for_the_body(weights_dir):

@@ -12,7 +12,7 @@ import pytest
 
 from easerve.service.batcher import BatchingConfig, DynamicBatcher
 from easerve.service.errors import DeadlineUnreachable, Overloaded, QueueFull, Unavailable
-from easerve.service.scheduler.calibration import MAX_FACTOR, AdmissionCalibration
+from easerve.service.scheduler.calibration import HALF_LIFE_S, MAX_FACTOR, AdmissionCalibration
 from easerve.service.scheduler.device import DeviceScheduler, default_slots
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 
@@ -207,29 +207,37 @@ def test_the_door_refuses_what_the_work_already_admitted_leaves_no_time_for():
 
 
 def test_the_door_stretches_the_work_ahead_by_what_became_of_the_requests_it_admitted():
-    """0.1 s of work is due before a newcomer that has 0.25 s: it fits as predicted; once its
-    model's admitted requests have been missing their deadlines, the door plans the work ahead
-    longer and refuses it, saying why; requests on time again bring the plan back."""
+    """0.1 s of work is due before a newcomer that has 0.25 s: it fits as predicted, and teaches
+    (the largest stretch would have refused it); once its model's admitted requests have been
+    missing their deadlines, the door plans the work ahead longer and refuses it, saying why;
+    requests on time again bring the plan back. A request with nothing ahead teaches nothing."""
 
     async def scenario():
         scheduler, batcher, log = alone(0.05)
         soon = time.perf_counter()
+        alone_ahead = batcher.expect(soon + 0.25)
+        alone_ahead.concluded(False)  # nothing was ahead of it: not the estimate's miss
+        untaught = batcher.calibration.factor(time.perf_counter())
+        alone_ahead.leave()
         admitted = [batcher.expect(soon + 0.2) for _ in range(2)]
-        batcher.expect(soon + 0.25).leave()  # fits: 0.1 s ahead and its own 0.05 s
+        teaching = batcher.expect(soon + 0.25)  # fits: 0.1 s ahead and its own 0.05 s
+        teaching.concluded(False)
+        teaching.leave()
         for _ in range(20):
-            batcher.calibration.observe(False)
-        stretched = batcher.calibration.factor
+            batcher.calibration.observe(False, time.perf_counter())
+        stretched = batcher.calibration.factor(time.perf_counter())
         with pytest.raises(Overloaded) as refused:
             batcher.expect(soon + 0.25)
-        while batcher.calibration.factor > 1.0:
-            batcher.calibration.observe(True)
+        while batcher.calibration.factor(time.perf_counter()) > 1.0:
+            batcher.calibration.observe(True, time.perf_counter())
         batcher.expect(soon + 0.25).leave()
         for arrival in admitted:
             arrival.leave()
         await closed(scheduler, batcher)
-        return stretched, refused.value
+        return untaught, batcher.calibration.missed, stretched, refused.value
 
-    stretched, error = asyncio.run(scenario())
+    untaught, missed, stretched, error = asyncio.run(scenario())
+    assert untaught == 1.0 and missed == 21  # the one that had work ahead, and the 20 told
     assert stretched > 2.5
     assert "lately fared" in error.message, error.message
 
@@ -240,13 +248,21 @@ def test_the_admission_factor_settles_where_the_target_share_of_admitted_request
     more, fewer = AdmissionCalibration(), AdmissionCalibration()
     for _ in range(200):
         for step in range(20):  # 5 % miss
-            more.observe(step != 19)
+            more.observe(step != 19, 0.0)
     for _ in range(200):
         for step in range(200):  # 0.5 % miss
-            fewer.observe(step != 0)
-    assert more.factor == MAX_FACTOR
-    assert fewer.factor == 1.0
+            fewer.observe(step != 0, 0.0)
+    assert more.factor(0.0) == MAX_FACTOR
+    assert fewer.factor(0.0) == 1.0
     assert (more.missed, fewer.missed) == (200, 200)
+
+
+def test_without_reports_the_admission_factor_eases_back_to_1():
+    """A model whose newcomers are all refused has no admitted request to learn from: its factor
+    halves its distance to 1 (in log terms) every half-life."""
+    calibration = AdmissionCalibration(MAX_FACTOR, now=10.0)
+    assert calibration.factor(10.0 + HALF_LIFE_S) == pytest.approx(MAX_FACTOR**0.5)
+    assert calibration.factor(10.0 + 10 * HALF_LIFE_S) == pytest.approx(MAX_FACTOR ** (0.5**10))
 
 
 def test_an_admitted_request_is_reachable_by_its_own_compute_alone():
