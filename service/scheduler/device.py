@@ -202,6 +202,8 @@ class DeviceScheduler:
         self._running: set[_Run] = set()
         self._changed: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        # When the deciding task looks again by itself (inf: only on a change).
+        self._wakes_at = math.inf
 
     # -- membership -----------------------------------------------------------------------------
 
@@ -316,6 +318,7 @@ class DeviceScheduler:
             started = time.perf_counter()
             wake_at = self._decide(started)
             self.stats.decision_s += time.perf_counter() - started
+            self._wakes_at = math.inf if wake_at is None else wake_at
             if wake_at is None:
                 await changed.wait()
                 continue
@@ -389,10 +392,12 @@ class DeviceScheduler:
         finished = time.perf_counter()
         self.stats.busy_s += finished - run.started
         # Decide at once rather than on the scheduler's next turn of the loop: the slot would
-        # idle for as long as the loop is busy.
-        self._decide(finished)
+        # idle for as long as the loop is busy. The deciding task need only look again when
+        # this decision wants a look sooner than it planned (nothing else changed).
+        wake_at = self._decide(finished)
         self.stats.decision_s += time.perf_counter() - finished
-        self.notify()
+        if wake_at is not None and wake_at < self._wakes_at:
+            self.notify()
 
 
 def _least_slack(plans: list[tuple[Schedulable, Plan | None]]) -> tuple[Schedulable, Plan] | None:
