@@ -511,7 +511,7 @@ class DynamicBatcher:
         first in, as soon as there is room, so that clients beyond the queue wait instead of
         being refused and coming straight back. Refused when `max_waiting` wait already
         (QueueFull) or once the wait leaves no time for its own compute (Overloaded)."""
-        if self._in_house() <= self.config.max_queue_size or self._device.policy != "slack":
+        if self._in_house() <= self.config.max_queue_size or self.policy != "slack":
             return
         if len(self._waiting) >= self.config.max_waiting:
             self._arriving.pop(arrival, None)

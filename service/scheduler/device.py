@@ -248,9 +248,14 @@ class DeviceScheduler:
         work = sorted(self._pending_work())
         slots = self.slots or 1
         ahead = self._due_first_s(due, now, work)
-        ahead_s = batcher.calibration.factor(now) * ahead / slots
         pre_queue_s = batcher.pre_queue_s()
-        if now + max(pre_queue_s, ahead_s) + cost > due:
+
+        def late_with(stretch: float) -> bool:
+            return now + max(pre_queue_s, stretch * ahead / slots) + cost > due
+
+        factor = batcher.calibration.factor(now)
+        if late_with(factor):
+            ahead_s = factor * ahead / slots
             self._refuse(
                 batcher,
                 f"about {1000 * ahead_s:.0f} ms of work due before it is ahead of it on the device (as this "
@@ -270,7 +275,7 @@ class DeviceScheduler:
                     "the device is full until then with work admitted before it (it would make that late)",
                     total / slots,
                 )
-        return now + max(pre_queue_s, MAX_FACTOR * ahead / slots) + cost > due
+        return late_with(MAX_FACTOR)
 
     def _refuse(self, batcher: Schedulable, why: str, retry_after_s: float) -> None:
         self.stats.refused_at_door += 1
