@@ -22,6 +22,9 @@ How a batch is formed:
 - A full queue answers `QueueFull` with a Retry-After estimate. Every accepted request gets
   exactly one answer: its outputs, or an error.
 - `drain` stops accepting, runs everything queued, then returns.
+- A request may bring `Deferred` inputs: its part made on the runner's thread when its batch
+  runs (small images decoded there: Python once per batch, not a thread hop per request), joined
+  with the other requests' parts at once. A request whose part cannot be made fails alone.
 - A request may bring a `Finish`: what its answer is made of its outputs. It runs on the
   runner's thread right after the batch (its batch-wide step once for every request of the batch
   that shares it, vectorised), so a request's answer is ready when its future resolves: no
@@ -71,6 +74,7 @@ from easerve.service.scheduler.latency import HORIZON_S, LatencyModel
 logger = logging.getLogger(__name__)
 
 Tensors = dict[str, np.ndarray]
+Shapes = dict[str, tuple[int, ...]]
 RunBatch = Callable[[Tensors], Tensors]
 # (input name, shape without the batch dim, dtype) per input: equal signatures concatenate.
 Signature = tuple[tuple[str, tuple[int, ...], str], ...]
@@ -101,14 +105,30 @@ class BatchingConfig:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """A request's inputs made where its batch runs, on the instance's thread: `load()` makes its
+    part (decoding; a failure fails this request alone), then `join(parts)` builds the inputs of
+    every request of the batch with an equal `join` at once. Its `items` and `signature` are
+    known before, so it queues, batches and is budgeted as built tensors are."""
+
+    items: int
+    signature: Signature
+    load: Callable[[], object]
+    join: Callable[[list[object]], Tensors]
+
+
+Inputs = Tensors | Deferred
+
+
+@dataclass(frozen=True)
 class BatchMemory:
-    """The working memory a model's batches may hold: `request_bytes(inputs)` predicts one
+    """The working memory a model's batches may hold: `request_bytes(shapes)` predicts one
     request's (the model's memory model at its shape), and a batch is cut before it passes
     `limit_bytes`. Admission bounds what is in flight where it admits; this holds where requests
     admitted apart meet in one queue (the HTTP workers' model process, a Ray replica). A request
     alone always runs: its own admission bounded it."""
 
-    request_bytes: Callable[[Tensors], int]
+    request_bytes: Callable[[Shapes], int]
     limit_bytes: int
 
 
@@ -174,7 +194,10 @@ class Batcher(Protocol):
         it is submitted or gives up (`Arrival.leave`)."""
         ...
 
-    async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome: ...
+    # Whether `submit` takes `Deferred` inputs (made where the batch runs, in this process).
+    takes_deferred: bool
+
+    async def submit(self, inputs: Inputs, deadline: float, finish: Finish | None = None) -> BatchOutcome: ...
 
     async def drain(self, timeout_s: float) -> None: ...
 
@@ -234,6 +257,8 @@ class StandInBatcher:
     worker's). The model's own batcher schedules and refuses its requests, so nothing is admitted
     here (`expect`); each request sent and not answered yet is counted (`_outstanding`, refused
     with `Unavailable` once draining) and `drain` waits for them."""
+
+    takes_deferred = False
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -347,6 +372,56 @@ def signature_of(inputs: Tensors) -> Signature:
     return tuple((name, tuple(array.shape[1:]), array.dtype.str) for name, array in sorted(inputs.items()))
 
 
+def _items_and_signature(inputs: Inputs) -> tuple[int, Signature]:
+    if isinstance(inputs, Deferred):
+        return inputs.items, inputs.signature
+    return batch_items(inputs), signature_of(inputs)
+
+
+def _shapes(items: int, signature: Signature) -> Shapes:
+    return {name: (items, *shape) for name, shape, _ in signature}
+
+
+def _made(batch: list[_Pending]) -> tuple[list[_Pending], Tensors, dict[int, Exception]]:
+    """On the instance's thread: the requests of `batch` whose inputs could be made, their
+    inputs joined (consecutive `Deferred` parts with an equal `join` at once), and each other
+    request's failure by its place in `batch`. A request answered meanwhile (its deadline passed)
+    is not made at all."""
+    kept: list[_Pending] = []
+    parts: list[Tensors] = []
+    failures: dict[int, Exception] = {}
+    group: list[object] = []
+    join: Callable[[list[object]], Tensors] | None = None
+    for index, entry in enumerate(batch):
+        if entry.future.done():
+            failures[index] = DeadlineExceeded("answered before its batch ran")
+            continue
+        inputs = entry.inputs
+        if not isinstance(inputs, Deferred):
+            if group and join is not None:
+                parts.append(join(group))
+                group = []
+            parts.append(inputs)
+            kept.append(entry)
+            continue
+        if entry.part is _UNMADE:
+            try:
+                entry.part = inputs.load()
+            except Exception as error:  # noqa: BLE001 - this request alone fails, with its reason
+                failures[index] = error
+                continue
+        if group and inputs.join != join:
+            assert join is not None
+            parts.append(join(group))
+            group = []
+        join = inputs.join
+        group.append(entry.part)
+        kept.append(entry)
+    if group and join is not None:
+        parts.append(join(group))
+    return kept, _concatenate(parts) if parts else {}, failures
+
+
 def _concatenate(parts: list[Tensors]) -> Tensors:
     """The tensors of `parts` joined along the batch dimension (no copy for a single part)."""
     if len(parts) == 1:
@@ -389,9 +464,13 @@ def _finished(
     return results
 
 
+# A `Deferred` request's part not made yet.
+_UNMADE = object()
+
+
 @dataclass(eq=False)
 class _Pending:
-    inputs: Tensors
+    inputs: Inputs
     items: int
     signature: Signature
     enqueued_at: float  # time.perf_counter()
@@ -402,6 +481,8 @@ class _Pending:
     working_bytes: int = 0  # the model's predicted working memory for it
     expiry: asyncio.TimerHandle | None = field(default=None)
     computing: bool = False
+    # Its `Deferred` part once made (kept: a failed batch runs its requests again one by one).
+    part: object = _UNMADE
 
 
 @dataclass(eq=False)
@@ -423,6 +504,8 @@ class DynamicBatcher:
     others on the device; `probe_inputs` (one item) let the device scheduler measure the model
     when its predictions refuse requests and no batch has corrected them for a while.
     """
+
+    takes_deferred = True
 
     def __init__(
         self,
@@ -578,9 +661,9 @@ class DynamicBatcher:
         the event loop's delay): the 90th percentile of the latest ones (of the last two seconds)."""
         return self._post_compute_s.p90()
 
-    async def submit(self, inputs: Tensors, deadline: float, finish: Finish | None = None) -> BatchOutcome:
-        """Queue one request (inputs with a leading batch dim) and wait for its outputs (and
-        the answer `finish` makes of them).
+    async def submit(self, inputs: Inputs, deadline: float, finish: Finish | None = None) -> BatchOutcome:
+        """Queue one request (inputs with a leading batch dim, or `Deferred`) and wait for its
+        outputs (and the answer `finish` makes of them).
 
         `deadline` is on the `time.perf_counter()` clock (as every time here: uvloop's
         `loop.time()` only ticks in whole milliseconds). Raises `QueueFull`,
@@ -589,7 +672,7 @@ class DynamicBatcher:
         if not self.accepting:
             raise Unavailable(f"model {self.model} is not accepting requests (shutting down)")
         loop = asyncio.get_running_loop()
-        items = batch_items(inputs)
+        items, signature = _items_and_signature(inputs)
         if len(self._queue) >= self.config.max_queue_size:
             self._observer.request_failed(self.model, QueueFull.reason)
             raise QueueFull(
@@ -601,8 +684,8 @@ class DynamicBatcher:
             self._observer.request_failed(self.model, DeadlineExceeded.reason)
             raise DeadlineExceeded(f"the deadline passed before the request reached the queue of {self.model}")
         due = deadline - self.post_compute_s()
-        working = self._memory.request_bytes(inputs) if self._memory is not None else 0
-        entry = _Pending(inputs, items, signature_of(inputs), now, deadline, due, loop.create_future(), finish, working)
+        working = self._memory.request_bytes(_shapes(items, signature)) if self._memory is not None else 0
+        entry = _Pending(inputs, items, signature, now, deadline, due, loop.create_future(), finish, working)
         entry.expiry = loop.call_later(deadline - now, self._expire, entry)
         self._queue.append(entry)
         self._queue_changed()
@@ -936,18 +1019,25 @@ class DynamicBatcher:
     def _compute(
         self, run_batch: RunBatch, batch: list[_Pending], started: float
     ) -> tuple[list[BatchOutcome | Exception], float]:
-        """Runs on an instance's thread: concatenate, run in chunks of at most max_batch_size
-        (a single request may be larger), concatenate the outputs, then each request's outcome
-        with its answer (`_finished`)."""
-        inputs = _concatenate([entry.inputs for entry in batch])
-        step = self.config.max_batch_size
-        chunks = [
-            run_batch({name: array[i : i + step] for name, array in inputs.items()})
-            for i in range(0, batch_items(inputs), step)
-        ]
-        outputs = _concatenate(chunks)
+        """Runs on an instance's thread: make and concatenate the inputs (`_made`), run in chunks
+        of at most max_batch_size (a single request may be larger), concatenate the outputs, then
+        each request's outcome with its answer (`_finished`), or why its inputs could not be made."""
+        kept, inputs, failures = _made(batch)
+        outcomes: list[BatchOutcome | Exception] = []
         compute_s = time.perf_counter() - started
-        return _finished(batch, outputs, started, compute_s), compute_s
+        if kept:
+            step = self.config.max_batch_size
+            chunks = [
+                run_batch({name: array[i : i + step] for name, array in inputs.items()})
+                for i in range(0, batch_items(inputs), step)
+            ]
+            outputs = _concatenate(chunks)
+            compute_s = time.perf_counter() - started
+            outcomes = _finished(kept, outputs, started, compute_s)
+        if not failures:
+            return outcomes, compute_s
+        made = iter(outcomes)
+        return [failures[index] if index in failures else next(made) for index in range(len(batch))], compute_s
 
     # -- bookkeeping ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
 from easerve.service.admission import MemoryBudget, Ticket, WorkerPools
-from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, Finish, Tensors
+from easerve.service.batcher import UNCOUNTED, Arrival, BatchOutcome, Finish, Inputs, Tensors
 from easerve.service.body_limit import BodyTimeout
 from easerve.service.contract import InputLimits
 from easerve.service.deadline import Deadline
@@ -146,7 +146,12 @@ class InferenceContext:
             job.add_done_callback(lambda _: _on_loop(loop, ticket.release))
         return await self._by_deadline(asyncio.wrap_future(job, loop=loop), "decoding or post-processing")
 
-    async def infer(self, inputs: Tensors, finish: Finish | None = None) -> BatchOutcome:
+    def batched_here(self) -> bool:
+        """Whether the model's batches run in this process (its batcher takes `Deferred` inputs);
+        Unavailable when the model is not ready."""
+        return self.model.ready_batcher().takes_deferred
+
+    async def infer(self, inputs: Inputs, finish: Finish | None = None) -> BatchOutcome:
         """Queue `inputs` (batch first, in the model's contract: built by the server, or a client's
         checked where they were decoded) on the model's batcher and wait for the outputs (and the
         answer `finish` makes of them)."""
@@ -161,7 +166,7 @@ class InferenceContext:
         self.computed_at = submitted + outcome.queue_s + outcome.compute_s
         return outcome
 
-    async def answer(self, inputs: Tensors, finish: Finish, *, on_the_runner: bool = True) -> object:
+    async def answer(self, inputs: Inputs, finish: Finish, *, on_the_runner: bool = True) -> object:
         """The answer `finish` makes of the outputs of `inputs`: on the runner's thread right
         after the batch, or (`on_the_runner=False`: a large or costly answer) on a worker."""
         if on_the_runner:

@@ -20,7 +20,7 @@ import numpy as np
 
 from easerve.artifacts.manifest import VariantName
 from easerve.artifacts.shapes import concrete_shape
-from easerve.service.batcher import BatchingConfig, BatchMemory, BatchObserver, DynamicBatcher, Tensors
+from easerve.service.batcher import BatchingConfig, BatchMemory, BatchObserver, DynamicBatcher
 from easerve.service.contract import served_working_bytes, tensors_working_bytes
 from easerve.service.model_files import ModelFiles
 from easerve.service.repository import ServedModel
@@ -205,12 +205,8 @@ def new_batcher(
         scheduler,
         model.latency,
         serving.priority,
-        BatchMemory(lambda inputs: tensors_working_bytes(manifest, _shapes(inputs)), memory_bytes),
+        BatchMemory(lambda shapes: tensors_working_bytes(manifest, shapes), memory_bytes),
         zero_inputs(model.files, 1),
     )
     batcher.start()
     return batcher
-
-
-def _shapes(inputs: Tensors) -> dict[str, tuple[int, ...]]:
-    return {name: array.shape for name, array in inputs.items()}

@@ -132,6 +132,11 @@ class OpenedImage:
     def header(self) -> ImageHeader:
         return self.plan.header
 
+    @property
+    def original_size(self) -> tuple[int, int]:
+        """(width, height), upright, as its header says (a `DecodedImage`'s too)."""
+        return self.plan.header.width, self.plan.header.height
+
 
 def inspect_image(data: bytes, max_pixels: int, needed: Needed = None) -> OpenedImage:
     """The image in `data` opened, its format, upright size and decoding memory read from its

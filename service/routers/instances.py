@@ -4,7 +4,7 @@ image's terms (see `service.tasks.instances`).
 The request goes as every image request does (`vision`): the body read by its deadline, the
 images inspected and their cost admitted, decoded no larger than the model (or the overlay)
 needs, batched; the masks are made and encoded where the batch ran when they are small (no
-overlay, `small_masks`), else on a worker.
+overlay, `small_images`), else on a worker.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from easerve.service.routers.vision import (
     OverlayEncoding,
     OverlayWidth,
     admitted_images,
-    decoded_images,
+    pictured_inputs,
     requested_overlay,
-    small_masks,
+    small_images,
 )
 from easerve.service.tasks.instances import InstancesResponse, MaskFormat, instance_bytes, segment_instances
 
@@ -54,13 +54,13 @@ async def segment_instances_route(
     manifest = context.model.manifest
     drawn = requested_overlay(state, overlay, alpha, overlay_width, overlay_format)
     images = await admitted_images(request, state, context, drawn, instance_bytes)
-    decoded, inputs = await decoded_images(context, images)
+    pictures, inputs = await pictured_inputs(context, images, drawn)
     finish = context.answer_with(
         lambda outputs: {
             "results": segment_instances(
-                outputs, manifest, decoded, score_threshold, top_k, mask_format, drawn, context.deadline
+                outputs, manifest, pictures, score_threshold, top_k, mask_format, drawn, context.deadline
             )
         }
     )
-    small = drawn is None and small_masks(decoded, manifest)
+    small = drawn is None and small_images(images, manifest)
     return JSONBytes(await context.answer(inputs, finish, on_the_runner=small))

@@ -12,15 +12,17 @@ the batch (`InferenceContext.answer_with`); segmentation's per-image masks are d
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
+from PIL import Image
 
 from easerve.artifacts.manifest import Manifest
 from easerve.artifacts.tasks import CLASSIFICATION, DETECTION, SEGMENTATION
-from easerve.service.batcher import Tensors
+from easerve.service.batcher import Deferred, Inputs, Tensors
 from easerve.service.codecs.images import DecodedImage, OpenedImage
 from easerve.service.codecs.uploads import (
     IMAGE_BODY_OPENAPI,
@@ -38,7 +40,7 @@ from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
 from easerve.service.tasks.detection import DetectResponse, detect
-from easerve.service.tasks.image_input import image_batch, model_image_size
+from easerve.service.tasks.image_input import ImageInputs, image_batch, model_image_size
 from easerve.service.tasks.segmentation import Overlay, OverlayFormat, SegmentResponse, segment, segmentation_bytes
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
@@ -139,6 +141,27 @@ async def decoded_images(context: InferenceContext, images: list[OpenedImage]) -
     return await context.offload(_decoded_batch, images, context.model.manifest, context.deadline)
 
 
+def _pictures(images: list[OpenedImage], deadline: Deadline) -> list[Image.Image]:
+    return [image.image for image in decode_images(images, deadline)]
+
+
+def _model_batch(inputs: ImageInputs, images: list[OpenedImage], deadline: Deadline) -> Tensors:
+    return inputs.batch(_pictures(images, deadline))
+
+
+async def model_inputs(context: InferenceContext, images: list[OpenedImage]) -> Inputs:
+    """The model's inputs for the admitted images, when only their sizes are needed besides.
+    Small ones (at most `SMALL_ANSWER_MODEL_INPUTS` model inputs of pixels, not packed with
+    chunks) are decoded where their batch runs, with the batch's other images, as Triton's
+    Python models do once per batch: no worker hop for them. Others on a worker first."""
+    manifest = context.model.manifest
+    inputs = ImageInputs.of(manifest)
+    if not context.costly and context.batched_here() and small_images(images, manifest):
+        load = functools.partial(_pictures, images, context.deadline)
+        return Deferred(len(images), inputs.signature, load, inputs)
+    return await context.offload(_model_batch, inputs, images, context.deadline)
+
+
 @router.post("/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_ROUTE_OPENAPI)
 @finishes_inference
 async def classify_images(
@@ -149,7 +172,7 @@ async def classify_images(
 ) -> JSONBytes:
     """Top-k labels with probabilities for each image."""
     images = await admitted_images(request, state, context)
-    _, inputs = await decoded_images(context, images)
+    inputs = await model_inputs(context, images)
     manifest = context.model.manifest
     finish = context.answer_with(
         lambda prepared: {"results": ranked(prepared, manifest.labels, top_k)},
@@ -170,9 +193,9 @@ async def detect_objects(
 ) -> JSONBytes:
     """Boxes (x1, y1, x2, y2 in the original image's pixels), labels and scores per image."""
     images = await admitted_images(request, state, context)
-    decoded, inputs = await decoded_images(context, images)
+    inputs = await model_inputs(context, images)
     manifest = context.model.manifest
-    sizes = [image.original_size for image in decoded]
+    sizes = [image.original_size for image in images]
     finish = context.answer_with(
         lambda outputs: {"results": detect(outputs, manifest, sizes, score_threshold, top_k)}, light=True
     )
@@ -199,17 +222,27 @@ async def segment_images(
         return segmentation_bytes(width, height, len(manifest.labels), model_height, overlay_pixels)
 
     images = await admitted_images(request, state, context, drawn, answer_bytes)
-    decoded, inputs = await decoded_images(context, images)
+    pictures, inputs = await pictured_inputs(context, images, drawn)
     finish = context.answer_with(
-        lambda outputs: {"results": segment(outputs, manifest, decoded, drawn, context.deadline)}
+        lambda outputs: {"results": segment(outputs, manifest, pictures, drawn, context.deadline)}
     )
-    small = drawn is None and small_masks(decoded, manifest)
+    small = drawn is None and small_images(images, manifest)
     return JSONBytes(await context.answer(inputs, finish, on_the_runner=small))
 
 
-def small_masks(decoded: list[DecodedImage], manifest: Manifest) -> bool:
-    """Whether the images hold at most `SMALL_ANSWER_MODEL_INPUTS` model inputs of pixels: masks
-    at their size are made where the batch ran (bounded work), larger ones on a worker."""
+async def pictured_inputs(
+    context: InferenceContext, images: list[OpenedImage], drawn: Overlay | None
+) -> tuple[Sequence[DecodedImage | OpenedImage], Inputs]:
+    """The images an answer draws on (decoded, with an overlay `drawn`; else only their sizes are
+    needed: as opened) and the model's inputs."""
+    if drawn is None:
+        return images, await model_inputs(context, images)
+    return await decoded_images(context, images)
+
+
+def small_images(images: Sequence[DecodedImage | OpenedImage], manifest: Manifest) -> bool:
+    """Whether the images hold at most `SMALL_ANSWER_MODEL_INPUTS` model inputs of pixels: their
+    decoding, and their masks at their size, are bounded work done where the batch runs; larger
+    ones go to a worker."""
     height, width = model_image_size(manifest)
-    pixels = sum(math.prod(image.original_size) for image in decoded)
-    return pixels <= SMALL_ANSWER_MODEL_INPUTS * height * width
+    return sum(math.prod(image.original_size) for image in images) <= SMALL_ANSWER_MODEL_INPUTS * height * width

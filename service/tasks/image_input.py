@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image
 
@@ -20,24 +22,53 @@ def model_image_size(manifest: Manifest) -> tuple[int, int]:
 _REDUCING_GAP = 3.0
 
 
+@dataclass(frozen=True)
+class ImageInputs:
+    """The image models' one input, float32 (n, 3, H, W), made of decoded RGB images: each
+    resized (bilinear, aspect ratio not kept, as in training) to the model's size, scaled to
+    [0, 1] and normalised with the manifest's mean and std. Equal for every request of a model,
+    so the images of a whole batch are stacked and normalised at once."""
+
+    name: str
+    size: tuple[int, int]  # (width, height)
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> ImageInputs:
+        height, width = model_image_size(manifest)
+        preprocessing = manifest.preprocessing
+        mean, std = preprocessing.mean or (0.0, 0.0, 0.0), preprocessing.std or (1.0, 1.0, 1.0)
+        return cls(manifest.inputs[0].name, (width, height), tuple(mean), tuple(std))  # type: ignore[arg-type]
+
+    @property
+    def signature(self) -> tuple[tuple[str, tuple[int, ...], str], ...]:
+        """(input name, shape without the batch dim, dtype) of what it makes."""
+        width, height = self.size
+        return ((self.name, (3, height, width), np.dtype(np.float32).str),)
+
+    def __call__(self, parts: list[list[Image.Image]]) -> dict[str, np.ndarray]:
+        """The input of every image of `parts` (each request's images), in order."""
+        return self.batch([image for part in parts for image in part])
+
+    def batch(self, images: list[Image.Image]) -> dict[str, np.ndarray]:
+        width, height = self.size
+        mean = np.asarray(self.mean, np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, np.float32).reshape(1, 3, 1, 1)
+        pixels = np.stack([np.asarray(_resized(image, self.size)) for image in images])
+        # In place, in one buffer: the same operations (and float32 roundings) as
+        # ((pixels / 255) - mean) / std, without a temporary array per step.
+        batch = np.empty((len(images), 3, height, width), np.float32)
+        np.copyto(batch, pixels.transpose(0, 3, 1, 2))
+        batch /= 255.0
+        batch -= mean
+        batch /= std
+        return {self.name: batch}
+
+
 def image_batch(images: list[Image.Image], manifest: Manifest) -> dict[str, np.ndarray]:
-    """The model's one image input: float32 (n, 3, H, W), each RGB image resized (bilinear,
-    aspect ratio not kept, as in training) to the manifest's size, scaled to [0, 1] and
-    normalised with its mean and std."""
-    height, width = model_image_size(manifest)
-    preprocessing = manifest.preprocessing
-    mean = np.asarray(preprocessing.mean or (0.0, 0.0, 0.0), np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(preprocessing.std or (1.0, 1.0, 1.0), np.float32).reshape(1, 3, 1, 1)
-    size = (width, height)
-    pixels = np.stack([np.asarray(_resized(image, size)) for image in images])
-    # In place, in one buffer: the same operations (and float32 roundings) as
-    # ((pixels / 255) - mean) / std, without a temporary array per step.
-    batch = np.empty((len(images), 3, height, width), np.float32)
-    np.copyto(batch, pixels.transpose(0, 3, 1, 2))
-    batch /= 255.0
-    batch -= mean
-    batch /= std
-    return {manifest.inputs[0].name: batch}
+    """The model's one image input for `images` (`ImageInputs`)."""
+    return ImageInputs.of(manifest).batch(images)
 
 
 def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:

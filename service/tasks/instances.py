@@ -14,7 +14,7 @@ pycocotools' `mask.decode` and every COCO tool) or, on request, a 1-bit PNG each
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -24,7 +24,7 @@ from pycocotools import mask as coco_mask
 from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import Manifest
-from easerve.service.codecs.images import DecodedImage, encode_png_base64
+from easerve.service.codecs.images import DecodedImage, OpenedImage, encode_png_base64
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 from easerve.service.tasks.detection import Detection, ImageScale, detection_at, kept_slots
@@ -152,7 +152,8 @@ class OverlayCanvas:
     the order it came in) into one map; coloured and boxed at the end (labels are the answer's:
     text in a picture is unreadable at most sizes it is shown at)."""
 
-    def __init__(self, image: DecodedImage, overlay: Overlay) -> None:
+    def __init__(self, image: DecodedImage | OpenedImage, overlay: Overlay) -> None:
+        assert isinstance(image, DecodedImage), "an overlay is drawn on a decoded image"
         self.image = image
         self.overlay = overlay
         width, height = image.original_size
@@ -215,7 +216,7 @@ def _encoded_mask(placement: MaskPlacement, width: int, height: int, mask_format
 def segment_instances(
     outputs: dict[str, np.ndarray],
     manifest: Manifest,
-    images: list[DecodedImage],
+    images: Sequence[DecodedImage | OpenedImage],
     score_threshold: float,
     k: int,
     mask_format: MaskFormat,
@@ -224,7 +225,8 @@ def segment_instances(
 ) -> list[dict[str, object]]:
     """One result per image (`ImageInstances`): the detections scoring at least
     `score_threshold`, best first, at most `k`, each with its mask at the image's original size,
-    and with an `overlay` the image drawn with them. Checks the deadline before each mask."""
+    and with an `overlay` the image (then decoded) drawn with them. Checks the deadline before
+    each mask."""
     results = []
     for boxes, scores, labels, masks, image in zip(
         outputs["boxes"], outputs["scores"], outputs["labels"], outputs["masks"], images, strict=True

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,7 +22,13 @@ from pydantic import BaseModel, Field
 
 from easerve.artifacts.manifest import Manifest
 from easerve.service.codecs.bands import band_count, in_bands
-from easerve.service.codecs.images import PILLOW_RGB_BYTES, DecodedImage, encode_jpeg_base64, encode_png_base64
+from easerve.service.codecs.images import (
+    PILLOW_RGB_BYTES,
+    DecodedImage,
+    OpenedImage,
+    encode_jpeg_base64,
+    encode_png_base64,
+)
 from easerve.service.deadline import Deadline
 from easerve.service.schemas import InferenceResponse
 
@@ -170,10 +176,13 @@ class Overlay:
         return {**NO_OVERLAY, "overlay_png": encode_png_base64(pixels)}
 
 
-def _overlay(image: DecodedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay) -> dict[str, str | None]:
+def _overlay(
+    image: DecodedImage | OpenedImage, mask: np.ndarray, colours: np.ndarray, overlay: Overlay
+) -> dict[str, str | None]:
     """The overlay's field, its labels from `mask` (the image's, at its original size): itself,
     or resized to the overlay by nearest neighbour (a picture to look at: the logits are not
     resized again)."""
+    assert isinstance(image, DecodedImage), "an overlay is drawn on a decoded image"
     size = overlay.size(*image.original_size)
     labels = mask if size == image.original_size else _nearest(mask, size)
     return overlay.fields(drawn_overlay(image.image, labels, colours, overlay.alpha))
@@ -235,13 +244,13 @@ def paint_overlay(picture: Image.Image, labels: np.ndarray, colours: np.ndarray,
 def segment(
     outputs: dict[str, np.ndarray],
     manifest: Manifest,
-    images: list[DecodedImage],
+    images: Sequence[DecodedImage | OpenedImage],
     overlay: Overlay | None,
     deadline: Deadline,
 ) -> list[dict[str, object]]:
     """One result per image (`ImageSegmentation`): the mask at the image's original size, and
-    with an `overlay` the image (decoded at least at its overlay size) with classes coloured.
-    Checks the deadline before each image."""
+    with an `overlay` the image (then decoded, at least at its overlay size) with classes
+    coloured. Checks the deadline before each image."""
     logits = outputs[manifest.outputs[0].name]
     labels = manifest.labels
     colours = class_colours(len(labels))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 
 import numpy as np
 import pytest
 
-from easerve.service.batcher import BatchingConfig, BatchMemory, DynamicBatcher, Finish
+from easerve.service.batcher import BatchingConfig, BatchMemory, Deferred, DynamicBatcher, Finish
 from easerve.service.errors import DeadlineExceeded, InferenceFailed, InvalidInput, QueueFull, Unavailable
 from easerve.service.runners.base import InputRejected
 from easerve.service.scheduler.device import DeviceScheduler
@@ -122,7 +123,7 @@ def test_a_batch_is_cut_before_its_predicted_working_memory_passes_the_limit(pol
 
     async def scenario():
         model = RecordingModel(delay_s=0.2)
-        memory = BatchMemory(lambda inputs: 40 * len(inputs["x"]), limit_bytes=100)
+        memory = BatchMemory(lambda shapes: 40 * shapes["x"][0], limit_bytes=100)
         batcher = DynamicBatcher(
             "m", [model], BatchingConfig(max_batch_size=8), scheduler=DeviceScheduler(policy, 1), memory=memory
         )
@@ -480,3 +481,114 @@ def test_a_request_whose_answer_fails_fails_alone_and_its_batch_mates_are_answer
     assert isinstance(refused, InvalidInput)
     assert plain.answer is None and plain.outputs["y"][0, 0] == 10
     assert batches == 2  # the occupying request, then the four in one batch: never rerun
+
+
+class Parts:
+    """`Deferred` inputs of one row each, made where the batch runs: records what was loaded and
+    every join (a batch's parts at once); a row of value < 0 fails to load."""
+
+    def __init__(self) -> None:
+        self.loaded: list[float] = []
+        self.joins: list[list[float]] = []
+        self.threads: set[str] = set()
+
+    def deferred(self, value: float, width: int = 2) -> Deferred:
+        def load() -> float:
+            self.threads.add(threading.current_thread().name)
+            self.loaded.append(value)
+            if value < 0:
+                raise InvalidInput(f"cannot read {value}")
+            return value
+
+        return Deferred(1, (("x", (width,), np.dtype(np.float32).str),), load, self.join)
+
+    def join(self, parts: list[object]) -> dict[str, np.ndarray]:
+        self.joins.append(list(parts))
+        return rows(*parts)  # type: ignore[arg-type]
+
+
+def test_deferred_inputs_are_made_on_the_runner_and_joined_once_per_batch_beside_built_tensors():
+    async def scenario():
+        model, parts = RecordingModel(delay_s=0.2), Parts()
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        inputs = [parts.deferred(1), parts.deferred(2), rows(3), parts.deferred(4), parts.deferred(5)]
+        waiting = [asyncio.create_task(batcher.submit(each, far_deadline())) for each in inputs]
+        outcomes = await asyncio.gather(first, *waiting)
+        await batcher.drain(5)
+        return model, parts, outcomes
+
+    model, parts, outcomes = run(scenario())
+    assert [len(batch) for batch in model.batches] == [1, 5]
+    np.testing.assert_array_equal(model.batches[1][:, 0], [1, 2, 3, 4, 5])  # in arrival order
+    assert parts.joins == [[1, 2], [4, 5]]  # each run of parts at once, around the built tensors
+    assert parts.threads == model.threads  # loaded on the instance's thread
+    for value, outcome in zip([1, 2, 3, 4, 5], outcomes[1:], strict=True):
+        assert outcome.batch_size == 5
+        np.testing.assert_array_equal(outcome.outputs["y"], [[2 * value, 2 * value]])
+
+
+def test_a_request_whose_inputs_cannot_be_made_fails_alone_and_its_batch_runs_without_it():
+    async def scenario():
+        model, parts = RecordingModel(delay_s=0.2), Parts()
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        inputs = [parts.deferred(1), parts.deferred(-1), parts.deferred(3)]
+        waiting = [asyncio.create_task(batcher.submit(each, far_deadline())) for each in inputs]
+        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+        await batcher.drain(5)
+        return model, outcomes
+
+    model, (_, good, bad, other) = run(scenario())
+    assert isinstance(bad, InvalidInput) and "cannot read -1" in str(bad)
+    np.testing.assert_array_equal(model.batches[1][:, 0], [1, 3])
+    np.testing.assert_array_equal(good.outputs["y"], [[2, 2]])
+    np.testing.assert_array_equal(other.outputs["y"], [[6, 6]])
+
+
+def test_a_failed_batch_of_deferred_inputs_runs_again_one_by_one_without_making_them_again():
+    class FailsOnBatches(RecordingModel):
+        def __call__(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            outputs = super().__call__(inputs)
+            if len(inputs["x"]) > 1:
+                raise RuntimeError("boom")
+            return outputs
+
+    async def scenario():
+        model, parts = FailsOnBatches(delay_s=0.2), Parts()
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        waiting = [asyncio.create_task(batcher.submit(parts.deferred(v), far_deadline())) for v in (1, 2, 3)]
+        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
+        await batcher.drain(5)
+        return model, parts, outcomes
+
+    model, parts, outcomes = run(scenario())
+    assert [len(batch) for batch in model.batches] == [1, 3, 1, 1, 1]
+    assert sorted(parts.loaded) == [1, 2, 3]  # decoded once each, kept for the runs alone
+    for value, outcome in zip([1, 2, 3], outcomes[1:], strict=True):
+        np.testing.assert_array_equal(outcome.outputs["y"], [[2 * value, 2 * value]])
+
+
+def test_a_deferred_request_answered_while_its_batch_is_being_made_is_not_made():
+    async def scenario():
+        model, parts = RecordingModel(delay_s=0.3), Parts()
+        slow = parts.deferred(9)
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+
+        def slow_load() -> float:
+            time.sleep(0.4)  # its deadline passes meanwhile: the next request's
+            return slow.load()
+
+        kept = asyncio.create_task(batcher.submit(dataclasses.replace(slow, load=slow_load), far_deadline()))
+        late = asyncio.create_task(batcher.submit(parts.deferred(7), time.perf_counter() + 0.5))
+        outcomes = await asyncio.gather(first, kept, late, return_exceptions=True)
+        await batcher.drain(5)
+        return model, parts, outcomes
+
+    model, parts, (_, kept, late) = run(scenario())
+    assert isinstance(late, DeadlineExceeded) and "while its batch computed" in str(late)
+    assert parts.loaded == [9]
+    np.testing.assert_array_equal(model.batches[1][:, 0], [9])
+    np.testing.assert_array_equal(kept.outputs["y"], [[18, 18]])

@@ -186,16 +186,21 @@ def test_segment_returns_the_mask_at_the_original_resolution(client):
     assert result["overlay_png"] is None
 
 
-def test_small_masks_are_made_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(client, worker_hops):
+def test_small_images_are_decoded_and_masked_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(
+    client, worker_hops
+):
     hops = worker_hops
     small, _ = red_square_on_black(60, 45)  # the fixture model's input is 32 x 32
     large, truth = red_square_on_black(600, 400)  # over four times that
-    for body, query in ((small, ""), (small, "?overlay=true"), (large, "")):
+    for body, query, expected in (
+        (small, "", []),  # decoded with its batch, its mask made there: no worker hop at all
+        (small, "?overlay=true", ["_decoded_batch", "applied"]),
+        (large, "", ["_model_batch", "applied"]),
+    ):
         hops.clear()
         response = client.post(f"/v1/segment{query}", content=body, headers=PNG)
         assert response.status_code == 200
-        # The answer's `Finish` applied on a worker (`applied`), or nothing after the decoding.
-        assert hops[-1] == ("_decoded_batch" if (body, query) == (small, "") else "applied"), (query, hops)
+        assert hops == expected, query
     mask = decode_png(response.json()["results"][0]["mask_png"])
     assert mask.shape == truth.shape
 

@@ -67,17 +67,19 @@ def test_instances_have_class_score_box_and_rle_mask_in_the_original_pixels(clie
     assert [i["area"] for i in found] == masks.sum(axis=(1, 2)).tolist()
 
 
-def test_small_instance_masks_are_made_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(client, worker_hops):
+def test_small_images_are_decoded_and_masked_where_the_batch_ran_and_overlays_or_large_ones_on_a_worker(
+    client, worker_hops
+):
     small, large = (64, 64), (65, 64)  # at most four model inputs (32x32) of pixels, and one column more
-    for size, query, last_hop in (
-        (small, "", "_decoded_batch"),
-        (small, "?overlay=true", "applied"),
-        (large, "", "applied"),
+    for size, query, hops in (
+        (small, "", []),
+        (small, "?overlay=true", ["_decoded_batch", "applied"]),
+        (large, "", ["_model_batch", "applied"]),
     ):
         worker_hops.clear()
         response = client.post(f"/v1/segment/instances{query}", content=image_bytes(WHITE, size), headers=PNG)
         assert response.status_code == 200, response.text
-        assert worker_hops[-1] == last_hop, (size, query, worker_hops)
+        assert worker_hops == hops, (size, query)
         (result,) = response.json()["results"]
         np.testing.assert_array_equal(rle_masks(result), expected_masks(*size, 2))
 

@@ -30,6 +30,7 @@ from easerve.service.settings import Settings
 BUNDLED = Path(__file__).resolve().parents[2] / "weights"
 POISON_MODELS = ["eagan-ea-tiny", "eanet-ea-tiny", "pct-ea-tiny", "eadet-ea-tiny"]
 CLASSIFIER = "eamlp-ea-tiny"
+PNG_TYPE = {"content-type": "image/png"}
 
 
 def fp32(name: str, shape: list[int]) -> dict:
@@ -112,6 +113,31 @@ def test_poisoned_v2_requests_beside_valid_ones_fail_alone(bundled_server):
     assert [code for codes in valid for code in codes] == [200] * 80
     statuses = [code for codes in poisoned for code in codes]
     assert all(400 <= code < 500 for code in statuses), statuses
+
+
+def test_images_whose_pixels_are_corrupt_fail_alone_in_the_batch_they_are_decoded_in(bundled_server):
+    """Small images are decoded where their batch runs: one whose header reads but whose pixel
+    data is cut short is answered 400 there, and the images batched with it are answered."""
+    rng = np.random.default_rng(0)
+    valid = png_bytes(Image.fromarray(rng.integers(0, 255, (64, 64, 3), np.uint8)))
+    corrupt = valid[: len(valid) * 2 // 3]
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=bundled_server.url, timeout=60) as client:
+
+            async def send(body: bytes) -> httpx.Response:
+                return await client.post(f"/v1/classify?model={CLASSIFIER}", content=body, headers=PNG_TYPE)
+
+            bodies = [valid, corrupt] * 12
+            return bodies, await asyncio.gather(*(send(body) for body in bodies))
+
+    bodies, responses = asyncio.run(scenario())
+    for body, response in zip(bodies, responses, strict=True):
+        if body is valid:
+            assert response.status_code == 200, response.text
+        else:
+            assert response.status_code == 400 and "corrupt or truncated" in response.json()["error"], response.text
+    assert max(response.json()["batch_size"] for response in responses if response.status_code == 200) > 1
 
 
 def test_a_v2_label_out_of_range_is_422_and_its_batchmates_answer(bundled_server):
