@@ -118,6 +118,10 @@ class Deferred:
 
 
 Inputs = Tensors | Deferred
+# A `Deferred` request's part not made yet, and the place of a request answered before its batch
+# ran (never delivered: its future is done).
+_UNMADE = object()
+_ANSWERED = DeadlineExceeded("answered before its batch ran")
 
 
 @dataclass(frozen=True)
@@ -382,11 +386,18 @@ def _shapes(items: int, signature: Signature) -> Shapes:
     return {name: (items, *shape) for name, shape, _ in signature}
 
 
-def _made(batch: list[_Pending]) -> tuple[list[_Pending], Tensors, dict[int, Exception]]:
+@dataclass(frozen=True)
+class _Failed:
+    """Why a request's `Deferred` part could not be made (kept: it is not made again)."""
+
+    error: Exception
+
+
+def _made(batch: list[_Pending], model: str) -> tuple[list[_Pending], Tensors, dict[int, Exception]]:
     """On the instance's thread: the requests of `batch` whose inputs could be made, their
     inputs joined (consecutive `Deferred` parts with an equal `join` at once), and each other
     request's failure by its place in `batch`. A request answered meanwhile (its deadline passed)
-    is not made at all."""
+    is not made at all; a part made, or found unmakeable, is kept for a run of its own."""
     kept: list[_Pending] = []
     parts: list[Tensors] = []
     failures: dict[int, Exception] = {}
@@ -394,7 +405,7 @@ def _made(batch: list[_Pending]) -> tuple[list[_Pending], Tensors, dict[int, Exc
     join: Callable[[list[object]], Tensors] | None = None
     for index, entry in enumerate(batch):
         if entry.future.done():
-            failures[index] = DeadlineExceeded("answered before its batch ran")
+            failures[index] = _ANSWERED
             continue
         inputs = entry.inputs
         if not isinstance(inputs, Deferred):
@@ -405,11 +416,10 @@ def _made(batch: list[_Pending]) -> tuple[list[_Pending], Tensors, dict[int, Exc
             kept.append(entry)
             continue
         if entry.part is _UNMADE:
-            try:
-                entry.part = inputs.load()
-            except Exception as error:  # noqa: BLE001 - this request alone fails, with its reason
-                failures[index] = error
-                continue
+            entry.part = _part_of(inputs, model)
+        if isinstance(entry.part, _Failed):
+            failures[index] = entry.part.error
+            continue
         if group and inputs.join != join:
             assert join is not None
             parts.append(join(group))
@@ -420,6 +430,18 @@ def _made(batch: list[_Pending]) -> tuple[list[_Pending], Tensors, dict[int, Exc
     if group and join is not None:
         parts.append(join(group))
     return kept, _concatenate(parts) if parts else {}, failures
+
+
+def _part_of(inputs: Deferred, model: str) -> object:
+    """`inputs.load()`, or why it failed: the request's own fault (a `ServiceError`: corrupt
+    pixels, its deadline), else the server's (logged, answered 500)."""
+    try:
+        return inputs.load()
+    except ServiceError as error:
+        return _Failed(error)
+    except Exception as error:  # noqa: BLE001 - this request alone fails
+        logger.error("%s: making a request's inputs failed", model, exc_info=error)
+        return _Failed(InferenceFailed(f"making the inputs of a request of {model} failed: {error}"))
 
 
 def _concatenate(parts: list[Tensors]) -> Tensors:
@@ -464,10 +486,6 @@ def _finished(
     return results
 
 
-# A `Deferred` request's part not made yet.
-_UNMADE = object()
-
-
 @dataclass(eq=False)
 class _Pending:
     inputs: Inputs
@@ -502,10 +520,9 @@ class DynamicBatcher:
     `free` policy, so the batcher dispatches whenever an instance is free); `latency` predicts
     its batches' run times and learns from every batch; `priority` ranks the model against the
     others on the device; `probe_inputs` (one item) let the device scheduler measure the model
-    when its predictions refuse requests and no batch has corrected them for a while.
+    when its predictions refuse requests and no batch has corrected them for a while;
+    `takes_deferred`: whether requests may queue `Deferred` inputs (made on the instance's thread).
     """
-
-    takes_deferred = True
 
     def __init__(
         self,
@@ -518,12 +535,14 @@ class DynamicBatcher:
         priority: int = 0,
         memory: BatchMemory | None = None,
         probe_inputs: Tensors | None = None,
+        takes_deferred: bool = True,
     ) -> None:
         if not instances:
             raise ValueError(f"{model}: a batcher needs at least one model instance")
         self.model = model
         self.config = config
         self.priority = priority
+        self.takes_deferred = takes_deferred
         self.latency = latency or LatencyModel(config.max_batch_size)
         self.calibration = AdmissionCalibration()
         self._memory = memory
@@ -968,7 +987,7 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         try:
-            outcomes, compute_s = await loop.run_in_executor(
+            outcomes, compute_s, items = await loop.run_in_executor(
                 instance.executor, self._compute, instance.run_batch, batch, started
             )
         except Exception as error:
@@ -978,10 +997,10 @@ class DynamicBatcher:
             return
         if release is not None:
             release()
-        items = sum(entry.items for entry in batch)
-        self._mean_batch_s += _COMPUTE_TIME_SMOOTHING * (compute_s - self._mean_batch_s)
-        self._observer.batch_executed(self.model, items, compute_s, self.latency.predict(items))
-        self.latency.observe(items, compute_s, self.latency.predict(items))
+        if items:  # else every request's inputs failed: nothing ran to learn from
+            self._mean_batch_s += _COMPUTE_TIME_SMOOTHING * (compute_s - self._mean_batch_s)
+            self._observer.batch_executed(self.model, items, compute_s, self.latency.predict(items))
+            self.latency.observe(items, compute_s, self.latency.predict(items))
         logger.debug("%s: batch of %d items (%d requests) in %.1f ms", self.model, items, len(batch), compute_s * 1000)
         for entry, outcome in zip(batch, outcomes, strict=True):
             self._cancel_expiry(entry)
@@ -1018,11 +1037,12 @@ class DynamicBatcher:
 
     def _compute(
         self, run_batch: RunBatch, batch: list[_Pending], started: float
-    ) -> tuple[list[BatchOutcome | Exception], float]:
+    ) -> tuple[list[BatchOutcome | Exception], float, int]:
         """Runs on an instance's thread: make and concatenate the inputs (`_made`), run in chunks
         of at most max_batch_size (a single request may be larger), concatenate the outputs, then
-        each request's outcome with its answer (`_finished`), or why its inputs could not be made."""
-        kept, inputs, failures = _made(batch)
+        each request's outcome with its answer (`_finished`), or why its inputs could not be made;
+        the seconds it took and the items it ran."""
+        kept, inputs, failures = _made(batch, self.model)
         outcomes: list[BatchOutcome | Exception] = []
         compute_s = time.perf_counter() - started
         if kept:
@@ -1034,10 +1054,11 @@ class DynamicBatcher:
             outputs = _concatenate(chunks)
             compute_s = time.perf_counter() - started
             outcomes = _finished(kept, outputs, started, compute_s)
+        items = sum(entry.items for entry in kept)
         if not failures:
-            return outcomes, compute_s
+            return outcomes, compute_s, items
         made = iter(outcomes)
-        return [failures[index] if index in failures else next(made) for index in range(len(batch))], compute_s
+        return [failures[index] if index in failures else next(made) for index in range(len(batch))], compute_s, items
 
     # -- bookkeeping ----------------------------------------------------------------------
 

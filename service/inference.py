@@ -132,11 +132,7 @@ class InferenceContext:
         deadline. Work that has not started by then never runs; work that has goes on (long
         work checks the deadline and stops), and the request's cost stays held until it ends."""
         self.deadline.check("waiting for a worker thread")
-        if self.arrival is not None and not self.arrival.reachable():
-            raise DeadlineUnreachable(
-                f"{self.model.name} can no longer answer this request by its deadline (the work ahead of it on the "
-                "device would take longer); not decoded"
-            )
+        self.check_reachable()
         loop = asyncio.get_running_loop()
         executor = self.pools.heavy if self.costly else self.pools.for_cost(self.work_bytes)
         job = executor.submit(functools.partial(function, *args, **kwargs))
@@ -145,6 +141,16 @@ class InferenceContext:
             ticket.hold()
             job.add_done_callback(lambda _: _on_loop(loop, ticket.release))
         return await self._by_deadline(asyncio.wrap_future(job, loop=loop), "decoding or post-processing")
+
+    def check_reachable(self) -> None:
+        """DeadlineUnreachable (504) when, admitted at the door but not queued yet, the request
+        can no longer be on time after the device's work due before it (checked before it is
+        decoded)."""
+        if self.arrival is not None and not self.arrival.reachable():
+            raise DeadlineUnreachable(
+                f"{self.model.name} can no longer answer this request by its deadline (the work ahead of it on the "
+                "device would take longer); not decoded"
+            )
 
     def batched_here(self) -> bool:
         """Whether the model's batches run in this process (its batcher takes `Deferred` inputs);

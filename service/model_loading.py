@@ -24,7 +24,7 @@ from easerve.service.batcher import BatchingConfig, BatchMemory, BatchObserver, 
 from easerve.service.contract import served_working_bytes, tensors_working_bytes
 from easerve.service.model_files import ModelFiles
 from easerve.service.repository import ServedModel
-from easerve.service.runners.base import Runner, RunnerFactory
+from easerve.service.runners.base import Runner, RunnerFactory, on_accelerator
 from easerve.service.scheduler.device import DeviceScheduler
 from easerve.service.scheduler.latency import LatencyModel, profile_sizes
 
@@ -207,6 +207,9 @@ def new_batcher(
         serving.priority,
         BatchMemory(lambda shapes: tensors_working_bytes(manifest, shapes), memory_bytes),
         zero_inputs(model.files, 1),
+        # On a GPU the worker threads decode the next requests while a batch computes; on the
+        # CPU both take the same cores, and a batch's images are decoded where it runs.
+        takes_deferred=not any(on_accelerator(runner) for runner in model.runners),
     )
     batcher.start()
     return batcher

@@ -26,6 +26,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_START = b"\xff\xd8"
 _JPEG_FILL = re.compile(rb"\xff+")
 _JPEG_SCAN = 0xDA  # start of scan: the entropy-coded pixel data follows
+_JPEG_SCAN_MARKER = bytes((0xFF, _JPEG_SCAN))
 _JPEG_STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length
 
 
@@ -43,8 +44,8 @@ def check_segments(data: bytes) -> None:
 
 
 def metadata_segments(data: bytes, stop_after: int = MAX_METADATA_SEGMENTS) -> int:
-    """The chunks besides image data (PNG) or the marker segments before the scan (JPEG) in
-    `data`, counted until there are more than `stop_after` (the walk stops there: its cost is
+    """The chunks besides image data (PNG) or the marker segments before the first scan and the
+    scans after it (JPEG) in `data`, counted until there are more than `stop_after` (the walk stops there: its cost is
     bounded by `stop_after`, and for a PNG by the image-data chunks its size allows); 0 for other
     formats. BadRequest for a PNG whose image data is split into more chunks than
     BYTES_PER_DATA_CHUNK allows, or when the chunks or segments walked hold more than
@@ -91,6 +92,10 @@ def _jpeg_segments(data: bytes, stop_after: int) -> int:
         marker = data[position]
         position += 1
         if marker == _JPEG_SCAN:
+            # Each further scan is another pass over every block (a progressive JPEG's few, or
+            # an attacker's thousands): counted, from their markers (the entropy-coded data
+            # between them stuffs every 0xFF with a zero, so none is mistaken for one).
+            segments += data.count(_JPEG_SCAN_MARKER, position)
             break
         if marker in _JPEG_STANDALONE:
             continue

@@ -33,6 +33,9 @@ from easerve.service.errors import BadRequest, PayloadTooLarge, UnsupportedMedia
 SUPPORTED_FORMATS = ("PNG", "JPEG", "WEBP", "MPO")
 # Pillow holds an RGB pixel in 4 bytes (a padding byte after the three channels).
 PILLOW_RGB_BYTES = 4
+# What an image file may hold besides its pixels (headers, tables, a colour profile) and still be
+# called plainly encoded (`OpenedImage.plainly_encoded`).
+_ENCODED_HEADERS_BYTES = 16 * 1024
 # JPEG and MPO (a JPEG whose first frame is the primary image) decode at 1/2..1/8 scale for free.
 _DCT_FORMATS = ("JPEG", "MPO")
 # Decoded at least this many times the needed size on each side, so that the caller's bilinear
@@ -127,10 +130,19 @@ class OpenedImage:
 
     image: Image.Image
     plan: _Plan
+    encoded_bytes: int  # the size of the file it was opened from
 
     @property
     def header(self) -> ImageHeader:
         return self.plan.header
+
+    @property
+    def plainly_encoded(self) -> bool:
+        """Whether the file holds no more bytes than its pixels do raw (RGB), and a few headers:
+        decoding it costs what its pixels do. (More is possible, e.g. a PNG of empty deflate
+        blocks, and still decodes, at a cost its size gives away.)"""
+        header = self.plan.header
+        return self.encoded_bytes <= PILLOW_RGB_BYTES * header.width * header.height + _ENCODED_HEADERS_BYTES
 
     @property
     def original_size(self) -> tuple[int, int]:
@@ -152,7 +164,7 @@ def inspect_image(data: bytes, max_pixels: int, needed: Needed = None) -> Opened
         _check_needed(needed)
     image = _open(data)
     try:
-        return OpenedImage(image, _plan(image, max_pixels, needed))
+        return OpenedImage(image, _plan(image, max_pixels, needed), len(data))
     except _MALFORMED as error:
         image.close()
         raise BadRequest(f"corrupt {image.format} image header: {error}") from None

@@ -6,8 +6,10 @@ budgets, then the images are decoded no larger than the model (or an overlay) ne
 and the answers mapped back to each original.
 
 A small body's headers are inspected on the event loop (bounded work, cheaper than a thread hop);
-classification and detection answers are made and encoded on the runner's thread right after
-the batch (`InferenceContext.answer_with`); segmentation's per-image masks are drawn on a worker.
+small images are decoded on the runner's thread when their batch runs (`model_inputs`), others
+on a worker; classification and detection answers, and small images' masks, are made and encoded
+on the runner's thread right after the batch (`InferenceContext.answer_with`), overlays and large
+masks on a worker.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from easerve.service.json_answers import JSONBytes
 from easerve.service.openapi import INFERENCE_ERRORS
 from easerve.service.tasks.classification import ClassifyResponse, ClassProbabilities, ranked
 from easerve.service.tasks.detection import DetectResponse, detect
-from easerve.service.tasks.image_input import ImageInputs, image_batch, model_image_size
+from easerve.service.tasks.image_input import ImageInputs, model_image_size
 from easerve.service.tasks.segmentation import Overlay, OverlayFormat, SegmentResponse, segment, segmentation_bytes
 
 router = APIRouter(prefix="/v1", tags=["images"], responses=INFERENCE_ERRORS)
@@ -130,15 +132,15 @@ async def admitted_images(
 
 
 def _decoded_batch(
-    images: list[OpenedImage], manifest: Manifest, deadline: Deadline
+    inputs: ImageInputs, images: list[OpenedImage], deadline: Deadline
 ) -> tuple[list[DecodedImage], Tensors]:
     decoded = decode_images(images, deadline)
-    return decoded, image_batch([image.image for image in decoded], manifest)
+    return decoded, inputs.batch([image.image for image in decoded])
 
 
 async def decoded_images(context: InferenceContext, images: list[OpenedImage]) -> tuple[list[DecodedImage], Tensors]:
     """Decode, as inspection planned them, and batch the admitted images (one worker call)."""
-    return await context.offload(_decoded_batch, images, context.model.manifest, context.deadline)
+    return await context.offload(_decoded_batch, ImageInputs.of(context.model.manifest), images, context.deadline)
 
 
 def _pictures(images: list[OpenedImage], deadline: Deadline) -> list[Image.Image]:
@@ -151,12 +153,16 @@ def _model_batch(inputs: ImageInputs, images: list[OpenedImage], deadline: Deadl
 
 async def model_inputs(context: InferenceContext, images: list[OpenedImage]) -> Inputs:
     """The model's inputs for the admitted images, when only their sizes are needed besides.
-    Small ones (at most `SMALL_ANSWER_MODEL_INPUTS` model inputs of pixels, not packed with
-    chunks) are decoded where their batch runs, with the batch's other images, as Triton's
-    Python models do once per batch: no worker hop for them. Others on a worker first."""
+    Small ones (at most `SMALL_ANSWER_MODEL_INPUTS` model inputs of pixels, plainly encoded: no
+    more chunks or scans, and no more bytes, than their pixels need) whose model computes in
+    this process on the CPU are decoded where their batch runs, with the batch's other images,
+    as Triton's Python models do once per batch: no worker hop for them. Others on a worker
+    first."""
     manifest = context.model.manifest
     inputs = ImageInputs.of(manifest)
-    if not context.costly and context.batched_here() and small_images(images, manifest):
+    plain = not context.costly and all(image.plainly_encoded for image in images)
+    if plain and context.batched_here() and small_images(images, manifest):
+        context.check_reachable()
         load = functools.partial(_pictures, images, context.deadline)
         return Deferred(len(images), inputs.signature, load, inputs)
     return await context.offload(_model_batch, inputs, images, context.deadline)

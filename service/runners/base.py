@@ -28,6 +28,12 @@ class Runner(Protocol):
         ...
 
 
+def on_accelerator(runner: Runner) -> bool:
+    """Whether `runner` computes on a GPU (it says so with `on_gpu`); the others compute on the
+    CPU's cores, as the request path's Python does."""
+    return bool(getattr(runner, "on_gpu", False))
+
+
 # Builds the runner of one model for a max batch size; tests pass their own to `create_app`.
 RunnerFactory = Callable[[ModelFiles, int], Runner]
 

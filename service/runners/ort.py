@@ -112,7 +112,7 @@ class OrtRunner:
         self._output_names = [output.name for output in self._session.get_outputs()]
         active = self._session.get_providers()[0]
         self._backend = _BACKEND_NAMES.get(active, f"onnxruntime-{active}")
-        self._on_gpu = active in GPU_PROVIDERS
+        self.on_gpu = active in GPU_PROVIDERS
         logger.info("%s: onnxruntime %s, providers %s", files.name, ort.__version__, self._session.get_providers())
 
     @property
@@ -122,7 +122,7 @@ class OrtRunner:
     def run(self, inputs: Tensors) -> Tensors:
         """The outputs for `inputs`; InputRejected when onnxruntime calls an input invalid."""
         try:
-            if self._on_gpu:
+            if self.on_gpu:
                 return self._run_bound(inputs)
             options = self._shrinking if self.gives_memory_back(inputs) else None
             return dict(zip(self._output_names, self._session.run(self._output_names, inputs, options), strict=True))

@@ -55,6 +55,8 @@ def engine_for(files: ModelFiles, settings: Settings) -> Path:
 class TensorRTRunner:
     """One TensorRT engine and execution context with device buffers sized for the max batch."""
 
+    on_gpu = True
+
     def __init__(self, files: ModelFiles, settings: Settings, max_batch_size: int) -> None:
         import tensorrt as trt
 

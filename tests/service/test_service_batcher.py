@@ -558,16 +558,39 @@ def test_a_failed_batch_of_deferred_inputs_runs_again_one_by_one_without_making_
         model, parts = FailsOnBatches(delay_s=0.2), Parts()
         batcher = await started_batcher(model)
         first = await occupy(batcher, model)
-        waiting = [asyncio.create_task(batcher.submit(parts.deferred(v), far_deadline())) for v in (1, 2, 3)]
+        values = (1, -1, 2, 3)
+        waiting = [asyncio.create_task(batcher.submit(parts.deferred(v), far_deadline())) for v in values]
         outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
         await batcher.drain(5)
         return model, parts, outcomes
 
-    model, parts, outcomes = run(scenario())
+    model, parts, (_, one, bad, two, three) = run(scenario())
     assert [len(batch) for batch in model.batches] == [1, 3, 1, 1, 1]
-    assert sorted(parts.loaded) == [1, 2, 3]  # decoded once each, kept for the runs alone
-    for value, outcome in zip([1, 2, 3], outcomes[1:], strict=True):
+    # made once each, kept for the runs alone: the failed one's error too (not made again from
+    # an image its first attempt closed)
+    assert sorted(parts.loaded) == [-1, 1, 2, 3]
+    assert isinstance(bad, InvalidInput) and "cannot read -1" in str(bad)
+    for value, outcome in ((1, one), (2, two), (3, three)):
         np.testing.assert_array_equal(outcome.outputs["y"], [[2 * value, 2 * value]])
+
+
+def test_a_batch_whose_every_input_failed_teaches_the_latency_model_nothing():
+    async def scenario():
+        model, parts = RecordingModel(delay_s=0.2), Parts()
+        batcher = await started_batcher(model)
+        first = await occupy(batcher, model)
+        await first
+        before = batcher.latency.table([1, 2])
+        failing = [asyncio.create_task(batcher.submit(parts.deferred(-v), far_deadline())) for v in (1, 2)]
+        outcomes = await asyncio.gather(*failing, return_exceptions=True)
+        after = batcher.latency.table([1, 2])
+        await batcher.drain(5)
+        return model, outcomes, before, after
+
+    model, outcomes, before, after = run(scenario())
+    assert all(isinstance(outcome, InvalidInput) for outcome in outcomes)
+    assert len(model.batches) == 1  # only the first request ran
+    assert after == before
 
 
 def test_a_deferred_request_answered_while_its_batch_is_being_made_is_not_made():

@@ -771,6 +771,26 @@ def test_the_segment_count_stops_past_its_limit_so_its_cost_is_bounded(padded):
     assert not few_segments([padded(200_000)], 64)  # past the per-image cap too: stopped, not refused here
 
 
+def test_a_jpegs_scans_after_its_first_count_as_segments():
+    """Every scan is another pass over the image: a progressive JPEG's few keep it plain, and a
+    JPEG of many tiny scans (few segments before the first) is costly, or refused."""
+    from easerve.service.codecs.image_headers import metadata_segments
+    from easerve.service.codecs.uploads import PLAIN_SEGMENTS_PER_IMAGE, few_segments
+
+    picture = shapes_picture(64, 64)
+    baseline, progressive = encoded(picture, "JPEG"), encoded(picture, "JPEG", progressive=True)
+    scans = progressive.count(b"\xff\xda")
+    assert scans > 1
+    before_first_scan = progressive[: progressive.index(b"\xff\xda")] + b"\xff\xda"
+    assert metadata_segments(progressive) == metadata_segments(before_first_scan) + scans - 1
+    assert few_segments([progressive], PLAIN_SEGMENTS_PER_IMAGE)
+    many = baseline[:-2] + (b"\xff\xda\x00\x08\x01\x01\x00\x00\x3f\x00" + b"\x00" * 4) * 500 + baseline[-2:]
+    assert metadata_segments(many) > 500
+    assert not few_segments([many], PLAIN_SEGMENTS_PER_IMAGE)
+    with pytest.raises(BadRequest, match="re-encode"):
+        inspect_image(baseline[:-2] + (b"\xff\xda\x00\x02") * 2000 + baseline[-2:], 10_000)
+
+
 def test_more_metadata_bytes_before_the_pixels_than_any_encoder_writes_is_refused():
     png = _png()
     header_end = 8 + 25

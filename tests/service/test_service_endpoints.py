@@ -192,9 +192,14 @@ def test_small_images_are_decoded_and_masked_where_the_batch_ran_and_overlays_or
     hops = worker_hops
     small, _ = red_square_on_black(60, 45)  # the fixture model's input is 32 x 32
     large, truth = red_square_on_black(600, 400)  # over four times that
+    # the same small image carrying 64 KiB besides its pixels: not plainly encoded, its decoding
+    # may cost more than its pixels say, so it is decoded on a worker (its mask still where it ran)
+    chunk = b"zzZz" + bytes(64 * 1024)
+    padded = small[:33] + len(chunk[4:]).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big") + small[33:]
     for body, query, expected in (
         (small, "", []),  # decoded with its batch, its mask made there: no worker hop at all
         (small, "?overlay=true", ["_decoded_batch", "applied"]),
+        (padded, "", ["_model_batch"]),
         (large, "", ["_model_batch", "applied"]),
     ):
         hops.clear()
