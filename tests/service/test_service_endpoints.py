@@ -562,3 +562,33 @@ def test_a_large_body_is_inspected_on_the_heavy_workers(weights_dir, monkeypatch
     assert response.status_code == 200, response.text
     ((step, thread),) = steps  # one worker call: payloads read and the plain image opened there
     assert step == "inspect" and thread.startswith("easerve-heavy"), steps
+
+
+def test_a_model_on_a_gpu_has_its_small_images_decoded_on_a_worker_beside_its_batches(weights_dir, worker_hops):
+    """On a GPU the worker threads decode the next requests while a batch computes; only runners
+    on the CPU (whose cores the decoding takes anyway) have small images decoded in the batch."""
+    from fastapi.testclient import TestClient
+    from service_helpers import LIMITS, make_settings, wait_until
+
+    from easerve.service.app import create_app
+    from easerve.service.runners.selection import choose_backend, create_runner
+
+    settings = make_settings(weights_dir, **LIMITS)
+    backend = choose_backend(settings.backend).backend
+
+    class OnGpu:
+        """The real runner, saying it computes on a GPU."""
+
+        on_gpu = True
+
+        def __init__(self, files, max_batch_size: int) -> None:
+            self._runner = create_runner(files, settings, backend, max_batch_size)
+            self.backend = self._runner.backend
+            self.run, self.close = self._runner.run, self._runner.close
+
+    small, _ = red_square_on_black(30, 20)
+    with TestClient(create_app(settings, runner_factory=OnGpu)) as gpu_client:
+        wait_until(lambda: gpu_client.get("/readyz").status_code == 200, what="readiness")
+        response = gpu_client.post("/v1/classify", content=small, headers=PNG)
+    assert response.status_code == 200, response.text
+    assert worker_hops == ["_model_batch"]
