@@ -507,18 +507,25 @@ class Parts:
         return rows(*parts)  # type: ignore[arg-type]
 
 
-def test_deferred_inputs_are_made_on_the_runner_and_joined_once_per_batch_beside_built_tensors():
+def run_behind_a_busy_runner(model: RecordingModel, inputs: list) -> list:
+    """The outcomes (or errors) of `inputs`, queued while `model` computes one request first (so
+    that they form a batch), that first request's outcome first."""
+
     async def scenario():
-        model, parts = RecordingModel(delay_s=0.2), Parts()
         batcher = await started_batcher(model)
         first = await occupy(batcher, model)
-        inputs = [parts.deferred(1), parts.deferred(2), rows(3), parts.deferred(4), parts.deferred(5)]
         waiting = [asyncio.create_task(batcher.submit(each, far_deadline())) for each in inputs]
-        outcomes = await asyncio.gather(first, *waiting)
+        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
         await batcher.drain(5)
-        return model, parts, outcomes
+        return outcomes
 
-    model, parts, outcomes = run(scenario())
+    return run(scenario())
+
+
+def test_deferred_inputs_are_made_on_the_runner_and_joined_once_per_batch_beside_built_tensors():
+    model, parts = RecordingModel(delay_s=0.2), Parts()
+    inputs = [parts.deferred(1), parts.deferred(2), rows(3), parts.deferred(4), parts.deferred(5)]
+    outcomes = run_behind_a_busy_runner(model, inputs)
     assert [len(batch) for batch in model.batches] == [1, 5]
     np.testing.assert_array_equal(model.batches[1][:, 0], [1, 2, 3, 4, 5])  # in arrival order
     assert parts.joins == [[1, 2], [4, 5]]  # each run of parts at once, around the built tensors
@@ -529,17 +536,8 @@ def test_deferred_inputs_are_made_on_the_runner_and_joined_once_per_batch_beside
 
 
 def test_a_request_whose_inputs_cannot_be_made_fails_alone_and_its_batch_runs_without_it():
-    async def scenario():
-        model, parts = RecordingModel(delay_s=0.2), Parts()
-        batcher = await started_batcher(model)
-        first = await occupy(batcher, model)
-        inputs = [parts.deferred(1), parts.deferred(-1), parts.deferred(3)]
-        waiting = [asyncio.create_task(batcher.submit(each, far_deadline())) for each in inputs]
-        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
-        await batcher.drain(5)
-        return model, outcomes
-
-    model, (_, good, bad, other) = run(scenario())
+    model, parts = RecordingModel(delay_s=0.2), Parts()
+    _, good, bad, other = run_behind_a_busy_runner(model, [parts.deferred(1), parts.deferred(-1), parts.deferred(3)])
     assert isinstance(bad, InvalidInput) and "cannot read -1" in str(bad)
     np.testing.assert_array_equal(model.batches[1][:, 0], [1, 3])
     np.testing.assert_array_equal(good.outputs["y"], [[2, 2]])
@@ -554,17 +552,8 @@ def test_a_failed_batch_of_deferred_inputs_runs_again_one_by_one_without_making_
                 raise RuntimeError("boom")
             return outputs
 
-    async def scenario():
-        model, parts = FailsOnBatches(delay_s=0.2), Parts()
-        batcher = await started_batcher(model)
-        first = await occupy(batcher, model)
-        values = (1, -1, 2, 3)
-        waiting = [asyncio.create_task(batcher.submit(parts.deferred(v), far_deadline())) for v in values]
-        outcomes = await asyncio.gather(first, *waiting, return_exceptions=True)
-        await batcher.drain(5)
-        return model, parts, outcomes
-
-    model, parts, (_, one, bad, two, three) = run(scenario())
+    model, parts = FailsOnBatches(delay_s=0.2), Parts()
+    _, one, bad, two, three = run_behind_a_busy_runner(model, [parts.deferred(v) for v in (1, -1, 2, 3)])
     assert [len(batch) for batch in model.batches] == [1, 3, 1, 1, 1]
     # made once each, kept for the runs alone: the failed one's error too (not made again from
     # an image its first attempt closed)
