@@ -399,37 +399,29 @@ def _made(batch: list[_Pending], model: str) -> tuple[list[_Pending], Tensors, d
     request's failure by its place in `batch`. A request answered meanwhile (its deadline passed)
     is not made at all; a part made, or found unmakeable, is kept for a run of its own."""
     kept: list[_Pending] = []
-    parts: list[Tensors] = []
     failures: dict[int, Exception] = {}
-    group: list[object] = []
-    join: Callable[[list[object]], Tensors] | None = None
     for index, entry in enumerate(batch):
         if entry.future.done():
             failures[index] = _ANSWERED
             continue
-        inputs = entry.inputs
-        if not isinstance(inputs, Deferred):
-            if group and join is not None:
-                parts.append(join(group))
-                group = []
-            parts.append(inputs)
-            kept.append(entry)
-            continue
-        if entry.part is _UNMADE:
-            entry.part = _part_of(inputs, model)
+        if isinstance(entry.inputs, Deferred) and entry.part is _UNMADE:
+            entry.part = _part_of(entry.inputs, model)
         if isinstance(entry.part, _Failed):
             failures[index] = entry.part.error
             continue
-        if group and inputs.join != join:
-            assert join is not None
-            parts.append(join(group))
-            group = []
-        join = inputs.join
-        group.append(entry.part)
         kept.append(entry)
-    if group and join is not None:
-        parts.append(join(group))
+    parts: list[Tensors] = []
+    for _, run in itertools.groupby(kept, key=_joined_by):
+        together = list(run)
+        inputs = together[0].inputs
+        parts.append(inputs.join([entry.part for entry in together]) if isinstance(inputs, Deferred) else inputs)
     return kept, _concatenate(parts) if parts else {}, failures
+
+
+def _joined_by(entry: _Pending) -> object:
+    """What joins `entry`'s inputs with its neighbours': a `Deferred`'s `join`; built tensors
+    stand alone."""
+    return entry.inputs.join if isinstance(entry.inputs, Deferred) else entry
 
 
 def _part_of(inputs: Deferred, model: str) -> object:
