@@ -41,8 +41,9 @@ differ by as much as the gap sought (10-30% here), which the per-cell table does
 from the policies. Closed loop: one
 model, `--max-queue-size 16`, 16 then 128 clients sending again at once (no back-off), good =
 200 within 1 s. Simulation: `bench.scheduling_sim` over the latency tables the slack server
-measured, the same shares and deadlines, loads relative to the tables' own capacity (the device
-alone: no HTTP or decoding), and over a GPU-shaped projection of those tables (90% of each
+measured, the same shares and deadlines, each policy on the slots its server ran (`free`
+sharing the slack server's), loads relative to the tables' own capacity on those slots (the
+device alone: no HTTP or decoding), and over a GPU-shaped projection of those tables (90% of each
 batch's time fixed: an assumption, not a measurement)."""
 
 
@@ -281,11 +282,18 @@ def closed_loop_table(results: dict[str, Any]) -> TableData:
 def simulate_policies(
     results: dict[str, Any], policies: list[str], loads: list[float], duration_s: float, seed: int
 ) -> dict[str, Any]:
-    """The simulator over the latency tables the slack server (else the first) measured."""
+    """The simulator over the latency tables the slack server (else the first) measured, each
+    policy with the slots its server ran (`free`, which has none, shares the source server's:
+    the device's), loads relative to the tables' capacity on those slots."""
     from easerve.bench import scheduling_sim as sim
 
     source = results["policies"].get("slack") or next(iter(results["policies"].values()))
     described = {model["name"]: model for model in source["models"]}
+    device_slots = source["scheduler"]["slots"] or 1
+    slots = {
+        policy: (results["policies"].get(policy, {}).get("scheduler", {}).get("slots") or device_slots)
+        for policy in policies
+    }
     projections = {}
     for projection in ("measured", "gpu-shaped"):
         models = []
@@ -296,11 +304,13 @@ def simulate_policies(
             models.append(
                 sim.SimModel(name, table, described[name]["batching"]["max_batch_size"], share, deadline_ms / 1000)
             )
-        capacity = sim.capacity_rps(models)
+        capacity = sim.capacity_rps(models) * device_slots
         rows = []
         for policy in policies:
             for load in sorted(loads):
-                outcome = sim.simulate(models, policy, load * capacity, duration_s, "poisson", seed)
+                outcome = sim.simulate(
+                    models, policy, load * capacity, duration_s, "poisson", seed, slots=slots[policy]
+                )
                 rows.append(
                     {
                         "policy": policy,
@@ -310,7 +320,7 @@ def simulate_policies(
                         "worst_attainment": outcome.worst_attainment,
                     }
                 )
-        projections[projection] = {"capacity_rps": capacity, "rows": rows}
+        projections[projection] = {"capacity_rps": capacity, "slots": slots, "rows": rows}
     return projections
 
 
@@ -323,7 +333,8 @@ def simulation_table(results: dict[str, Any], projection: str) -> TableData:
         rows.append((policy, *(f"{cells[load]['goodput']:.0f} ({cells[load]['attainment']:.2f})" for load in loads)))
     label = "measured latency tables" if projection == "measured" else "GPU-shaped projection (assumed, not measured)"
     return TableData(
-        f"Simulation, {label}: goodput (attainment), capacity {simulated['capacity_rps']:.0f} req/s, poisson",
+        f"Simulation, {label}: goodput (attainment), capacity {simulated['capacity_rps']:.0f} req/s, poisson"
+        + "".join(f", {policy} {count} slot(s)" for policy, count in simulated.get("slots", {}).items()),
         ("policy", *(f"{load:g}x" for load in loads)),
         tuple(rows),
     )

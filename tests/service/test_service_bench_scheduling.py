@@ -166,6 +166,40 @@ def test_the_targets_are_judged_on_the_figures_and_a_miss_says_so():
     assert any(line.startswith("met: latency model p95 error < 10%") for line in lines)
 
 
+def test_the_simulation_runs_each_policy_on_the_slots_its_server_ran(monkeypatch):
+    from easerve.bench import scheduling_sim as sim
+
+    described = {
+        "name": "m",
+        "latency": {"predicted_ms": {"1": 2.0, "2": 3.0}},
+        "batching": {"max_batch_size": 2},
+    }
+    results = {
+        "models": ["m"],
+        "shares": [1.0],
+        "deadlines_ms": [50.0],
+        "policies": {
+            "slack": {"scheduler": {"slots": 2}, "models": [described]},
+            "fifo": {"scheduler": {"slots": 1}, "models": [described]},
+            "free": {"scheduler": {"slots": None}, "models": [described]},
+        },
+    }
+    calls = []
+    real = sim.simulate
+
+    def recorded(models, policy, offered_rps, *args, slots=1, **kwargs):
+        calls.append((policy, offered_rps, slots))
+        return real(models, policy, offered_rps, *args, slots=slots, **kwargs)
+
+    monkeypatch.setattr(sim, "simulate", recorded)
+    simulated = report.simulate_policies(results, ["slack", "fifo", "free"], [1.0], 0.5, 0)
+    one_slot = sim.capacity_rps([sim.SimModel("m", {1: 0.002, 2: 0.003}, 2, 1.0, 0.05)])
+    assert simulated["measured"]["capacity_rps"] == pytest.approx(2 * one_slot)
+    assert simulated["measured"]["slots"] == {"slack": 2, "fifo": 1, "free": 2}
+    assert {(policy, slots) for policy, _, slots in calls} == {("slack", 2), ("fifo", 1), ("free", 2)}
+    assert all(offered == pytest.approx(2 * one_slot) for _, offered, _ in calls[:3])
+
+
 def test_bench_scheduling_measures_every_policy_and_writes_its_report(weights_dir, tmp_path):
     command = [
         sys.executable,
