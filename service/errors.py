@@ -87,33 +87,29 @@ class InvalidInput(ServiceError):
     reason = "invalid_input"
 
 
-class QueueFull(ServiceError):
-    """The model's queue is at `max_queue_size`; the client should retry after `retry_after_s`."""
+class RetryLater(ServiceError):
+    """A refusal the client should retry after `retry_after_s` (its `Retry-After`)."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class QueueFull(RetryLater):
+    """The model's queue is at `max_queue_size`."""
 
     status_code = 429
     reason = "queue_full"
 
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
-
-
-class Overloaded(ServiceError):
-    """The server's budget of work in flight is spent; the client should retry after
-    `retry_after_s`."""
+class Overloaded(RetryLater):
+    """The server's budget of work in flight is spent."""
 
     status_code = 503
     reason = "overloaded"
-
-    def __init__(self, message: str, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class ClientClosedRequest(ServiceError):
@@ -172,7 +168,7 @@ _WIRE_ERRORS: dict[str, type[ServiceError]] = {
         DeadlineUnreachable,
     )
 }
-_RETRY_AFTER_ERRORS: dict[str, type[QueueFull] | type[Overloaded]] = {"QueueFull": QueueFull, "Overloaded": Overloaded}
+_RETRY_AFTER_ERRORS: dict[str, type[RetryLater]] = {cls.__name__: cls for cls in (QueueFull, Overloaded)}
 
 
 def error_to_wire(error: ServiceError) -> dict[str, Any]:

@@ -95,32 +95,32 @@ async def _multipart_files(request: Request) -> tuple[bytes, ...]:
 
 async def read_image_upload(request: Request) -> Upload:
     """The body of an image request; UnsupportedMediaType for any other content type."""
-    kind = media_type(request)
-    if kind == MULTIPART:
-        return Upload(files=await _multipart_files(request))
-    if kind.startswith("image/") or kind == OCTET_STREAM:
-        return Upload(files=(await request.body(),))
-    if kind == JSON:
-        return Upload(json_body=await request.body())
-    raise UnsupportedMediaType(
-        f"content type {kind or '(none)'!r} is not accepted here; send multipart/form-data, "
-        "image/png, image/jpeg or application/json with base64 images"
+    return await _read_upload(
+        request,
+        lambda kind: kind.startswith("image/") or kind == OCTET_STREAM,
+        "multipart/form-data, image/png, image/jpeg or application/json with base64 images",
     )
 
 
 async def read_points_upload(request: Request) -> Upload:
     """The body of a point cloud request; UnsupportedMediaType for any other content type."""
+    return await _read_upload(
+        request,
+        lambda kind: kind in POINT_FILE_TYPES,
+        'application/json {"points": [[x, y, z], ...]}, or a .npy or .ply file (multipart or application/octet-stream)',
+    )
+
+
+async def _read_upload(request: Request, is_file: Callable[[str], bool], accepted: str) -> Upload:
+    """The body as multipart files, one file (a content type `is_file` accepts) or JSON."""
     kind = media_type(request)
     if kind == MULTIPART:
         return Upload(files=await _multipart_files(request))
-    if kind in POINT_FILE_TYPES:
+    if is_file(kind):
         return Upload(files=(await request.body(),))
     if kind == JSON:
         return Upload(json_body=await request.body())
-    raise UnsupportedMediaType(
-        f"content type {kind or '(none)'!r} is not accepted here; send application/json "
-        '{"points": [[x, y, z], ...]}, or a .npy or .ply file (multipart or application/octet-stream)'
-    )
+    raise UnsupportedMediaType(f"content type {kind or '(none)'!r} is not accepted here; send {accepted}")
 
 
 def _image_bytes(upload: Upload) -> list[bytes]:

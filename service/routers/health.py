@@ -77,7 +77,7 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
-def _model_info(model: ServedModel, state: State) -> ModelInfo:
+def _model_info(model: ServedModel) -> ModelInfo:
     manifest = model.manifest
     return ModelInfo(
         name=model.name,
@@ -152,5 +152,5 @@ async def list_models(state: State) -> ModelsResponse:
         backend=state.backend.backend,
         backend_reason=state.backend.reason,
         scheduler=SchedulerInfo.model_validate(state.scheduler.describe()),
-        models=[_model_info(model, state) for model in state.repository],
+        models=[_model_info(model) for model in state.repository],
     )
