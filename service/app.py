@@ -24,12 +24,12 @@ from easerve.service.errors import install_error_handlers
 from easerve.service.lifecycle import ServiceLifecycle
 from easerve.service.memory import keep_large_blocks_mapped, release_free_memory
 from easerve.service.metrics import RequestMetricsMiddleware, ServiceMetrics
-from easerve.service.model_config import ModelConfigError, parse_overrides, serving_config
-from easerve.service.model_control import ModelControl
-from easerve.service.model_files import ModelFiles, ModelFilesError, discover_models
+from easerve.service.model_config import parse_overrides, served_model_files
+from easerve.service.model_control import ModelControl, configured_model
+from easerve.service.model_files import ModelFiles
 from easerve.service.model_loading import ModelLoader, local_loader
 from easerve.service.openapi import COMMON_ERRORS
-from easerve.service.repository import ModelRepository, ServedModel
+from easerve.service.repository import ModelRepository
 from easerve.service.routers import console, generation, health, instances, metrics, pointcloud, repository, v2, vision
 from easerve.service.runners.base import Runner, RunnerFactory
 from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
@@ -78,32 +78,13 @@ def create_app(
     `model_control` makes what loads and unloads models at run time (an HTTP worker of
     `--http-workers` asks its model process).
     """
-    found = discover_models(settings.weights_dirs, settings.models)
-    if not found:
-        raise ModelFilesError(
-            f"no model found in {', '.join(map(str, settings.weights_dirs))}: a model is a folder "
-            "<weights dir>/<model>/ with manifest.json and model.onnx, as `easerve export` writes it"
-        )
+    found = served_model_files(settings, parse_overrides(settings.model_overrides))
     if runner_factory is None:
         choice = choose_backend(settings.backend)
         runner_factory = _default_runner_factory(settings, choice)
     else:
         choice = BackendChoice("custom", "a runner factory was passed to create_app")
-    overrides = parse_overrides(settings.model_overrides)
-    unknown = sorted(set(overrides) - {files.name for files in found})
-    if unknown:
-        raise ModelConfigError(f"--model-config names model(s) not served: {', '.join(unknown)}")
-    repository = ModelRepository(
-        [
-            ServedModel(
-                files,
-                serving_config(
-                    files.name, files.directory, files.manifest.max_batch_size, settings, overrides.get(files.name, {})
-                ),
-            )
-            for files in found
-        ]
-    )
+    repository = ModelRepository([configured_model(files, settings) for files in found])
     scheduler = DeviceScheduler.from_settings(settings)
     service_metrics = metrics if metrics is not None else ServiceMetrics()
     service_metrics.watch(scheduler)

@@ -13,12 +13,14 @@ precedence is: global setting < serving.json < environment < flag. An invalid va
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from easerve.service.model_files import ModelFiles, ModelFilesError, discover_models
 from easerve.service.settings import Precision, Settings
 
 SERVING_FILE = "serving.json"
@@ -137,3 +139,18 @@ def serving_config(
 
 def _own_or(own: T | None, default: T) -> T:
     return default if own is None else own
+
+
+def served_model_files(settings: Settings, configured: Iterable[str]) -> list[ModelFiles]:
+    """The models `settings` serves; ModelFilesError when none (or a named one) is found,
+    ModelConfigError when a per-model setting names a model among `configured` not served."""
+    found = discover_models(settings.weights_dirs, settings.models)
+    if not found:
+        raise ModelFilesError(
+            f"no model found in {', '.join(map(str, settings.weights_dirs))}: a model is a folder "
+            "<weights dir>/<model>/ with manifest.json and model.onnx, as `easerve export` writes it"
+        )
+    unknown = sorted(set(configured) - {files.name for files in found})
+    if unknown:
+        raise ModelConfigError(f"--model-config names model(s) not served: {', '.join(unknown)}")
+    return found

@@ -22,8 +22,7 @@ from typing import Any
 
 from ray.serve import Application
 
-from easerve.service.model_config import ModelConfigError, parse_overrides, serving_config
-from easerve.service.model_files import ModelFilesError, discover_models
+from easerve.service.model_config import ModelConfigError, parse_overrides, served_model_files, serving_config
 from easerve.service.settings import Settings
 
 from .config import (
@@ -58,17 +57,9 @@ def plan_app(settings: Settings) -> AppPlan:
             f"model control mode {settings.model_control!r} is not available on Ray: the model deployments are "
             "fixed when the application is deployed (update it with `serve deploy` for new models)"
         )
-    found = discover_models(settings.weights_dirs, settings.models)
-    if not found:
-        raise ModelFilesError(
-            f"no model found in {', '.join(map(str, settings.weights_dirs))}: a model is a folder "
-            "<weights dir>/<model>/ with manifest.json and model.onnx, as `easerve export` writes it"
-        )
     service_entries, ray_overrides = split_overrides(settings.model_overrides)
     overrides = parse_overrides(service_entries)
-    unknown = sorted((set(overrides) | set(ray_overrides)) - {files.name for files in found})
-    if unknown:
-        raise ModelConfigError(f"--model-config names model(s) not served: {', '.join(unknown)}")
+    found = served_model_files(settings, set(overrides) | set(ray_overrides))
     models = {}
     for files in found:
         name = files.name

@@ -61,7 +61,7 @@ from easerve.service.metrics import (
     PrometheusRecorder,
     ServiceMetrics,
 )
-from easerve.service.model_config import parse_overrides, serving_config
+from easerve.service.model_control import configured_model
 from easerve.service.model_files import ModelFiles, discover_models
 from easerve.service.model_loading import ModelLoader, new_batcher, prepare_runners
 from easerve.service.repository import ModelRepository, ServedModel
@@ -135,9 +135,7 @@ class ModelReplica:
         logging.getLogger("easerve").setLevel(self._settings.log_level.upper())
         service = service_settings(self._settings)
         (files,) = discover_models(service.weights_dirs, [model])
-        overrides = parse_overrides(service.model_overrides).get(model, {})
-        serving = serving_config(model, files.directory, files.manifest.max_batch_size, service, overrides)
-        self._model = ServedModel(files, serving)
+        self._model = configured_model(files, service)
         self._choice = choose_backend(service.backend)
 
         def build(model_files: ModelFiles, max_batch_size: int) -> Runner:
