@@ -152,14 +152,7 @@ class ModelControl:
 
     async def _retire(self, model: ServedModel, successor: ServedModel | None) -> None:
         model.replaced_by = successor
-        model.state = "draining"
-        if model.batcher is not None:
-            await model.batcher.drain(self._settings.drain_timeout_s)
-            model.batcher.close()
-        for runner in model.runners:
-            runner.close()
-        model.batcher, model.runners = None, []
-        model.state = "stopped" if successor is not None else "unloaded"
+        await model.retire(self._settings.drain_timeout_s, "stopped" if successor is not None else "unloaded")
 
     async def poll_forever(self) -> None:
         """`poll` mode: rescan every `repository_poll_s`; load what is new or changed, unload

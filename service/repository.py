@@ -58,6 +58,18 @@ class ServedModel:
     def version(self) -> int:
         return self.files.version
 
+    async def retire(self, drain_timeout_s: float, final_state: ModelState = "stopped") -> None:
+        """Answer what its batcher holds (within `drain_timeout_s`), then release the batcher
+        and the runners."""
+        self.state = "draining"
+        if self.batcher is not None:
+            await self.batcher.drain(drain_timeout_s)
+            self.batcher.close()
+        for runner in self.runners:
+            runner.close()
+        self.batcher, self.runners = None, []
+        self.state = final_state
+
     def takes_the_inputs_of(self, other: ServedModel) -> bool:
         return (
             self.manifest.inputs == other.manifest.inputs

@@ -195,8 +195,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=64,
-        description="batches computing at once on the device (`slack`, `fifo`); 0: one per run that uses every "
-        "core (the cores over `intra_op_threads`, 1 with the runtime's default threads)",
+        description="batches computing at once on the device (`slack`, `fifo`); 0: 1 for `fifo`, and for `slack` "
+        "the cores over `intra_op_threads`, or 2 with the runtime's default threads",
     )
     max_batch_size: Annotated[int | None, Flag("scheduling", metavar="N", shown_default="the manifest's")] = Field(
         default=None, ge=1, description="cap on the batch size (images count one each)"

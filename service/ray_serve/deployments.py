@@ -196,16 +196,9 @@ class ModelReplica:
 
     async def __del__(self) -> None:
         """Ray stops this replica (scale-down, update, shutdown): answer everything queued."""
-        model, batcher = getattr(self, "_model", None), getattr(self, "_batcher", None)
-        if model is None:
-            return
-        model.state = "draining"
-        if batcher is not None:
-            await batcher.drain(self._settings.drain_timeout_s)
-            batcher.close()
-        for runner in model.runners:
-            runner.close()
-        model.state = "stopped"
+        model = getattr(self, "_model", None)
+        if model is not None:
+            await model.retire(self._settings.drain_timeout_s)
 
 
 # -- the ingress ---------------------------------------------------------------------------------

@@ -126,12 +126,9 @@ def _served(request: Request, static: StaticFile, cache_control: str) -> Respons
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
-async def root() -> RedirectResponse:
-    return RedirectResponse("ui/", status_code=307)
-
-
 @router.api_route("/ui", methods=["GET", "HEAD"])
 async def console_redirect() -> RedirectResponse:
+    """The root and /ui lead to the console's page (relative: "ui/" from either)."""
     return RedirectResponse("ui/", status_code=307)
 
 
