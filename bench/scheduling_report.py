@@ -290,10 +290,7 @@ def simulate_policies(
     source = results["policies"].get("slack") or next(iter(results["policies"].values()))
     described = {model["name"]: model for model in source["models"]}
     device_slots = source["scheduler"]["slots"] or 1
-    slots = {
-        policy: (results["policies"].get(policy, {}).get("scheduler", {}).get("slots") or device_slots)
-        for policy in policies
-    }
+    slots = {policy: results["policies"][policy]["scheduler"]["slots"] or device_slots for policy in policies}
     projections = {}
     for projection in ("measured", "gpu-shaped"):
         models = []
@@ -334,7 +331,7 @@ def simulation_table(results: dict[str, Any], projection: str) -> TableData:
     label = "measured latency tables" if projection == "measured" else "GPU-shaped projection (assumed, not measured)"
     return TableData(
         f"Simulation, {label}: goodput (attainment), capacity {simulated['capacity_rps']:.0f} req/s, poisson"
-        + "".join(f", {policy} {count} slot(s)" for policy, count in simulated.get("slots", {}).items()),
+        + "".join(f", {policy} {count} slot(s)" for policy, count in simulated["slots"].items()),
         ("policy", *(f"{load:g}x" for load in loads)),
         tuple(rows),
     )

@@ -26,13 +26,12 @@ from easerve.service.memory import keep_large_blocks_mapped, release_free_memory
 from easerve.service.metrics import RequestMetricsMiddleware, ServiceMetrics
 from easerve.service.model_config import parse_overrides, served_model_files
 from easerve.service.model_control import ModelControl, configured_model
-from easerve.service.model_files import ModelFiles
 from easerve.service.model_loading import ModelLoader, local_loader
 from easerve.service.openapi import COMMON_ERRORS
 from easerve.service.repository import ModelRepository
 from easerve.service.routers import console, generation, health, instances, metrics, pointcloud, repository, v2, vision
-from easerve.service.runners.base import Runner, RunnerFactory
-from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
+from easerve.service.runners.base import RunnerFactory
+from easerve.service.runners.selection import BackendChoice, backend_runners, choose_backend
 from easerve.service.scheduler.device import DeviceScheduler
 from easerve.service.settings import Settings
 from easerve.service.state import ServiceState
@@ -50,13 +49,6 @@ ROUTERS = (
     metrics.router,
     console.router,
 )
-
-
-def _default_runner_factory(settings: Settings, choice: BackendChoice) -> RunnerFactory:
-    def build(files: ModelFiles, max_batch_size: int) -> Runner:
-        return create_runner(files, settings, choice.backend, max_batch_size)
-
-    return build
 
 
 def create_app(
@@ -81,7 +73,7 @@ def create_app(
     found = served_model_files(settings, parse_overrides(settings.model_overrides))
     if runner_factory is None:
         choice = choose_backend(settings.backend)
-        runner_factory = _default_runner_factory(settings, choice)
+        runner_factory = backend_runners(settings, choice)
     else:
         choice = BackendChoice("custom", "a runner factory was passed to create_app")
     repository = ModelRepository([configured_model(files, settings) for files in found])

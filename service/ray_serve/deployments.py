@@ -63,10 +63,10 @@ from easerve.service.metrics import (
 )
 from easerve.service.model_control import configured_model
 from easerve.service.model_files import ModelFiles, discover_models
-from easerve.service.model_loading import ModelLoader, new_batcher, prepare_runners
+from easerve.service.model_loading import ModelLoader, local_loader
 from easerve.service.repository import ModelRepository, ServedModel
 from easerve.service.runners.base import Runner
-from easerve.service.runners.selection import BackendChoice, choose_backend, create_runner
+from easerve.service.runners.selection import BackendChoice, backend_runners, choose_backend
 from easerve.service.scheduler.device import DeviceScheduler
 from easerve.service.settings import Settings
 
@@ -137,18 +137,17 @@ class ModelReplica:
         (files,) = discover_models(service.weights_dirs, [model])
         self._model = configured_model(files, service)
         self._choice = choose_backend(service.backend)
-
-        def build(model_files: ModelFiles, max_batch_size: int) -> Runner:
-            return create_runner(model_files, service, self._choice.backend, max_batch_size)
-
-        memory_bytes = int(service.server_memory_mb * MB)
-        await asyncio.to_thread(prepare_runners, self._model, build, memory_bytes)
         # Each replica is a process of its own with its own share of its node: a device
         # scheduler of its own, as `easerve serve` has one.
-        self._batcher: DynamicBatcher = new_batcher(
-            self._model, BatchMetrics(RayRecorder), DeviceScheduler.from_settings(service), memory_bytes
+        load = local_loader(
+            backend_runners(service, self._choice),
+            BatchMetrics(RayRecorder),
+            DeviceScheduler.from_settings(service),
+            int(service.server_memory_mb * MB),
         )
-        self._model.batcher = self._batcher
+        await load(self._model)
+        assert isinstance(self._model.batcher, DynamicBatcher)
+        self._batcher = self._model.batcher
         self._model.state = "ready"
         self._replica, self._node = _replica_identity()
         logger.info("%s: replica %s ready on node %s (%s)", model, self._replica, self._node, self._model.backend)

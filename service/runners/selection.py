@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 
 from easerve.service.model_files import ModelFiles
-from easerve.service.runners.base import Runner
+from easerve.service.runners.base import Runner, RunnerFactory
 from easerve.service.settings import Backend, Settings
 
 logger = logging.getLogger(__name__)
@@ -53,3 +53,12 @@ def create_runner(files: ModelFiles, settings: Settings, backend: Backend, max_b
     from easerve.service.runners.ort import OrtRunner
 
     return OrtRunner(files, settings, max_batch_size)
+
+
+def backend_runners(settings: Settings, choice: BackendChoice) -> RunnerFactory:
+    """Runners of `choice`'s backend for `settings`, as model loading asks for them."""
+
+    def build(files: ModelFiles, max_batch_size: int) -> Runner:
+        return create_runner(files, settings, choice.backend, max_batch_size)
+
+    return build
